@@ -1,0 +1,340 @@
+"""CacheClient: Redis and an in-process store behind one small, typed interface.
+
+Keys are strings, optionally under a namespace (``"app:users:7"``); values go through a codec
+(JSON by default). Every operation the client offers is idempotent, so retrying one after a lost
+connection can never apply it twice.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from .._config import CacheUrl, Settings, convert_options, load_settings
+from .._errors import ConfigError
+from .._retry import RetryPolicy
+from ._codec import Codec, JsonCodec
+
+__all__ = ["TTL", "CacheClient"]
+
+TTL = float | int | dt.timedelta
+T = TypeVar("T")
+_LOCK_SUFFIX: Final = ":__lock__"
+_GLOB_SPECIAL: Final = str.maketrans({char: f"\\{char}" for char in "*?[]\\"})
+
+# Options every backend takes; backends add their own.
+COMMON_OPTIONS: Final = {"ttl_jitter": float, "chunk_size": int}
+
+
+def escape_glob(text: str) -> str:
+    """Escape Redis MATCH pattern characters so ``text`` matches itself."""
+    return text.translate(_GLOB_SPECIAL)
+
+
+class CacheClient(abc.ABC):
+    """A cache: Redis (``redis://``, ``rediss://``, ``unix://``) or in-process (``memory://``).
+
+    ``namespace`` prefixes every key with ``"<namespace>:"``. ``ttl_jitter`` (0 to 1) shortens
+    each TTL by a random fraction up to that much, so keys written together do not all expire
+    together. ``codec`` turns values into bytes (:class:`JsonCodec` by default).
+    """
+
+    scheme: str
+
+    def __init__(
+        self,
+        *,
+        namespace: str | None = None,
+        codec: Codec | None = None,
+        retry: RetryPolicy | None = None,
+        ttl_jitter: float = 0.0,
+        chunk_size: int = 10_000,
+    ) -> None:
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ConfigError("namespace must be a non-empty string or None")
+        if not 0 <= ttl_jitter < 1:
+            raise ConfigError(
+                f"ttl_jitter must be from 0 up to (not including) 1, got {ttl_jitter!r}"
+            )
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
+        if codec is not None and not isinstance(codec, Codec):
+            raise ConfigError(f"codec must have encode() and decode() methods, got {codec!r}")
+        self.namespace = namespace
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.ttl_jitter = ttl_jitter
+        self.chunk_size = chunk_size
+        self._prefix = f"{namespace}:" if namespace else ""
+
+    # construction -------------------------------------------------------------------------
+
+    @staticmethod
+    def from_url(
+        url: str | CacheUrl,
+        namespace: str | None = None,
+        *,
+        codec: Codec | None = None,
+        retry: RetryPolicy | None = None,
+        **options: Any,
+    ) -> CacheClient:
+        """A client for ``redis://[user:pass@]host:6379/0``, ``rediss://...``,
+        ``unix:///path.sock?db=0`` or ``memory://[name]``; ``options`` override the URL's query
+        options (``socket_timeout``, ``connect_timeout``, ``max_connections``, ``ttl_jitter``,
+        ``chunk_size``, ...)."""
+        from ._memory import MemoryCache
+        from ._redis import RedisCache
+
+        parsed = url if isinstance(url, CacheUrl) else CacheUrl.parse(url)
+        common = convert_options(
+            {name: options.pop(name) for name in list(options) if name in COMMON_OPTIONS},
+            COMMON_OPTIONS,
+            parsed.redacted(),
+        )
+        if parsed.scheme == "memory":
+            if options:
+                raise ConfigError(
+                    f"unknown option(s) {', '.join(sorted(options))} for memory://; it takes "
+                    f"{', '.join(sorted(COMMON_OPTIONS))}"
+                )
+            return MemoryCache(
+                name=parsed.path or None, namespace=namespace, codec=codec, retry=retry, **common
+            )
+        return RedisCache.from_parsed(
+            parsed, namespace=namespace, codec=codec, retry=retry, **common, **options
+        )
+
+    @staticmethod
+    def from_config(
+        path: str | os.PathLike[str] | None = None,
+        *,
+        url: str | None = None,
+        namespace: str | None = None,
+        settings: Settings | None = None,
+        **options: Any,
+    ) -> CacheClient:
+        """A client from keyword arguments > ``AUTOOPS_CACHE_URL`` > the ``[cache]`` table of the
+        settings file; a URL set nowhere is a :class:`ConfigError` that says how to set it."""
+        resolved = settings if settings is not None else load_settings(path, cache_url=url)
+        table = dict(resolved.section("cache"))
+        table.pop("url", None)
+        file_namespace = table.pop("namespace", None)
+        retry = options.pop("retry", None)
+        if retry is None and resolved.section("retry"):
+            retry = RetryPolicy.from_mapping(dict(resolved.section("retry")))
+        return CacheClient.from_url(
+            resolved.require_cache_url(),
+            namespace if namespace is not None else file_namespace,
+            retry=retry,
+            **{**table, **options},
+        )
+
+    # backend primitives (full keys, encoded values) ------------------------------------------
+
+    @abc.abstractmethod
+    def _get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def _get_many(self, keys: list[str]) -> list[bytes | None]: ...
+
+    @abc.abstractmethod
+    def _set(self, key: str, value: bytes, ttl_ms: int | None) -> None: ...
+
+    @abc.abstractmethod
+    def _set_many(self, items: list[tuple[str, bytes]], ttl_ms: list[int] | None) -> None:
+        """Write one chunk; must be idempotent (it is retried whole)."""
+
+    @abc.abstractmethod
+    def _delete(self, keys: list[str]) -> int: ...
+
+    @abc.abstractmethod
+    def _delete_matching(self, prefix: str) -> int:
+        """Delete every key starting with ``prefix`` (SCAN + UNLINK for Redis)."""
+
+    @abc.abstractmethod
+    def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool: ...
+
+    @abc.abstractmethod
+    def _delete_if_equal(self, key: str, value: bytes) -> bool: ...
+
+    @abc.abstractmethod
+    def _ping(self) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections (Redis) or drop the private store reference (memory)."""
+
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where the cache is, for messages: ``127.0.0.1:6379/0`` or ``memory:name``."""
+
+    # public API -----------------------------------------------------------------------------
+
+    def key(self, name: str) -> str:
+        """The full key for ``name``, namespace included."""
+        if not isinstance(name, str):
+            raise ConfigError(f"cache keys must be str, got {type(name).__name__}")
+        return self._prefix + name
+
+    def _ttl_ms(self, ttl: TTL | None) -> int | None:
+        if ttl is None:
+            return None
+        seconds = ttl.total_seconds() if isinstance(ttl, dt.timedelta) else ttl
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+            raise ConfigError(
+                f"ttl must be a number of seconds above 0 or a timedelta, got {ttl!r}"
+            )
+        milliseconds = seconds * 1000
+        if self.ttl_jitter:
+            milliseconds *= 1 - random.random() * self.ttl_jitter
+        return max(1, int(milliseconds))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The decoded value of ``key``, or ``default`` when it is missing or expired."""
+        data = self._get(self.key(key))
+        return default if data is None else self.codec.decode(data)
+
+    def set(self, key: str, value: Any, ttl: TTL | None = None) -> None:
+        """Store ``value`` under ``key``, expiring after ``ttl`` seconds (never when None)."""
+        self._set(self.key(key), self.codec.encode(value), self._ttl_ms(ttl))
+
+    def delete(self, *keys: str) -> int:
+        """Delete keys; returns how many existed."""
+        if not keys:
+            return 0
+        return self._delete([self.key(key) for key in keys])
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values of the keys that exist, as ``{key: value}`` (missing keys are left out)."""
+        names = list(keys)
+        result: dict[str, Any] = {}
+        decode = self.codec.decode
+        for start in range(0, len(names), self.chunk_size):
+            chunk = names[start : start + self.chunk_size]
+            values = self._get_many([self.key(name) for name in chunk])
+            for name, data in zip(chunk, values, strict=True):
+                if data is not None:
+                    result[name] = decode(data)
+        return result
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: TTL | None = None) -> int:
+        """Store every item, pipelined in chunks of ``chunk_size``; returns how many were written.
+
+        Each chunk is retried whole on a lost connection (writes are idempotent). Values are all
+        encoded before anything is sent, so a value the codec refuses writes nothing.
+        """
+        encode = self.codec.encode
+        prefix = self._prefix
+        items: list[tuple[str, bytes]] = []
+        for name, value in mapping.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"cache keys must be str, got {type(name).__name__}")
+            items.append((prefix + name, encode(value)))
+        for start in range(0, len(items), self.chunk_size):
+            chunk = items[start : start + self.chunk_size]
+            ttls = None if ttl is None else [self._ttl_ms(ttl) or 1 for _ in chunk]
+            self._set_many(chunk, ttls)
+        return len(items)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every key in the namespace that starts with ``prefix`` (SCAN + UNLINK in
+        batches, never KEYS); returns how many were deleted."""
+        if not isinstance(prefix, str):
+            raise ConfigError(f"prefix must be str, got {type(prefix).__name__}")
+        if not prefix and not self._prefix:
+            raise ConfigError(
+                "delete_prefix('') on a client without a namespace would delete every key in "
+                "the database; pass a prefix or use a namespace"
+            )
+        return self._delete_matching(self._prefix + prefix)
+
+    def get_or_set(
+        self,
+        key: str,
+        factory: Callable[[], T],
+        ttl: TTL | None = None,
+        *,
+        lock_ttl: float = 30.0,
+        wait: float = 10.0,
+    ) -> Any:
+        """The cached value of ``key``; on a miss, exactly one caller runs ``factory`` and stores
+        its result while the others wait for it (stampede protection).
+
+        A waiting caller polls for up to ``wait`` seconds; if the computing caller has not stored
+        a value by then (it died, or is slow), the waiter computes the value itself. ``lock_ttl``
+        bounds how long a crashed caller's lock can hold others back. The value returned is what
+        :meth:`get` would return, whichever caller computed it.
+        """
+        full = self.key(key)
+        data = self._get(full)
+        if data is not None:
+            return self.codec.decode(data)
+        lock_key = full + _LOCK_SUFFIX
+        token = uuid.uuid4().hex.encode("ascii")
+        deadline = time.monotonic() + wait
+        pause = 0.02
+        while True:
+            if self._set_if_absent(lock_key, token, max(1, int(lock_ttl * 1000))):
+                try:
+                    data = self._get(full)
+                    if data is not None:
+                        return self.codec.decode(data)
+                    return self._compute_and_store(full, factory, ttl)
+                finally:
+                    self._delete_if_equal(lock_key, token)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+            data = self._get(full)
+            if data is not None:
+                return self.codec.decode(data)
+            if time.monotonic() >= deadline:
+                return self._compute_and_store(full, factory, ttl)
+
+    def _compute_and_store(self, full: str, factory: Callable[[], T], ttl: TTL | None) -> Any:
+        encoded = self.codec.encode(factory())
+        self._set(full, encoded, self._ttl_ms(ttl))
+        return self.codec.decode(encoded)
+
+    def ping(self) -> float:
+        """Check the cache answers; returns the round trip in seconds."""
+        started = time.perf_counter()
+        self._ping()
+        return time.perf_counter() - started
+
+    def __enter__(self) -> CacheClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.location!r}, namespace={self.namespace!r}, "
+            f"codec={self.codec!r})"
+        )
+
+    def _repr_html_(self) -> str:
+        from .._display import html_table
+
+        return html_table(
+            type(self).__name__,
+            [
+                ("location", self.location),
+                ("namespace", self.namespace),
+                ("codec", self.codec),
+                ("ttl_jitter", self.ttl_jitter),
+            ],
+        )

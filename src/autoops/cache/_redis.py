@@ -1,0 +1,287 @@
+"""The Redis backend (redis-py; hiredis parses replies when it is installed)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .._config import REDIS_OPTIONS, CacheUrl, Secret, convert_options
+from .._errors import AuthenticationError, CodecError, ConfigError, ConnectError, QueryError
+from .._retry import Failure, RetryPolicy
+from ._client import CacheClient, escape_glob
+from ._codec import Codec
+from ._resp import pack_command
+
+__all__ = ["RedisCache"]
+
+# Compare-and-delete, so a caller only ever releases the lock it took.
+_DELETE_IF_EQUAL: Final = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_MSET_CHUNK: Final = 1000
+_TRANSIENT_REPLIES: Final = (
+    "LOADING",
+    "TRYAGAIN",
+    "READONLY",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "BUSY ",
+)
+
+
+class RedisCache(CacheClient):
+    """A :class:`CacheClient` on Redis.
+
+    redis-py's own retry is switched off: this client's :class:`RetryPolicy` decides, by
+    classifying each failure (connection and timeout errors, LOADING, TRYAGAIN and READONLY after
+    a failover are retried; WRONGTYPE, OOM and authentication errors are not). Timeouts default
+    to 5 s; the pool holds at most ``max_connections`` (50) connections.
+    """
+
+    scheme = "redis"
+
+    def __init__(
+        self,
+        *,
+        host: str = "",
+        port: int = 6379,
+        db: int = 0,
+        username: str | None = None,
+        password: str | Secret | None = None,
+        unix_socket_path: str | None = None,
+        tls: bool = False,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        max_connections: int = 50,
+        client_name: str | None = None,
+        ssl_ca_certs: str | None = None,
+        ssl_cert_reqs: str = "required",
+        namespace: str | None = None,
+        codec: Codec | None = None,
+        retry: RetryPolicy | None = None,
+        ttl_jitter: float = 0.0,
+        chunk_size: int = 10_000,
+    ) -> None:
+        super().__init__(
+            namespace=namespace,
+            codec=codec,
+            retry=retry,
+            ttl_jitter=ttl_jitter,
+            chunk_size=chunk_size,
+        )
+        if not host and not unix_socket_path:
+            raise ConfigError("RedisCache needs host= or unix_socket_path=")
+        secret = password if isinstance(password, Secret) or password is None else Secret(password)
+        self._password = secret
+        self._location = (
+            f"unix:{unix_socket_path}?db={db}" if unix_socket_path else f"{host}:{port}/{db}"
+        )
+        kwargs: dict[str, Any] = {
+            "db": db,
+            "username": username or None,
+            "password": secret.reveal() if secret is not None else None,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "socket_keepalive": True,
+            "max_connections": max_connections,
+            "client_name": client_name,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if unix_socket_path:
+            kwargs["unix_socket_path"] = unix_socket_path
+        else:
+            kwargs.update(host=host, port=port)
+        if tls:
+            kwargs.update(ssl=True, ssl_ca_certs=ssl_ca_certs, ssl_cert_reqs=ssl_cert_reqs)
+        self._redis = redis.Redis(**kwargs)
+        self._delete_script = self._redis.register_script(_DELETE_IF_EQUAL)
+
+    @classmethod
+    def from_parsed(
+        cls,
+        url: CacheUrl,
+        *,
+        namespace: str | None = None,
+        codec: Codec | None = None,
+        retry: RetryPolicy | None = None,
+        **options: Any,
+    ) -> RedisCache:
+        """Build from a parsed URL; keyword ``options`` override the URL's query options."""
+        common = {
+            name: options.pop(name) for name in ("ttl_jitter", "chunk_size") if name in options
+        }
+        merged = {**url.options, **convert_options(options, REDIS_OPTIONS, url.redacted())}
+        merged.pop("db", None)
+        db = int(options.get("db", url.db))
+        return cls(
+            host=url.host,
+            port=url.port or 6379,
+            db=db,
+            username=url.user or None,
+            password=url.password,
+            unix_socket_path=url.path if url.scheme == "unix" else None,
+            tls=url.scheme == "rediss",
+            namespace=namespace,
+            codec=codec,
+            retry=retry,
+            **common,
+            **merged,
+        )
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The underlying redis-py client, for commands this class does not wrap. It does not
+        retry: wrap non-idempotent commands yourself with care."""
+        return self._redis
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    # retry ----------------------------------------------------------------------------------
+
+    def _classify(self, exc: BaseException, operation: str) -> Failure:
+        where = self._location
+        text = f"{type(exc).__name__}: {exc}"
+        if self._password is not None and self._password.reveal():
+            text = text.replace(self._password.reveal(), "***")
+        if isinstance(exc, CodecError | ConfigError):
+            return Failure(False, type(exc), str(exc), passthrough=True)
+        if isinstance(
+            exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError
+        ) or (
+            isinstance(exc, redis.ResponseError)
+            and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+        ):
+            return Failure(
+                False,
+                AuthenticationError,
+                f"Redis at {where} refused the credentials or permission ({text}); check the "
+                "user name and password in the URL, AUTOOPS_CACHE_URL or autoops.toml",
+            )
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+            return Failure(
+                True,
+                ConnectError,
+                f"{operation}: cannot reach Redis at {where} ({text}); check that the server is "
+                "up and that the URL's host and port are right",
+            )
+        if isinstance(exc, redis.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES):
+            return Failure(
+                True, ConnectError, f"{operation}: Redis at {where} is not ready ({text})"
+            )
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            return Failure(
+                False,
+                QueryError,
+                f"{operation}: Redis at {where} is out of memory (maxmemory reached): {text}",
+            )
+        return Failure(False, QueryError, f"{operation} on Redis at {where} failed: {text}")
+
+    def _call(self, operation: str, fn: Any) -> Any:
+        return self.retry.call(
+            fn,
+            classify=lambda exc: self._classify(exc, operation),
+            operation=operation,
+            where=self._location,
+        )
+
+    # primitives -----------------------------------------------------------------------------
+
+    def _get(self, key: str) -> bytes | None:
+        return self._call("redis GET", lambda: self._redis.get(key))  # type: ignore[no-any-return]
+
+    def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return self._call("redis MGET", lambda: self._redis.mget(keys))  # type: ignore[no-any-return]
+
+    def _set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
+        self._call("redis SET", lambda: self._redis.set(key, value, px=ttl_ms))
+
+    def _set_many(self, items: list[tuple[str, bytes]], ttl_ms: list[int] | None) -> None:
+        commands: list[bytes] = []
+        if ttl_ms is None:
+            for start in range(0, len(items), _MSET_CHUNK):
+                args = [b"MSET"]
+                for key, value in items[start : start + _MSET_CHUNK]:
+                    args.append(key.encode("utf-8"))
+                    args.append(value)
+                commands.append(pack_command(*args))
+        else:
+            for (key, value), milliseconds in zip(items, ttl_ms, strict=True):
+                commands.append(
+                    pack_command(b"SET", key.encode("utf-8"), value, b"PX", b"%d" % milliseconds)
+                )
+        self.send_packed(commands, operation="redis set_many")
+
+    def send_packed(
+        self, commands: list[bytes], *, operation: str = "redis bulk write"
+    ) -> list[Any]:
+        """Send already-packed RESP commands in one write and read every reply; the batch is
+        retried whole on a lost connection, so only send idempotent commands. An error reply is
+        raised after every reply has been read, keeping the connection in step."""
+        payload = b"".join(commands)
+        count = len(commands)
+
+        def attempt() -> list[Any]:
+            pool = self._redis.connection_pool
+            connection = pool.get_connection()
+            replies: list[Any] = []
+            first_error: BaseException | None = None
+            try:
+                connection.send_packed_command([payload])  # type: ignore[no-untyped-call]
+                for _ in range(count):
+                    try:
+                        replies.append(connection.read_response())
+                    except redis.ResponseError as exc:
+                        first_error = first_error or exc
+                        replies.append(exc)
+            except BaseException:
+                connection.disconnect()  # type: ignore[no-untyped-call]
+                raise
+            finally:
+                pool.release(connection)
+            if first_error is not None:
+                raise first_error
+            return replies
+
+        return self._call(operation, attempt)  # type: ignore[no-any-return]
+
+    def _delete(self, keys: list[str]) -> int:
+        return self._call("redis UNLINK", lambda: self._redis.unlink(*keys))  # type: ignore[no-any-return]
+
+    def _delete_matching(self, prefix: str) -> int:
+        pattern = escape_glob(prefix) + "*"
+        deleted = 0
+        cursor = 0
+        while True:
+            cursor, keys = self._call(
+                "redis SCAN",
+                lambda cursor=cursor: self._redis.scan(cursor=cursor, match=pattern, count=1000),
+            )
+            if keys:
+                deleted += self._call("redis UNLINK", lambda keys=keys: self._redis.unlink(*keys))
+            if cursor == 0:
+                return deleted
+
+    def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        return bool(
+            self._call("redis SET NX", lambda: self._redis.set(key, value, nx=True, px=ttl_ms))
+        )
+
+    def _delete_if_equal(self, key: str, value: bytes) -> bool:
+        return bool(
+            self._call("redis EVALSHA", lambda: self._delete_script(keys=[key], args=[value]))
+        )
+
+    def _ping(self) -> None:
+        self._call("redis PING", self._redis.ping)
+
+    def close(self) -> None:
+        self._redis.close()
+        self._redis.connection_pool.disconnect()

@@ -1,0 +1,36 @@
+"""Reaching the real services the suite runs against; under CI a missing one fails the test."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+import pytest
+
+MYSQL_ADMIN_URL = os.environ.get("AUTOOPS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+REDIS_URL = os.environ.get("AUTOOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _unavailable(message: str) -> NoReturn:
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{message} (CI=true: a missing service is a failure, not a skip)")
+    pytest.skip(message)
+
+
+def require_tcp(name: str, url: str) -> None:
+    """Fail under CI, skip elsewhere, when ``url``'s server does not accept connections."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or {"mysql": 3306, "redis": 6379}.get(parts.scheme, 0)
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        _unavailable(f"{name} is not reachable on {host}:{port}: {exc}")
+
+
+def require_program(path: str, package: str) -> None:
+    """Fail under CI, skip elsewhere, when a program the test needs is not installed."""
+    if not os.path.exists(path):
+        _unavailable(f"{path} is missing; install the Debian package {package}")
