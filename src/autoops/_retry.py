@@ -8,6 +8,7 @@ attempt runs outside tenacity, so a call that succeeds pays nothing for its poli
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -150,6 +151,10 @@ class RetryPolicy:
             )
         return cls(**values)  # type: ignore[arg-type]
 
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        backoff = self.wait_initial * 2 ** (state.attempt_number - 1)
+        return float(min(backoff + random.uniform(0, self.jitter), self.wait_max))
+
     @property
     def effective_attempts(self) -> int:
         """Attempts after the testing switch's cap, if any."""
@@ -225,11 +230,7 @@ class RetryPolicy:
         testing = _testing.active
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(self.timeout),
-            wait=tenacity.wait_none()
-            if testing
-            else tenacity.wait_exponential_jitter(
-                initial=self.wait_initial, max=self.wait_max, jitter=self.jitter
-            ),
+            wait=tenacity.wait_none() if testing else self._wait,
             retry=tenacity.retry_if_exception(lambda error: classify(error).transient),
             before_sleep=before_sleep,
             sleep=_no_sleep if testing else time.sleep,

@@ -71,8 +71,8 @@ class SshServer:
         argv = [SSHD, "-D", "-e", "-f", "/dev/null"]
         for name, value in options.items():
             argv += ["-o", f"{name}={value}"]
-        log = (self.workdir / "sshd.log").open("ab")
-        self.process = subprocess.Popen(argv, stdout=log, stderr=log)
+        with (self.workdir / "sshd.log").open("ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

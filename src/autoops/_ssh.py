@@ -1,0 +1,267 @@
+"""SSH connections done safely: host keys checked, timeouts and keepalive set, argv quoted.
+
+Fabric 3's ``Connection`` accepts any host key and loads no known_hosts, has no connect timeout by
+default and no keepalive; :func:`connect` fixes all three. Trusting an unknown host is an explicit
+``trust_unknown_hosts=True`` and is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import fabric
+import invoke
+import paramiko
+
+from ._errors import AuthenticationError, AutoOpsError, ConfigError, ConnectError
+from ._retry import Failure, RetryPolicy
+
+__all__ = [
+    "CommandResult",
+    "HostKeyError",
+    "RemoteCommandError",
+    "SshHost",
+    "SshOptions",
+    "connect",
+    "run",
+]
+
+log: Final = logging.getLogger("autoops.ssh")
+_HOST_RE: Final = re.compile(
+    r"^(?:(?P<user>[^@\s:]+)@)?(?P<host>\[[^\]]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$"
+)
+
+
+class HostKeyError(AuthenticationError):
+    """A host's key is unknown or has changed; the connection was refused on purpose."""
+
+
+class RemoteCommandError(AutoOpsError):
+    """A remote command exited non-zero or timed out; ``stderr_tail`` holds its last lines."""
+
+    def __init__(self, message: str, *, exit_code: int | None, stderr_tail: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+
+@dataclass(frozen=True, slots=True)
+class SshHost:
+    """A host to reach: ``user@host:port`` (user and port optional; IPv6 as ``[::1]:22``)."""
+
+    host: str
+    user: str | None = None
+    port: int = 22
+
+    @classmethod
+    def parse(cls, text: str) -> SshHost:
+        """Parse ``user@host:port``; a malformed one raises :class:`ConfigError` naming it."""
+        if not isinstance(text, str):
+            raise ConfigError(f"an SSH host must be a string like user@host:22, got {text!r}")
+        match = _HOST_RE.match(text.strip())
+        if match is None:
+            raise ConfigError(f"malformed SSH host {text!r}: expected user@host or user@host:port")
+        port_text = match.group("port")
+        port = int(port_text) if port_text else 22
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"bad port {port} in SSH host {text!r}: expected 1 to 65535")
+        return cls(host=match.group("host").strip("[]"), user=match.group("user"), port=port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class SshOptions:
+    """How to connect: ``key_filename`` (else the agent and ~/.ssh keys), ``known_hosts`` (else
+    ~/.ssh/known_hosts), timeouts in seconds, keepalive interval, and the explicit
+    ``trust_unknown_hosts`` escape hatch."""
+
+    key_filename: str | None = None
+    known_hosts: str | None = None
+    trust_unknown_hosts: bool = False
+    connect_timeout: float = 10.0
+    command_timeout: float = 600.0
+    keepalive: int = 15
+
+    def __post_init__(self) -> None:
+        if self.key_filename is not None and not Path(self.key_filename).is_file():
+            raise ConfigError(f"SSH key file {self.key_filename} does not exist")
+        if self.connect_timeout <= 0 or self.command_timeout <= 0:
+            raise ConfigError("SSH timeouts must be above 0 seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a remote command did."""
+
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def _known_hosts_path(options: SshOptions) -> str:
+    return options.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+
+
+def _classify(exc: BaseException, host: SshHost, options: SshOptions) -> Failure:
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return Failure(
+            False,
+            HostKeyError,
+            f"the host key of {host} has CHANGED from the one in {_known_hosts_path(options)}: "
+            "this may be an attack; verify the new key out of band before replacing the entry",
+        )
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return Failure(
+            False,
+            HostKeyError,
+            f"the host key of {host} is not in {_known_hosts_path(options)}; verify its "
+            f"fingerprint and add it (ssh-keyscan -p {host.port} {host.host}), or pass "
+            "trust_unknown_hosts=True to accept it knowingly",
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        return Failure(
+            False,
+            AuthenticationError,
+            f"SSH login to {host} was refused ({exc}); check the user, the key and the host's "
+            "authorized_keys",
+        )
+    if isinstance(exc, OSError | socket.timeout | paramiko.SSHException | EOFError):
+        return Failure(
+            True,
+            ConnectError,
+            f"cannot reach {host} over SSH ({type(exc).__name__}: {exc}); check that the host is "
+            "up and sshd listens on that port",
+        )
+    return Failure(False, ConnectError, f"SSH to {host} failed: {type(exc).__name__}: {exc}")
+
+
+def connect(
+    host: SshHost | str,
+    options: SshOptions | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+) -> fabric.Connection:
+    """An open Fabric connection to ``host`` with host keys checked against known_hosts,
+    timeouts and keepalive; transient connect failures are retried by ``retry``
+    (3 attempts over at most 20 s by default)."""
+    target = SshHost.parse(host) if isinstance(host, str) else host
+    opts = options or SshOptions()
+    policy = retry or RetryPolicy(attempts=3, timeout=20.0, wait_initial=0.2, wait_max=2.0)
+    connect_kwargs: dict[str, Any] = {
+        "banner_timeout": opts.connect_timeout,
+        "auth_timeout": opts.connect_timeout,
+        "channel_timeout": opts.connect_timeout,
+    }
+    if opts.key_filename:
+        connect_kwargs.update(key_filename=opts.key_filename, look_for_keys=False)
+
+    def attempt() -> fabric.Connection:
+        connection = fabric.Connection(
+            target.host,
+            user=target.user,
+            port=target.port,
+            connect_timeout=opts.connect_timeout,
+            connect_kwargs=connect_kwargs,
+        )
+        client: paramiko.SSHClient = connection.client
+        known = _known_hosts_path(opts)
+        if os.path.exists(known):
+            client.load_system_host_keys(known)
+        if opts.trust_unknown_hosts:
+            log.warning(
+                "trusting the host key of %s without checking (trust_unknown_hosts)", target
+            )
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            connection.open()
+        except BaseException:
+            connection.close()
+            raise
+        transport = connection.transport
+        if transport is not None and opts.keepalive:
+            transport.set_keepalive(opts.keepalive)
+        return connection
+
+    return policy.call(
+        attempt,
+        classify=lambda exc: _classify(exc, target, opts),
+        operation="ssh connect",
+        where=str(target),
+    )
+
+
+def quote_command(command: str | Sequence[str]) -> str:
+    """A command line: a sequence is shell-quoted argument by argument; a string is used as is
+    (only pass strings you wrote, never user input)."""
+    if isinstance(command, str):
+        return command
+    return shlex.join(str(part) for part in command)
+
+
+def run(
+    connection: fabric.Connection,
+    command: str | Sequence[str],
+    *,
+    timeout: float | None = 600.0,
+    check: bool = True,
+    where: str | None = None,
+) -> CommandResult:
+    """Run ``command`` on the host (never reading our stdin, output captured, not echoed).
+
+    With ``check`` a non-zero exit or a timeout raises :class:`RemoteCommandError` carrying the
+    last lines of stderr; a dropped connection raises :class:`ConnectError`.
+    """
+    line = quote_command(command)
+    label = where or f"{connection.user}@{connection.host}:{connection.port}"
+    started = time.monotonic()
+    try:
+        result = connection.run(line, hide=True, warn=True, in_stream=False, timeout=timeout)
+    except invoke.exceptions.CommandTimedOut as exc:
+        raise RemoteCommandError(
+            f"command on {label} timed out after {timeout} s: {line[:200]}",
+            exit_code=None,
+            stderr_tail=_tail(exc.result.stderr),
+        ) from exc
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise ConnectError(
+            f"the SSH connection to {label} failed while running {line[:200]!r}: {exc}"
+        ) from exc
+    outcome = CommandResult(
+        command=line,
+        exit_code=int(result.exited if result.exited is not None else -1),
+        stdout=result.stdout,
+        stderr=result.stderr,
+        duration=time.monotonic() - started,
+    )
+    if check and not outcome.ok:
+        raise RemoteCommandError(
+            f"command on {label} exited {outcome.exit_code}: {line[:200]}\n{_tail(result.stderr)}",
+            exit_code=outcome.exit_code,
+            stderr_tail=_tail(result.stderr),
+        )
+    return outcome
+
+
+def _tail(text: str, lines: int = 10) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
