@@ -165,6 +165,23 @@ class CacheClient(abc.ABC):
     def _delete_if_equal(self, key: str, value: bytes) -> bool: ...
 
     @abc.abstractmethod
+    def _expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        """Reset the expiry of ``key`` only while it still holds ``value`` (lock renewal)."""
+
+    @abc.abstractmethod
+    def _write_fenced(
+        self,
+        fence: tuple[str, bytes],
+        items: list[tuple[str, bytes]],
+        ttl_ms: int | None,
+        deletes: list[str],
+        meta: list[tuple[str, bytes]],
+    ) -> bool:
+        """Atomically, and only while ``fence[0]`` holds ``fence[1]``: set ``items`` (with the
+        TTL), delete ``deletes`` and set ``meta`` (never expiring). Returns False, writing
+        nothing, when the fence no longer holds. Idempotent, so it may be retried whole."""
+
+    @abc.abstractmethod
     def _ping(self) -> None: ...
 
     @abc.abstractmethod

@@ -138,6 +138,34 @@ class MemoryCache(CacheClient):
                 return True
             return False
 
+    def _expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        now = time.monotonic()
+        with self._store.lock:
+            if self._store.live(key, now) != value:
+                return False
+            self._store.data[key] = (value, now + ttl_ms / 1000)
+            return True
+
+    def _write_fenced(
+        self,
+        fence: tuple[str, bytes],
+        items: list[tuple[str, bytes]],
+        ttl_ms: int | None,
+        deletes: list[str],
+        meta: list[tuple[str, bytes]],
+    ) -> bool:
+        now = time.monotonic()
+        with self._store.lock:
+            if self._store.live(fence[0], now) != fence[1]:
+                return False
+            for key, value in items:
+                self._store.put(key, value, ttl_ms, now)
+            for key in deletes:
+                self._store.data.pop(key, None)
+            for key, value in meta:
+                self._store.put(key, value, None, now)
+            return True
+
     def _ping(self) -> None:
         return None
 
