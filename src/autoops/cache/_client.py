@@ -13,7 +13,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -157,6 +157,11 @@ class CacheClient(abc.ABC):
     @abc.abstractmethod
     def _delete_matching(self, prefix: str) -> int:
         """Delete every key starting with ``prefix`` (SCAN + UNLINK for Redis)."""
+
+    @abc.abstractmethod
+    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[str]]:
+        """Yield batches of the full keys starting with ``prefix`` (SCAN for Redis, never KEYS);
+        a key may be yielded twice while keys are being written, as SCAN allows."""
 
     @abc.abstractmethod
     def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Final
 
 from .._retry import RetryPolicy
@@ -122,6 +123,17 @@ class MemoryCache(CacheClient):
             for key in doomed:
                 self._store.data.pop(key, None)
         return live
+
+    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[str]]:
+        now = time.monotonic()
+        with self._store.lock:
+            keys = [
+                key
+                for key in self._store.data
+                if key.startswith(prefix) and self._store.live(key, now) is not None
+            ]
+        for start in range(0, len(keys), count):
+            yield keys[start : start + count]
 
     def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
         now = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 import redis
@@ -297,6 +298,19 @@ class RedisCache(CacheClient):
                 deleted += self._call("redis UNLINK", lambda keys=keys: self._redis.unlink(*keys))
             if cursor == 0:
                 return deleted
+
+    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[str]]:
+        pattern = escape_glob(prefix) + "*"
+        cursor = 0
+        while True:
+            cursor, keys = self._call(
+                "redis SCAN",
+                lambda cursor=cursor: self._redis.scan(cursor=cursor, match=pattern, count=count),
+            )
+            if keys:
+                yield [key.decode("utf-8", "surrogateescape") for key in keys]
+            if cursor == 0:
+                return
 
     def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
         return bool(
