@@ -28,6 +28,7 @@ from ._retry import (
 )
 from .cache import TTL, CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
 from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
+from .sync import CacheSync, SyncReport, SyncStatus, read_sync_status
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "AuthenticationError",
     "AutoOpsError",
     "CacheClient",
+    "CacheSync",
     "CacheUrl",
     "Codec",
     "CodecError",
@@ -59,11 +61,14 @@ __all__ = [
     "SQLiteClient",
     "Secret",
     "Settings",
+    "SyncReport",
+    "SyncStatus",
     "Transaction",
     "TransactionConflictError",
     "add_retry_hook",
     "load_settings",
     "quote_identifier",
+    "read_sync_status",
     "remove_retry_hook",
     "retry_totals",
     "set_testing",
