@@ -13,7 +13,7 @@ import pytest
 import redis
 
 import autoops
-from _support.sync_tables import CACHED, add_users, cached_rows, create_users, expected_cache
+from _support.sync_tables import add_users, cached_rows, create_users, expected_cache
 
 
 def make_sync(
@@ -172,7 +172,10 @@ def test_server_built_json_equals_codec_json_for_every_common_column_type(
         " price, ratio, created, created6, created3, stamp, day, raw, blob_, bin"
     )
     marks = ", ".join(["%s"] * 23)
-    mysql_db.executemany(f"INSERT INTO typed ({columns}) VALUES ({marks})", ALL_TYPES_ROWS)
+    mysql_db.executemany(
+        f"INSERT INTO typed ({columns}) VALUES ({marks})",  # noqa: S608
+        ALL_TYPES_ROWS,
+    )
     names = tuple(name.strip() for name in columns.split(","))
     server = autoops.CacheClient.from_url(redis_url, namespace=f"{redis_namespace}:server")
     codec = autoops.CacheClient.from_url(redis_url, namespace=f"{redis_namespace}:codec")
@@ -360,7 +363,7 @@ def test_a_runner_that_lost_its_lock_writes_nothing(
             redis_raw.set(cache.key("autoops-sync:users:lock"), b"someone else")
         original(*args)
 
-    sync._write_page = write_then_lose_lock  # type: ignore[method-assign]
+    sync._write_page = write_then_lose_lock  # type: ignore[method-assign,assignment]
     with pytest.raises(autoops.LockHeldError, match="lost its lock"):
         sync.run_once()
     assert len(cached_rows(cache)) == 100
@@ -389,9 +392,9 @@ def test_stop_ends_the_pass_after_its_batch_and_the_next_pass_resumes(
         original(*args)
         sync.stop()
 
-    sync._write_page = write_then_stop  # type: ignore[method-assign]
+    sync._write_page = write_then_stop  # type: ignore[method-assign,assignment]
     stopped = sync.run_once()
-    sync._write_page = original  # type: ignore[method-assign]
+    sync._write_page = original  # type: ignore[method-assign,assignment]
     assert not stopped.completed
     assert stopped.keys_written == 100
     assert sync.status().full_pass_in_progress
@@ -474,9 +477,11 @@ def test_status_is_readable_from_the_cache_alone(
     assert status.checkpoint == newest["m"].isoformat()
     assert status.checkpoint_committed_at is not None
     assert status.checkpoint_committed_at.tzinfo == dt.UTC
-    assert status.last_pass is not None and status.last_pass["rows_read"] == 1000
+    assert status.last_pass is not None
+    assert status.last_pass["rows_read"] == 1000
     lag = status.lag_seconds()
-    assert lag is not None and 0 <= lag < 60
+    assert lag is not None
+    assert 0 <= lag < 60
 
 
 def test_status_of_a_sync_that_never_ran_says_so(cache: autoops.CacheClient) -> None:
