@@ -394,7 +394,7 @@ def test_stop_ends_the_pass_after_its_batch_and_the_next_pass_resumes(
 
     sync._write_page = write_then_stop  # type: ignore[method-assign,assignment]
     stopped = sync.run_once()
-    sync._write_page = original  # type: ignore[method-assign,assignment]
+    sync._write_page = original  # type: ignore[method-assign]
     assert not stopped.completed
     assert stopped.keys_written == 100
     assert sync.status().full_pass_in_progress
