@@ -380,20 +380,29 @@ class CacheSync:
                 record = {**marker["target"], "committed_at": utc_now().isoformat()}
                 meta.append((self._meta("checkpoint"), orjson.dumps(record)))
             self._write(lock, meta=meta)
+        checkpoint = None
+        if marker["target"] is not None:
+            # Rows changed while the copy ran (or while it was interrupted) after their page
+            # was read: catch up from the checkpoint the copy started at.
+            stored = self.cache._get(self._meta("checkpoint"))
+            record = orjson.loads(stored) if stored is not None else marker["target"]
+            checkpoint, completed = self._catch_up(plan, lock, record, counts)
+            if not completed:
+                return self._report(
+                    plan, "full", counts, clock, started, checkpoint, False, resumed
+                )
         counts.keys_deleted += self._reconcile(plan, lock, seen)
-        checkpoint = None if marker["target"] is None else marker["target"]["value"]
         report = self._report(plan, "full", counts, clock, started, checkpoint, True, resumed)
         self._finish(lock, report, deletes=[full_key])
         return report
 
-    def _incremental_pass(
-        self, plan: TablePlan, lock: SyncLock, checkpoint: dict[str, Any]
-    ) -> SyncReport:
-        clock = time.perf_counter()
-        started = utc_now()
+    def _catch_up(
+        self, plan: TablePlan, lock: SyncLock, checkpoint: dict[str, Any], counts: _Counts
+    ) -> tuple[Any, bool]:
+        """Write the rows changed since ``checkpoint`` less the overlap, each batch with its
+        checkpoint; returns the checkpoint as shown in reports and whether it ran to the end."""
         newest = _checkpoint_value(checkpoint)
         lower = shift_back(newest, self.overlap)
-        counts = _Counts()
         checkpoint_key = self._meta("checkpoint")
         completed = True
         for page in self._pipeline(self._read_pages(plan, lower, None)):
@@ -407,7 +416,15 @@ class CacheSync:
             if self._stop.is_set():
                 completed = False
                 break
-        shown = orjson.loads(_checkpoint_record(newest, started))["value"]
+        return orjson.loads(_checkpoint_record(newest, utc_now()))["value"], completed
+
+    def _incremental_pass(
+        self, plan: TablePlan, lock: SyncLock, checkpoint: dict[str, Any]
+    ) -> SyncReport:
+        clock = time.perf_counter()
+        started = utc_now()
+        counts = _Counts()
+        shown, completed = self._catch_up(plan, lock, checkpoint, counts)
         report = self._report(plan, "incremental", counts, clock, started, shown, completed, False)
         if completed:
             self._finish(lock, report, deletes=[])
