@@ -49,7 +49,7 @@ def after_write(sync: autoops.CacheSync, number: int, fault: Callable[[], None])
         if count == number:
             fault()
 
-    sync._write_page = write  # type: ignore[method-assign]
+    sync._write_page = write  # type: ignore[method-assign,assignment]
 
 
 @pytest.fixture
