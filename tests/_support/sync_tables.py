@@ -67,6 +67,8 @@ def cached_rows(cache: autoops.CacheClient, prefix: str = "users:") -> dict[str,
     """Every key under ``prefix`` (namespace stripped) with its decoded value."""
     namespace = len(cache.key(""))
     keys = [
-        key[namespace:] for batch in cache._scan_prefix(cache.key(prefix), 1000) for key in batch
+        key.decode()[namespace:]
+        for batch in cache._scan_prefix(cache.key(prefix), 1000)
+        for key in batch
     ]
     return cache.get_many(keys)

@@ -159,9 +159,10 @@ class CacheClient(abc.ABC):
         """Delete every key starting with ``prefix`` (SCAN + UNLINK for Redis)."""
 
     @abc.abstractmethod
-    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[str]]:
-        """Yield batches of the full keys starting with ``prefix`` (SCAN for Redis, never KEYS);
-        a key may be yielded twice while keys are being written, as SCAN allows."""
+    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
+        """Yield batches of the full keys (UTF-8 bytes, as stored) starting with ``prefix``
+        (SCAN for Redis, never KEYS); a key may be yielded twice while keys are being written,
+        as SCAN allows."""
 
     @abc.abstractmethod
     def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool: ...

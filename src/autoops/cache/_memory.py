@@ -124,11 +124,11 @@ class MemoryCache(CacheClient):
                 self._store.data.pop(key, None)
         return live
 
-    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[str]]:
+    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
         now = time.monotonic()
         with self._store.lock:
             keys = [
-                key
+                key.encode()
                 for key in self._store.data
                 if key.startswith(prefix) and self._store.live(key, now) is not None
             ]

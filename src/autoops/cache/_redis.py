@@ -299,7 +299,7 @@ class RedisCache(CacheClient):
             if cursor == 0:
                 return deleted
 
-    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[str]]:
+    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
         pattern = escape_glob(prefix) + "*"
         cursor = 0
         while True:
@@ -308,7 +308,7 @@ class RedisCache(CacheClient):
                 lambda cursor=cursor: self._redis.scan(cursor=cursor, match=pattern, count=count),
             )
             if keys:
-                yield [key.decode("utf-8", "surrogateescape") for key in keys]
+                yield keys
             if cursor == 0:
                 return
 

@@ -180,6 +180,7 @@ class TablePlan:
     server_side: bool
     selected: tuple[str, ...]
     """Result column names of the Python-encoding query, in order."""
+    mariadb: bool = False
 
     @classmethod
     def build(
@@ -230,7 +231,12 @@ class TablePlan:
             and all(column.server_json is not None for column in cached)
             and (key_column.integer or key_column.server_json == db.quote_identifier(primary_key))
         )
+        mariadb = False
+        if db.dialect == "mysql":
+            version = db.query_one("SELECT VERSION() AS v")
+            mariadb = version is not None and "mariadb" in str(version["v"]).lower()
         return cls(
+            mariadb=mariadb,
             table=table,
             cached=cached,
             primary_key=key_column,
@@ -289,6 +295,33 @@ class TablePlan:
             f"SELECT {select} FROM {table} WHERE {where} ORDER BY {order} LIMIT {int(limit)}",  # noqa: S608
             params,
         )
+
+    def packed_page_sql(
+        self, db: DbClient, *, first: bool, limit: int, key_parts: tuple[str, str]
+    ) -> tuple[str, list[Any]]:
+        """A full-pass page as one row: the RESP bulk strings of every key and value, joined
+        by the server (so the driver decodes one value per page, not two per row), with the
+        row count, the first and last primary keys, the expected byte size (to detect a
+        truncated GROUP_CONCAT) and the primary keys when the page is not a dense range."""
+        quote = db.quote_identifier
+        pk = quote(self.primary_key.name)
+        pairs = ", ".join(f"'{column.name}', {column.server_json}" for column in self.cached)
+        crlf = "CHAR(13, 10 USING ascii)"
+        where = "1 = 1" if first else f"{pk} > %s"
+        hint = "" if self.mariadb else "/*+ SET_VAR(group_concat_max_len = 1073741824) */ "
+        sql = (
+            f"SELECT {hint}COUNT(*) AS n, MIN(pk) AS first_pk, MAX(pk) AS last_pk, "  # noqa: S608
+            "SUM(LENGTH(piece)) AS size, "
+            "CAST(GROUP_CONCAT(piece SEPARATOR '') AS BINARY) AS packed, "
+            "IF(COUNT(*) = MAX(pk) - MIN(pk) + 1, NULL, GROUP_CONCAT(pk)) AS pks "
+            f"FROM (SELECT pk, CONCAT('$', LENGTH(k), {crlf}, k, {crlf}, '$', LENGTH(v), {crlf}, "
+            f"v, {crlf}) AS piece FROM (SELECT {pk} AS pk, CONCAT(%s, {pk}, %s) AS k, "
+            f"JSON_OBJECT({pairs}) AS v FROM {quote(self.table)} WHERE {where} "
+            f"ORDER BY {pk} LIMIT {int(limit)}) AS page_rows) AS pieces"
+        )
+        if self.mariadb:
+            sql = f"SET STATEMENT group_concat_max_len = 1073741824 FOR {sql}"
+        return sql, list(key_parts)
 
     def deleted_condition(self, db: DbClient) -> str:
         """SQL true for a soft-deleted row: a non-zero number, or any other non-NULL value."""

@@ -47,23 +47,61 @@ class _SeenKeys:
         self.base: int | None = None
         self.bits = bytearray()
         self.usable = True
+        # While every page read was dense and followed the previous one, the keys copied are
+        # exactly this interval, and a batch of cached keys can be checked in a few C calls.
+        self.interval: tuple[int, int] | None = None
+        self._contiguous = True
+
+    def _room(self, pk: int) -> int | None:
+        if self.base is None:
+            self.base = pk
+        offset = pk - self.base
+        if offset >= _SEEN_MAX_BITS or offset < 0:
+            self.usable = False
+            self.bits = bytearray()
+            return None
+        if offset >= len(self.bits) * 8:
+            grow = max(len(self.bits), (offset >> 3) + 1 - len(self.bits), 4096)
+            self.bits.extend(bytes(grow))
+        return offset
 
     def add(self, pks: list[Any], last_pk: Any) -> None:
-        if not self.usable:
-            return
-        bits = self.bits
-        for pk in pks:
-            if self.base is None:
-                self.base = pk
-            offset = pk - self.base
-            if offset >= len(bits) * 8:
-                if offset >= _SEEN_MAX_BITS:
+        """Mark ``pks`` (ascending) as copied, and everything up to ``last_pk`` as read."""
+        self._contiguous = False
+        self.interval = None
+        if self.usable and pks and None not in (self._room(pks[0]), self._room(pks[-1])):
+            bits = self.bits
+            base = self.base or 0
+            for pk in pks:
+                offset = pk - base
+                if offset < 0:
                     self.usable = False
-                    self.bits = bytearray()
                     return
-                bits.extend(bytes(max(len(bits), (offset >> 3) + 1 - len(bits), 4096)))
-            bits[offset >> 3] |= 1 << (offset & 7)
+                bits[offset >> 3] |= 1 << (offset & 7)
         self.upto = last_pk
+
+    def add_range(self, first: int, last: int) -> None:
+        """Mark every key from ``first`` to ``last`` as copied (a dense page)."""
+        if self._contiguous and self.interval is None:
+            self.interval = (first, last)
+        elif self.interval is not None and first == self.interval[1] + 1:
+            self.interval = (self.interval[0], last)
+        else:
+            self._contiguous = False
+            self.interval = None
+        if not self.usable or self._room(first) is None or self._room(last) is None:
+            return
+        base = self.base or 0
+        low, high = first - base, last - base
+        while low <= high and low & 7:
+            self.bits[low >> 3] |= 1 << (low & 7)
+            low += 1
+        while low <= high and (high + 1) & 7:
+            self.bits[high >> 3] |= 1 << (high & 7)
+            high -= 1
+        if low <= high:
+            self.bits[low >> 3 : (high >> 3) + 1] = b"\xff" * ((high >> 3) - (low >> 3) + 1)
+        self.upto = last
 
     def covers(self, pk: int) -> bool:
         """True when this pass read the range ``pk`` is in, so membership is known."""
@@ -81,6 +119,20 @@ class _SeenKeys:
         return offset < len(self.bits) * 8 and bool(self.bits[offset >> 3] & (1 << (offset & 7)))
 
 
+def _all_within(keys: list[bytes], prefix: bytes, interval: tuple[int, int]) -> bool:
+    """True when every key is ``prefix`` + a canonical integer inside ``interval``: checked
+    with a few C-level passes over the joined batch instead of Python code per key (a full
+    pass reconciles a million keys)."""
+    joined = b"\n".join(keys)
+    if joined.count(prefix) != len(keys):
+        return False
+    body = joined.replace(prefix, b"")
+    if not body.replace(b"\n", b"").isdigit() or b"\n0" in b"\n" + body:
+        return False
+    values = list(map(int, body.split(b"\n")))
+    return interval[0] <= min(values) and max(values) <= interval[1]
+
+
 @dataclass(slots=True)
 class _Page:
     """One batch of rows, encoded and ready to write."""
@@ -89,6 +141,7 @@ class _Page:
     last_pk: Any
     last_updated: Any
     pks: list[Any] = field(default_factory=list)
+    dense: tuple[int, int] | None = None
     item_count: int = 0
     packed: bytes = b""
     items: list[tuple[str, bytes]] = field(default_factory=list)
@@ -361,10 +414,17 @@ class CacheSync:
             with Progress(
                 f"sync {self.name}", total=self._estimated_rows(plan), enabled=self.progress
             ) as progress:
-                for page in self._pipeline(self._read_pages(plan, None, marker["cursor"])):
+                pages = (
+                    self._read_packed_pages(plan, marker["cursor"])
+                    if self._packed_copy(plan)
+                    else self._read_pages(plan, None, marker["cursor"])
+                )
+                for page in self._pipeline(pages):
                     marker["cursor"] = page.last_pk
                     self._write_page(lock, page, [(full_key, orjson.dumps(marker))])
-                    if seen is not None:
+                    if seen is not None and page.dense is not None:
+                        seen.add_range(*page.dense)
+                    elif seen is not None:
                         seen.add(page.pks, page.last_pk)
                     counts.rows_read += page.rows
                     counts.keys_written += page.item_count
@@ -513,6 +573,52 @@ class CacheSync:
             first = False
             last_pk, last_updated = page.last_pk, page.last_updated
 
+    def _packed_copy(self, plan: TablePlan) -> bool:
+        return (
+            plan.server_side
+            and plan.deleted is None
+            and plan.primary_key.integer
+            and isinstance(self.cache, RedisCache)
+        )
+
+    def _read_packed_pages(self, plan: TablePlan, cursor: Any) -> Generator[_Page, None, None]:
+        """Full-pass pages built whole by the server (see ``TablePlan.packed_page_sql``)."""
+        key_parts = (self.cache.key(self.template.prefix), self.template.suffix)
+        limit = self.batch_size
+        while not self._stop.is_set():
+            sql, params = plan.packed_page_sql(
+                self.db, first=cursor is None, limit=limit, key_parts=key_parts
+            )
+            row = self.db.query_one(sql, params if cursor is None else [*params, cursor])
+            if row is None or not row["n"]:
+                return
+            packed = row["packed"] or b""
+            if len(packed) != int(row["size"]):
+                # GROUP_CONCAT was cut short (a page larger than the server lets one value
+                # be): read smaller pages.
+                if limit == 1:
+                    raise ConfigError(
+                        f"a row of {self.table!r} is too large to be read whole "
+                        "(max_allowed_packet); use server_side=False"
+                    )
+                limit = max(1, limit // 2)
+                continue
+            count = int(row["n"])
+            first_pk, last_pk = int(row["first_pk"]), int(row["last_pk"])
+            pks = [] if row["pks"] is None else sorted(map(int, str(row["pks"]).split(",")))
+            yield _Page(
+                rows=count,
+                last_pk=last_pk,
+                last_updated=None,
+                pks=pks,
+                dense=(first_pk, last_pk) if row["pks"] is None else None,
+                item_count=count,
+                packed=packed,
+            )
+            if count < limit:
+                return
+            cursor = last_pk
+
     def _encode(self, plan: TablePlan, rows: list[dict[str, Any]]) -> _Page:
         names = [column.name for column in plan.cached]
         pk_name = plan.primary_key.name
@@ -656,41 +762,64 @@ class CacheSync:
     # reconciliation -------------------------------------------------------------------------
 
     def _reconcile(self, plan: TablePlan, lock: SyncLock, seen: _SeenKeys | None) -> int:
+        """Delete the keys under the sync's prefix whose rows are gone. Keys whose primary key
+        lies in the range this full pass read are checked against ``seen``; the others in SQL,
+        a chunk at a time. Keys that do not parse as one of this sync's keys are left alone."""
+        prefix = self.cache.key(self.template.prefix).encode()
+        suffix = self.template.suffix.encode()
         namespace = len(self.cache.key(""))
         integer = plan.primary_key.integer
-        table = self.db.quote_identifier(self.table)
-        pk = self.db.quote_identifier(plan.primary_key.name)
-        alive = "" if plan.deleted is None else f" AND NOT {plan.deleted_condition(self.db)}"
+        known = seen is not None and seen.usable and seen.upto is not None
+        interval = seen.interval if known and seen is not None and not suffix else None
         deleted = 0
-        for keys in self.cache._scan_prefix(self.cache.key(self.template.prefix), 5000):
-            by_pk: dict[Any, str] = {}
-            gone: list[str] = []
+        for keys in self.cache._scan_prefix(prefix.decode(), 10_000):
+            if interval is not None and _all_within(keys, prefix, interval):
+                continue
+            unknown: dict[Any, bytes] = {}
+            gone: list[bytes] = []
             for key in keys:
-                value = self.template.primary_key_of(key[namespace:], integer)
-                if value is None:
+                if suffix and not key.endswith(suffix):
                     continue
-                if seen is not None and seen.covers(value):
+                text = key[len(prefix) : len(key) - len(suffix)]
+                if integer and text.isdigit() and (text[0] != 0x30 or len(text) == 1):
+                    value: Any = int(text)
+                else:
+                    value = self.template.primary_key_of(key.decode()[namespace:], integer)
+                    if value is None:
+                        continue
+                if known and seen is not None and seen.covers(value):
                     if value not in seen:
                         gone.append(key)
                 else:
-                    by_pk[value] = key
-            if gone:
-                self._write(lock, deletes=gone)
-                deleted += len(gone)
-            pks = list(by_pk)
-            for start in range(0, len(pks), _RECONCILE_CHUNK):
-                chunk = pks[start : start + _RECONCILE_CHUNK]
-                marks = ", ".join(["%s"] * len(chunk))
-                rows = self.db.query(
-                    f"SELECT {pk} AS pk FROM {table} WHERE {pk} IN ({marks}){alive}",  # noqa: S608
-                    chunk,
-                )
-                present = {row["pk"] for row in rows}
-                gone = [by_pk[value] for value in chunk if value not in present]
-                if gone:
-                    self._write(lock, deletes=gone)
-                    deleted += len(gone)
+                    unknown[value] = key
+            deleted += self._delete_keys(lock, gone)
+            deleted += self._delete_missing(plan, lock, unknown)
         return deleted
+
+    def _delete_missing(self, plan: TablePlan, lock: SyncLock, keys: dict[Any, bytes]) -> int:
+        """Delete the keys (by primary key) whose rows the table no longer has."""
+        table = self.db.quote_identifier(self.table)
+        pk = self.db.quote_identifier(plan.primary_key.name)
+        alive = "" if plan.deleted is None else f" AND NOT {plan.deleted_condition(self.db)}"
+        pks = list(keys)
+        deleted = 0
+        for start in range(0, len(pks), _RECONCILE_CHUNK):
+            chunk = pks[start : start + _RECONCILE_CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            rows = self.db.query(
+                f"SELECT {pk} AS pk FROM {table} WHERE {pk} IN ({marks}){alive}",  # noqa: S608
+                chunk,
+            )
+            present = {row["pk"] for row in rows}
+            deleted += self._delete_keys(
+                lock, [keys[value] for value in chunk if value not in present]
+            )
+        return deleted
+
+    def _delete_keys(self, lock: SyncLock, keys: list[bytes]) -> int:
+        if keys:
+            self._write(lock, deletes=[key.decode() for key in keys])
+        return len(keys)
 
     # signals --------------------------------------------------------------------------------
 
