@@ -49,7 +49,7 @@ def test_a_client_killed_by_the_server_reconnects(
     killed = [c for c in redis_raw.client_list() if c.get("name") == name]
     assert killed
     for client in killed:
-        redis_raw.execute_command("CLIENT", "KILL", "ID", client["id"])
+        redis_raw.execute_command("CLIENT", "KILL", "ID", client["id"])  # type: ignore[no-untyped-call]
     assert cache.get("k") == "before"
     cache.set("k", "after")
     assert cache.get("k") == "after"
@@ -102,9 +102,9 @@ def test_a_server_that_stays_down_gives_a_clear_error(
 @pytest.fixture
 def acl_user(redis_raw: redis.Redis) -> Iterator[str]:
     name = f"aot{uuid.uuid4().hex[:8]}"
-    redis_raw.execute_command("ACL", "SETUSER", name, "on", ">Right-Secret-1", "~*", "+@all")
+    redis_raw.execute_command("ACL", "SETUSER", name, "on", ">Right-Secret-1", "~*", "+@all")  # type: ignore[no-untyped-call]
     yield name
-    redis_raw.execute_command("ACL", "DELUSER", name)
+    redis_raw.execute_command("ACL", "DELUSER", name)  # type: ignore[no-untyped-call]
 
 
 def test_wrong_credentials_fail_at_once_without_the_password(acl_user: str) -> None:
