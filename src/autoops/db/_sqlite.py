@@ -15,6 +15,7 @@ from .._errors import ConnectError, IntegrityError, QueryError, TransactionConfl
 from .._retry import Failure, RetryPolicy
 from ._client import DbClient, Row
 from ._params import Params, adapt_sqlite_params, to_sqlite_style
+from ._rows import row_builder
 
 __all__ = ["SQLiteClient"]
 
@@ -22,8 +23,7 @@ _memory_names = itertools.count(1)
 
 
 def _rows(cursor: sqlite3.Cursor, rows: list[Any]) -> list[Row]:
-    names = [column[0] for column in cursor.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in rows]
+    return row_builder(tuple(column[0] for column in cursor.description or ()))(rows)
 
 
 class SQLiteClient(DbClient):
