@@ -26,6 +26,7 @@ from ._retry import (
     retry_totals,
     set_testing,
 )
+from ._ssh import HostKeyError, RemoteCommandError, SshHost, SshOptions
 from .cache import CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
 from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
 
@@ -42,6 +43,7 @@ __all__ = [
     "ConnectError",
     "DbClient",
     "DbUrl",
+    "HostKeyError",
     "IntegrityError",
     "JsonCodec",
     "LockHeldError",
@@ -52,12 +54,15 @@ __all__ = [
     "QueryError",
     "RawCodec",
     "RedisCache",
+    "RemoteCommandError",
     "RetryEvent",
     "RetryPolicy",
     "Row",
     "SQLiteClient",
     "Secret",
     "Settings",
+    "SshHost",
+    "SshOptions",
     "Transaction",
     "TransactionConflictError",
     "add_retry_hook",
