@@ -26,14 +26,14 @@ from ._retry import (
     retry_totals,
     set_testing,
 )
-from .cache import TTL, CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
+from ._ssh import HostKeyError, RemoteCommandError, SshHost, SshOptions
+from .cache import CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
 from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
 from .sync import CacheSync, SyncReport, SyncStatus, read_sync_status
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "TTL",
     "AuthenticationError",
     "AutoOpsError",
     "CacheClient",
@@ -45,6 +45,7 @@ __all__ = [
     "ConnectError",
     "DbClient",
     "DbUrl",
+    "HostKeyError",
     "IntegrityError",
     "JsonCodec",
     "LockHeldError",
@@ -55,12 +56,15 @@ __all__ = [
     "QueryError",
     "RawCodec",
     "RedisCache",
+    "RemoteCommandError",
     "RetryEvent",
     "RetryPolicy",
     "Row",
     "SQLiteClient",
     "Secret",
     "Settings",
+    "SshHost",
+    "SshOptions",
     "SyncReport",
     "SyncStatus",
     "Transaction",
