@@ -176,7 +176,7 @@ def test_server_built_json_equals_codec_json_for_every_common_column_type(
     )
     marks = ", ".join(["%s"] * 23)
     mysql_db.executemany(
-        f"INSERT INTO typed ({columns}) VALUES ({marks})",  # noqa: S608
+        f"INSERT INTO typed ({columns}) VALUES ({marks})",
         ALL_TYPES_ROWS,
     )
     names = tuple(name.strip() for name in columns.split(","))

@@ -55,7 +55,7 @@ def expected_cache(
     codec = autoops.JsonCodec()
     quoted = ", ".join(db.quote_identifier(column) for column in columns)
     extra = f", {db.quote_identifier(deleted_column)} AS _gone" if deleted_column else ""
-    rows = db.query(f"SELECT {quoted}{extra} FROM {db.quote_identifier(table)}")  # noqa: S608
+    rows = db.query(f"SELECT {quoted}{extra} FROM {db.quote_identifier(table)}")
     return {
         key.format(id=row["id"]): orjson.loads(codec.encode({c: row[c] for c in columns}))
         for row in rows

@@ -20,7 +20,8 @@ import orjson
 
 from .._errors import AutoOpsError, ConfigError, LockHeldError
 from .._progress import Progress
-from ..cache import TTL, CacheClient, JsonCodec, RedisCache
+from ..cache import CacheClient, JsonCodec, RedisCache
+from ..cache._client import TTL
 from ..cache._resp import pack_arguments
 from ..db import DbClient
 from ._lock import SyncLock
