@@ -1,9 +1,10 @@
-"""The seed article's DB-to-cache loop, as it meant to be written.
+"""The seed article's DB-to-cache loop, as it meant to be written, on autoops.CacheSync.
 
-Reads users from the database and keeps the cache in step, pass after pass: rows are streamed,
-written in pipelined batches under namespaced keys as JSON, the password column is never read, SQL
-uses bound parameters, transient failures are retried with backoff by the clients, a failed pass is
-logged and the next one tried, and SIGINT/SIGTERM stop it cleanly after the current batch.
+Keeps the cache in step with the users table, pass after pass: a full pass first (paged by
+primary key, pipelined batches, namespaced JSON keys), then incremental passes on updated_at;
+the password column is never cached; each batch is written with its checkpoint, so a crash
+resumes where it stopped; a failed pass is logged and retried with backoff; SIGINT/SIGTERM stop
+it cleanly after the current batch.
 
 With no configuration it runs on SQLite (``autoops-demo.db``, created with a small demo ``users``
 table) and the in-process cache, and says so; with ``AUTOOPS_DB_URL`` / ``AUTOOPS_CACHE_URL`` (or
@@ -17,17 +18,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
-import time
 
 import autoops
 
 log = logging.getLogger("db_to_cache")
-# The columns a cache reader needs; password_hash is deliberately not among them.
-SELECT_USERS = (
-    "SELECT id, username, email, updated_at FROM users WHERE id > %s ORDER BY id LIMIT %s"
-)
 
 
 def open_clients() -> tuple[autoops.DbClient, autoops.CacheClient]:
@@ -55,24 +49,15 @@ def create_demo_users(db: autoops.DbClient, count: int = 1000) -> None:
         db.executemany(
             "INSERT INTO users VALUES (%s, %s, %s, %s, %s)",
             [
-                (i, f"user{i}", f"user{i}@example.com", "$2b$12$" + "x" * 53, "2026-01-01 00:00:00")
+                (i, f"user{i}", f"user{i}@example.com", "$2b$12$" + "x" * 53, updated_at(i))
                 for i in range(1, count + 1)
             ],
         )
 
 
-def sync_pass(
-    db: autoops.DbClient, cache: autoops.CacheClient, stop: threading.Event, batch: int
-) -> int:
-    """Copy every user into the cache, page by primary key so a pass resumes nowhere twice."""
-    last_id, written = 0, 0
-    while not stop.is_set():
-        rows = db.query(SELECT_USERS, (last_id, batch))
-        if not rows:
-            break
-        written += cache.set_many({f"user:{row['id']}": row for row in rows})
-        last_id = rows[-1]["id"]
-    return written
+def updated_at(i: int) -> str:
+    """A distinct, increasing change time per demo row (one a second from 2026-01-01)."""
+    return f"2026-01-01 {i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,28 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     db, cache = open_clients()
+    sync = autoops.CacheSync(
+        db,
+        cache,
+        table="users",
+        key="user:{id}",
+        exclude=["password_hash"],  # never cached
+        updated_column="updated_at",
+        batch_size=args.batch_size,
+    )
     done = 0
-    with db, cache:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                written = sync_pass(db, cache, stop, args.batch_size)
-                log.info(
-                    "pass %d: %d users cached in %.2f s",
-                    done + 1,
-                    written,
-                    time.monotonic() - started,
-                )
-            except autoops.AutoOpsError as exc:
-                log.error("pass %d failed, will try again: %s", done + 1, exc)
-            done += 1
-            if args.passes and done >= args.passes:
-                break
-            stop.wait(args.interval)
+
+    def after_pass(report: autoops.SyncReport) -> None:  # CacheSync logs the report itself
+        nonlocal done
+        done += 1
+        if args.passes and done >= args.passes:
+            sync.stop()
+
+    with db, cache, sync:
+        sync.run_forever(args.interval, on_report=after_pass)  # stops on SIGINT/SIGTERM too
         log.info("stopped after %d passes; user:1 is %s", done, cache.get("user:1"))
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -36,7 +37,8 @@ def test_with_no_configuration_it_runs_the_embedded_demo_and_says_so(tmp_path: P
     result = run_example(tmp_path, clean_env(), "--passes", "2", "--interval", "0")
     assert result.returncode == 0, result.stderr
     assert "demo on SQLite autoops-demo.db + memory cache" in result.stderr
-    assert "pass 2: 1000 users cached" in result.stderr
+    assert "sync users: full pass, 1,061 rows read" in result.stderr
+    assert "sync users: incremental pass" in result.stderr
     assert "password" not in result.stderr.split("user:1 is", 1)[1]
     assert (tmp_path / "autoops-demo.db").exists()
 
@@ -66,9 +68,12 @@ def test_against_mysql_and_redis_it_caches_rows_without_passwords(
         result = run_example(tmp_path, env, "--passes", "1", "--batch-size", "64")
         assert result.returncode == 0, result.stderr
         stored = redis.Redis(db=11)
-        assert stored.get("app:user:300") == (
-            b'{"id":300,"username":"u300","email":"u300@example.com","updated_at":"2026-02-03T04:05:06.000007"}'
-        )
+        assert json.loads(stored.get("app:user:300") or b"null") == {
+            "id": 300,
+            "username": "u300",
+            "email": "u300@example.com",
+            "updated_at": "2026-02-03T04:05:06.000007",
+        }
         assert len(list(stored.scan_iter("app:user:*"))) == 300
     finally:
         keys = list(redis.Redis(db=11).scan_iter("app:user:*"))

@@ -305,8 +305,8 @@ class CacheSync:
         :meth:`stop`, ``stop_event``, SIGINT or SIGTERM; a pass being stopped finishes its
         batch and commits its checkpoint. After a failure the wait doubles, up to
         ``max_backoff``. A :class:`ConfigError` is raised at once: retrying cannot fix it."""
-        if not interval > 0 or not 0 <= jitter < 1:
-            raise ConfigError("interval must be above 0 and jitter from 0 up to 1")
+        if not interval >= 0 or not 0 <= jitter < 1:
+            raise ConfigError("interval must be >= 0 seconds and jitter from 0 up to 1")
         self._stop.clear()
         failures = 0
         with self._signals_stop(handle_signals), self._watch(stop_event):
