@@ -296,18 +296,39 @@ class TablePlan:
             params,
         )
 
+    def boundary_sql(self, db: DbClient, *, first: bool, limit: int) -> str:
+        """The last primary key of the next ``limit`` rows after ``%s`` (index only, cheap),
+        so pages can be cut ahead and read by several connections at once."""
+        pk = db.quote_identifier(self.primary_key.name)
+        where = "1 = 1" if first else f"{pk} > %s"
+        return (
+            f"SELECT COUNT(*) AS n, MAX(pk) AS last_pk FROM (SELECT {pk} AS pk "  # noqa: S608
+            f"FROM {db.quote_identifier(self.table)} WHERE {where} ORDER BY {pk} "
+            f"LIMIT {int(limit)}) AS page_keys"
+        )
+
     def packed_page_sql(
-        self, db: DbClient, *, first: bool, limit: int, key_parts: tuple[str, str]
+        self,
+        db: DbClient,
+        *,
+        first: bool,
+        limit: int,
+        key_parts: tuple[str, str],
+        bounded: bool = False,
     ) -> tuple[str, list[Any]]:
         """A full-pass page as one row: the RESP bulk strings of every key and value, joined
         by the server (so the driver decodes one value per page, not two per row), with the
         row count, the first and last primary keys, the expected byte size (to detect a
-        truncated GROUP_CONCAT) and the primary keys when the page is not a dense range."""
+        truncated GROUP_CONCAT) and the primary keys when the page is not a dense range.
+        Parameters: the key prefix and suffix, then ``pk >`` (unless ``first``), then
+        ``pk <=`` (when ``bounded``)."""
         quote = db.quote_identifier
         pk = quote(self.primary_key.name)
         pairs = ", ".join(f"'{column.name}', {column.server_json}" for column in self.cached)
         crlf = "CHAR(13, 10 USING ascii)"
         where = "1 = 1" if first else f"{pk} > %s"
+        if bounded:
+            where += f" AND {pk} <= %s"
         hint = "" if self.mariadb else "/*+ SET_VAR(group_concat_max_len = 1073741824) */ "
         sql = (
             f"SELECT {hint}COUNT(*) AS n, MIN(pk) AS first_pk, MAX(pk) AS last_pk, "  # noqa: S608

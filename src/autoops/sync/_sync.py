@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -11,7 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Final
@@ -218,6 +219,7 @@ class CacheSync:
         name: str | None = None,
         lock_ttl: float = 30.0,
         server_side: bool = True,
+        readers: int = 2,
         progress: bool | None = None,
     ) -> None:
         for what, identifier in (
@@ -239,6 +241,8 @@ class CacheSync:
             raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         if isinstance(overlap, bool) or not isinstance(overlap, int | float) or overlap < 0:
             raise ConfigError(f"overlap must be a number of seconds >= 0, got {overlap!r}")
+        if not isinstance(readers, int) or readers < 1:
+            raise ConfigError(f"readers must be a whole number >= 1, got {readers!r}")
         if not isinstance(lock_ttl, int | float) or lock_ttl < 1:
             raise ConfigError(f"lock_ttl must be at least 1 second, got {lock_ttl!r}")
         self.db = db
@@ -257,10 +261,14 @@ class CacheSync:
         self.name = name or table
         self.lock_ttl = float(lock_ttl)
         self.server_side = server_side
+        self.readers = readers
         self.progress = progress
         self._plan: TablePlan | None = None
         self._stop = threading.Event()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autoops-sync-read")
+        self._page_readers = ThreadPoolExecutor(
+            max_workers=readers, thread_name_prefix="autoops-sync-page"
+        )
 
     # public API -----------------------------------------------------------------------------
 
@@ -357,6 +365,7 @@ class CacheSync:
     def close(self) -> None:
         """Stop the reader thread (the clients stay open: they are the caller's)."""
         self._reader.shutdown(wait=True)
+        self._page_readers.shutdown(wait=True)
 
     def __enter__(self) -> CacheSync:
         return self
@@ -583,20 +592,53 @@ class CacheSync:
         )
 
     def _read_packed_pages(self, plan: TablePlan, cursor: Any) -> Generator[_Page, None, None]:
-        """Full-pass pages built whole by the server (see ``TablePlan.packed_page_sql``)."""
+        """Full-pass pages built whole by the server (see ``TablePlan.packed_page_sql``), cut
+        ahead by primary key and read by ``readers`` connections at once, yielded in order."""
+        pending: collections.deque[Future[list[_Page]]] = collections.deque()
+        low, exhausted = cursor, False
+        try:
+            while not self._stop.is_set() and (pending or not exhausted):
+                while not exhausted and len(pending) < self.readers + 1:
+                    first = low is None
+                    row = self.db.query_one(
+                        plan.boundary_sql(self.db, first=first, limit=self.batch_size),
+                        None if first else [low],
+                    )
+                    count = int(row["n"]) if row is not None else 0
+                    if count == 0:
+                        exhausted = True
+                        break
+                    assert row is not None
+                    high = int(row["last_pk"])
+                    pending.append(self._page_readers.submit(self._packed_range, plan, low, high))
+                    exhausted = count < self.batch_size
+                    low = high
+                if pending:
+                    yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            for future in pending:
+                with contextlib.suppress(BaseException):
+                    future.result()
+
+    def _packed_range(self, plan: TablePlan, low: Any, high: int) -> list[_Page]:
+        """The rows with ``low < pk <= high`` as packed pages: one, unless the server had to
+        cut its GROUP_CONCAT short (a page larger than it lets one value be), in which case
+        the range is read again in smaller pages."""
         key_parts = (self.cache.key(self.template.prefix), self.template.suffix)
         limit = self.batch_size
-        while not self._stop.is_set():
+        pages: list[_Page] = []
+        while True:
+            first = low is None
             sql, params = plan.packed_page_sql(
-                self.db, first=cursor is None, limit=limit, key_parts=key_parts
+                self.db, first=first, limit=limit, key_parts=key_parts, bounded=True
             )
-            row = self.db.query_one(sql, params if cursor is None else [*params, cursor])
+            row = self.db.query_one(sql, [*params, *([] if first else [low]), high])
             if row is None or not row["n"]:
-                return
+                return pages
             packed = row["packed"] or b""
             if len(packed) != int(row["size"]):
-                # GROUP_CONCAT was cut short (a page larger than the server lets one value
-                # be): read smaller pages.
                 if limit == 1:
                     raise ConfigError(
                         f"a row of {self.table!r} is too large to be read whole "
@@ -606,19 +648,21 @@ class CacheSync:
                 continue
             count = int(row["n"])
             first_pk, last_pk = int(row["first_pk"]), int(row["last_pk"])
-            pks = [] if row["pks"] is None else sorted(map(int, str(row["pks"]).split(",")))
-            yield _Page(
-                rows=count,
-                last_pk=last_pk,
-                last_updated=None,
-                pks=pks,
-                dense=(first_pk, last_pk) if row["pks"] is None else None,
-                item_count=count,
-                packed=packed,
+            dense = row["pks"] is None
+            pages.append(
+                _Page(
+                    rows=count,
+                    last_pk=last_pk,
+                    last_updated=None,
+                    pks=[] if dense else sorted(map(int, str(row["pks"]).split(","))),
+                    dense=(first_pk, last_pk) if dense else None,
+                    item_count=count,
+                    packed=packed,
+                )
             )
-            if count < limit:
-                return
-            cursor = last_pk
+            if last_pk >= high:
+                return pages
+            low = last_pk
 
     def _encode(self, plan: TablePlan, rows: list[dict[str, Any]]) -> _Page:
         names = [column.name for column in plan.cached]
