@@ -135,6 +135,14 @@ def ensure_copy(rows: int) -> None:
         if count != rows:
             cursor.execute("TRUNCATE TABLE sync_users")
             cursor.execute("INSERT INTO sync_users SELECT * FROM users")
+        else:
+            # Undo the previous run's changes, so every run changes the same 1,000 rows of the
+            # same table.
+            cursor.execute(
+                "UPDATE sync_users s JOIN users u ON u.id = s.id "
+                "SET s.email = u.email, s.updated_at = u.updated_at "
+                "WHERE s.updated_at <> u.updated_at"
+            )
     connection.close()
 
 
