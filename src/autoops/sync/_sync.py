@@ -311,8 +311,9 @@ class CacheSync:
     ) -> None:
         """Run passes every ``interval`` seconds (± ``jitter`` as a fraction) until
         :meth:`stop`, ``stop_event``, SIGINT or SIGTERM; a pass being stopped finishes its
-        batch and commits its checkpoint. After a failure the wait doubles, up to
-        ``max_backoff``. A :class:`ConfigError` is raised at once: retrying cannot fix it."""
+        batch and commits its checkpoint. After a failure the wait doubles (from at least a
+        second), up to ``max_backoff``. A :class:`ConfigError` is raised at once: retrying
+        cannot fix it."""
         if not interval >= 0 or not 0 <= jitter < 1:
             raise ConfigError("interval must be >= 0 seconds and jitter from 0 up to 1")
         self._stop.clear()
@@ -331,7 +332,7 @@ class CacheSync:
                     log.info("%s", exc)
                 except AutoOpsError as exc:
                     failures += 1
-                    delay = min(max(max_backoff, interval), interval * 2 ** (failures - 1))
+                    delay = min(max_backoff, max(interval, 1.0) * 2 ** (failures - 1))
                     log.error("sync %s: pass failed (%d in a row): %s", self.name, failures, exc)
                 self._stop.wait(delay * (1 + random.uniform(-jitter, jitter)))
 
