@@ -427,6 +427,35 @@ def test_run_forever_runs_passes_until_its_stop_event(
     assert [report.kind for report in reports] == ["full", "incremental"]
 
 
+def test_run_forever_keeps_going_after_a_failed_pass(
+    users_db: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    sync = make_sync(users_db, cache)
+    original = sync._run_pass
+    calls = 0
+
+    def fail_first(full: bool) -> autoops.SyncReport:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise autoops.ConnectError("cannot reach MySQL (injected)")
+        return original(full)
+
+    sync._run_pass = fail_first  # type: ignore[method-assign]
+    stop = threading.Event()
+    reports: list[autoops.SyncReport] = []
+
+    def collect(report: autoops.SyncReport) -> None:
+        reports.append(report)
+        stop.set()
+
+    sync.run_forever(0, stop_event=stop, on_report=collect, handle_signals=False)
+
+    assert calls == 2
+    assert [report.kind for report in reports] == ["full"]
+    assert cached_rows(cache) == expected_cache(users_db)
+
+
 # configuration --------------------------------------------------------------------------------
 
 

@@ -319,7 +319,7 @@ class CacheSync:
         self._stop.clear()
         failures = 0
         with self._signals_stop(handle_signals), self._watch(stop_event):
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not (stop_event and stop_event.is_set()):
                 delay = interval
                 try:
                     report = self._run_pass(full=False)
