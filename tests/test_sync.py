@@ -315,6 +315,27 @@ def test_full_pass_deletes_keys_whose_rows_are_gone(
     assert cached_rows(cache) == expected_cache(users_db)
 
 
+def test_text_primary_keys_are_synced_and_reconciled(
+    mysql_db: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    mysql_db.execute("CREATE TABLE codes (code VARCHAR(16) PRIMARY KEY, label VARCHAR(32))")
+    mysql_db.executemany(
+        "INSERT INTO codes VALUES (%s, %s)", [(f"c-{i:03d}", f"label {i}") for i in range(250)]
+    )
+    sync = autoops.CacheSync(
+        mysql_db, cache, table="codes", key="code:{code}", primary_key="code", batch_size=100
+    )
+    sync.run_once()
+    mysql_db.execute("DELETE FROM codes WHERE code IN ('c-000', 'c-123')")
+
+    report = sync.run_once()
+
+    assert report.keys_deleted == 2
+    assert cached_rows(cache, "code:") == expected_cache(
+        mysql_db, table="codes", columns=("code", "label"), key="code:{code}", key_column="code"
+    )
+
+
 def test_reconciliation_leaves_bookkeeping_and_foreign_keys_alone(
     users_db: autoops.DbClient, cache: autoops.CacheClient
 ) -> None:

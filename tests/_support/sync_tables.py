@@ -50,6 +50,7 @@ def expected_cache(
     columns: tuple[str, ...] = CACHED,
     key: str = "users:{id}",
     deleted_column: str | None = None,
+    key_column: str = "id",
 ) -> dict[str, Any]:
     """What the cache must hold for ``table``: key -> the row as the codec writes it, decoded."""
     codec = autoops.JsonCodec()
@@ -57,7 +58,9 @@ def expected_cache(
     extra = f", {db.quote_identifier(deleted_column)} AS _gone" if deleted_column else ""
     rows = db.query(f"SELECT {quoted}{extra} FROM {db.quote_identifier(table)}")
     return {
-        key.format(id=row["id"]): orjson.loads(codec.encode({c: row[c] for c in columns}))
+        key.format(**{key_column: row[key_column]}): orjson.loads(
+            codec.encode({c: row[c] for c in columns})
+        )
         for row in rows
         if not row.get("_gone")
     }
