@@ -13,7 +13,13 @@ import pytest
 import redis
 
 import autoops
-from _support.sync_tables import add_users, cached_rows, create_users, expected_cache
+from _support.sync_tables import (
+    USERS_DDL,
+    add_users,
+    cached_rows,
+    create_users,
+    expected_cache,
+)
 
 
 def make_sync(
@@ -313,6 +319,22 @@ def test_full_pass_deletes_keys_whose_rows_are_gone(
 
     assert report.keys_deleted == 12
     assert cached_rows(cache) == expected_cache(users_db)
+
+
+def test_full_pass_over_ids_with_gaps_copies_and_reconciles_exactly(
+    mysql_db: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    mysql_db.execute(USERS_DDL)
+    add_users(mysql_db, range(1, 3000, 7))
+    sync = make_sync(mysql_db, cache)
+    sync.run_once()
+    cache.set("users:9", "a row deleted long ago")
+    mysql_db.execute("DELETE FROM users WHERE id IN (29, 1499, 2997)")
+
+    report = sync.run_once(full=True)
+
+    assert report.keys_deleted == 4
+    assert cached_rows(cache) == expected_cache(mysql_db)
 
 
 def test_text_primary_keys_are_synced_and_reconciled(

@@ -296,6 +296,12 @@ class TablePlan:
             params,
         )
 
+    def keys_in_range_sql(self, db: DbClient, *, first: bool) -> str:
+        """The primary keys in ``(%s, %s]`` (or ``<= %s`` when ``first``), index only."""
+        pk = db.quote_identifier(self.primary_key.name)
+        where = f"{pk} <= %s" if first else f"{pk} > %s AND {pk} <= %s"
+        return f"SELECT {pk} AS pk FROM {db.quote_identifier(self.table)} WHERE {where}"  # noqa: S608
+
     def boundary_sql(self, db: DbClient, *, first: bool, limit: int) -> str:
         """The last primary key of the next ``limit`` rows after ``%s`` (index only, cheap),
         so pages can be cut ahead and read by several connections at once."""
@@ -319,7 +325,7 @@ class TablePlan:
         """A full-pass page as one row: the RESP bulk strings of every key and value, joined
         by the server (so the driver decodes one value per page, not two per row), with the
         row count, the first and last primary keys, the expected byte size (to detect a
-        truncated GROUP_CONCAT) and the primary keys when the page is not a dense range.
+        truncated GROUP_CONCAT).
         Parameters: the key prefix and suffix, then ``pk >`` (unless ``first``), then
         ``pk <=`` (when ``bounded``)."""
         quote = db.quote_identifier
@@ -330,15 +336,14 @@ class TablePlan:
         if bounded:
             where += f" AND {pk} <= %s"
         hint = "" if self.mariadb else "/*+ SET_VAR(group_concat_max_len = 1073741824) */ "
+        # Each RESP bulk string adds "$", the digits of its length and two CRLFs (5 + digits).
         sql = (
             f"SELECT {hint}COUNT(*) AS n, MIN(pk) AS first_pk, MAX(pk) AS last_pk, "  # noqa: S608
-            "SUM(LENGTH(piece)) AS size, "
-            "CAST(GROUP_CONCAT(piece SEPARATOR '') AS BINARY) AS packed, "
-            "IF(COUNT(*) = MAX(pk) - MIN(pk) + 1, NULL, GROUP_CONCAT(pk)) AS pks "
-            f"FROM (SELECT pk, CONCAT('$', LENGTH(k), {crlf}, k, {crlf}, '$', LENGTH(v), {crlf}, "
-            f"v, {crlf}) AS piece FROM (SELECT {pk} AS pk, CONCAT(%s, {pk}, %s) AS k, "
-            f"JSON_OBJECT({pairs}) AS v FROM {quote(self.table)} WHERE {where} "
-            f"ORDER BY {pk} LIMIT {int(limit)}) AS page_rows) AS pieces"
+            "SUM(LENGTH(k) + LENGTH(v) + LENGTH(LENGTH(k)) + LENGTH(LENGTH(v)) + 10) AS size, "
+            f"CAST(GROUP_CONCAT('$', LENGTH(k), {crlf}, k, {crlf}, '$', LENGTH(v), {crlf}, v, "
+            f"{crlf} SEPARATOR '') AS BINARY) AS packed "
+            f"FROM (SELECT {pk} AS pk, CONCAT(%s, {pk}, %s) AS k, JSON_OBJECT({pairs}) AS v "
+            f"FROM {quote(self.table)} WHERE {where} ORDER BY {pk} LIMIT {int(limit)}) AS page_rows"
         )
         if self.mariadb:
             sql = f"SET STATEMENT group_concat_max_len = 1073741824 FOR {sql}"

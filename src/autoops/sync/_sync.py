@@ -649,13 +649,19 @@ class CacheSync:
                 continue
             count = int(row["n"])
             first_pk, last_pk = int(row["first_pk"]), int(row["last_pk"])
-            dense = row["pks"] is None
+            dense = count == last_pk - first_pk + 1
+            pks: list[Any] = []
+            if not dense:
+                # Rare on tables without deletes; the keys are read again, from the index.
+                keys_sql = plan.keys_in_range_sql(self.db, first=first)
+                bounds = [last_pk] if first else [low, last_pk]
+                pks = [key["pk"] for key in self.db.query(keys_sql, bounds)]
             pages.append(
                 _Page(
                     rows=count,
                     last_pk=last_pk,
                     last_updated=None,
-                    pks=[] if dense else sorted(map(int, str(row["pks"]).split(","))),
+                    pks=sorted(pks),
                     dense=(first_pk, last_pk) if dense else None,
                     item_count=count,
                     packed=packed,
