@@ -180,6 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--naive-rows", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="peers run interleaved, N times")
     args = parser.parse_args()
     db_url = ensure_users_table(args.rows)
     client = redis.Redis.from_url(REDIS_URL)
@@ -189,37 +190,44 @@ def main() -> None:
         db, cache, table="users", key="users:{id}", exclude=["password_hash"]
     ).plan()
     print(f"table {DATABASE}.users: {args.rows:,} rows; cached columns {COLUMNS}")
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores, shared machine)")
-
-    clear(client, NAMESPACE)
-    naive_seconds = peer_naive(db_url, client, args.naive_rows)
-    naive_rate = args.naive_rows / naive_seconds
-    clear(client, NAMESPACE)
     print(
-        f"peer 1 naive SET loop : {args.naive_rows:>9,} rows in {naive_seconds:7.2f} s = "
-        f"{naive_rate:>9,.0f} rows/s"
+        f"load average at start: {os.getloadavg()[0]:.2f} (2 cores, shared machine); "
+        f"{args.rounds} rounds, peers interleaved in each"
     )
-
-    pipe_seconds, pipe_summary = peer_pipe(db_url, plan, f"{NAMESPACE}:pipe:users:")
-    pipe_rate = args.rows / pipe_seconds
     clear(client, NAMESPACE)
+    naive, pipe, sync, rss = [], [], [], []
+    for round_number in range(1, args.rounds + 1):
+        naive_seconds = peer_naive(db_url, client, args.naive_rows)
+        naive.append(args.naive_rows / naive_seconds)
+        clear(client, NAMESPACE)
+        pipe_seconds, summary = peer_pipe(db_url, plan, f"{NAMESPACE}:pipe:users:")
+        pipe.append(args.rows / pipe_seconds)
+        clear(client, NAMESPACE)
+        sync_seconds, report, rss_kib = ours(db_url, "users", f"{NAMESPACE}:ours")
+        sync.append(args.rows / sync_seconds)
+        rss.append(rss_kib / 1024)
+        clear(client, NAMESPACE)
+        print(
+            f"round {round_number}: naive {naive[-1]:>8,.0f} rows/s | mass insertion "
+            f"{pipe[-1]:>9,.0f} rows/s ({summary}) | CacheSync {sync[-1]:>9,.0f} rows/s "
+            f"(pass {report['seconds']:.2f} s of {sync_seconds:.2f} s wall, "
+            f"{'server-built' if report['server_side'] else 'codec'} values, "
+            f"peak RSS {rss[-1]:.0f} MiB) | ratio {sync[-1] / pipe[-1]:.2f}x / "
+            f"{sync[-1] / naive[-1]:.1f}x"
+        )
+    median = statistics.median
+    print(f"peer 1 naive SET loop ({args.naive_rows:,}-row slice): {median(naive):>9,.0f} rows/s")
+    print(f"peer 2 mariadb | mawk | redis-cli --pipe     : {median(pipe):>9,.0f} rows/s")
     print(
-        f"peer 2 mariadb|awk|redis-cli --pipe: {args.rows:,} rows in {pipe_seconds:7.2f} s = "
-        f"{pipe_rate:>9,.0f} rows/s ({pipe_summary})"
+        f"CacheSync full pass (copy + catch-up + reconcile, process wall time incl. start-up): "
+        f"{median(sync):>9,.0f} rows/s, peak RSS {max(rss):.0f} MiB"
     )
-
-    sync_seconds, report, rss_kib = ours(db_url, "users", f"{NAMESPACE}:ours")
-    sync_rate = args.rows / sync_seconds
-    clear(client, NAMESPACE)
     print(
-        f"CacheSync full pass   : {args.rows:,} rows in {sync_seconds:7.2f} s = "
-        f"{sync_rate:>9,.0f} rows/s (process wall time incl. start-up; pass itself "
-        f"{report['seconds']:.2f} s, values built by "
-        f"{'the database' if report['server_side'] else 'the codec'}), "
-        f"peak RSS {rss_kib / 1024:.0f} MiB"
+        f"ratio vs peer 2 (mass insertion): {median(sync) / median(pipe):5.2f}x  (target >= 1.0x)"
     )
-    print(f"ratio vs peer 2 (mass insertion): {sync_rate / pipe_rate:5.2f}x  (target >= 1.0x)")
-    print(f"ratio vs peer 1 (naive loop)    : {sync_rate / naive_rate:5.1f}x  (target >= 20x)")
+    print(
+        f"ratio vs peer 1 (naive loop)    : {median(sync) / median(naive):5.1f}x  (target >= 20x)"
+    )
 
     ensure_copy(args.rows)
     runs = incremental(database_url(), 1000, 3)

@@ -11,6 +11,7 @@ import random
 import signal
 import threading
 import time
+from array import array
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ..cache import CacheClient, JsonCodec, RedisCache
 from ..cache._client import TTL
 from ..cache._resp import pack_arguments
 from ..db import DbClient
+from ._census import KeyCensus
 from ._lock import SyncLock
 from ._plan import KeyTemplate, TablePlan, shift_back
 from ._report import SyncReport, SyncStatus, meta_key, read_sync_status, utc_now
@@ -418,8 +420,32 @@ class CacheSync:
             }
         started = dt.datetime.fromisoformat(marker["started_at"])
         counts = _Counts()
-        full_key = self._meta("full-pass")
         seen = _SeenKeys(marker["cursor"]) if plan.primary_key.integer else None
+        census = None
+        if marker["phase"] == "copy" and self._packed_copy(plan) and not self.template.suffix:
+            census = KeyCensus(self.cache, self.cache.key(self.template.prefix).encode())
+            census.start()
+        try:
+            return self._copy_and_reconcile(
+                plan, lock, marker, seen, census, counts, clock, started, resumed
+            )
+        finally:
+            if census is not None:
+                census.close()
+
+    def _copy_and_reconcile(
+        self,
+        plan: TablePlan,
+        lock: SyncLock,
+        marker: dict[str, Any],
+        seen: _SeenKeys | None,
+        census: KeyCensus | None,
+        counts: _Counts,
+        clock: float,
+        started: dt.datetime,
+        resumed: bool,
+    ) -> SyncReport:
+        full_key = self._meta("full-pass")
         if marker["phase"] == "copy":
             log.info("sync %s: full pass %s", self.name, "resumed" if resumed else "started")
             with Progress(
@@ -462,7 +488,12 @@ class CacheSync:
                 return self._report(
                     plan, "full", counts, clock, started, checkpoint, False, resumed
                 )
-        counts.keys_deleted += self._reconcile(plan, lock, seen)
+        if census is not None:
+            numbers, others = census.result()
+            counts.keys_deleted += self._reconcile_numbers(plan, lock, seen, numbers)
+            counts.keys_deleted += self._reconcile_keys(plan, lock, seen, others)
+        else:
+            counts.keys_deleted += self._reconcile(plan, lock, seen)
         report = self._report(plan, "full", counts, clock, started, checkpoint, True, resumed)
         self._finish(lock, report, deletes=[full_key])
         return report
@@ -818,34 +849,65 @@ class CacheSync:
         lies in the range this full pass read are checked against ``seen``; the others in SQL,
         a chunk at a time. Keys that do not parse as one of this sync's keys are left alone."""
         prefix = self.cache.key(self.template.prefix).encode()
+        known = seen is not None and seen.usable and seen.upto is not None
+        interval = seen.interval if known and seen is not None else None
+        deleted = 0
+        for keys in self.cache._scan_prefix(prefix.decode(), 10_000):
+            fast = interval is not None and not self.template.suffix
+            if fast and interval is not None and _all_within(keys, prefix, interval):
+                continue
+            deleted += self._reconcile_keys(plan, lock, seen, keys)
+        return deleted
+
+    def _reconcile_keys(
+        self, plan: TablePlan, lock: SyncLock, seen: _SeenKeys | None, keys: list[bytes]
+    ) -> int:
+        """Reconcile one batch of full keys (bytes), parsing each."""
+        prefix = self.cache.key(self.template.prefix).encode()
         suffix = self.template.suffix.encode()
         namespace = len(self.cache.key(""))
         integer = plan.primary_key.integer
         known = seen is not None and seen.usable and seen.upto is not None
-        interval = seen.interval if known and seen is not None and not suffix else None
+        unknown: dict[Any, bytes] = {}
+        gone: list[bytes] = []
+        for key in keys:
+            if suffix and not key.endswith(suffix):
+                continue
+            text = key[len(prefix) : len(key) - len(suffix)]
+            if integer and text.isdigit() and (text[0] != 0x30 or len(text) == 1):
+                value: Any = int(text)
+            else:
+                value = self.template.primary_key_of(key.decode()[namespace:], integer)
+                if value is None:
+                    continue
+            if known and seen is not None and seen.covers(value):
+                if value not in seen:
+                    gone.append(key)
+            else:
+                unknown[value] = key
+        return self._delete_keys(lock, gone) + self._delete_missing(plan, lock, unknown)
+
+    def _reconcile_numbers(
+        self, plan: TablePlan, lock: SyncLock, seen: _SeenKeys | None, numbers: array[int]
+    ) -> int:
+        """Reconcile the integer keys a census gathered (the key is the prefix + the number)."""
+        prefix = self.cache.key(self.template.prefix).encode()
+        known = seen is not None and seen.usable and seen.upto is not None
+        interval = seen.interval if known and seen is not None else None
         deleted = 0
-        for keys in self.cache._scan_prefix(prefix.decode(), 10_000):
-            if interval is not None and _all_within(keys, prefix, interval):
+        for start in range(0, len(numbers), 10_000):
+            chunk = numbers[start : start + 10_000]
+            if interval is not None and interval[0] <= min(chunk) and max(chunk) <= interval[1]:
                 continue
             unknown: dict[Any, bytes] = {}
             gone: list[bytes] = []
-            for key in keys:
-                if suffix and not key.endswith(suffix):
-                    continue
-                text = key[len(prefix) : len(key) - len(suffix)]
-                if integer and text.isdigit() and (text[0] != 0x30 or len(text) == 1):
-                    value: Any = int(text)
-                else:
-                    value = self.template.primary_key_of(key.decode()[namespace:], integer)
-                    if value is None:
-                        continue
+            for value in chunk:
                 if known and seen is not None and seen.covers(value):
                     if value not in seen:
-                        gone.append(key)
+                        gone.append(b"%b%d" % (prefix, value))
                 else:
-                    unknown[value] = key
-            deleted += self._delete_keys(lock, gone)
-            deleted += self._delete_missing(plan, lock, unknown)
+                    unknown[value] = b"%b%d" % (prefix, value)
+            deleted += self._delete_keys(lock, gone) + self._delete_missing(plan, lock, unknown)
         return deleted
 
     def _delete_missing(self, plan: TablePlan, lock: SyncLock, keys: dict[Any, bytes]) -> int:
