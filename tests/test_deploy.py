@@ -31,10 +31,7 @@ from autoops.deploy import (
 
 RESTART_APP = Hook(
     'pidfile="$DEPLOY_TO/shared/app.pid"\n'
-    'if [ -f "$pidfile" ]; then\n'
-    '  pid="$(cat "$pidfile")"; kill "$pid" 2>/dev/null\n'
-    '  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done\n'
-    "fi\n"
+    '[ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null\n'
     'nohup python3 -m http.server "$APP_PORT" --bind 127.0.0.1 >/dev/null 2>&1 </dev/null &\n'
     'echo $! > "$pidfile"',
     phase="after_switch",
@@ -79,9 +76,17 @@ class Fleet:
         return directory
 
     def fetch(self, server: SshServer) -> str:
+        """The app's page on ``server``, waiting up to 5 s for a just-restarted app to listen."""
         url = f"http://127.0.0.1:{self.ports[server.address]}/"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return str(response.read().decode())
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def current(self, server: SshServer) -> str | None:
         link = self.root(server) / "current"

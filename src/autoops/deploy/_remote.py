@@ -17,7 +17,8 @@ import paramiko
 
 from .._errors import ConnectError
 from .._retry import RetryPolicy
-from .._ssh import CommandResult, SshHost, SshOptions, connect, run
+from .._ssh import CommandResult, SshHost, SshOptions, connect
+from ._shell import PersistentShell
 
 __all__ = ["HostSession", "HostState", "LockOwner", "Scripts"]
 
@@ -289,6 +290,7 @@ class HostSession:
         self.scripts = Scripts(root)
         self._retry = retry
         self._connection: fabric.Connection | None = None
+        self._shell: PersistentShell | None = None
 
     @property
     def connection(self) -> fabric.Connection:
@@ -308,19 +310,21 @@ class HostSession:
             channel.settimeout(self.options.command_timeout)
 
     def sh(self, script: str, *, timeout: float | None = None, check: bool = True) -> CommandResult:
-        """Run ``script`` with POSIX ``sh`` whatever the login shell is."""
-        return run(
-            self.connection,
-            ["sh", "-c", script],
-            timeout=timeout or self.options.command_timeout,
-            check=check,
-            where=self.address,
-        )
+        """Run ``script`` with POSIX ``sh`` whatever the login shell is, in this host's
+        long-lived shell (started again if a timeout ended the last one)."""
+        if self._shell is None or self._shell.broken:
+            if self._shell is not None:
+                self._shell.close()
+            self._shell = PersistentShell(self.connection, self.address)
+        return self._shell.run(script, timeout=timeout or self.options.command_timeout, check=check)
 
     def state(self) -> HostState:
         return HostState.parse(self.sh(self.scripts.state()).stdout)
 
     def close(self) -> None:
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
         if self._connection is not None:
             try:
                 self._connection.close()
