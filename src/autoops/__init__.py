@@ -26,13 +26,12 @@ from ._retry import (
     retry_totals,
     set_testing,
 )
-from .cache import TTL, CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
+from .cache import CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
 from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "TTL",
     "AuthenticationError",
     "AutoOpsError",
     "CacheClient",
