@@ -23,9 +23,9 @@ from autoops.deploy import (
     ConfigPushError,
     Deployer,
     DeployError,
+    DeployOutcome,
     HealthCheck,
     Hook,
-    Outcome,
     new_release_id,
 )
 
@@ -126,7 +126,7 @@ def test_a_deploy_switches_every_host_and_the_app_answers(fleet: Fleet, tmp_path
     result = deployer.deploy(fleet.app(tmp_path, 1), release_id="20260101T000000Z-aaaaaa")
 
     assert result.ok
-    assert [host.outcome for host in result.hosts] == [Outcome.DEPLOYED] * 3
+    assert [host.outcome for host in result.hosts] == [DeployOutcome.DEPLOYED] * 3
     for server in fleet.servers:
         assert fleet.current(server) == "releases/20260101T000000Z-aaaaaa"
         assert "version 1" in fleet.fetch(server)
@@ -156,12 +156,12 @@ def test_a_failing_health_check_in_the_second_batch_rolls_back_the_switched_host
 
     result = caught.value.result
     assert result.rolled_back
-    assert result.host(first.address).outcome == Outcome.ROLLED_BACK
+    assert result.host(first.address).outcome == DeployOutcome.ROLLED_BACK
     failed = result.host(second.address)
-    assert failed.outcome == Outcome.FAILED
+    assert failed.outcome == DeployOutcome.FAILED
     assert failed.phase == "rollback"
     assert "version 2" in (failed.error or "")
-    assert result.host(third.address).outcome == Outcome.NOT_SWITCHED
+    assert result.host(third.address).outcome == DeployOutcome.NOT_SWITCHED
     assert second.address in str(caught.value)
     for server in fleet.servers:
         assert fleet.current(server) == "releases/r1"
@@ -186,7 +186,7 @@ def test_an_sshd_stopped_mid_deploy_is_a_clear_error_and_no_half_release_goes_li
 
     result = caught.value.result
     lost = result.host(victim.address)
-    assert lost.outcome == Outcome.FAILED
+    assert lost.outcome == DeployOutcome.FAILED
     assert lost.phase == "unpack"
     assert "ssh" in (lost.error or "").lower() or "connection" in (lost.error or "").lower()
     assert not lost.lock_released

@@ -28,6 +28,21 @@ from ._retry import (
 )
 from .cache import CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
 from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
+from .deploy import (
+    ConfigPushError,
+    ConfigPushResult,
+    Deployer,
+    DeployError,
+    DeployOutcome,
+    DeployPlan,
+    DeployResult,
+    HealthCheck,
+    Hook,
+    HostConfigResult,
+    HostDeployPlan,
+    HostDeployResult,
+    new_release_id,
+)
 
 __version__ = "0.1.0"
 
@@ -39,9 +54,21 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConfigError",
+    "ConfigPushError",
+    "ConfigPushResult",
     "ConnectError",
     "DbClient",
     "DbUrl",
+    "DeployError",
+    "DeployOutcome",
+    "DeployPlan",
+    "DeployResult",
+    "Deployer",
+    "HealthCheck",
+    "Hook",
+    "HostConfigResult",
+    "HostDeployPlan",
+    "HostDeployResult",
     "IntegrityError",
     "JsonCodec",
     "LockHeldError",
@@ -62,6 +89,7 @@ __all__ = [
     "TransactionConflictError",
     "add_retry_hook",
     "load_settings",
+    "new_release_id",
     "quote_identifier",
     "remove_retry_hook",
     "retry_totals",

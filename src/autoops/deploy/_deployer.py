@@ -40,12 +40,12 @@ from ._results import (
     ConfigPushError,
     ConfigPushResult,
     DeployError,
+    DeployOutcome,
+    DeployPlan,
     DeployResult,
     HostConfigResult,
-    HostPlan,
-    HostResult,
-    Outcome,
-    Plan,
+    HostDeployPlan,
+    HostDeployResult,
 )
 
 __all__ = ["Deployer", "Hook", "new_release_id"]
@@ -229,7 +229,7 @@ class Deployer:
                 future.result()
 
     @contextlib.contextmanager
-    def _phase(self, result: HostResult, name: str) -> Iterator[None]:
+    def _phase(self, result: HostDeployResult, name: str) -> Iterator[None]:
         result.phase = name
         if self.on_phase is not None:
             self.on_phase(result.host, name)
@@ -239,7 +239,7 @@ class Deployer:
         finally:
             result.timings[name] = result.timings.get(name, 0.0) + time.monotonic() - started
 
-    def _guard(self, result: HostResult, work: Callable[[], None]) -> None:
+    def _guard(self, result: HostDeployResult, work: Callable[[], None]) -> None:
         try:
             work()
         except RemoteCommandError as exc:
@@ -285,7 +285,7 @@ class Deployer:
     def _lock_all(
         self,
         sessions: dict[str, HostSession],
-        results: dict[str, HostResult],
+        results: dict[str, HostDeployResult],
         release: str,
         token: str,
         break_lock: bool,
@@ -337,7 +337,7 @@ class Deployer:
     def _release_all(
         self,
         sessions: dict[str, HostSession],
-        results: dict[str, HostResult],
+        results: dict[str, HostDeployResult],
         token: str,
         *,
         only: Sequence[str] | None = None,
@@ -394,7 +394,7 @@ class Deployer:
     ) -> DeployResult:
         started = time.monotonic()
         token = secrets.token_hex(8)
-        results = {address: HostResult(address) for address in self._addresses}
+        results = {address: HostDeployResult(address) for address in self._addresses}
         sessions = {address: self._session(address) for address in self._addresses}
         outcome = DeployResult("deploy", release, list(results.values()))
         try:
@@ -421,7 +421,7 @@ class Deployer:
     def _prepare_and_switch(
         self,
         sessions: dict[str, HostSession],
-        results: dict[str, HostResult],
+        results: dict[str, HostDeployResult],
         states: dict[str, HostState],
         outcome: DeployResult,
         artifact: Artifact,
@@ -469,7 +469,7 @@ class Deployer:
     def _prepare(
         self,
         session: HostSession,
-        result: HostResult,
+        result: HostDeployResult,
         artifact: Artifact,
         release: str,
         state: HostState,
@@ -512,7 +512,7 @@ class Deployer:
     def _switch_in_batches(
         self,
         sessions: dict[str, HostSession],
-        results: dict[str, HostResult],
+        results: dict[str, HostDeployResult],
         outcome: DeployResult,
         prepared: list[str],
         release: str,
@@ -571,7 +571,7 @@ class Deployer:
             raise
         return [address for address in switched if results[address].ok]
 
-    def _switch_one(self, session: HostSession, result: HostResult, release: str) -> None:
+    def _switch_one(self, session: HostSession, result: HostDeployResult, release: str) -> None:
         with self._phase(result, "before_switch"):
             self._run_hooks(session, "before_switch", release)
         with self._phase(result, "switch"):
@@ -582,7 +582,7 @@ class Deployer:
         if self.health_check is not None:
             with self._phase(result, "health"):
                 self.health_check.wait(session.variables, self._remote_runner(session))
-        result.outcome = Outcome.DEPLOYED
+        result.outcome = DeployOutcome.DEPLOYED
         result.phase = "done"
 
     def _remote_runner(self, session: HostSession) -> Callable[[str, float], CommandResult]:
@@ -605,7 +605,7 @@ class Deployer:
                 f"not releases/{release}"
             )
 
-    def _roll_back_one(self, session: HostSession, result: HostResult, release: str) -> None:
+    def _roll_back_one(self, session: HostSession, result: HostDeployResult, release: str) -> None:
         """Put a switched host back on the release it had before, and mark ``release`` failed."""
         with self._phase(result, "rollback"):
             try:
@@ -618,22 +618,24 @@ class Deployer:
                     self._run_hooks(session, "after_switch", result.previous_release)
             except AutoOpsError as exc:
                 result.error = f"{result.error or 'deploy stopped'}; ROLLBACK FAILED: {exc}"
-                result.outcome = Outcome.FAILED
+                result.outcome = DeployOutcome.FAILED
                 return
         back_to = result.previous_release or "no current (first deploy)"
-        if result.outcome == Outcome.FAILED:
+        if result.outcome == DeployOutcome.FAILED:
             result.error = f"{result.error}; rolled back to {back_to}"
         else:
-            result.outcome = Outcome.ROLLED_BACK
+            result.outcome = DeployOutcome.ROLLED_BACK
 
     def _roll_back_switched(
         self,
         sessions: dict[str, HostSession],
-        results: dict[str, HostResult],
+        results: dict[str, HostDeployResult],
         switched: Sequence[str],
         release: str,
     ) -> None:
-        healthy = [address for address in switched if results[address].outcome == Outcome.DEPLOYED]
+        healthy = [
+            address for address in switched if results[address].outcome == DeployOutcome.DEPLOYED
+        ]
         self._parallel(
             lambda address: self._roll_back_one(sessions[address], results[address], release),
             healthy,
@@ -648,7 +650,7 @@ class Deployer:
             self._release_id(to)
         started = time.monotonic()
         token = secrets.token_hex(8)
-        results = {address: HostResult(address) for address in self._addresses}
+        results = {address: HostDeployResult(address) for address in self._addresses}
         sessions = {address: self._session(address) for address in self._addresses}
         outcome = DeployResult("rollback", to or "previous", list(results.values()))
         try:
@@ -679,7 +681,7 @@ class Deployer:
         return outcome
 
     def _rollback_host(
-        self, session: HostSession, result: HostResult, state: HostState, to: str | None
+        self, session: HostSession, result: HostDeployResult, state: HostState, to: str | None
     ) -> None:
         with self._phase(result, "inspect"):
             result.previous_release = state.current
@@ -700,10 +702,12 @@ class Deployer:
         if self.health_check is not None:
             with self._phase(result, "health"):
                 self.health_check.wait(session.variables, self._remote_runner(session))
-        result.outcome = Outcome.ROLLED_BACK
+        result.outcome = DeployOutcome.ROLLED_BACK
         result.phase = "done"
 
-    def plan(self, artifact: str | os.PathLike[str], *, release_id: str | None = None) -> Plan:
+    def plan(
+        self, artifact: str | os.PathLike[str], *, release_id: str | None = None
+    ) -> DeployPlan:
         """What :meth:`deploy` would do on each host, found read-only (no lock, no upload)."""
         release = self._release_id(release_id)
         path = os.fspath(artifact)
@@ -713,19 +717,19 @@ class Deployer:
             size = os.path.getsize(path)
         else:
             raise ConfigError(f"artifact {path} does not exist")
-        plans: dict[str, HostPlan] = {}
+        plans: dict[str, HostDeployPlan] = {}
 
         def inspect(address: str) -> None:
             session = self._session(address)
             try:
                 state = session.state()
             except AutoOpsError as exc:
-                plans[address] = HostPlan(address, None, (), (), None, error=str(exc))
+                plans[address] = HostDeployPlan(address, None, (), (), None, error=str(exc))
                 return
             finally:
                 session.close()
             future = state.after_switch_to(release)
-            plans[address] = HostPlan(
+            plans[address] = HostDeployPlan(
                 address,
                 state.current,
                 tuple(state.releases),
@@ -734,7 +738,7 @@ class Deployer:
             )
 
         self._parallel(inspect, self._addresses)
-        return Plan(release, size, tuple(plans[address] for address in self._addresses))
+        return DeployPlan(release, size, tuple(plans[address] for address in self._addresses))
 
     def push_config(
         self,

@@ -12,17 +12,17 @@ __all__ = [
     "ConfigPushError",
     "ConfigPushResult",
     "DeployError",
+    "DeployOutcome",
+    "DeployPlan",
     "DeployResult",
     "HostConfigResult",
-    "HostPlan",
-    "HostResult",
-    "Outcome",
-    "Plan",
+    "HostDeployPlan",
+    "HostDeployResult",
 ]
 
 
-class Outcome:
-    """The outcome names a :class:`HostResult` can carry."""
+class DeployOutcome:
+    """The outcome names a :class:`HostDeployResult` can carry."""
 
     DEPLOYED = "deployed"
     ROLLED_BACK = "rolled back"
@@ -31,14 +31,14 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class HostResult:
+class HostDeployResult:
     """One host's part in a deploy or rollback: the last phase it reached, its outcome, the
     error (with the remote stderr tail) if any, the release it was on before, and per-phase
     timings in seconds."""
 
     host: str
     phase: str = "pending"
-    outcome: str = Outcome.NOT_SWITCHED
+    outcome: str = DeployOutcome.NOT_SWITCHED
     error: str | None = None
     stderr_tail: str = ""
     previous_release: str | None = None
@@ -48,11 +48,11 @@ class HostResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome == Outcome.DEPLOYED
+        return self.outcome == DeployOutcome.DEPLOYED
 
     def fail(self, error: str, stderr_tail: str = "") -> None:
         """Record a failure at the current phase."""
-        self.outcome = Outcome.FAILED
+        self.outcome = DeployOutcome.FAILED
         self.error = error
         self.stderr_tail = stderr_tail
 
@@ -89,11 +89,11 @@ def _text_table(rows: Sequence[Sequence[str]], columns: Sequence[str]) -> str:
 @dataclass(slots=True)
 class DeployResult:
     """A deploy or rollback across hosts: the release, whether it succeeded everywhere it had
-    to, whether it was rolled back, and one :class:`HostResult` per host."""
+    to, whether it was rolled back, and one :class:`HostDeployResult` per host."""
 
     action: str
     release: str
-    hosts: list[HostResult]
+    hosts: list[HostDeployResult]
     rolled_back: bool = False
     message: str = ""
     seconds: float = 0.0
@@ -104,10 +104,10 @@ class DeployResult:
         return not self.rolled_back and not self.failed
 
     @property
-    def failed(self) -> list[HostResult]:
-        return [host for host in self.hosts if host.outcome == Outcome.FAILED]
+    def failed(self) -> list[HostDeployResult]:
+        return [host for host in self.hosts if host.outcome == DeployOutcome.FAILED]
 
-    def host(self, name: str) -> HostResult:
+    def host(self, name: str) -> HostDeployResult:
         """The result for ``name`` (as given to the Deployer)."""
         for host in self.hosts:
             if host.host == name:
@@ -148,7 +148,7 @@ class DeployError(AutoOpsError):
 
 
 @dataclass(frozen=True, slots=True)
-class HostPlan:
+class HostDeployPlan:
     """What a deploy would do on one host, found without changing anything."""
 
     host: str
@@ -164,12 +164,12 @@ class HostPlan:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
-    """A dry run of a deploy: the release it would create and each host's :class:`HostPlan`."""
+class DeployPlan:
+    """A dry run of a deploy: the release it would create, and a :class:`HostDeployPlan` each."""
 
     release: str
     artifact_bytes: int
-    hosts: tuple[HostPlan, ...]
+    hosts: tuple[HostDeployPlan, ...]
 
     def _rows(self) -> list[tuple[str, str, str, str, str]]:
         return [
@@ -188,7 +188,8 @@ class Plan:
     def __repr__(self) -> str:
         columns = ("host", "current", "switch", "would remove", "note")
         return (
-            f"<Plan {self.release}: {self.artifact_bytes} bytes to {len(self.hosts)} host(s)\n"
+            f"<DeployPlan {self.release}: {self.artifact_bytes} bytes "
+            f"to {len(self.hosts)} host(s)\n"
             f"{_text_table(self._rows(), columns)}>"
         )
 
