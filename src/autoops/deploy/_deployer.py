@@ -479,6 +479,11 @@ class Deployer:
         result.current_release = state.current
         if release in state.releases:
             raise AutoOpsError(f"release {release} already exists on {session.address}")
+        leftovers = state.unfinished()
+        if leftovers:
+            log.warning("removing unfinished release(s) %s on %s", leftovers, session.address)
+            session.sh(scripts.remove_releases(leftovers))
+            state.releases = [r for r in state.releases if r not in leftovers]
         with self._phase(result, "upload"):
             upload(
                 session.connection,
@@ -486,17 +491,26 @@ class Deployer:
                 scripts.upload_path(release),
                 where=session.address,
             )
+        has_hooks = any(hook.phase == "after_unpack" for hook in self.hooks)
         with self._phase(result, "unpack"):
             session.sh(
-                scripts.unpack(release, artifact.sha256, self.shared_dirs, self.shared_files)
+                scripts.unpack(
+                    release,
+                    artifact.sha256,
+                    self.shared_dirs,
+                    self.shared_files,
+                    mark_prepared=None if has_hooks else _utc_now(),
+                )
             )
-        with self._phase(result, "after_unpack"):
-            try:
-                self._run_hooks(session, "after_unpack", release)
-            except AutoOpsError:
-                with contextlib.suppress(AutoOpsError):
-                    session.sh(scripts.remove_releases([release]))
-                raise
+        if has_hooks:
+            with self._phase(result, "after_unpack"):
+                try:
+                    self._run_hooks(session, "after_unpack", release)
+                    session.sh(scripts.mark_prepared(release, _utc_now()))
+                except AutoOpsError:
+                    with contextlib.suppress(AutoOpsError):
+                        session.sh(scripts.remove_releases([release]))
+                    raise
         result.phase = "prepared"
 
     def _discard(

@@ -73,6 +73,7 @@ class HostState:
     lock: LockOwner | None = None
     switched: list[str] = field(default_factory=list)
     failed: set[str] = field(default_factory=set)
+    prepared: set[str] = field(default_factory=set)
 
     @classmethod
     def parse(cls, text: str) -> HostState:
@@ -94,6 +95,8 @@ class HostState:
                     state.switched.append(release)
                 elif event == "failed":
                     state.failed.add(release)
+                elif event == "prepared":
+                    state.prepared.add(release)
         state.releases.sort()
         return state
 
@@ -105,7 +108,15 @@ class HostState:
             releases=sorted({*self.releases, release}),
             switched=[*self.switched, release],
             failed=set(self.failed),
+            prepared={*self.prepared, release},
         )
+
+    def unfinished(self) -> list[str]:
+        """Releases a killed deploy left behind before they were ready (never current)."""
+        ready = self.prepared | set(self.switched)
+        if not ready:
+            return []
+        return [r for r in self.releases if r not in ready and r != self.current]
 
     def rollback_target(self) -> str | None:
         """The release to go back to: the last one switched to before ``current`` that is still
@@ -117,10 +128,13 @@ class HostState:
         ]
         if candidates:
             return candidates[0]
+        unfinished = set(self.unfinished())
         older = [
             release
             for release in self.releases
-            if release not in self.failed and (self.current is None or release < self.current)
+            if release not in self.failed
+            and release not in unfinished
+            and (self.current is None or release < self.current)
         ]
         return older[-1] if older else None
 
@@ -201,7 +215,11 @@ class Scripts:
         digest: str,
         shared_dirs: Sequence[str],
         shared_files: Sequence[str],
+        *,
+        mark_prepared: str | None,
     ) -> str:
+        """Verify, unpack into ``<id>.partial``, link shared paths, rename to ``<id>``; with
+        ``mark_prepared`` (a time) also record the release as ready in the history."""
         root = q(self.root)
         partial = q(f"releases/{release}{PARTIAL_SUFFIX}")
         final = q(f"releases/{release}")
@@ -229,6 +247,7 @@ class Scripts:
             f"rm -f {upload}\n"
             f"{link_script}\n"
             f"mv -T {partial} {final}\n"
+            + (f"{self.mark_prepared(release, mark_prepared)}\n" if mark_prepared else "")
         )
 
     def _link(self, release_dir: str, path: str) -> str:
@@ -257,6 +276,10 @@ class Scripts:
             f"cd {q(self.root)} && rm -f current && "
             f"printf '%s\\tfailed\\t%s\\n' {q(release)} {q(when)} >> {HISTORY}\n"
         )
+
+    def mark_prepared(self, release: str, when: str) -> str:
+        line = f"printf '%s\\tprepared\\t%s\\n' {q(release)} {q(when)}"
+        return f"cd {q(self.root)} && {line} >> {HISTORY}"
 
     def mark_failed(self, release: str, when: str) -> str:
         line = f"printf '%s\\tfailed\\t%s\\n' {q(release)} {q(when)}"
