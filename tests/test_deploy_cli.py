@@ -71,6 +71,24 @@ def test_deploy_then_releases_from_the_settings_file(
         assert f"{server.address}: current r1; releases r1" in output
 
 
+def test_metrics_keep_the_last_success_time_through_a_failure(
+    config: Path, app: Path, tmp_path: Path
+) -> None:
+    metrics = tmp_path / "deploy.prom"
+    base = ["--config", str(config), "--metrics", str(metrics), "deploy", str(app)]
+    assert main(base) == 0
+    success_line = next(
+        line
+        for line in metrics.read_text().splitlines()
+        if line.startswith("autoops_deploy_last_success_timestamp_seconds")
+    )
+    assert main([*base, "--health-command", "false", "--health-timeout", "0.2"]) == 1
+
+    text = metrics.read_text()
+    assert 'autoops_deploy_success{action="deploy"} 0.0' in text
+    assert success_line in text
+
+
 def test_a_failed_health_check_exits_1_with_the_table_on_stderr(
     config: Path, app: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,12 +8,17 @@ deploy holds the lock.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
-from ..deploy import ConfigPushError, Deployer, DeployError, HealthCheck, Hook
+from .._metrics import MetricSample, write_textfile
+from ..deploy import ConfigPushError, Deployer, DeployError, DeployResult, HealthCheck, Hook
 from ..deploy._deployer import HOOK_PHASES
 from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, settings_from
 
@@ -43,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         help="accept host keys not in known_hosts (unsafe; logged)",
     )
     parser.add_argument("--concurrency", type=int, help="hosts worked on at once (default 10)")
+    parser.add_argument(
+        "--metrics",
+        metavar="PATH",
+        help="write a Prometheus textfile for node_exporter after deploy or rollback",
+    )
     parser.add_argument(
         "--var",
         action="append",
@@ -185,11 +195,60 @@ def _body(args: argparse.Namespace) -> int:
         else:
             result = deployer.rollback(args.to, break_lock=args.break_lock)
     except DeployError as exc:
+        _write_metrics(args.metrics, exc.result)
         print(repr(exc.result), file=sys.stderr)
         print(f"autoops-deploy: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    _write_metrics(args.metrics, result)
     _show(repr(result), args)
     return EXIT_OK
+
+
+_LAST_SUCCESS = re.compile(
+    r'^autoops_deploy_last_success_timestamp_seconds\{action="(\w+)"\} (\S+)$', re.M
+)
+
+
+def _write_metrics(path: str | None, result: DeployResult) -> None:
+    """The outcome as gauges; the last success time survives failed runs (node_exporter alerts
+    on its age), read back from the previous file."""
+    if path is None:
+        return
+    previous: dict[str, float] = {}
+    with contextlib.suppress(OSError, ValueError):
+        text = Path(path).read_text(encoding="utf-8")
+        previous = {action: float(value) for action, value in _LAST_SUCCESS.findall(text)}
+    now = time.time()
+    if result.ok:
+        previous[result.action] = now
+    labels = {"action": result.action}
+    samples = [
+        MetricSample(
+            "autoops_deploy_success", "1 if the last run succeeded", float(result.ok), labels
+        ),
+        MetricSample(
+            "autoops_deploy_duration_seconds", "wall time of the last run", result.seconds, labels
+        ),
+        MetricSample(
+            "autoops_deploy_failed_hosts",
+            "hosts that failed in the last run",
+            len(result.failed),
+            labels,
+        ),
+        MetricSample(
+            "autoops_deploy_last_run_timestamp_seconds", "end of the last run", now, labels
+        ),
+    ]
+    samples += [
+        MetricSample(
+            "autoops_deploy_last_success_timestamp_seconds",
+            "end of the last successful run",
+            value,
+            {"action": action},
+        )
+        for action, value in sorted(previous.items())
+    ]
+    write_textfile(path, samples)
 
 
 def _push(deployer: Deployer, args: argparse.Namespace) -> int:
