@@ -475,3 +475,28 @@ def test_a_health_check_reports_its_last_reason() -> None:
     check = HealthCheck.tcp(port, timeout=0.3, interval=0.1)
     with pytest.raises(Exception, match="cannot connect"):
         check.wait({"host": "127.0.0.1"}, lambda command, timeout: None)  # type: ignore[arg-type,return-value]
+
+
+def test_a_corrupted_upload_is_caught_by_the_checksum_before_unpacking(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    victim = fleet.servers[0]
+
+    def corrupt_after_upload(host: str, phase: str) -> None:
+        if host == victim.address and phase == "unpack":
+            upload = fleet.root(victim) / ".autoops-upload-r1"
+            with upload.open("r+b") as handle:
+                handle.write(b"corrupted")
+
+    with pytest.raises(DeployError) as caught:
+        fleet.deployer(on_phase=corrupt_after_upload).deploy(
+            fleet.app(tmp_path, 1), release_id="r1"
+        )
+
+    failed = caught.value.result.host(victim.address)
+    assert (failed.phase, failed.outcome) == ("unpack", DeployOutcome.FAILED)
+    assert "sha256" in failed.stderr_tail
+    for server in fleet.servers:
+        assert fleet.current(server) is None
+        assert not (fleet.root(server) / "releases" / "r1").exists()
+        assert not (fleet.root(server) / "releases" / "r1.partial").exists()

@@ -146,8 +146,8 @@ class Deployer:
         if not isinstance(max_failures, int) or max_failures < 0:
             raise ConfigError(f"max_failures must be a whole number >= 0, got {max_failures!r}")
         self.ssh = SshOptions(
-            key_filename=key_filename,
-            known_hosts=known_hosts,
+            key_filename=os.path.expanduser(key_filename) if key_filename else None,
+            known_hosts=os.path.expanduser(known_hosts) if known_hosts else None,
             trust_unknown_hosts=trust_unknown_hosts,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,

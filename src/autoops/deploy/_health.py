@@ -36,7 +36,8 @@ def expand(template: str, variables: Mapping[str, str], what: str) -> str:
 class HealthCheck:
     """Whether a host is healthy after its switch, retried every ``interval`` seconds until it
     passes or ``timeout`` seconds have passed. Build one with :meth:`http`, :meth:`tcp` or
-    :meth:`command`; ``{host}``, ``{user}``, ``{ssh_port}`` and host variables are filled in."""
+    :meth:`command`; in URLs and hosts ``{host}``, ``{user}``, ``{ssh_port}`` and host
+    variables are filled in."""
 
     kind: str
     target: str
@@ -81,8 +82,8 @@ class HealthCheck:
 
     @classmethod
     def command(cls, command: str, *, timeout: float = 30.0, interval: float = 0.5) -> HealthCheck:
-        """Healthy when ``command`` (a shell command you wrote) exits 0 on the host, run in the
-        ``current`` directory."""
+        """Healthy when ``command`` (a shell command you wrote, run as written in ``current``,
+        host variables in its environment) exits 0 on the host."""
         return cls("command", command, timeout=timeout, interval=interval)
 
     def describe(self, variables: Mapping[str, str]) -> str:
@@ -123,7 +124,7 @@ class HealthCheck:
                     return None
             except OSError as exc:
                 return f"cannot connect: {exc}"
-        result = run_remote(expand(self.target, variables, "health check command"), timeout)
+        result = run_remote(self.target, timeout)
         if result.ok:
             return None
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
