@@ -176,3 +176,12 @@ def test_a_deploy_killed_mid_way_leaves_the_old_release_live_and_a_named_lock(
             "r1",
             "r3",
         ]
+
+
+def test_an_unknown_setting_is_a_config_error(
+    config: Path, app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.write_text(config.read_text() + "batch_sise = 3\n")
+
+    assert main(["--config", str(config), "deploy", str(app)]) == 2
+    assert "batch_sise" in capsys.readouterr().err

@@ -100,7 +100,9 @@ class Deployer:
     ``deploy_to``, health check targets and config destinations may use ``{host}``, ``{user}``,
     ``{ssh_port}`` and ``host_vars`` placeholders. ``concurrency`` bounds the hosts worked on at
     once; ``batch_size`` hosts switch together; more than ``max_failures`` failed hosts roll the
-    whole deploy back.
+    whole deploy back. ``on_phase(host, phase)`` is called as each host enters each phase (for
+    logs or dashboards); ``connect_retry`` governs retried connects; ``progress`` forces the
+    terminal progress line on or off (default: on for a terminal).
     """
 
     def __init__(
@@ -131,8 +133,9 @@ class Deployer:
             raise ConfigError("Deployer needs a list of hosts such as ['deploy@web1:22']")
         if len(set(hosts)) != len(hosts):
             raise ConfigError("the same host is listed twice")
-        self.hosts = [str(SshHost.parse(host)) for host in hosts]
-        self._addresses = list(hosts)
+        for host in hosts:
+            SshHost.parse(host)
+        self.hosts = list(hosts)
         if not deploy_to.startswith("/"):
             raise ConfigError(f"deploy_to {deploy_to!r} must be an absolute path")
         self.deploy_to = deploy_to.rstrip("/") or "/"
@@ -169,11 +172,11 @@ class Deployer:
     def _host_variables(
         self, host_vars: Mapping[str, Mapping[str, str]]
     ) -> dict[str, dict[str, str]]:
-        unknown = sorted(set(host_vars) - set(self._addresses))
+        unknown = sorted(set(host_vars) - set(self.hosts))
         if unknown:
             raise ConfigError(f"host_vars names host(s) not in hosts: {', '.join(unknown)}")
         variables: dict[str, dict[str, str]] = {}
-        for address in self._addresses:
+        for address in self.hosts:
             parsed = SshHost.parse(address)
             values = {"host": parsed.host, "user": parsed.user or "", "ssh_port": str(parsed.port)}
             for name, value in host_vars.get(address, {}).items():
@@ -192,19 +195,26 @@ class Deployer:
         """Build from a ``[deploy]`` settings table; keyword arguments override its keys."""
         values: dict[str, Any] = dict(section)
         values.update({key: value for key, value in overrides.items() if value is not None})
-        hooks = [
-            Hook(**hook) if isinstance(hook, Mapping) else hook for hook in values.pop("hooks", [])
-        ]
-        check = values.pop("health_check", None)
-        if isinstance(check, Mapping):
-            check = _health_from_mapping(check)
+        missing = [name for name in ("hosts", "deploy_to") if name not in values]
+        if missing:
+            raise ConfigError(
+                f"[deploy] needs {' and '.join(missing)} (or pass --host / --deploy-to)"
+            )
         try:
-            hosts = values.pop("hosts")
-            deploy_to = values.pop("deploy_to")
-        except KeyError as exc:
-            raise ConfigError(f"[deploy] needs {exc.args[0]!r}") from None
-        try:
-            return cls(hosts, deploy_to, hooks=hooks, health_check=check, **values)
+            hooks = [
+                Hook(**hook) if isinstance(hook, Mapping) else hook
+                for hook in values.pop("hooks", [])
+            ]
+            check = values.pop("health_check", None)
+            if isinstance(check, Mapping):
+                check = _health_from_mapping(check)
+            return cls(
+                values.pop("hosts"),
+                values.pop("deploy_to"),
+                hooks=hooks,
+                health_check=check,
+                **values,
+            )
         except TypeError as exc:
             raise ConfigError(f"bad [deploy] setting: {exc}") from None
 
@@ -394,8 +404,8 @@ class Deployer:
     ) -> DeployResult:
         started = time.monotonic()
         token = secrets.token_hex(8)
-        results = {address: HostDeployResult(address) for address in self._addresses}
-        sessions = {address: self._session(address) for address in self._addresses}
+        results = {address: HostDeployResult(address) for address in self.hosts}
+        sessions = {address: self._session(address) for address in self.hosts}
         outcome = DeployResult("deploy", release, list(results.values()))
         try:
             states = self._lock_all(sessions, results, release, token, break_lock)
@@ -664,8 +674,8 @@ class Deployer:
             self._release_id(to)
         started = time.monotonic()
         token = secrets.token_hex(8)
-        results = {address: HostDeployResult(address) for address in self._addresses}
-        sessions = {address: self._session(address) for address in self._addresses}
+        results = {address: HostDeployResult(address) for address in self.hosts}
+        sessions = {address: self._session(address) for address in self.hosts}
         outcome = DeployResult("rollback", to or "previous", list(results.values()))
         try:
             states = self._lock_all(
@@ -751,8 +761,8 @@ class Deployer:
                 str(state.lock) if state.lock else None,
             )
 
-        self._parallel(inspect, self._addresses)
-        return DeployPlan(release, size, tuple(plans[address] for address in self._addresses))
+        self._parallel(inspect, self.hosts)
+        return DeployPlan(release, size, tuple(plans[address] for address in self.hosts))
 
     def push_config(
         self,
@@ -779,7 +789,7 @@ class Deployer:
             address: render_template(
                 compiled, {**self._variables[address], **(context or {})}, address
             )
-            for address in self._addresses
+            for address in self.hosts
         }
         results: dict[str, HostConfigResult] = {}
 
@@ -805,10 +815,8 @@ class Deployer:
             finally:
                 session.close()
 
-        self._parallel(push, self._addresses)
-        outcome = ConfigPushResult(
-            dest, dry_run, tuple(results[address] for address in self._addresses)
-        )
+        self._parallel(push, self.hosts)
+        outcome = ConfigPushResult(dest, dry_run, tuple(results[address] for address in self.hosts))
         if check and not outcome.ok:
             failed = "; ".join(f"{h.host}: {h.error}" for h in outcome.hosts if h.error)
             raise ConfigPushError(f"pushing {dest} failed on: {failed}", result=outcome)
@@ -824,8 +832,8 @@ class Deployer:
             finally:
                 session.close()
 
-        self._parallel(inspect, self._addresses)
-        return {address: states[address] for address in self._addresses}
+        self._parallel(inspect, self.hosts)
+        return {address: states[address] for address in self.hosts}
 
     def releases(self) -> dict[str, list[str]]:
         """Each host's releases, oldest first."""
