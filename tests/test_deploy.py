@@ -500,3 +500,28 @@ def test_a_corrupted_upload_is_caught_by_the_checksum_before_unpacking(
         assert fleet.current(server) is None
         assert not (fleet.root(server) / "releases" / "r1").exists()
         assert not (fleet.root(server) / "releases" / "r1.partial").exists()
+
+
+def test_failures_within_max_failures_leave_the_healthy_hosts_deployed(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    sick = fleet.servers[1]
+    check = HealthCheck.command(f'[ "$APP_PORT" != {fleet.ports[sick.address]} ]', timeout=0.3)
+    deployer = fleet.deployer(health_check=check, batch_size=3, max_failures=1)
+    deployer.deploy(fleet.app(tmp_path, 1), release_id="r1", check=False)
+
+    with pytest.raises(DeployError, match="within max_failures=1") as caught:
+        deployer.deploy(fleet.app(tmp_path, 2), release_id="r2")
+
+    result = caught.value.result
+    assert not result.rolled_back
+    assert [host.outcome for host in result.hosts] == [
+        DeployOutcome.DEPLOYED,
+        DeployOutcome.FAILED,
+        DeployOutcome.DEPLOYED,
+    ]
+    assert [fleet.current(server) for server in fleet.servers] == [
+        "releases/r2",
+        None,
+        "releases/r2",
+    ]

@@ -467,6 +467,13 @@ class Deployer:
             )
             if outcome.rolled_back:
                 return {}
+            if outcome.failed:
+                deployed = sum(result.ok for result in results.values())
+                names = ", ".join(f"{r.host} ({r.error})" for r in outcome.failed)
+                outcome.message = (
+                    f"deployed to {deployed} of {len(results)} host(s); {len(outcome.failed)} "
+                    f"failed, within max_failures={self.max_failures}: {names}"
+                )
             return {
                 address: _releases_to_remove(
                     states[address].after_switch_to(release),
