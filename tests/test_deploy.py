@@ -525,3 +525,46 @@ def test_failures_within_max_failures_leave_the_healthy_hosts_deployed(
         None,
         "releases/r2",
     ]
+
+
+def test_an_sshd_stopped_as_its_batch_switches_rolls_back_the_hosts_before_it(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    first, second, victim = fleet.servers
+    fleet.deployer().deploy(fleet.app(tmp_path, 1), release_id="r1")
+
+    def stop_before_switch(host: str, phase: str) -> None:
+        if host == victim.address and phase == "switch":
+            victim.stop()
+
+    with pytest.raises(DeployError) as caught:
+        fleet.deployer(on_phase=stop_before_switch).deploy(fleet.app(tmp_path, 2), release_id="r2")
+
+    result = caught.value.result
+    assert result.rolled_back
+    assert result.host(victim.address).phase == "switch"
+    assert [result.host(s.address).outcome for s in (first, second)] == [
+        DeployOutcome.ROLLED_BACK
+    ] * 2
+    assert [fleet.current(server) for server in fleet.servers] == ["releases/r1"] * 3
+    assert [result.host(s.address).lock_released for s in fleet.servers] == [True, True, False]
+
+
+def test_a_hook_that_backgrounds_a_process_without_redirects_does_not_hang(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "sleeper-{ssh_port}.pid"
+    hook = Hook(f"sleep 30 & echo $! > {tmp_path}/sleeper-$DEPLOY_PORT.pid", phase="after_switch")
+    deployer = fleet.deployer(
+        hooks=[hook],
+        host_vars={host: {"DEPLOY_PORT": host.rsplit(":", 1)[1]} for host in fleet.hosts},
+        command_timeout=10.0,
+    )
+    try:
+        result = deployer.deploy(fleet.app(tmp_path, 1), release_id="r1")
+    finally:
+        for server in fleet.servers:
+            path = Path(str(pidfile).format(ssh_port=server.port))
+            if path.exists():
+                fleet.extra_pids.append(int(path.read_text()))
+    assert result.ok  # a hang would have hit command_timeout and failed the deploy
