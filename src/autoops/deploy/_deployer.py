@@ -329,7 +329,12 @@ class Deployer:
 
                 self._guard(result, take)
 
-        self._parallel(lock, sessions)
+        try:
+            self._parallel(lock, sessions)
+        except BaseException:
+            # Interrupted while locking: give back what was taken (ours only, by token).
+            self._release_all(sessions, results, token)
+            raise
         unreachable = [address for address in sessions if results[address].error]
         if not held and not unreachable:
             return states
