@@ -568,3 +568,22 @@ def test_a_hook_that_backgrounds_a_process_without_redirects_does_not_hang(
             if path.exists():
                 fleet.extra_pids.append(int(path.read_text()))
     assert result.ok  # a hang would have hit command_timeout and failed the deploy
+
+
+def test_an_interrupted_deploy_rolls_back_what_it_switched_and_unlocks(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet.deployer().deploy(fleet.app(tmp_path, 1), release_id="r1")
+
+    def interrupt_at_the_second_switch(host: str, phase: str) -> None:
+        if host == fleet.hosts[1] and phase == "switch":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fleet.deployer(on_phase=interrupt_at_the_second_switch).deploy(
+            fleet.app(tmp_path, 2), release_id="r2"
+        )
+
+    for server in fleet.servers:
+        assert fleet.current(server) == "releases/r1"
+        assert not (fleet.root(server) / ".autoops-deploy.lock").exists()
