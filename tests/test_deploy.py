@@ -587,3 +587,25 @@ def test_an_interrupted_deploy_rolls_back_what_it_switched_and_unlocks(
     for server in fleet.servers:
         assert fleet.current(server) == "releases/r1"
         assert not (fleet.root(server) / ".autoops-deploy.lock").exists()
+
+
+def test_only_the_failed_hosts_can_be_retried_with_the_same_release(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    flag = tmp_path / "broken-{ssh_port}"
+    sick = fleet.servers[2]
+    Path(str(flag).format(ssh_port=sick.port)).touch()
+    deployer = fleet.deployer(
+        health_check=HealthCheck.command(f"[ ! -e {tmp_path}/broken-$SSH_PORT ]", timeout=0.3),
+        host_vars={s.address: {"SSH_PORT": str(s.port)} for s in fleet.servers},
+        batch_size=3,
+        max_failures=1,
+    )
+    first = deployer.deploy(fleet.app(tmp_path, 1), release_id="r1", check=False)
+    assert first.failed_hosts == [sick.address]
+
+    Path(str(flag).format(ssh_port=sick.port)).unlink()
+    retry = deployer.deploy(fleet.app(tmp_path, 1), release_id="r1", hosts=first.failed_hosts)
+
+    assert [host.host for host in retry.hosts] == [sick.address]
+    assert [fleet.current(server) for server in fleet.servers] == ["releases/r1"] * 3

@@ -383,17 +383,31 @@ class Deployer:
         artifact: str | os.PathLike[str],
         *,
         release_id: str | None = None,
+        hosts: Sequence[str] | None = None,
         break_lock: bool = False,
         check: bool = True,
     ) -> DeployResult:
-        """Ship ``artifact`` (a directory or tarball) as a new release on every host.
+        """Ship ``artifact`` (a directory or tarball) as a new release on every host (or only on
+        ``hosts``: retry the failed hosts of a deploy with its ``release_id`` and
+        ``result.failed_hosts``; a release there that is not current is replaced).
 
         Returns the per-host result; with ``check`` a failed or rolled-back deploy raises
         :class:`DeployError` carrying it. A lock held elsewhere raises :class:`LockHeldError`.
         """
         release = self._release_id(release_id)
+        targets = self._targets(hosts)
         with Artifact.open(artifact) as packed:
-            return self._deploy(packed, release, break_lock=break_lock, check=check)
+            return self._deploy(packed, release, targets, break_lock=break_lock, check=check)
+
+    def _targets(self, hosts: Sequence[str] | None) -> list[str]:
+        if hosts is None:
+            return list(self.hosts)
+        unknown = [host for host in hosts if host not in self.hosts]
+        if unknown or not hosts:
+            raise ConfigError(
+                f"hosts {unknown or '[]'} must be a non-empty subset of this Deployer's hosts"
+            )
+        return [host for host in self.hosts if host in hosts]
 
     def _release_id(self, release_id: str | None) -> str:
         release = release_id or new_release_id()
@@ -405,12 +419,18 @@ class Deployer:
         return release
 
     def _deploy(
-        self, artifact: Artifact, release: str, *, break_lock: bool, check: bool
+        self,
+        artifact: Artifact,
+        release: str,
+        targets: Sequence[str],
+        *,
+        break_lock: bool,
+        check: bool,
     ) -> DeployResult:
         started = time.monotonic()
         token = secrets.token_hex(8)
-        results = {address: HostDeployResult(address) for address in self.hosts}
-        sessions = {address: self._session(address) for address in self.hosts}
+        results = {address: HostDeployResult(address) for address in targets}
+        sessions = {address: self._session(address) for address in targets}
         outcome = DeployResult("deploy", release, list(results.values()))
         try:
             states = self._lock_all(sessions, results, release, token, break_lock)
@@ -499,11 +519,14 @@ class Deployer:
         scripts = session.scripts
         result.previous_release = state.current
         result.current_release = state.current
-        if release in state.releases:
-            raise AutoOpsError(f"release {release} already exists on {session.address}")
+        if release == state.current:
+            raise AutoOpsError(f"release {release} is already current on {session.address}")
         leftovers = state.unfinished()
+        if release in state.releases:
+            log.info("replacing the earlier copy of %s on %s", release, session.address)
+            leftovers.append(release)
         if leftovers:
-            log.warning("removing unfinished release(s) %s on %s", leftovers, session.address)
+            log.warning("removing %s on %s before unpacking", leftovers, session.address)
             session.sh(scripts.remove_releases(leftovers))
             state.releases = [r for r in state.releases if r not in leftovers]
         with self._phase(result, "upload"):

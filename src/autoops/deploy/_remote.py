@@ -91,12 +91,16 @@ class HostState:
             elif key == "history":
                 release, _, event = value.partition("\t")
                 event = event.split("\t", 1)[0]
+                # Events are in order: a release prepared or switched again after it failed
+                # (a retry, or a rollback to it by name) is no longer failed.
                 if event == "switched":
                     state.switched.append(release)
+                    state.failed.discard(release)
                 elif event == "failed":
                     state.failed.add(release)
                 elif event == "prepared":
                     state.prepared.add(release)
+                    state.failed.discard(release)
         state.releases.sort()
         return state
 

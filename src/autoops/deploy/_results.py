@@ -107,6 +107,11 @@ class DeployResult:
     def failed(self) -> list[HostDeployResult]:
         return [host for host in self.hosts if host.outcome == DeployOutcome.FAILED]
 
+    @property
+    def failed_hosts(self) -> list[str]:
+        """The failed hosts' names, to retry with ``deploy(..., hosts=result.failed_hosts)``."""
+        return [host.host for host in self.failed]
+
     def host(self, name: str) -> HostDeployResult:
         """The result for ``name`` (as given to the Deployer)."""
         for host in self.hosts:
