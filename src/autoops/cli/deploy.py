@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     deploy = commands.add_parser("deploy", help="ship a directory or tarball as a new release")
     deploy.add_argument("artifact")
     deploy.add_argument("--release-id", help="default: UTC time plus a random suffix")
+    deploy.add_argument(
+        "--only",
+        action="append",
+        metavar="USER@HOST:PORT",
+        help="deploy to these configured hosts only (retry the failed ones; repeat)",
+    )
     deploy.add_argument("--batch-size", type=int, help="hosts switched together (default 1)")
     deploy.add_argument("--max-failures", type=int, help="failed hosts tolerated (default 0)")
     deploy.add_argument("--keep-releases", type=int, help="releases kept per host (default 5)")
@@ -137,9 +143,14 @@ def _hooks(texts: Sequence[str]) -> list[Hook]:
     return hooks
 
 
-def _host_vars(texts: Sequence[str], section: dict[str, Any]) -> dict[str, dict[str, str]]:
+def _host_vars(
+    texts: Sequence[str], section: dict[str, Any], hosts: Sequence[str] | None
+) -> dict[str, dict[str, str]]:
+    """[deploy.host_vars] plus --var, limited to --host's hosts when it is given."""
     merged: dict[str, dict[str, str]] = {
-        host: dict(values) for host, values in section.get("host_vars", {}).items()
+        host: dict(values)
+        for host, values in section.get("host_vars", {}).items()
+        if hosts is None or host in hosts
     }
     for text in texts:
         host, _, assignment = text.partition("=")
@@ -159,7 +170,7 @@ def _deployer(args: argparse.Namespace) -> Deployer:
         "known_hosts": args.known_hosts,
         "trust_unknown_hosts": args.trust_unknown_hosts,
         "concurrency": args.concurrency,
-        "host_vars": _host_vars(args.var, section) or None,
+        "host_vars": _host_vars(args.var, section, args.hosts) or None,
     }
     for name in ("batch_size", "max_failures", "keep_releases", "shared_dirs", "shared_files"):
         overrides[name] = getattr(args, name, None)
@@ -190,7 +201,10 @@ def _body(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.command == "deploy":
             result = deployer.deploy(
-                args.artifact, release_id=args.release_id, break_lock=args.break_lock
+                args.artifact,
+                release_id=args.release_id,
+                hosts=args.only,
+                break_lock=args.break_lock,
             )
         else:
             result = deployer.rollback(args.to, break_lock=args.break_lock)
