@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PHASE:COMMAND",
-        help=f"a shell command at a phase ({', '.join(HOOK_PHASES)}); repeat",
+        help=f"a shell command at a phase ({', '.join(HOOK_PHASES)}); repeat; "
+        "before_switch!:COMMAND runs once, on the first host",
     )
     _add_health_arguments(deploy)
     deploy.add_argument("--break-lock", action="store_true", help="break a stale deploy lock")
