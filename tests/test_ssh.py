@@ -121,3 +121,16 @@ def test_files_round_trip_over_sftp(sshd: SshServer, tmp_path: Path) -> None:
         connection.close()
     assert size == local.stat().st_size
     assert (tmp_path / "small.txt").read_bytes() == b"small"
+
+
+def test_writing_into_a_missing_directory_is_a_file_error_not_a_connect_error(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    from autoops._ssh import RemoteFileError, upload_bytes
+
+    connection = connect(sshd.address, options_for(sshd))
+    try:
+        with pytest.raises(RemoteFileError, match="directory exists"):
+            upload_bytes(connection, b"x", str(tmp_path / "missing" / "file"))
+    finally:
+        connection.close()

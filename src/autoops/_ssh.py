@@ -29,6 +29,7 @@ __all__ = [
     "CommandResult",
     "HostKeyError",
     "RemoteCommandError",
+    "RemoteFileError",
     "SshHost",
     "SshOptions",
     "connect",
@@ -277,6 +278,25 @@ def _label(connection: fabric.Connection, where: str | None) -> str:
     return where or f"{connection.user}@{connection.host}:{connection.port}"
 
 
+class RemoteFileError(AutoOpsError):
+    """The host refused a file operation (no such directory, permission denied); retrying
+    cannot help, fixing the path or its permissions can."""
+
+
+def _file_error(exc: OSError, action: str, remote_path: str, label: str) -> AutoOpsError:
+    if isinstance(exc, FileNotFoundError | PermissionError):
+        reason = (
+            "no such file or directory"
+            if isinstance(exc, FileNotFoundError)
+            else ("permission denied")
+        )
+        return RemoteFileError(
+            f"{action} {remote_path} on {label} failed: {reason}; check that its directory "
+            "exists and the SSH user may write there"
+        )
+    return ConnectError(f"{action} {remote_path} on {label} failed: {exc}")
+
+
 def upload(
     connection: fabric.Connection,
     local_path: str | os.PathLike[str],
@@ -293,7 +313,7 @@ def upload(
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and not os.path.exists(local_path):
             raise ConfigError(f"cannot upload {os.fspath(local_path)}: no such file") from exc
-        raise ConnectError(f"uploading to {remote_path} on {label} failed: {exc}") from exc
+        raise _file_error(exc, "uploading to", remote_path, label) from exc
     except (EOFError, paramiko.SSHException) as exc:
         raise ConnectError(f"uploading to {remote_path} on {label} failed: {exc}") from exc
     return int(attributes.st_size or 0)
@@ -308,7 +328,9 @@ def upload_bytes(
     try:
         with sftp.open(remote_path, "wb") as handle:
             handle.write(data)
-    except (OSError, EOFError, paramiko.SSHException) as exc:
+    except OSError as exc:
+        raise _file_error(exc, "writing", remote_path, label) from exc
+    except (EOFError, paramiko.SSHException) as exc:
         raise ConnectError(f"writing {remote_path} on {label} failed: {exc}") from exc
 
 
@@ -324,7 +346,9 @@ def read_bytes(
             return bytes(handle.read())
     except FileNotFoundError:
         return None
-    except (OSError, EOFError, paramiko.SSHException) as exc:
+    except OSError as exc:
+        raise _file_error(exc, "reading", remote_path, label) from exc
+    except (EOFError, paramiko.SSHException) as exc:
         raise ConnectError(f"reading {remote_path} on {label} failed: {exc}") from exc
 
 
