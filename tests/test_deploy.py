@@ -609,3 +609,27 @@ def test_only_the_failed_hosts_can_be_retried_with_the_same_release(
 
     assert [host.host for host in retry.hosts] == [sick.address]
     assert [fleet.current(server) for server in fleet.servers] == ["releases/r1"] * 3
+
+
+def test_push_config_applies_a_mode_change_even_when_the_content_is_equal(
+    fleet: Fleet, template: Path
+) -> None:
+    deployer = fleet.deployer()
+    dest = f"{fleet.base}/{{ssh_port}}/app.conf"
+    deployer.push_config(template, dest, {"workers": 1}, mode=0o600, owner="root", group="root")
+
+    again = deployer.push_config(
+        template, dest, {"workers": 1}, mode=0o644, owner="root", group="root"
+    )
+
+    assert again.changed == fleet.hosts
+    for server in fleet.servers:
+        stat = (fleet.root(server) / "app.conf").stat()
+        assert (stat.st_mode & 0o777, stat.st_uid, stat.st_gid) == (0o644, 0, 0)
+
+
+def test_push_config_into_a_missing_directory_names_it(fleet: Fleet, template: Path) -> None:
+    with pytest.raises(ConfigPushError, match="directory exists"):
+        fleet.deployer().push_config(
+            template, f"{fleet.base}/{{ssh_port}}/nowhere/app.conf", {"workers": 1}
+        )
