@@ -185,3 +185,8 @@ def test_unknown_retry_setting_is_a_config_error(tmp_path: Path) -> None:
     config.write_text('[cache]\nurl = "memory://"\n[retry]\ntries = 3\n')
     with pytest.raises(ConfigError, match="unknown retry setting"):
         autoops.CacheClient.from_config(config)
+
+
+def test_a_keyword_option_of_none_turns_a_timeout_off() -> None:
+    client = autoops.DbClient.from_url("mysql://u@h/d", read_timeout=None)
+    assert client._connect_args["read_timeout"] is None  # type: ignore[attr-defined]

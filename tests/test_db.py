@@ -214,3 +214,12 @@ def test_plain_identifiers_are_quoted_for_the_dialect(name: str, mysql: str, sql
 def test_identifier_injection_is_refused(name: str) -> None:
     with pytest.raises(ConfigError, match="not a plain SQL identifier"):
         autoops.quote_identifier(name)
+
+
+def test_executemany_is_all_or_nothing(db: autoops.DbClient) -> None:
+    fill(db, 1)
+    with pytest.raises(IntegrityError):
+        db.executemany(
+            "INSERT INTO items (id, name) VALUES (%s, %s)", [(2, "new"), (1, "duplicate")]
+        )
+    assert db.query("SELECT id FROM items") == [{"id": 1}]

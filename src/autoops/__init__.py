@@ -26,6 +26,7 @@ from ._retry import (
     retry_totals,
     set_testing,
 )
+from ._ssh import HostKeyError, RemoteCommandError, RemoteFileError, SshHost, SshOptions
 from .cache import CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
 from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
 from .deploy import (
@@ -69,6 +70,7 @@ __all__ = [
     "HostConfigResult",
     "HostDeployPlan",
     "HostDeployResult",
+    "HostKeyError",
     "IntegrityError",
     "JsonCodec",
     "LockHeldError",
@@ -79,12 +81,16 @@ __all__ = [
     "QueryError",
     "RawCodec",
     "RedisCache",
+    "RemoteCommandError",
+    "RemoteFileError",
     "RetryEvent",
     "RetryPolicy",
     "Row",
     "SQLiteClient",
     "Secret",
     "Settings",
+    "SshHost",
+    "SshOptions",
     "Transaction",
     "TransactionConflictError",
     "add_retry_hook",

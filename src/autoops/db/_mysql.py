@@ -22,6 +22,7 @@ from .._errors import (
 from .._retry import Failure, RetryPolicy
 from ._client import DbClient, Row, _Lost
 from ._params import Params
+from ._rows import row_builder
 
 __all__ = ["MySQLClient"]
 
@@ -185,8 +186,8 @@ class MySQLClient(DbClient):
             if kind == "query":
                 if cursor.description is None:
                     return []
-                names = [column[0] for column in cursor.description]
-                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+                names = tuple(column[0] for column in cursor.description)
+                return row_builder(names)(cursor.fetchall())
             return cursor.rowcount
         except _CONNECTION_ERRORS as exc:
             raise _wrap_lost(exc, sent=True) from exc
@@ -201,10 +202,10 @@ class MySQLClient(DbClient):
         try:
             cursor.execute("SET SESSION net_write_timeout = %s", (self._stream_write_timeout,))
             cursor.execute(sql, params)
-            names = [column[0] for column in cursor.description or ()]
+            build = row_builder(tuple(column[0] for column in cursor.description or ()))
             fetch = cursor.fetchmany
             while rows := fetch(batch_size):
-                yield [dict(zip(names, row, strict=True)) for row in rows]
+                yield build(rows)
         except _CONNECTION_ERRORS as exc:
             raise _wrap_lost(exc, sent=True) from exc
         finally:
