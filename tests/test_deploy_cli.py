@@ -185,3 +185,24 @@ def test_an_unknown_setting_is_a_config_error(
 
     assert main(["--config", str(config), "deploy", str(app)]) == 2
     assert "batch_sise" in capsys.readouterr().err
+
+
+def test_dry_run_then_rollback_from_the_command_line(
+    config: Path,
+    app: Path,
+    hosts: list[SshServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for release in ("r1", "r2"):
+        assert main(["--config", str(config), "deploy", str(app), "--release-id", release]) == 0
+    capsys.readouterr()
+
+    assert (
+        main(["--config", str(config), "deploy", str(app), "--dry-run", "--release-id", "r3"]) == 0
+    )
+    assert "r2 -> r3" in capsys.readouterr().out
+    assert main(["--config", str(config), "rollback"]) == 0
+
+    for server in hosts:
+        assert current(tmp_path, server) == "releases/r1"

@@ -276,8 +276,11 @@ class Deployer:
         for hook in self.hooks:
             if hook.phase != phase or hook.once != once:
                 continue
-            session.sh(
+            output = session.sh(
                 session.scripts.hook(directory, hook.command, self._environment(session, release))
+            )
+            log.debug(
+                "%s hook on %s said: %s", phase, session.address, output.stdout.strip()[-2000:]
             )
 
     # -- locking --------------------------------------------------------------------------------
