@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from _support.sshd import SshServer
@@ -63,3 +65,28 @@ def test_a_lost_server_is_a_connect_error(sshd: SshServer) -> None:
             session.sh("true")
     finally:
         session.close()
+
+
+def test_a_script_text_never_appears_in_any_process_argv(sshd: SshServer, tmp_path: Path) -> None:
+    pattern = tmp_path / "pattern"
+    pattern.write_text("hunter2\n")
+    session = session_for(sshd)
+    try:
+        seen = session.sh(
+            "export DB_PASSWORD=hunter2; "
+            f"cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c -f {pattern} || true"
+        )
+    finally:
+        session.close()
+    assert seen.stdout.strip() == "0"
+
+
+def test_a_syntax_error_fails_the_script_not_the_shell(sshd: SshServer) -> None:
+    session = session_for(sshd)
+    try:
+        broken = session.sh("if then fi (", check=False)
+        after = session.sh("echo alive")
+    finally:
+        session.close()
+    assert broken.exit_code != 0
+    assert after.stdout == "alive\n"

@@ -2,9 +2,11 @@
 
 Every SSH exec starts the user's login shell, and a login shell often sources slow startup files
 (a ``pyenv init`` in ``.bashrc`` costs 0.3 s here), paid on every command. A deploy runs a handful
-of scripts per host, so this shell pays that once: each script runs in its own ``sh -c`` child
-(its own environment and directory, stdin from /dev/null), and a marker carrying a random token
-and the exit status ends its stdout and stderr.
+of scripts per host, so this shell pays that once: each script runs in a subshell (its own
+environment and directory, stdin from /dev/null), and a marker carrying a random token and the
+exit status ends its stdout and stderr. The script is ``eval``-ed there rather than passed to
+``sh -c``, so its text (host variables such as a password included) never appears in a
+process's argv, and a syntax error ends only the subshell.
 """
 
 from __future__ import annotations
@@ -49,12 +51,12 @@ class PersistentShell:
         self.broken = False
 
     def run(self, script: str, *, timeout: float, check: bool = True) -> CommandResult:
-        """Run ``script`` with ``sh -c``; raise like :func:`autoops._ssh.run` does."""
+        """Run ``script`` in a subshell; raise like :func:`autoops._ssh.run` does."""
         if self.broken:
             raise ConnectError(f"the shell on {self.where} was lost earlier in this operation")
         token = self._token
         line = (
-            f"sh -c {shlex.quote(script)} </dev/null; __autoops_status=$?; "
+            f"( eval {shlex.quote(script)} ) </dev/null; __autoops_status=$?; "
             f"printf '__autoops_done_{token}:%s\\n' \"$__autoops_status\"; "
             f"printf '__autoops_done_{token}:\\n' >&2\n"
         )
