@@ -26,9 +26,24 @@ from ._retry import (
     retry_totals,
     set_testing,
 )
-from ._ssh import HostKeyError, RemoteCommandError, SshHost, SshOptions
+from ._ssh import HostKeyError, RemoteCommandError, RemoteFileError, SshHost, SshOptions
 from .cache import CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
 from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
+from .deploy import (
+    ConfigPushError,
+    ConfigPushResult,
+    Deployer,
+    DeployError,
+    DeployOutcome,
+    DeployPlan,
+    DeployResult,
+    HealthCheck,
+    Hook,
+    HostConfigResult,
+    HostDeployPlan,
+    HostDeployResult,
+    new_release_id,
+)
 
 __version__ = "0.1.0"
 
@@ -40,9 +55,21 @@ __all__ = [
     "Codec",
     "CodecError",
     "ConfigError",
+    "ConfigPushError",
+    "ConfigPushResult",
     "ConnectError",
     "DbClient",
     "DbUrl",
+    "DeployError",
+    "DeployOutcome",
+    "DeployPlan",
+    "DeployResult",
+    "Deployer",
+    "HealthCheck",
+    "Hook",
+    "HostConfigResult",
+    "HostDeployPlan",
+    "HostDeployResult",
     "HostKeyError",
     "IntegrityError",
     "JsonCodec",
@@ -55,6 +82,7 @@ __all__ = [
     "RawCodec",
     "RedisCache",
     "RemoteCommandError",
+    "RemoteFileError",
     "RetryEvent",
     "RetryPolicy",
     "Row",
@@ -67,6 +95,7 @@ __all__ = [
     "TransactionConflictError",
     "add_retry_hook",
     "load_settings",
+    "new_release_id",
     "quote_identifier",
     "remove_retry_hook",
     "retry_totals",
