@@ -873,6 +873,12 @@ class Deployer:
         self._parallel(inspect, self.hosts)
         return {address: states[address] for address in self.hosts}
 
+    def __repr__(self) -> str:
+        hosts = ", ".join(self.hosts[:3]) + (
+            f", ... ({len(self.hosts)} hosts)" if len(self.hosts) > 3 else ""
+        )
+        return f"Deployer([{hosts}], deploy_to={self.deploy_to!r})"
+
     def releases(self) -> dict[str, list[str]]:
         """Each host's releases, oldest first."""
         return {address: state.releases for address, state in self._states().items()}
