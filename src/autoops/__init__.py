@@ -26,6 +26,16 @@ from ._retry import (
     retry_totals,
     set_testing,
 )
+from .backup import (
+    Backup,
+    Backuper,
+    BackupError,
+    BackupVerifyError,
+    LocalStorage,
+    RestoreRefusedError,
+    SftpStorage,
+    Storage,
+)
 from .cache import TTL, CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
 from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
 
@@ -35,6 +45,10 @@ __all__ = [
     "TTL",
     "AuthenticationError",
     "AutoOpsError",
+    "Backup",
+    "BackupError",
+    "BackupVerifyError",
+    "Backuper",
     "CacheClient",
     "CacheUrl",
     "Codec",
@@ -45,6 +59,7 @@ __all__ = [
     "DbUrl",
     "IntegrityError",
     "JsonCodec",
+    "LocalStorage",
     "LockHeldError",
     "MemoryCache",
     "MySQLClient",
@@ -53,12 +68,15 @@ __all__ = [
     "QueryError",
     "RawCodec",
     "RedisCache",
+    "RestoreRefusedError",
     "RetryEvent",
     "RetryPolicy",
     "Row",
     "SQLiteClient",
     "Secret",
     "Settings",
+    "SftpStorage",
+    "Storage",
     "Transaction",
     "TransactionConflictError",
     "add_retry_hook",
