@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -185,27 +185,29 @@ class Backuper:
 
     # MySQL ----------------------------------------------------------------------------------
 
-    def backup_mysql(self, db: MySQLClient | str, *, checksums: bool = True) -> Backup:
+    def backup_mysql(
+        self, db: MySQLClient | str, *, checksums: bool = True, tables: Sequence[str] = ()
+    ) -> Backup:
         """Dump the client's database with ``mariadb-dump``/``mysqldump`` (consistent for InnoDB,
         with routines, events, triggers, binary-safe, utf8mb4) and store it. ``checksums`` records
         ``CHECKSUM TABLE`` of each table (read in a snapshot opened beside the dump's) for verify
-        to compare against."""
-        from ._mysql import DumpRun, dump_source
+        to compare against; ``tables`` limits the dump to those tables."""
+        from ._mysql import DUMP_OPTIONS, DumpRun, dump_source
 
         client = _mysql_client(db)
-        run = DumpRun.prepare(client, checksums=checksums)
+        run = DumpRun.prepare(client, checksums=checksums, tables=tables)
 
         def describe() -> dict[str, Any]:
             return {
                 "tool": run.tools.version,
                 "server_version": run.server_version,
-                "options": {"dump_options": run.argv[:-2]},
+                "options": {"dump_options": list(DUMP_OPTIONS), "tables": list(tables)},
                 "tables": run.tables,
                 "position": run.position,
                 "warnings": tuple(run.warnings),
             }
 
-        source = dump_source(client)
+        source = dump_source(client, tables)
         return self._store(
             kind="mysql",
             source=source,

@@ -35,7 +35,7 @@ class Compressor:
         self.compression = compression
         self._object: Any
         if compression == "zstd":
-            self.level = 3 if level is None else level
+            self.level = 1 if level is None else level
             self._object = zstandard.ZstdCompressor(level=self.level, threads=1).compressobj()
         else:
             self.level = 1 if level is None else level

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -120,12 +120,13 @@ def option_file(db: MySQLClient) -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def dump_source(db: MySQLClient) -> str:
-    """The secret-free source label of a MySQL database."""
+def dump_source(db: MySQLClient, tables: Sequence[str] = ()) -> str:
+    """The secret-free source label of a MySQL database (and of the tables, when only some)."""
     url = db.url
     socket_path = url.options.get("unix_socket")
     where = f"localhost{socket_path}" if socket_path else f"{url.host}:{url.port}"
-    return f"mysql://{where}/{url.database}"
+    label = f"mysql://{where}/{url.database}"
+    return f"{label}?tables={','.join(tables)}" if tables else label
 
 
 def _tool_message(text: str) -> str:
@@ -158,8 +159,11 @@ def _non_transactional_tables(db: MySQLClient) -> list[str]:
     return [f"{row['name']} ({row['engine']})" for row in rows]
 
 
-def read_table_stats(db: MySQLClient, *, checksums: bool = True) -> dict[str, TableStats]:
-    """Row counts (and ``CHECKSUM TABLE``) of every base table, read in one snapshot."""
+def read_table_stats(
+    db: MySQLClient, *, checksums: bool = True, only: Sequence[str] = ()
+) -> dict[str, TableStats]:
+    """Row counts (and ``CHECKSUM TABLE``) of every base table (or of ``only`` those), read in
+    one snapshot."""
     stats: dict[str, TableStats] = {}
     with db.transaction() as tx:
         tables = [
@@ -170,6 +174,8 @@ def read_table_stats(db: MySQLClient, *, checksums: bool = True) -> dict[str, Ta
             )
         ]
         for table in tables:
+            if only and table not in only:
+                continue
             quoted = quote_identifier(table)
             count_row = tx.query_one(f"SELECT COUNT(*) AS n FROM {quoted}")  # noqa: S608
             checksum = None
@@ -201,9 +207,12 @@ class DumpRun:
     position: dict[str, str] = field(default_factory=dict)
     tables: dict[str, TableStats] = field(default_factory=dict)
     checksums: bool = True
+    only_tables: tuple[str, ...] = ()
 
     @classmethod
-    def prepare(cls, db: MySQLClient, *, checksums: bool = True) -> DumpRun:
+    def prepare(
+        cls, db: MySQLClient, *, checksums: bool = True, tables: Sequence[str] = ()
+    ) -> DumpRun:
         """Look at the server: its version, binary log, tools and non-InnoDB tables."""
         if not db.url.database:
             raise BackupError(
@@ -218,8 +227,26 @@ class DumpRun:
             server_version=version,
             binlog=bool(int(facts["log_bin"] or 0)),
             checksums=checksums,
+            only_tables=tuple(tables),
         )
-        skipped = _non_transactional_tables(db)
+        if tables:
+            existing = {
+                str(row["name"])
+                for row in db.query(
+                    "SELECT TABLE_NAME AS name FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = DATABASE()"
+                )
+            }
+            missing = sorted(set(tables) - existing)
+            if missing:
+                raise BackupError(
+                    f"no table {', '.join(missing)} in {db.url.database} on {dump_source(db)}"
+                )
+        skipped = [
+            text
+            for text in _non_transactional_tables(db)
+            if not tables or text.split(" (", 1)[0] in tables
+        ]
         if skipped:
             run.warnings.append(
                 "tables not on a transactional engine are not dumped consistently with the rest: "
@@ -236,7 +263,7 @@ class DumpRun:
             args.append("--master-data=2")
             if "mariadb" in self.server_version.lower():
                 args.append("--gtid")
-        return [*args, "--", self.db.url.database]
+        return [*args, "--", self.db.url.database, *self.only_tables]
 
     def chunks(self) -> Iterator[bytes]:
         """The dump's bytes; raises :class:`BackupError` if the tool fails, prints errors, or the
@@ -246,7 +273,9 @@ class DumpRun:
 
         def take_stats() -> None:
             try:
-                self.tables = read_table_stats(self.db, checksums=self.checksums)
+                self.tables = read_table_stats(
+                    self.db, checksums=self.checksums, only=self.only_tables
+                )
             except BaseException as exc:
                 stats_error.append(exc)
 
