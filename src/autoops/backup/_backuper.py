@@ -17,7 +17,7 @@ from .._display import format_bytes, format_seconds
 from .._errors import ConfigError
 from .._progress import Progress
 from ..cache import CacheClient
-from ..db import MySQLClient
+from ..db import MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import MANIFEST_SUFFIX, Backup, utc_now
@@ -405,6 +405,38 @@ class Backuper:
                 for start in range(0, len(restored), 1000):
                     client.redis.unlink(*restored[start : start + 1000])
 
+    # SQLite ---------------------------------------------------------------------------------
+
+    def backup_sqlite(self, db: SQLiteClient | str | os.PathLike[str]) -> Backup:
+        """Copy an SQLite database with the online backup API (consistent while in use)."""
+        from ._sqlite import SQLiteSnapshot, sqlite_path
+
+        path = sqlite_path(db if isinstance(db, SQLiteClient | str) else os.fspath(db))
+        snapshot = SQLiteSnapshot(path)
+        return self._store(
+            kind="sqlite",
+            source=f"sqlite:///{path}",
+            data_format="sqlite",
+            chunks=snapshot.chunks,
+            describe=lambda: {
+                "tool": "sqlite3 backup API",
+                "server_version": snapshot.version,
+                "tables": snapshot.tables,
+            },
+            label=f"backup {path}",
+        )
+
+    def restore_sqlite(
+        self, backup: Backup, db: SQLiteClient | str | os.PathLike[str], *, replace: bool = False
+    ) -> None:
+        """Copy an SQLite backup into the target database (empty unless ``replace``)."""
+        from ._sqlite import restore_sqlite_file, sqlite_path
+
+        _expect_kind(backup, "sqlite")
+        self._check_stored(backup)
+        target = sqlite_path(db if isinstance(db, SQLiteClient | str) else os.fspath(db))
+        restore_sqlite_file(self._chunks_of(backup), target, replace=replace)
+
     # verify -----------------------------------------------------------------------------------
 
     def _check_stored(self, backup: Backup) -> None:
@@ -467,6 +499,10 @@ class Backuper:
             self._test_restore_mysql(backup, target)
         elif backup.kind == "redis":
             self._test_restore_redis(backup, target)
+        elif backup.kind == "sqlite":
+            from ._sqlite import check_sqlite_copy
+
+            check_sqlite_copy(self._chunks_of(backup), dict(backup.tables), backup.data_file)
         else:
             raise BackupVerifyError(f"no test restore for a {backup.kind} backup")
 
