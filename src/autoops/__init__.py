@@ -33,6 +33,8 @@ from .backup import (
     BackupVerifyError,
     LocalStorage,
     RestoreRefusedError,
+    RetentionPlan,
+    RetentionPolicy,
     SftpStorage,
     Storage,
 )
@@ -69,6 +71,8 @@ __all__ = [
     "RawCodec",
     "RedisCache",
     "RestoreRefusedError",
+    "RetentionPlan",
+    "RetentionPolicy",
     "RetryEvent",
     "RetryPolicy",
     "Row",

@@ -21,6 +21,7 @@ from ..db import MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import MANIFEST_SUFFIX, Backup, utc_now
+from ._retention import RetentionPlan, RetentionPolicy
 from ._storage import Storage
 
 __all__ = ["Backuper"]
@@ -505,6 +506,21 @@ class Backuper:
             check_sqlite_copy(self._chunks_of(backup), dict(backup.tables), backup.data_file)
         else:
             raise BackupVerifyError(f"no test restore for a {backup.kind} backup")
+
+    # retention ------------------------------------------------------------------------------
+
+    def prune(
+        self, policy: RetentionPolicy, *, source: str | None = None, dry_run: bool = False
+    ) -> RetentionPlan:
+        """Apply ``policy`` per source (or to one ``source``) and remove what it does not keep,
+        manifest first; with ``dry_run`` only return the plan. A source whose newest backup is
+        not verified keeps everything (see :class:`RetentionPolicy`)."""
+        plan = policy.plan(self.list(source))
+        if not dry_run:
+            for backup in plan.remove:
+                self.delete(backup)
+                log.info("pruned backup %s of %s", backup.id, backup.source)
+        return plan
 
     def _update(self, backup: Backup) -> None:
         self.storage.write_bytes(backup.manifest_file, backup.to_json())

@@ -128,9 +128,7 @@ def restore_sqlite_file(chunks: Iterable[bytes], target: Path, *, replace: bool 
             source.close()
 
 
-def check_sqlite_copy(
-    chunks: Iterable[bytes], expected: dict[str, TableStats], where: str
-) -> None:
+def check_sqlite_copy(chunks: Iterable[bytes], expected: dict[str, TableStats], where: str) -> None:
     """Open a decompressed copy, run ``PRAGMA integrity_check`` and compare row counts."""
     from ._mysql import compare_stats
 
