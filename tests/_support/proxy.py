@@ -90,7 +90,8 @@ class TcpProxy:
                             return
                     else:
                         client.sendall(data)
-        except OSError:
+        except (OSError, ValueError):
+            # drop_all() may close the sockets while select() is about to look at them.
             return
         finally:
             with self._lock:
