@@ -54,7 +54,8 @@ def test_nightly_backup_with_retention_is_silent_and_writes_metrics(
     assert len(listing.stdout.splitlines()) == 2
     text = metrics.read_text()
     assert "autoops_backup_last_success_timestamp_seconds{" in text
-    assert "autoops_backup_last_run_success{" in text and "} 1.0" in text
+    assert "autoops_backup_last_run_success{" in text
+    assert "} 1.0" in text
 
 
 def test_restore_command_restores_by_id_prefix(app_db: Path, tmp_path: Path) -> None:
@@ -77,7 +78,8 @@ def test_a_failed_backup_exits_1_with_one_clear_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.startswith("autoops-backup: error:")
-    assert "missing.db" in result.stderr and "Traceback" not in result.stderr
+    assert "missing.db" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_missing_storage_is_a_usage_error(app_db: Path) -> None:

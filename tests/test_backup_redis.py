@@ -110,7 +110,8 @@ def test_keys_that_vanish_during_the_scan_are_skipped(
         redis_raw.set(f"{redis_namespace}:short:{index}", "x", px=1)
     redis_raw.set(f"{redis_namespace}:stays", "y")
     backup = autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(cache, mode="logical")
-    assert backup.key_count is not None and 1 <= backup.key_count <= 51
+    assert backup.key_count is not None
+    assert 1 <= backup.key_count <= 51
 
 
 def test_rdb_snapshot_loads_in_a_private_server_with_every_key(
@@ -119,8 +120,10 @@ def test_rdb_snapshot_loads_in_a_private_server_with_every_key(
     _fill_every_type(redis_raw, redis_namespace)
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
     backup = backuper.backup_redis("redis://127.0.0.1:6379/0", mode="rdb")
-    assert backup.format == "rdb" and backup.source == "redis://127.0.0.1:6379"
-    assert backup.key_count is not None and backup.key_count >= 7
+    assert backup.format == "rdb"
+    assert backup.source == "redis://127.0.0.1:6379"
+    assert backup.key_count is not None
+    assert backup.key_count >= 7
     verified = backuper.verify(backup, restore_test=True)
     assert verified.status == "ok"
     rdb = tmp_path / "restored" / "dump.rdb"

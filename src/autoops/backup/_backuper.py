@@ -393,7 +393,8 @@ class Backuper:
                 expected = sum(1 for _ in read_records(self._chunks_of(backup), backup.data_file))
                 if expected != backup.key_count:
                     raise BackupVerifyError(
-                        f"{backup.data_file} holds {expected} keys; the manifest says {backup.key_count}"
+                        f"{backup.data_file} holds {expected} keys; the manifest says "
+                        f"{backup.key_count}"
                     )
                 present = 0
                 for start in range(0, len(restored), 1000):

@@ -44,7 +44,7 @@ _RECORD_HEAD: Final = struct.Struct(">I")
 _EXPIRY: Final = struct.Struct(">q")
 _COUNT: Final = struct.Struct(">Q")
 _CHUNK: Final = 1 << 20
-_SCAN_COUNT: Final = 1000
+_SCAN_COUNT: Final = 5000
 _EOF_MARK_LENGTH: Final = 40
 _RDB_MAGIC: Final = b"REDIS"
 _RDB_EOF_OPCODE: Final = 0xFF
@@ -138,6 +138,61 @@ class _Replica:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+class _Wire:
+    """A connection of its own for bulk DUMP/PTTL and RESTORE: commands go out in one write per
+    batch and hiredis parses the replies, several times faster than a redis-py pipeline."""
+
+    def __init__(self, cache: RedisCache, timeout: float = 60.0) -> None:
+        import hiredis
+
+        self._replica = _Replica(cache, timeout)
+        self.where = self._replica.where
+        self._reader = hiredis.Reader()
+        self._error_type = hiredis.ReplyError
+        db = int(_connection_kwargs(cache).get("db", 0))
+        if db:
+            self.call(pack_command(b"SELECT", b"%d" % db), 1)
+
+    def call(self, payload: bytes, count: int) -> list[Any]:
+        """Send packed commands and return their ``count`` replies; an error reply raises."""
+        sock = self._replica.sock
+        try:
+            sock.sendall(payload)
+            replies: list[Any] = []
+            if self._replica.buffer:
+                self._reader.feed(self._replica.buffer)
+                self._replica.buffer = b""
+            gets = self._reader.gets
+            while len(replies) < count:
+                reply = gets()
+                if reply is False:
+                    data = sock.recv(_CHUNK)
+                    if not data:
+                        raise BackupError(f"Redis at {self.where} closed the connection")
+                    self._reader.feed(data)
+                    continue
+                replies.append(reply)
+        except OSError as exc:
+            raise BackupError(f"the connection to Redis at {self.where} failed: {exc}") from exc
+        for reply in replies:
+            if isinstance(reply, self._error_type):
+                raise BackupError(
+                    f"Redis at {self.where} answered: {reply}", tool_message=str(reply)
+                )
+        return replies
+
+    def close(self) -> None:
+        self._replica.close()
+
+
+def _has_hiredis() -> bool:
+    try:
+        import hiredis  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @dataclass
@@ -314,6 +369,14 @@ class LogicalDump:
         """The dump: a header, one record per key (absolute expiry in ms), and a trailer with the
         record count, so a truncated file is detected."""
         client = self.cache.redis
+        wire = _Wire(self.cache) if _has_hiredis() else None
+
+        def send(payload: bytes, count: int) -> list[Any]:
+            if wire is not None:
+                return wire.call(payload, count)
+            # Reads only, so the batch may be retried whole on a lost connection.
+            return self.cache.send_packed([payload] + [b""] * (count - 1), operation="redis DUMP")
+
         try:
             self.server_version = str(client.info("server").get("redis_version", ""))
             seconds, micros = client.time()
@@ -322,16 +385,19 @@ class LogicalDump:
             buffer = bytearray()
             cursor = 0
             while True:
-                cursor, keys = client.scan(cursor, match=self.pattern, count=_SCAN_COUNT)
-                if keys:
-                    pipe = client.pipeline(transaction=False)
-                    for key in keys:
-                        pipe.dump(key)
-                        pipe.pttl(key)
-                    replies = pipe.execute()
+                cursor, scanned = client.scan(cursor, match=self.pattern, count=_SCAN_COUNT)
+                if scanned:
+                    keys: list[bytes] = [
+                        k.encode() if isinstance(k, str) else bytes(k) for k in scanned
+                    ]
+                    payload = b"".join(
+                        b"*2\r\n$4\r\nDUMP\r\n$%d\r\n%b\r\n*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
+                        % (len(key), key, len(key), key)
+                        for key in keys
+                    )
+                    replies = send(payload, 2 * len(keys))
                     now_ms = int(time.time() * 1000) + clock_offset_ms
-                    for index, raw_key in enumerate(keys):
-                        key = raw_key.encode() if isinstance(raw_key, str) else raw_key
+                    for index, key in enumerate(keys):
                         payload, ttl = replies[2 * index], replies[2 * index + 1]
                         if payload is None or ttl == -2:
                             # Expired or deleted between SCAN and DUMP.
@@ -351,6 +417,9 @@ class LogicalDump:
             raise BackupError(
                 f"the logical dump of {self.cache.location} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        finally:
+            if wire is not None:
+                wire.close()
         yield bytes(buffer) + _END + _COUNT.pack(self.key_count)
 
 
@@ -425,7 +494,7 @@ def restore_logical(
     pattern: str,
     *,
     replace: bool = False,
-    batch: int = 1000,
+    batch: int = 5000,
     progress: Any = None,
 ) -> list[bytes]:
     """RESTORE every record into the client's database (``REPLACE ABSTTL``); keys already expired
@@ -440,23 +509,36 @@ def restore_logical(
     commands: list[bytes] = []
     server_seconds, micros = cache.redis.time()
     clock_offset_ms = server_seconds * 1000 + micros // 1000 - int(time.time() * 1000)
+    wire = _Wire(cache) if _has_hiredis() else None
 
     def flush() -> None:
-        if commands:
+        if not commands:
+            return
+        if wire is not None:
+            wire.call(b"".join(commands), len(commands))
+        else:
             # RESTORE ... REPLACE is idempotent, so the batch may be retried whole.
             cache.send_packed(commands, operation="redis RESTORE")
-            commands.clear()
+        commands.clear()
 
-    for key, expire_at, payload in read_records(chunks, "the Redis dump"):
-        now_ms = int(time.time() * 1000) + clock_offset_ms
-        if 0 <= expire_at <= now_ms:
-            continue
-        ttl = b"0" if expire_at < 0 else b"%d" % expire_at
-        commands.append(pack_command(b"RESTORE", key, ttl, payload, b"REPLACE", b"ABSTTL"))
-        restored.append(key)
-        if progress is not None:
-            progress.advance(len(payload))
-        if len(commands) >= batch:
-            flush()
-    flush()
+    try:
+        for key, expire_at, payload in read_records(chunks, "the Redis dump"):
+            now_ms = int(time.time() * 1000) + clock_offset_ms
+            if 0 <= expire_at <= now_ms:
+                continue
+            ttl = b"0" if expire_at < 0 else b"%d" % expire_at
+            commands.append(
+                b"*6\r\n$7\r\nRESTORE\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+                b"$7\r\nREPLACE\r\n$6\r\nABSTTL\r\n"
+                % (len(key), key, len(ttl), ttl, len(payload), payload)
+            )
+            restored.append(key)
+            if progress is not None:
+                progress.advance(len(payload))
+            if len(commands) >= batch:
+                flush()
+        flush()
+    finally:
+        if wire is not None:
+            wire.close()
     return restored

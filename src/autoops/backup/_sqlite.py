@@ -17,7 +17,7 @@ from ..db import SQLiteClient
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import TableStats
 
-__all__ = ["SQLiteSnapshot", "restore_sqlite_file", "sqlite_stats", "check_sqlite_copy"]
+__all__ = ["SQLiteSnapshot", "check_sqlite_copy", "restore_sqlite_file", "sqlite_stats"]
 
 _CHUNK: Final = 1 << 20
 
