@@ -2,7 +2,7 @@
 
 The RDB path speaks to the server as ``redis-cli --rdb`` does (``REPLCONF capa eof``,
 ``REPLCONF rdb-only 1``, ``SYNC``), so no access to the server's disk is needed. The logical path
-(SCAN + DUMP + PTTL, pipelined) works where SYNC is blocked and can select keys by pattern; it is
+(SCAN + DUMP + PEXPIRETIME or PTTL, pipelined) works where SYNC is blocked and can select keys by pattern; it is
 restored with ``RESTORE key ttl value REPLACE ABSTTL``.
 """
 
@@ -379,6 +379,10 @@ class LogicalDump:
 
         try:
             self.server_version = str(client.info("server").get("redis_version", ""))
+            # PEXPIRETIME (Redis >= 7) gives the absolute expiry, exact however slow the reply;
+            # older servers get PTTL added to the time the reply arrived.
+            absolute = int(self.server_version.split(".", 1)[0] or 0) >= 7
+            expiry_command = b"$11\r\nPEXPIRETIME" if absolute else b"$4\r\nPTTL"
             seconds, micros = client.time()
             clock_offset_ms = seconds * 1000 + micros // 1000 - int(time.time() * 1000)
             yield _MAGIC
@@ -391,8 +395,8 @@ class LogicalDump:
                         k.encode() if isinstance(k, str) else bytes(k) for k in scanned
                     ]
                     payload = b"".join(
-                        b"*2\r\n$4\r\nDUMP\r\n$%d\r\n%b\r\n*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
-                        % (len(key), key, len(key), key)
+                        b"*2\r\n$4\r\nDUMP\r\n$%d\r\n%b\r\n*2\r\n%b\r\n$%d\r\n%b\r\n"
+                        % (len(key), key, expiry_command, len(key), key)
                         for key in keys
                     )
                     replies = send(payload, 2 * len(keys))
@@ -403,7 +407,12 @@ class LogicalDump:
                             # Expired or deleted between SCAN and DUMP.
                             self.vanished += 1
                             continue
-                        expire_at = now_ms + int(ttl) if ttl >= 0 else -1
+                        if ttl < 0:
+                            expire_at = -1
+                        elif absolute:
+                            expire_at = int(ttl)
+                        else:
+                            expire_at = now_ms + int(ttl)
                         buffer += _RECORD + _RECORD_HEAD.pack(len(key)) + key
                         buffer += _EXPIRY.pack(expire_at) + _RECORD_HEAD.pack(len(payload))
                         buffer += payload
