@@ -327,3 +327,64 @@ def test_a_test_restore_that_differs_from_the_manifest_fails_verify(
     )
     with pytest.raises(BackupVerifyError, match="t: 1 rows, expected 2"):
         backuper.verify(lying, restore_test=mysql_url)
+
+
+def test_with_a_binary_log_the_dump_records_its_position(mysql_url: str) -> None:
+    from autoops.backup._mysql import DumpRun, MySQLTools
+
+    with autoops.DbClient.from_url(mysql_url) as db:
+        assert isinstance(db, autoops.MySQLClient)
+        tools = MySQLTools(dump="mariadb-dump", client="mariadb", version="")
+        run = DumpRun(db=db, tools=tools, server_version="10.11.19-MariaDB", binlog=True)
+        assert "--master-data=2" in run.argv
+        assert "--gtid" in run.argv
+        run._read_position(
+            b"-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000042', MASTER_LOG_POS=1234;\n"
+            b"-- SET GLOBAL gtid_slave_pos='0-1-77';\n"
+        )
+        assert run.position == {
+            "binlog_file": "mysql-bin.000042",
+            "binlog_position": "1234",
+            "gtid": "0-1-77",
+        }
+        mysql8 = DumpRun(db=db, tools=tools, server_version="8.0.36", binlog=True)
+        assert "--source-data=2" in mysql8.argv
+
+
+def test_a_connection_killed_mid_dump_fails_and_leaves_nothing(
+    mysql_url: str, mysql_admin: Admin, tmp_path: Path
+) -> None:
+    import threading
+
+    with autoops.DbClient.from_url(mysql_url) as db:
+        db.execute("CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(200))")
+        db.execute("INSERT INTO big SELECT seq, REPEAT(MD5(seq), 6) FROM seq_1_to_400000")
+    database = _database(mysql_url)
+    killed = threading.Event()
+
+    def kill_the_dump() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not killed.is_set():
+            with mysql_admin.cursor() as cursor:
+                cursor.execute(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s "
+                    "AND INFO LIKE 'SELECT /*!40001 SQL_NO_CACHE */%%'",
+                    (database,),
+                )
+                row = cursor.fetchone()
+                if row:
+                    cursor.execute(f"KILL CONNECTION {int(row[0])}")
+                    killed.set()
+                    return
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_the_dump)
+    killer.start()
+    storage = autoops.LocalStorage(tmp_path)
+    backuper = autoops.Backuper(storage, compression="gzip", compression_level=9)
+    with pytest.raises(BackupError, match=r"Lost connection|failed") as failure:
+        backuper.backup_mysql(mysql_url, checksums=False)
+    killer.join()
+    assert killed.is_set()
+    assert failure.value.tool_message
+    assert storage.names() == []

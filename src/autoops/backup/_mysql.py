@@ -190,8 +190,16 @@ def read_table_stats(
 
 
 _POSITION_RE: Final = re.compile(
-    rb"CHANGE MASTER TO MASTER_LOG_FILE='(?P<file>[^']+)', MASTER_LOG_POS=(?P<pos>\d+)"
+    rb"CHANGE (?:MASTER|REPLICATION SOURCE) TO (?:MASTER|SOURCE)_LOG_FILE='(?P<file>[^']+)', "
+    rb"(?:MASTER|SOURCE)_LOG_POS=(?P<pos>\d+)"
 )
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    return tuple(int(part) for part in numbers.groups()) if numbers else (0, 0, 0)
+
+
 _GTID_RE: Final = re.compile(rb"gtid_slave_pos='(?P<gtid>[^']*)'")
 
 
@@ -260,9 +268,12 @@ class DumpRun:
         args = list(DUMP_OPTIONS)
         if self.binlog:
             # The binlog file and position (and GTID on MariaDB), as comments in the dump head.
-            args.append("--master-data=2")
             if "mariadb" in self.server_version.lower():
-                args.append("--gtid")
+                args += ["--master-data=2", "--gtid"]
+            elif _version_tuple(self.server_version) >= (8, 0, 26):
+                args.append("--source-data=2")
+            else:
+                args.append("--master-data=2")
         return [*args, "--", self.db.url.database, *self.only_tables]
 
     def chunks(self) -> Iterator[bytes]:
