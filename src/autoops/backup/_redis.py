@@ -1,9 +1,9 @@
 """Redis backups: an RDB snapshot over the replication protocol, or a logical dump.
 
 The RDB path speaks to the server as ``redis-cli --rdb`` does (``REPLCONF capa eof``,
-``REPLCONF rdb-only 1``, ``SYNC``), so no access to the server's disk is needed. The logical path
-(SCAN + DUMP + PEXPIRETIME or PTTL, pipelined) works where SYNC is blocked and can select keys by pattern; it is
-restored with ``RESTORE key ttl value REPLACE ABSTTL``.
+``REPLCONF rdb-only 1``, ``SYNC``), so no access to the server's disk is needed. The logical
+path (SCAN + DUMP + PEXPIRETIME or PTTL, pipelined) works where SYNC is blocked and can select
+keys by pattern; it is restored with ``RESTORE key ttl value REPLACE ABSTTL``.
 """
 
 from __future__ import annotations
