@@ -388,3 +388,45 @@ def test_a_connection_killed_mid_dump_fails_and_leaves_nothing(
     assert killed.is_set()
     assert failure.value.tool_message
     assert storage.names() == []
+
+
+def test_definer_strip_restores_views_whose_definer_does_not_exist_under_a_new_name(
+    mysql_url: str, mysql_admin: Admin, second_db: str, tmp_path: Path
+) -> None:
+    _run_all(
+        mysql_admin,
+        _database(mysql_url),
+        [
+            "CREATE TABLE t (id INT PRIMARY KEY, note VARCHAR(50))",
+            "INSERT INTO t VALUES (1, 'DEFINER=`ghost`@`%` stays in data')",
+            "CREATE DEFINER=`aot_ghost`@`%` SQL SECURITY DEFINER VIEW v AS SELECT id FROM t",
+        ],
+    )
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_mysql(mysql_url)
+    target_url = mysql_url.rsplit("/", 1)[0] + "/" + second_db
+    backuper.restore_mysql(backup, target_url, definer="strip")
+    with mysql_admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE `{_database(mysql_url)}`")
+    with autoops.DbClient.from_url(target_url) as target:
+        assert target.query("SELECT id FROM v") == [{"id": 1}]
+        assert target.query("SELECT note FROM t") == [{"note": "DEFINER=`ghost`@`%` stays in data"}]
+
+
+def test_definer_stripping_spares_data_rows_and_survives_any_chunking() -> None:
+    from autoops.backup._mysql import rewrite_definitions
+
+    text = (
+        b"/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */\n"
+        b"INSERT INTO `t` VALUES\n(1,'DEFINER=`a`@`b`'),\n(2,'`src`.x');\n"
+        b"CREATE DEFINER=`root`@`%` FUNCTION `src`.`f`() RETURNS INT RETURN 1;\n"
+    )
+    expected = (
+        b"/*!50013  SQL SECURITY DEFINER */\n"
+        b"INSERT INTO `t` VALUES\n(1,'DEFINER=`a`@`b`'),\n(2,'`src`.x');\n"
+        b"CREATE  FUNCTION `dst`.`f`() RETURNS INT RETURN 1;\n"
+    )
+    for size in (1, 7, 50, len(text)):
+        chunks = [text[i : i + size] for i in range(0, len(text), size)]
+        rewritten = rewrite_definitions(chunks, strip_definer=True, rename=("src", "dst"))
+        assert b"".join(rewritten) == expected, size

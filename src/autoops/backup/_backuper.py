@@ -21,6 +21,7 @@ from ..db import MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import MANIFEST_SUFFIX, Backup, utc_now
+from ._pipeline import read_ahead
 from ._retention import RetentionPlan, RetentionPolicy
 from ._storage import Storage
 
@@ -142,7 +143,9 @@ class Backuper:
         upload = self.storage.create(data_file)
         try:
             with self._progress(label) as progress:
-                for chunk in chunks():
+                # The source is read in its own thread while this one compresses, hashes and
+                # writes, as a shell pipeline's separate processes would.
+                for chunk in read_ahead(chunks()):
                     raw_size += len(chunk)
                     upload.write(compressor.feed(chunk))
                     progress.advance(len(chunk))
@@ -229,17 +232,35 @@ class Backuper:
             )
 
     def restore_mysql(
-        self, backup: Backup, db: MySQLClient | str, *, replace: bool = False
+        self,
+        backup: Backup,
+        db: MySQLClient | str,
+        *,
+        replace: bool = False,
+        definer: str = "keep",
     ) -> None:
         """Load a MySQL backup into the client's database (which must be empty unless
-        ``replace``), streaming through the ``mariadb``/``mysql`` client."""
-        from ._mysql import restore_stream
+        ``replace``), streaming through the ``mariadb``/``mysql`` client. ``definer="strip"``
+        drops the ``DEFINER`` of views, triggers, routines and events so the restoring account
+        owns them (for a server where the original accounts do not exist)."""
+        from ._mysql import DEFINER_POLICIES, restore_stream, rewrite_definitions, source_database
 
         _expect_kind(backup, "mysql")
+        if definer not in DEFINER_POLICIES:
+            raise ConfigError(f"unknown definer policy {definer!r}; use 'keep' or 'strip'")
         with _mysql_client(db) as client:
             self._check_stored(backup)
             with self._progress(f"restore {backup.id}") as progress:
-                restore_stream(self._chunks_of(backup), client, replace=replace, progress=progress)
+                chunks = self._chunks_of(backup)
+                original = source_database(backup.source)
+                rename = (original, client.url.database)
+                if definer == "strip" or rename[0] != rename[1]:
+                    chunks = rewrite_definitions(
+                        chunks,
+                        strip_definer=definer == "strip",
+                        rename=rename if rename[0] != rename[1] else None,
+                    )
+                restore_stream(chunks, client, replace=replace, progress=progress)
 
     def _test_restore_mysql(self, backup: Backup, server: MySQLClient | str) -> None:
         from ..db import DbClient

@@ -22,6 +22,7 @@ from typing import IO, Any, Final
 from ..db import MySQLClient, quote_identifier
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import TableStats
+from ._pipeline import read_ahead
 
 __all__ = [
     "DUMP_OPTIONS",
@@ -347,6 +348,77 @@ class DumpRun:
             self.position["gtid"] = gtid.group("gtid").decode()
 
 
+_DEFINER_RE: Final = re.compile(rb"DEFINER=`(?:[^`]|``)*`@`(?:[^`]|``)*`")
+_DATA_LINE: Final = b"INSERT INTO "
+DEFINER_POLICIES: Final = ("keep", "strip")
+
+
+def _quoted(name: str) -> bytes:
+    return b"`" + name.encode("utf-8").replace(b"`", b"``") + b"`"
+
+
+def rewrite_definitions(
+    chunks: Iterable[bytes], *, strip_definer: bool = False, rename: tuple[str, str] | None = None
+) -> Iterator[bytes]:
+    """Rewrite object definitions in a dump on the fly; data lines (``INSERT INTO``) pass
+    untouched. ``strip_definer`` removes ``DEFINER=`user`@`host``` so the restoring account owns
+    views, triggers, routines and events (avoiding error 1449 where the original account does not
+    exist); ``rename=(old, new)`` turns `old`. qualifiers into `new`., for a restore into a
+    database of another name (MariaDB can qualify view columns with their database)."""
+    old = _quoted(rename[0]) + b"." if rename else b""
+    new = _quoted(rename[1]) + b"." if rename else b""
+
+    in_data = False
+
+    def rewrite(line: bytes) -> bytes:
+        nonlocal in_data
+        # mariadb-dump writes one row per line after "INSERT INTO `t` VALUES"; strings escape
+        # their newlines, so the statement ends at the first line ending with ";".
+        if in_data or line.startswith(_DATA_LINE):
+            in_data = not line.rstrip(b"\r").endswith(b";")
+            return line
+        if strip_definer and b"DEFINER=" in line:
+            line = _DEFINER_RE.sub(b"", line)
+        if old and old in line:
+            line = line.replace(old, new)
+        return line
+
+    def untouched(text: bytes) -> bool:
+        """True (and the data state advanced) when no line of ``text`` needs rewriting."""
+        nonlocal in_data
+        if (strip_definer and b"DEFINER=" in text) or (old and old in text):
+            return False
+        last_end = text.rfind(b";\n")
+        last_start = text.rfind(b"\n" + _DATA_LINE)
+        if last_start == -1 and text.startswith(_DATA_LINE):
+            last_start = 0
+        if last_start > last_end:
+            in_data = True
+        elif last_end != -1:
+            in_data = False
+        return True
+
+    carry = b""
+    for chunk in chunks:
+        text = carry + chunk
+        end = text.rfind(b"\n") + 1
+        carry = text[end:]
+        if not end:
+            continue
+        block = text[:end]
+        if untouched(block):
+            yield block
+        else:
+            yield b"\n".join(rewrite(line) for line in block.split(b"\n")[:-1]) + b"\n"
+    if carry:
+        yield rewrite(carry)
+
+
+def source_database(source: str) -> str:
+    """The database name in a MySQL backup's source label."""
+    return source.split("?", 1)[0].rsplit("/", 1)[-1]
+
+
 def database_is_empty(db: MySQLClient) -> bool:
     """No tables, views, routines or events in the client's database."""
     row = db.query_one(
@@ -392,7 +464,7 @@ def restore_stream(
         assert stdin is not None
         broken = False
         try:
-            for chunk in chunks:
+            for chunk in read_ahead(chunks):
                 try:
                     stdin.write(chunk)
                 except BrokenPipeError:

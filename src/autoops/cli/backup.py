@@ -224,6 +224,12 @@ def _restore_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--replace", action="store_true", help="overwrite a target that already has data"
     )
+    parser.add_argument(
+        "--definer",
+        choices=["keep", "strip"],
+        default="keep",
+        help="mysql: 'strip' makes the restoring account own views, triggers and routines",
+    )
     _add_storage_arguments(parser)
     add_common_arguments(parser)
     return parser
@@ -235,7 +241,7 @@ def _restore(args: argparse.Namespace) -> int:
         backuper = Backuper(storage)
         backup = backuper.get(args.backup)
         if backup.kind == "mysql":
-            backuper.restore_mysql(backup, args.url, replace=args.replace)
+            backuper.restore_mysql(backup, args.url, replace=args.replace, definer=args.definer)
         elif backup.kind == "redis":
             backuper.restore_redis(backup, args.url, replace=args.replace)
         else:
