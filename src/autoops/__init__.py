@@ -26,6 +26,7 @@ from ._retry import (
     retry_totals,
     set_testing,
 )
+from ._ssh import HostKeyError, RemoteCommandError, SshHost, SshOptions
 from .backup import (
     Backup,
     Backuper,
@@ -38,13 +39,12 @@ from .backup import (
     SftpStorage,
     Storage,
 )
-from .cache import TTL, CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
+from .cache import CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
 from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "TTL",
     "AuthenticationError",
     "AutoOpsError",
     "Backup",
@@ -59,6 +59,7 @@ __all__ = [
     "ConnectError",
     "DbClient",
     "DbUrl",
+    "HostKeyError",
     "IntegrityError",
     "JsonCodec",
     "LocalStorage",
@@ -70,6 +71,7 @@ __all__ = [
     "QueryError",
     "RawCodec",
     "RedisCache",
+    "RemoteCommandError",
     "RestoreRefusedError",
     "RetentionPlan",
     "RetentionPolicy",
@@ -80,6 +82,8 @@ __all__ = [
     "Secret",
     "Settings",
     "SftpStorage",
+    "SshHost",
+    "SshOptions",
     "Storage",
     "Transaction",
     "TransactionConflictError",

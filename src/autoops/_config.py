@@ -145,7 +145,10 @@ def convert_options(
         if converter is None:
             known = ", ".join(sorted(allowed)) or "none"
             raise ConfigError(f"unknown option {name!r}{_where(where)}; known options: {known}")
-        if isinstance(value, str):
+        if value is None:
+            # Only keyword options can be None (e.g. read_timeout=None: no timeout).
+            converted[name] = None
+        elif isinstance(value, str):
             try:
                 converted[name] = converter(value)
             except ValueError as exc:

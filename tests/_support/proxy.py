@@ -16,7 +16,11 @@ from types import TracebackType
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST rather than FIN, as a dropped network or a dead peer looks."""
+    """Cut the connection now: shutdown() takes effect at once even while the pump thread is in
+    select() on this socket (close() alone is deferred until select returns), then close with
+    RST rather than FIN, as a dead peer looks."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with contextlib.suppress(OSError):
@@ -90,8 +94,7 @@ class TcpProxy:
                             return
                     else:
                         client.sendall(data)
-        except (OSError, ValueError):
-            # drop_all() may close the sockets while select() is about to look at them.
+        except (OSError, ValueError):  # ValueError: select() on a socket drop_all() closed
             return
         finally:
             with self._lock:

@@ -23,6 +23,14 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 return 0
 """
 _MSET_CHUNK: Final = 1000
+# Replies that mean "not now" (loading, failover, cluster resharding), not "never".
+_TRANSIENT_ERRORS: Final = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.ClusterDownError,
+)
 _TRANSIENT_REPLIES: Final = (
     "LOADING",
     "TRYAGAIN",
@@ -170,7 +178,9 @@ class RedisCache(CacheClient):
                 f"{operation}: cannot reach Redis at {where} ({text}); check that the server is "
                 "up and that the URL's host and port are right",
             )
-        if isinstance(exc, redis.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES):
+        if isinstance(exc, _TRANSIENT_ERRORS) or (
+            isinstance(exc, redis.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
+        ):
             return Failure(
                 True, ConnectError, f"{operation}: Redis at {where} is not ready ({text})"
             )

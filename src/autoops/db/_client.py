@@ -172,6 +172,15 @@ class DbClient(abc.ABC):
     @abc.abstractmethod
     def _ping(self, connection: Any) -> None: ...
 
+    def _judge(self, exc: BaseException, operation: str) -> Failure:
+        """Classify anything an attempt raised: autoops errors pass through unchanged, a lost
+        connection is judged by its driver error, the rest by the dialect."""
+        if isinstance(exc, AutoOpsError):
+            return Failure(False, type(exc), str(exc), passthrough=True)
+        if isinstance(exc, _Lost):
+            return self._classify(exc.cause, operation=operation)
+        return self._classify(exc, operation=operation)
+
     # connections ----------------------------------------------------------------------------
 
     def _connection(self) -> Any:
@@ -220,19 +229,17 @@ class DbClient(abc.ABC):
                 raise
 
         def classify(exc: BaseException) -> Failure:
-            if isinstance(exc, _Lost):
-                if write and exc.sent:
-                    return Failure(
-                        transient=False,
-                        error_type=OutcomeUnknownError,
-                        message=(
-                            f"the connection to {self._where} was lost after a write was sent, "
-                            "so it may or may not have been applied; autoops does not replay it: "
-                            "check the data, then retry if it is missing"
-                        ),
-                    )
-                return self._classify(exc.cause, operation=operation)
-            return self._classify(exc, operation=operation)
+            if isinstance(exc, _Lost) and write and exc.sent:
+                return Failure(
+                    transient=False,
+                    error_type=OutcomeUnknownError,
+                    message=(
+                        f"the connection to {self._where} was lost after a write was sent, "
+                        "so it may or may not have been applied; autoops does not replay it: "
+                        "check the data, then retry if it is missing"
+                    ),
+                )
+            return self._judge(exc, operation)
 
         return self.retry.call(attempt, classify=classify, operation=operation, where=self._where)
 
@@ -283,12 +290,13 @@ class DbClient(abc.ABC):
             connection = self._connect()
             holder["connection"] = connection
             iterator = self._iterate(connection, sql, params, batch_size)
+            holder["iterator"] = iterator
             holder["first"] = next(iterator, None)
             return iterator
 
         def classify(exc: BaseException) -> Failure:
             self._drop_stream(holder)
-            return self._classify(exc.cause if isinstance(exc, _Lost) else exc, operation=operation)
+            return self._judge(exc, operation)
 
         iterator = self.retry.call(start, classify=classify, operation=operation, where=self._where)
         yielded = 0
@@ -302,12 +310,10 @@ class DbClient(abc.ABC):
                 for batch in iterator:
                     yielded += len(batch)
                     yield batch
-            except (_Lost, Exception) as exc:
-                if isinstance(exc, AutoOpsError):
+            except Exception as exc:
+                failure = self._judge(exc, operation)
+                if failure.passthrough:
                     raise
-                failure = self._classify(
-                    exc.cause if isinstance(exc, _Lost) else exc, operation=operation
-                )
                 if failure.transient:
                     raise ConnectError(
                         f"the stream from {self._where} was cut after {yielded} rows "
@@ -319,6 +325,9 @@ class DbClient(abc.ABC):
             self._drop_stream(holder)
 
     def _drop_stream(self, holder: dict[str, Any]) -> None:
+        iterator = holder.pop("iterator", None)
+        if iterator is not None:
+            iterator.close()
         connection = holder.pop("connection", None)
         if connection is not None:
             self._close_connection(connection)
@@ -349,9 +358,7 @@ class DbClient(abc.ABC):
 
         connection = self.retry.call(
             open_transaction,
-            classify=lambda exc: self._classify(
-                exc.cause if isinstance(exc, _Lost) else exc, operation=f"{self.dialect} begin"
-            ),
+            classify=lambda exc: self._judge(exc, f"{self.dialect} begin"),
             operation=f"{self.dialect} begin",
             where=self._where,
         )
@@ -434,9 +441,7 @@ class DbClient(abc.ABC):
 
         return self.retry.call(
             attempt,
-            classify=lambda exc: self._classify(
-                exc.cause if isinstance(exc, _Lost) else exc, operation=operation
-            ),
+            classify=lambda exc: self._judge(exc, operation),
             operation=operation,
             where=self._where,
         )

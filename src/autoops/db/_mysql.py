@@ -22,6 +22,7 @@ from .._errors import (
 from .._retry import Failure, RetryPolicy
 from ._client import DbClient, Row, _Lost
 from ._params import Params
+from ._rows import row_builder
 
 __all__ = ["MySQLClient"]
 
@@ -33,6 +34,11 @@ _CONFLICT: Final = frozenset({1205, 1213})
 _DENIED: Final = frozenset({1044, 1045, 1130, 1142, 1143, 1227, 1698})
 _UNKNOWN_DATABASE: Final = 1049
 
+_CONNECTION_ERRORS: Final = (
+    pymysql.err.OperationalError,
+    pymysql.err.InterfaceError,
+    pymysql.err.InternalError,
+)
 MySQLConnection = Connection  # the stubs make it generic; at run time it is not
 
 
@@ -42,10 +48,21 @@ def _code(exc: BaseException) -> int | None:
     return None
 
 
+def _is_desynchronised(exc: BaseException) -> bool:
+    # MariaDB answers KILL CONNECTION mid-statement with an error packet pymysql reads out of
+    # sequence; SQLAlchemy treats this message as a disconnect too.
+    return (
+        isinstance(exc, pymysql.err.InternalError)
+        and "packet sequence number wrong" in str(exc).lower()
+    )
+
+
 def _wrap_lost(exc: Exception, *, sent: bool) -> Exception:
     """Turn a driver error that means "the connection is gone" into ``_Lost``."""
     if isinstance(exc, pymysql.err.InterfaceError):
         return _Lost(exc, sent=False)
+    if _is_desynchronised(exc):
+        return _Lost(exc, sent=sent)
     code = _code(exc)
     if code in _NOT_SENT:
         return _Lost(exc, sent=False)
@@ -169,10 +186,10 @@ class MySQLClient(DbClient):
             if kind == "query":
                 if cursor.description is None:
                     return []
-                names = [column[0] for column in cursor.description]
-                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+                names = tuple(column[0] for column in cursor.description)
+                return row_builder(names)(cursor.fetchall())
             return cursor.rowcount
-        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+        except _CONNECTION_ERRORS as exc:
             raise _wrap_lost(exc, sent=True) from exc
         finally:
             with contextlib.suppress(pymysql.err.Error):
@@ -185,25 +202,30 @@ class MySQLClient(DbClient):
         try:
             cursor.execute("SET SESSION net_write_timeout = %s", (self._stream_write_timeout,))
             cursor.execute(sql, params)
-            names = [column[0] for column in cursor.description or ()]
+            build = row_builder(tuple(column[0] for column in cursor.description or ()))
             fetch = cursor.fetchmany
             while rows := fetch(batch_size):
-                yield [dict(zip(names, row, strict=True)) for row in rows]
-        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+                yield build(rows)
+        except _CONNECTION_ERRORS as exc:
             raise _wrap_lost(exc, sent=True) from exc
-        # The cursor is not closed here: closing an SSCursor reads the rest of the result. The
-        # stream's own connection is closed instead, which ends the result at once.
+        finally:
+            # Closing an SSCursor would read the rest of the result: a stream stopped early
+            # instead drops the result and lets the caller close this connection, which ends it.
+            result = getattr(cursor, "_result", None)
+            if result is not None and result.unbuffered_active:
+                result.unbuffered_active = False
+                connection._result = None  # type: ignore[attr-defined]
 
     def _begin(self, connection: MySQLConnection) -> None:
         try:
             connection.begin()
-        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+        except _CONNECTION_ERRORS as exc:
             raise _wrap_lost(exc, sent=False) from exc
 
     def _commit(self, connection: MySQLConnection) -> None:
         try:
             connection.commit()
-        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+        except _CONNECTION_ERRORS as exc:
             raise _wrap_lost(exc, sent=True) from exc
 
     def _rollback(self, connection: MySQLConnection) -> None:
@@ -212,7 +234,7 @@ class MySQLClient(DbClient):
     def _ping(self, connection: MySQLConnection) -> None:
         try:
             connection.ping(reconnect=False)
-        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+        except _CONNECTION_ERRORS as exc:
             raise _Lost(exc, sent=False) from exc
 
     def _message(self, exc: BaseException) -> str:
@@ -228,7 +250,12 @@ class MySQLClient(DbClient):
         where = self._where
         message = self._message(exc)
         code = _code(exc)
-        if isinstance(exc, pymysql.err.InterfaceError) or code in _NOT_SENT or code in _LOST:
+        if (
+            isinstance(exc, pymysql.err.InterfaceError)
+            or code in _NOT_SENT
+            or code in _LOST
+            or _is_desynchronised(exc)
+        ):
             return Failure(
                 True,
                 ConnectError,
@@ -264,9 +291,9 @@ class MySQLClient(DbClient):
             return Failure(
                 False, IntegrityError, f"{operation} on {where} broke a constraint: {message}"
             )
-        if isinstance(exc, pymysql.err.MySQLError):
+        if isinstance(exc, pymysql.err.MySQLError) and code is not None:
             return Failure(False, QueryError, f"{operation} on {where} failed: {message}")
-        if isinstance(exc, TypeError | ValueError | KeyError):
+        if isinstance(exc, TypeError | ValueError | KeyError | pymysql.err.ProgrammingError):
             return Failure(
                 False,
                 QueryError,

@@ -15,6 +15,7 @@ from .._errors import ConnectError, IntegrityError, QueryError, TransactionConfl
 from .._retry import Failure, RetryPolicy
 from ._client import DbClient, Row
 from ._params import Params, adapt_sqlite_params, to_sqlite_style
+from ._rows import row_builder
 
 __all__ = ["SQLiteClient"]
 
@@ -22,8 +23,7 @@ _memory_names = itertools.count(1)
 
 
 def _rows(cursor: sqlite3.Cursor, rows: list[Any]) -> list[Row]:
-    names = [column[0] for column in cursor.description or ()]
-    return [dict(zip(names, row, strict=True)) for row in rows]
+    return row_builder(tuple(column[0] for column in cursor.description or ()))(rows)
 
 
 class SQLiteClient(DbClient):
@@ -104,8 +104,19 @@ class SQLiteClient(DbClient):
     def _run(self, connection: sqlite3.Connection, kind: str, sql: str, params: Any) -> Any:
         if kind == "executemany":
             statement = to_sqlite_style(sql)
-            cursor = connection.executemany(statement, [adapt_sqlite_params(p) for p in params])
-            return cursor.rowcount
+            values = [adapt_sqlite_params(p) for p in params]
+            if connection.in_transaction:
+                return connection.executemany(statement, values).rowcount
+            # One transaction, as pymysql's multi-row INSERT is one statement: all or nothing,
+            # and one fsync instead of one per row.
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                count = connection.executemany(statement, values).rowcount
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return count
         statement, values = self._statement(sql, params)
         cursor = connection.execute(statement, values)
         if kind == "query":

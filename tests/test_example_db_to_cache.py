@@ -1,0 +1,91 @@
+"""examples/db_to_cache.py, run as users run it: the embedded demo, real servers, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "db_to_cache.py"
+
+
+def run_example(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOOPS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_with_no_configuration_it_runs_the_embedded_demo_and_says_so(tmp_path: Path) -> None:
+    result = run_example(tmp_path, clean_env(), "--passes", "2", "--interval", "0")
+    assert result.returncode == 0, result.stderr
+    assert "demo on SQLite autoops-demo.db + memory cache" in result.stderr
+    assert "pass 2: 1000 users cached" in result.stderr
+    assert "password" not in result.stderr.split("user:1 is", 1)[1]
+    assert (tmp_path / "autoops-demo.db").exists()
+
+
+def test_against_mysql_and_redis_it_caches_rows_without_passwords(
+    tmp_path: Path, mysql_db: object, mysql_url: str, redis_raw: redis.Redis
+) -> None:
+    import autoops
+
+    assert isinstance(mysql_db, autoops.DbClient)
+    mysql_db.execute(
+        "CREATE TABLE users (id BIGINT PRIMARY KEY, username VARCHAR(64), email VARCHAR(128),"
+        " password_hash CHAR(60), updated_at TIMESTAMP(6))"
+    )
+    mysql_db.executemany(
+        "INSERT INTO users VALUES (%s, %s, %s, %s, %s)",
+        [
+            (i, f"u{i}", f"u{i}@example.com", "$2b$" + "h" * 56, "2026-02-03 04:05:06.000007")
+            for i in range(1, 301)
+        ],
+    )
+    env = clean_env() | {
+        "AUTOOPS_DB_URL": mysql_url,
+        "AUTOOPS_CACHE_URL": "redis://127.0.0.1:6379/11",
+    }
+    try:
+        result = run_example(tmp_path, env, "--passes", "1", "--batch-size", "64")
+        assert result.returncode == 0, result.stderr
+        stored = redis.Redis(db=11)
+        assert stored.get("app:user:300") == (
+            b'{"id":300,"username":"u300","email":"u300@example.com","updated_at":"2026-02-03T04:05:06.000007"}'
+        )
+        assert len(list(stored.scan_iter("app:user:*"))) == 300
+    finally:
+        keys = list(redis.Redis(db=11).scan_iter("app:user:*"))
+        if keys:
+            redis.Redis(db=11).delete(*keys)
+
+
+def test_sigterm_stops_a_long_running_worker_cleanly(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), "--interval", "0.2"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "stopped after" in stderr

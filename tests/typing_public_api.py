@@ -1,0 +1,50 @@
+"""Type-checked, never run: the public API as a user's strict code would annotate it.
+
+mypy --strict checks this file with the rest of tests/; if a public signature changes shape, this
+is where it shows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import autoops
+
+
+def read_users(db: autoops.DbClient) -> list[autoops.Row]:
+    rows = db.query("SELECT id FROM users WHERE id > %s", (0,))
+    first: autoops.Row | None = db.query_one("SELECT 1 AS one")
+    return rows if first else []
+
+
+def copy_users(db: autoops.DbClient, cache: autoops.CacheClient) -> int:
+    written = 0
+    for batch in db.stream_batches("SELECT id, name FROM users", batch_size=1000):
+        written += cache.set_many(
+            {f"user:{row['id']}": row for row in batch}, ttl=dt.timedelta(hours=1)
+        )
+    return written
+
+
+def in_a_transaction(db: autoops.DbClient) -> int:
+    def body(tx: autoops.Transaction) -> int:
+        return tx.execute("UPDATE users SET name = %(name)s", {"name": "x"})
+
+    return db.run_transaction(body)
+
+
+def policies() -> tuple[autoops.RetryPolicy, autoops.RetryPolicy]:
+    return autoops.RetryPolicy(attempts=3, timeout=10.0), autoops.RetryPolicy.none()
+
+
+def cached(cache: autoops.CacheClient) -> Any:
+    return cache.get_or_set("k", lambda: {"v": 1}, ttl=60)
+
+
+def clients_from_settings(
+    settings: autoops.Settings,
+) -> tuple[autoops.DbClient, autoops.CacheClient]:
+    return autoops.DbClient.from_config(settings=settings), autoops.CacheClient.from_config(
+        settings=settings
+    )
