@@ -17,8 +17,6 @@ import pytest
 import autoops
 from autoops.backup import BackupError, BackupVerifyError, RestoreRefusedError
 
-pytestmark = pytest.mark.mysql
-
 if TYPE_CHECKING:
     Admin = pymysql.connections.Connection[pymysql.cursors.Cursor]
 

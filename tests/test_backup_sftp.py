@@ -16,8 +16,6 @@ from _support.proxy import TcpProxy
 from _support.sshd import SshServer
 from autoops._ssh import SshOptions
 
-pytestmark = pytest.mark.ssh
-
 
 def _options(server: SshServer, known_hosts: Path | None = None) -> SshOptions:
     return SshOptions(

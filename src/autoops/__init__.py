@@ -34,10 +34,13 @@ from .backup import (
     BackupVerifyError,
     LocalStorage,
     RestoreRefusedError,
+    RetentionDecision,
     RetentionPlan,
     RetentionPolicy,
     SftpStorage,
     Storage,
+    TableStats,
+    Upload,
 )
 from .cache import CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
 from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
@@ -73,6 +76,7 @@ __all__ = [
     "RedisCache",
     "RemoteCommandError",
     "RestoreRefusedError",
+    "RetentionDecision",
     "RetentionPlan",
     "RetentionPolicy",
     "RetryEvent",
@@ -85,8 +89,10 @@ __all__ = [
     "SshHost",
     "SshOptions",
     "Storage",
+    "TableStats",
     "Transaction",
     "TransactionConflictError",
+    "Upload",
     "add_retry_hook",
     "load_settings",
     "quote_identifier",
