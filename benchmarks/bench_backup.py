@@ -163,11 +163,6 @@ def bench_redis(keys: int, work: Path) -> None:
         logical = backuper.backup_redis(cache, mode="logical")
         dump_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        restored = backuper.restore_redis(logical, target_url)
-        restore_seconds = time.perf_counter() - started
-        assert restored == keys, restored
-        assert int(target.dbsize()) == keys
-        started = time.perf_counter()
         snapshot = backuper.backup_redis(cache, mode="rdb")
         rdb_seconds = time.perf_counter() - started
         rdb_file = work / "peer.rdb"
@@ -178,6 +173,11 @@ def bench_redis(keys: int, work: Path) -> None:
             capture_output=True,
         )
         peer_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        restored = backuper.restore_redis(logical, target_url)
+        restore_seconds = time.perf_counter() - started
+        assert restored == keys, restored
+        assert int(target.dbsize()) == keys
         delay = source.config_get("repl-diskless-sync-delay").get("repl-diskless-sync-delay")
         print(f"Redis, {keys:,} keys (100-byte strings, 10% with a TTL) in db 12:")
         print(

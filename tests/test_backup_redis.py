@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 import autoops
+from _support.proxy import TcpProxy
 from autoops.backup import BackupVerifyError, RestoreRefusedError
 
 
@@ -165,4 +168,41 @@ def test_wrong_redis_password_is_a_clear_error_and_leaves_nothing(tmp_path: Path
             f"redis://:wrong-{uuid.uuid4().hex}@127.0.0.1:6379/0", mode="rdb"
         )
     assert "wrong-" not in str(failure.value)
+    assert storage.names() == []
+
+
+def test_a_connection_dropped_mid_dump_fails_clearly_and_leaves_nothing(
+    redis_raw: redis.Redis,
+    redis_namespace: str,
+    tcp_proxy: Callable[[str, int], TcpProxy],
+    tmp_path: Path,
+) -> None:
+    pipe = redis_raw.pipeline(transaction=False)
+    for index in range(100_000):
+        pipe.set(f"{redis_namespace}:{index}", b"x" * 200)
+    pipe.execute()
+    proxy = tcp_proxy("127.0.0.1", 6379)
+    storage = autoops.LocalStorage(tmp_path)
+    cut = threading.Event()
+
+    def drop_when_writing() -> None:
+        deadline = time.monotonic() + 30
+        # The client's own connection first, then the dump's bulk connection.
+        while time.monotonic() < deadline and proxy.accepted < 2:
+            time.sleep(0.001)
+        time.sleep(0.05)
+        proxy.drop_all()
+        cut.set()
+
+    dropper = threading.Thread(target=drop_when_writing)
+    dropper.start()
+    with (
+        autoops.CacheClient.from_url(
+            f"redis://{proxy.address}/0", namespace=redis_namespace
+        ) as cache,
+        pytest.raises(autoops.AutoOpsError, match="Redis"),
+    ):
+        autoops.Backuper(storage).backup_redis(cache, mode="logical")
+    dropper.join()
+    assert cut.is_set()
     assert storage.names() == []

@@ -424,7 +424,8 @@ class LogicalDump:
                     break
         except redis.RedisError as exc:
             raise BackupError(
-                f"the logical dump of {self.cache.location} failed: {type(exc).__name__}: {exc}"
+                f"the logical dump of Redis at {self.cache.location} failed "
+                f"({type(exc).__name__}: {exc}); nothing was stored, run it again"
             ) from exc
         finally:
             if wire is not None:

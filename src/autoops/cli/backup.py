@@ -46,8 +46,15 @@ def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    units = {"hourly": "hours", "daily": "days", "weekly": "weeks (Mon-Sun)"}
+    units.update(monthly="months", yearly="years")
     for rule in _KEEP_RULES:
-        parser.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N")
+        text = (
+            "keep the N newest backups"
+            if rule == "last"
+            else f"keep the newest backup of each of the last N {units[rule]} that have one"
+        )
+        parser.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N", help=text)
     parser.add_argument(
         "--keep-within", metavar="DURATION", help="keep all within this of the newest (7d, 2w)"
     )
