@@ -428,3 +428,20 @@ def test_definer_stripping_spares_data_rows_and_survives_any_chunking() -> None:
         chunks = [text[i : i + size] for i in range(0, len(text), size)]
         rewritten = rewrite_definitions(chunks, strip_definer=True, rename=("src", "dst"))
         assert b"".join(rewritten) == expected, size
+
+
+def test_the_option_file_carries_credentials_and_tls_settings_privately() -> None:
+    import stat as stat_module
+
+    from autoops.backup._mysql import option_file
+
+    client = autoops.MySQLClient(
+        host="db.example", user="backup", password='p"a\\ss', ssl_ca="/etc/ca.pem"
+    )
+    with option_file(client) as path:
+        text = Path(path).read_text()
+        assert stat_module.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat_module.S_IMODE(os.stat(Path(path).parent).st_mode) == 0o700
+    assert 'password="p\\"a\\\\ss"' in text
+    assert 'ssl-ca="/etc/ca.pem"' in text
+    assert not Path(path).exists()

@@ -110,6 +110,14 @@ def option_file(db: MySQLClient) -> Iterator[str]:
         lines.append(f"socket={_option_value(str(socket_path))}")
     else:
         lines += [f"host={_option_value(url.host)}", f"port={url.port}", "protocol=TCP"]
+    # The client keeps its TLS settings with its connection arguments; the tools must use the
+    # same ones, or the password would cross the network in the clear.
+    ssl = (getattr(db, "_connect_args", {}) or {}).get("ssl") or {}
+    for option, key in (("ssl-ca", "ca"), ("ssl-cert", "cert"), ("ssl-key", "key")):
+        if ssl.get(key):
+            lines.append(f"{option}={_option_value(str(ssl[key]))}")
+    if ssl and ssl.get("check_hostname"):
+        lines.append("ssl-verify-server-cert")
     directory = tempfile.mkdtemp(prefix="autoops-mysql-")
     path = os.path.join(directory, "client.cnf")
     try:
