@@ -17,7 +17,13 @@ import redis
 
 import autoops
 from _support.proxy import TcpProxy
-from _support.services import MYSQL_ADMIN_URL, REDIS_URL, require_program, require_tcp
+from _support.services import (
+    MYSQL_ADMIN_URL,
+    REDIS_URL,
+    admin_connection,
+    require_program,
+    require_tcp,
+)
 from _support.sshd import SSHD, SshServer, keygen, make_server
 
 
@@ -28,22 +34,11 @@ def _no_retry_sleep_leak() -> Iterator[None]:
     autoops.set_testing(False)
 
 
-def _admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
-    parts = urlsplit(MYSQL_ADMIN_URL)
-    return pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        autocommit=True,
-    )
-
-
 @pytest.fixture
 def mysql_admin() -> Iterator[pymysql.connections.Connection[pymysql.cursors.Cursor]]:
     """A raw pymysql connection with admin rights, for KILL and for checking behind the client."""
     require_tcp("MariaDB", MYSQL_ADMIN_URL)
-    connection = _admin_connection()
+    connection = admin_connection()
     yield connection
     connection.close()
 

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -123,7 +124,7 @@ def test_right_credentials_work(acl_user: str) -> None:
 
 
 @pytest.fixture
-def replica() -> Iterator[int]:
+def replica(tmp_path: Path) -> Iterator[int]:
     """A real Redis replica of the test server on a free port, promoted by the test."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed")
@@ -139,6 +140,8 @@ def replica() -> Iterator[int]:
             "",
             "--appendonly",
             "no",
+            "--dir",
+            str(tmp_path),
             "--replicaof",
             "127.0.0.1",
             "6379",

@@ -14,6 +14,7 @@ import pytest
 
 import autoops
 from _support.proxy import TcpProxy
+from _support.services import admin_connection
 from autoops import AuthenticationError, ConnectError, OutcomeUnknownError, QueryError, RetryPolicy
 
 QUICK = RetryPolicy(attempts=20, timeout=20, wait_initial=0.05, wait_max=0.5, jitter=0.05)
@@ -55,6 +56,34 @@ def kill(admin: Admin, thread_id: int) -> None:
         cursor.execute("KILL CONNECTION %s", (thread_id,))
 
 
+def kill_once_running(thread_id: int, statement_start: str) -> threading.Thread:
+    """Kill the connection as soon as the server shows it running the statement, so the kill
+    lands mid-statement however loaded the machine is (a fixed delay could land before it)."""
+
+    def watch() -> None:
+        admin = admin_connection()
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with admin.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT COUNT(*) FROM information_schema.processlist"
+                        " WHERE id = %s AND info LIKE %s",
+                        (thread_id, statement_start + "%"),
+                    )
+                    row = cursor.fetchone()
+                if row and row[0]:
+                    kill(admin, thread_id)
+                    return
+                time.sleep(0.01)
+        finally:
+            admin.close()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher
+
+
 def count(admin: Admin, database: str) -> int:
     with admin.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM `{database}`.events")
@@ -82,10 +111,10 @@ def test_a_read_killed_mid_query_is_retried_and_succeeds(
     mysql_url: str, mysql_admin: Admin
 ) -> None:
     db = autoops.DbClient.from_url(mysql_url, retry=QUICK)
-    victim = connection_id(db)
-    threading.Timer(0.3, kill, (mysql_admin, victim)).start()
+    watcher = kill_once_running(connection_id(db), "SELECT SLEEP(1)")
     before = retries("mysql query")
     assert db.query_one("SELECT SLEEP(1) AS slept, 7 AS answer") == {"slept": 0, "answer": 7}
+    watcher.join()
     assert retries("mysql query") == before + 1
     db.close()
 
@@ -94,10 +123,10 @@ def test_a_write_killed_mid_statement_is_not_replayed(
     mysql_url: str, mysql_admin: Admin, table: str
 ) -> None:
     db = autoops.DbClient.from_url(mysql_url, retry=QUICK)
-    victim = connection_id(db)
-    threading.Timer(0.3, kill, (mysql_admin, victim)).start()
+    watcher = kill_once_running(connection_id(db), "INSERT INTO events")
     with pytest.raises(OutcomeUnknownError, match="may or may not have been applied"):
-        db.execute("INSERT INTO events (note) SELECT IF(SLEEP(1) = 0, 'slow', 'x')")
+        db.execute("INSERT INTO events (note) SELECT IF(SLEEP(2) = 0, 'slow', 'x')")
+    watcher.join()
     assert count(mysql_admin, urlsplit(mysql_url).path.strip("/")) <= 1
     db.close()
 

@@ -104,3 +104,33 @@ def test_a_closed_port_is_a_connect_error_after_retries(sshd: SshServer) -> None
             options_for(sshd),
             retry=RetryPolicy(attempts=2, wait_initial=0.01, wait_max=0.01, jitter=0),
         )
+
+
+def test_files_round_trip_over_sftp(sshd: SshServer, tmp_path: Path) -> None:
+    from autoops._ssh import read_bytes, upload, upload_bytes
+
+    local = tmp_path / "payload.bin"
+    local.write_bytes(b"\x00payload" * 1000)
+    connection = connect(sshd.address, options_for(sshd))
+    try:
+        size = upload(connection, local, str(tmp_path / "copy.bin"))
+        upload_bytes(connection, b"small", str(tmp_path / "small.txt"))
+        assert read_bytes(connection, str(tmp_path / "copy.bin")) == local.read_bytes()
+        assert read_bytes(connection, str(tmp_path / "missing")) is None
+    finally:
+        connection.close()
+    assert size == local.stat().st_size
+    assert (tmp_path / "small.txt").read_bytes() == b"small"
+
+
+def test_writing_into_a_missing_directory_is_a_file_error_not_a_connect_error(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    from autoops._ssh import RemoteFileError, upload_bytes
+
+    connection = connect(sshd.address, options_for(sshd))
+    try:
+        with pytest.raises(RemoteFileError, match="directory exists"):
+            upload_bytes(connection, b"x", str(tmp_path / "missing" / "file"))
+    finally:
+        connection.close()

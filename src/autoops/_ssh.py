@@ -29,10 +29,14 @@ __all__ = [
     "CommandResult",
     "HostKeyError",
     "RemoteCommandError",
+    "RemoteFileError",
     "SshHost",
     "SshOptions",
     "connect",
+    "read_bytes",
     "run",
+    "upload",
+    "upload_bytes",
 ]
 
 log: Final = logging.getLogger("autoops.ssh")
@@ -261,6 +265,91 @@ def run(
             stderr_tail=_tail(result.stderr),
         )
     return outcome
+
+
+def _sftp(connection: fabric.Connection, label: str) -> paramiko.SFTPClient:
+    try:
+        return connection.sftp()
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise ConnectError(f"cannot open SFTP on {label}: {exc}") from exc
+
+
+def _label(connection: fabric.Connection, where: str | None) -> str:
+    return where or f"{connection.user}@{connection.host}:{connection.port}"
+
+
+class RemoteFileError(AutoOpsError):
+    """The host refused a file operation (no such directory, permission denied); retrying
+    cannot help, fixing the path or its permissions can."""
+
+
+def _file_error(exc: OSError, action: str, remote_path: str, label: str) -> AutoOpsError:
+    if isinstance(exc, FileNotFoundError | PermissionError):
+        reason = (
+            "no such file or directory"
+            if isinstance(exc, FileNotFoundError)
+            else ("permission denied")
+        )
+        return RemoteFileError(
+            f"{action} {remote_path} on {label} failed: {reason}; check that its directory "
+            "exists and the SSH user may write there"
+        )
+    return ConnectError(f"{action} {remote_path} on {label} failed: {exc}")
+
+
+def upload(
+    connection: fabric.Connection,
+    local_path: str | os.PathLike[str],
+    remote_path: str,
+    *,
+    where: str | None = None,
+) -> int:
+    """Copy a local file to ``remote_path`` over SFTP (pipelined writes, size confirmed) and
+    return its size; a lost connection raises :class:`ConnectError`."""
+    label = _label(connection, where)
+    sftp = _sftp(connection, label)
+    try:
+        attributes = sftp.put(os.fspath(local_path), remote_path, confirm=True)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not os.path.exists(local_path):
+            raise ConfigError(f"cannot upload {os.fspath(local_path)}: no such file") from exc
+        raise _file_error(exc, "uploading to", remote_path, label) from exc
+    except (EOFError, paramiko.SSHException) as exc:
+        raise ConnectError(f"uploading to {remote_path} on {label} failed: {exc}") from exc
+    return int(attributes.st_size or 0)
+
+
+def upload_bytes(
+    connection: fabric.Connection, data: bytes, remote_path: str, *, where: str | None = None
+) -> None:
+    """Write ``data`` to ``remote_path`` over SFTP (creating or truncating it)."""
+    label = _label(connection, where)
+    sftp = _sftp(connection, label)
+    try:
+        with sftp.open(remote_path, "wb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise _file_error(exc, "writing", remote_path, label) from exc
+    except (EOFError, paramiko.SSHException) as exc:
+        raise ConnectError(f"writing {remote_path} on {label} failed: {exc}") from exc
+
+
+def read_bytes(
+    connection: fabric.Connection, remote_path: str, *, where: str | None = None
+) -> bytes | None:
+    """The content of ``remote_path`` over SFTP, or ``None`` when it does not exist."""
+    label = _label(connection, where)
+    sftp = _sftp(connection, label)
+    try:
+        with sftp.open(remote_path, "rb") as handle:
+            handle.prefetch()
+            return bytes(handle.read())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _file_error(exc, "reading", remote_path, label) from exc
+    except (EOFError, paramiko.SSHException) as exc:
+        raise ConnectError(f"reading {remote_path} on {label} failed: {exc}") from exc
 
 
 def _tail(text: str, lines: int = 10) -> str:

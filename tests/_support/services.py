@@ -7,6 +7,7 @@ import socket
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+import pymysql
 import pytest
 
 MYSQL_ADMIN_URL = os.environ.get("AUTOOPS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -34,3 +35,15 @@ def require_program(path: str, package: str) -> None:
     """Fail under CI, skip elsewhere, when a program the test needs is not installed."""
     if not os.path.exists(path):
         _unavailable(f"{path} is missing; install the Debian package {package}")
+
+
+def admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+    """A raw pymysql connection with admin rights on the test server (autocommit)."""
+    parts = urlsplit(MYSQL_ADMIN_URL)
+    return pymysql.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        autocommit=True,
+    )
