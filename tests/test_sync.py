@@ -92,6 +92,17 @@ def test_full_pass_on_sqlite_and_memory_cache_uses_the_codec(
     assert not report.server_side
 
 
+def test_mysql_into_the_memory_cache_writes_the_same_values(users_db: autoops.DbClient) -> None:
+    cache = autoops.MemoryCache(namespace="app")
+    sync = make_sync(users_db, cache, deleted_column="deleted")
+    users_db.execute("UPDATE users SET deleted = 1 WHERE id = 3")
+
+    sync.run_once()
+
+    assert sync.plan().server_side
+    assert cached_rows(cache) == expected_cache(users_db, deleted_column="deleted")
+
+
 def test_python_encoding_writes_the_same_values_as_server_encoding(
     users_db: autoops.DbClient, redis_url: str, redis_namespace: str
 ) -> None:
