@@ -26,7 +26,7 @@ from ..cache import CacheClient, JsonCodec, RedisCache
 from ..cache._client import TTL
 from ..cache._resp import pack_arguments
 from ..db import DbClient
-from ._census import KeyCensus
+from ._census import KeyCensus, SeenKeys, all_within
 from ._lock import SyncLock
 from ._plan import KeyTemplate, TablePlan, shift_back
 from ._report import SyncReport, SyncStatus, meta_key, read_sync_status, utc_now
@@ -37,104 +37,6 @@ log = logging.getLogger("autoops.sync")
 
 _RECONCILE_CHUNK: Final = 1000
 _QUEUE_DEPTH: Final = 2
-_SEEN_MAX_BITS: Final = 1 << 28  # 32 MiB: past that, reconciliation asks the database instead
-
-
-class _SeenKeys:
-    """The integer primary keys a full pass copied, as a bitmap over the range it read, so its
-    reconciliation need not ask the database about each cached key (a million keys cost a
-    thousand IN queries otherwise). Keys outside the range read are still checked in SQL."""
-
-    def __init__(self, after: Any) -> None:
-        self.after = after
-        self.upto: Any = None
-        self.base: int | None = None
-        self.bits = bytearray()
-        self.usable = True
-        # While every page read was dense and followed the previous one, the keys copied are
-        # exactly this interval, and a batch of cached keys can be checked in a few C calls.
-        self.interval: tuple[int, int] | None = None
-        self._contiguous = True
-
-    def _room(self, pk: int) -> int | None:
-        if self.base is None:
-            self.base = pk
-        offset = pk - self.base
-        if offset >= _SEEN_MAX_BITS or offset < 0:
-            self.usable = False
-            self.bits = bytearray()
-            return None
-        if offset >= len(self.bits) * 8:
-            grow = max(len(self.bits), (offset >> 3) + 1 - len(self.bits), 4096)
-            self.bits.extend(bytes(grow))
-        return offset
-
-    def add(self, pks: list[Any], last_pk: Any) -> None:
-        """Mark ``pks`` (ascending) as copied, and everything up to ``last_pk`` as read."""
-        self._contiguous = False
-        self.interval = None
-        if self.usable and pks and None not in (self._room(pks[0]), self._room(pks[-1])):
-            bits = self.bits
-            base = self.base or 0
-            for pk in pks:
-                offset = pk - base
-                if offset < 0:
-                    self.usable = False
-                    return
-                bits[offset >> 3] |= 1 << (offset & 7)
-        self.upto = last_pk
-
-    def add_range(self, first: int, last: int) -> None:
-        """Mark every key from ``first`` to ``last`` as copied (a dense page)."""
-        if self._contiguous and self.interval is None:
-            self.interval = (first, last)
-        elif self.interval is not None and first == self.interval[1] + 1:
-            self.interval = (self.interval[0], last)
-        else:
-            self._contiguous = False
-            self.interval = None
-        if not self.usable or self._room(first) is None or self._room(last) is None:
-            return
-        base = self.base or 0
-        low, high = first - base, last - base
-        while low <= high and low & 7:
-            self.bits[low >> 3] |= 1 << (low & 7)
-            low += 1
-        while low <= high and (high + 1) & 7:
-            self.bits[high >> 3] |= 1 << (high & 7)
-            high -= 1
-        if low <= high:
-            self.bits[low >> 3 : (high >> 3) + 1] = b"\xff" * ((high >> 3) - (low >> 3) + 1)
-        self.upto = last
-
-    def covers(self, pk: int) -> bool:
-        """True when this pass read the range ``pk`` is in, so membership is known."""
-        return (
-            self.usable
-            and self.upto is not None
-            and pk <= self.upto
-            and (self.after is None or pk > self.after)
-        )
-
-    def __contains__(self, pk: int) -> bool:
-        if self.base is None or pk < self.base:
-            return False
-        offset = pk - self.base
-        return offset < len(self.bits) * 8 and bool(self.bits[offset >> 3] & (1 << (offset & 7)))
-
-
-def _all_within(keys: list[bytes], prefix: bytes, interval: tuple[int, int]) -> bool:
-    """True when every key is ``prefix`` + a canonical integer inside ``interval``: checked
-    with a few C-level passes over the joined batch instead of Python code per key (a full
-    pass reconciles a million keys)."""
-    joined = b"\n".join(keys)
-    if joined.count(prefix) != len(keys):
-        return False
-    body = joined.replace(prefix, b"")
-    if not body.replace(b"\n", b"").isdigit() or b"\n0" in b"\n" + body:
-        return False
-    values = list(map(int, body.split(b"\n")))
-    return interval[0] <= min(values) and max(values) <= interval[1]
 
 
 @dataclass(slots=True)
@@ -420,7 +322,7 @@ class CacheSync:
             }
         started = dt.datetime.fromisoformat(marker["started_at"])
         counts = _Counts()
-        seen = _SeenKeys(marker["cursor"]) if plan.primary_key.integer else None
+        seen = SeenKeys(marker["cursor"]) if plan.primary_key.integer else None
         census = None
         if marker["phase"] == "copy" and self._packed_copy(plan) and not self.template.suffix:
             census = KeyCensus(self.cache, self.cache.key(self.template.prefix).encode())
@@ -438,7 +340,7 @@ class CacheSync:
         plan: TablePlan,
         lock: SyncLock,
         marker: dict[str, Any],
-        seen: _SeenKeys | None,
+        seen: SeenKeys | None,
         census: KeyCensus | None,
         counts: _Counts,
         clock: float,
@@ -844,7 +746,7 @@ class CacheSync:
 
     # reconciliation -------------------------------------------------------------------------
 
-    def _reconcile(self, plan: TablePlan, lock: SyncLock, seen: _SeenKeys | None) -> int:
+    def _reconcile(self, plan: TablePlan, lock: SyncLock, seen: SeenKeys | None) -> int:
         """Delete the keys under the sync's prefix whose rows are gone. Keys whose primary key
         lies in the range this full pass read are checked against ``seen``; the others in SQL,
         a chunk at a time. Keys that do not parse as one of this sync's keys are left alone."""
@@ -854,13 +756,13 @@ class CacheSync:
         deleted = 0
         for keys in self.cache._scan_prefix(prefix.decode(), 10_000):
             fast = interval is not None and not self.template.suffix
-            if fast and interval is not None and _all_within(keys, prefix, interval):
+            if fast and interval is not None and all_within(keys, prefix, interval):
                 continue
             deleted += self._reconcile_keys(plan, lock, seen, keys)
         return deleted
 
     def _reconcile_keys(
-        self, plan: TablePlan, lock: SyncLock, seen: _SeenKeys | None, keys: list[bytes]
+        self, plan: TablePlan, lock: SyncLock, seen: SeenKeys | None, keys: list[bytes]
     ) -> int:
         """Reconcile one batch of full keys (bytes), parsing each."""
         prefix = self.cache.key(self.template.prefix).encode()
@@ -888,7 +790,7 @@ class CacheSync:
         return self._delete_keys(lock, gone) + self._delete_missing(plan, lock, unknown)
 
     def _reconcile_numbers(
-        self, plan: TablePlan, lock: SyncLock, seen: _SeenKeys | None, numbers: array[int]
+        self, plan: TablePlan, lock: SyncLock, seen: SeenKeys | None, numbers: array[int]
     ) -> int:
         """Reconcile the integer keys a census gathered (the key is the prefix + the number)."""
         prefix = self.cache.key(self.template.prefix).encode()
