@@ -426,6 +426,24 @@ def test_a_runner_that_lost_its_lock_writes_nothing(
     assert len(cached_rows(cache)) == 100
 
 
+def test_the_lock_is_renewed_through_a_pass_longer_than_its_ttl(
+    users_db: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    sync = make_sync(users_db, cache, lock_ttl=1)
+    original = sync._write_page
+
+    def slow_write(*args: Any) -> None:
+        original(*args)
+        time.sleep(0.15)
+
+    sync._write_page = slow_write  # type: ignore[method-assign,assignment]
+
+    report = sync.run_once()
+
+    assert report.completed
+    assert cached_rows(cache) == expected_cache(users_db)
+
+
 def test_the_lock_is_released_after_a_pass(
     users_db: autoops.DbClient, cache: autoops.CacheClient
 ) -> None:
