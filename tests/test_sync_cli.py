@@ -65,6 +65,18 @@ def test_settings_come_from_the_sync_table_of_the_config_file(
     assert cached_rows(cache) == expected_cache(users_db)
 
 
+def test_reconcile_only_deletes_keys_of_deleted_rows(
+    users_db: autoops.DbClient, cache: autoops.CacheClient, mysql_url: str
+) -> None:
+    run_sync(mysql_url, cache, *ARGS, "--updated-column", "updated_at")
+    users_db.execute("DELETE FROM users WHERE id IN (10, 20)")
+
+    result = run_sync(mysql_url, cache, *ARGS, "--reconcile")
+
+    assert result.returncode == 0, result.stderr
+    assert cached_rows(cache) == expected_cache(users_db)
+
+
 def test_metrics_file_holds_last_success_rows_duration_and_lag(
     users_db: autoops.DbClient, cache: autoops.CacheClient, mysql_url: str, tmp_path: Path
 ) -> None:
