@@ -1,0 +1,65 @@
+"""Monitor: health checks for MySQL, Redis, hosts, HTTP, backups and syncs, speaking Nagios and
+Prometheus. See docs/monitor.md."""
+
+from ._check import Check
+from ._freshness import (
+    BackupCatalogue,
+    BackupFreshnessCheck,
+    BackupRecord,
+    SyncLagCheck,
+    SyncProgress,
+)
+from ._host import HostCheck
+from ._http import HttpCheck, TcpCheck
+from ._monitor import Monitor, Remediation
+from ._mysql import MySQLCheck
+from ._notify import (
+    AlertPolicy,
+    EmailNotifier,
+    NotificationError,
+    Notifier,
+    StatusChange,
+    WebhookNotifier,
+)
+from ._output import CheckCollector, json_text, nagios_text, prometheus_registry, write_prometheus
+from ._range import ThresholdRange, Thresholds
+from ._redis import RedisCheck
+from ._result import CheckMetric, CheckResult, CheckStatus
+from ._runner import run_checks
+from ._settings import monitor_from_settings
+from ._state import StateFile
+
+__all__ = [
+    "AlertPolicy",
+    "BackupCatalogue",
+    "BackupFreshnessCheck",
+    "BackupRecord",
+    "Check",
+    "CheckCollector",
+    "CheckMetric",
+    "CheckResult",
+    "CheckStatus",
+    "EmailNotifier",
+    "HostCheck",
+    "HttpCheck",
+    "Monitor",
+    "MySQLCheck",
+    "NotificationError",
+    "Notifier",
+    "RedisCheck",
+    "Remediation",
+    "StateFile",
+    "StatusChange",
+    "SyncLagCheck",
+    "SyncProgress",
+    "TcpCheck",
+    "ThresholdRange",
+    "Thresholds",
+    "WebhookNotifier",
+    "json_text",
+    "monitor_from_settings",
+    "nagios_text",
+    "prometheus_registry",
+    "run_checks",
+    "write_prometheus",
+]
