@@ -51,6 +51,7 @@ class Findings:
         maximum: float | None = None,
         series: str = "",
         labels: Mapping[str, str] | None = None,
+        scale: float = 1.0,
     ) -> CheckMetric:
         """Record a metric judged by the thresholds named ``threshold`` (default: ``label``);
         ``text`` is how the summary describes it (None: only mentioned when it breaches)."""
@@ -65,6 +66,7 @@ class Findings:
             maximum=maximum,
             series=series,
             labels=dict(labels or {}),
+            scale=scale,
         )
         self.metrics.append(metric)
         status = metric.status

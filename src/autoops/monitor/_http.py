@@ -123,6 +123,8 @@ class HttpCheck(Check):
                 "certificate_days",
                 days,
                 text=f"certificate expires in {days:.0f} days ({expires:%Y-%m-%d})",
+                series="certificate_expiry_seconds",
+                scale=86400,
             )
 
 

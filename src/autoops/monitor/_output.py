@@ -110,7 +110,7 @@ def _families(results: Iterable[CheckResult]) -> Iterator[Metric]:
                 continue  # a clashing label set would make the exposition invalid
             _, factor = _BASE_UNITS[metric.unit]
             values = [result.name, *(metric.labels[key] for key in names[1:])]
-            family.add_metric(values, metric.value * factor)
+            family.add_metric(values, metric.value * factor * metric.scale)
     yield status
     yield duration
     yield ran_at

@@ -37,8 +37,10 @@ class ThresholdRange:
     inside: bool = False
 
     def __post_init__(self) -> None:
-        if math.isnan(self.start) or math.isnan(self.end):
-            raise ConfigError("a threshold range cannot have NaN ends")
+        if math.isnan(self.start) or math.isnan(self.end) or self.start == math.inf or (
+            self.end == -math.inf
+        ):
+            raise ConfigError("a threshold range's start must be below +inf and its end above -inf")
         if self.start > self.end:
             raise ConfigError(f"threshold range {self} has its start above its end; {_GRAMMAR}")
 
@@ -49,12 +51,7 @@ class ThresholdRange:
             raise ConfigError(f"a threshold must be text such as '80' or '10:20', got {text!r}")
         raw = str(text).strip()
         match = _RANGE_RE.match(raw)
-        if (
-            match is None
-            or not raw
-            or raw == "@"
-            or (match.group("colon") is None and match.group("end") is None)
-        ):
+        if match is None or (match.group("start") is None and match.group("end") is None):
             raise ConfigError(f"malformed threshold {str(text)!r}; {_GRAMMAR}")
         start_text = match.group("start")
         end_text = match.group("end")

@@ -58,7 +58,8 @@ class CheckMetric:
     none), its warning/critical ranges, and optional ``minimum``/``maximum``.
 
     ``series`` and ``labels`` name it for Prometheus (``series`` defaults to ``label``), for
-    example label ``"disk /var"`` is series ``"disk_used"`` with ``{"mount": "/var"}``.
+    example label ``"disk /var"`` is series ``"disk_used"`` with ``{"mount": "/var"}``;
+    ``scale`` converts a unitless value to the base unit its series names (days to seconds).
     """
 
     label: str
@@ -70,6 +71,7 @@ class CheckMetric:
     maximum: float | None = None
     series: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
