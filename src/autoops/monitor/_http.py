@@ -86,14 +86,16 @@ class HttpCheck(Check):
             connection = http.client.HTTPConnection(host, parts.port, timeout=self.timeout)
         started = time.perf_counter()
         try:
+            connection.connect()
+            # Read now: http.client drops the socket once a closing response has been read.
+            sock = connection.sock
+            certificate = (
+                sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+            )
             connection.request("GET", path, headers={"User-Agent": "autoops-check"})
             response = connection.getresponse()
             body = response.read(_BODY_LIMIT)
             latency = time.perf_counter() - started
-            certificate = None
-            sock = connection.sock
-            if isinstance(sock, ssl.SSLSocket):
-                certificate = sock.getpeercert(binary_form=True)
         finally:
             connection.close()
         status = response.status
