@@ -49,13 +49,14 @@ class BackupCatalogue(Protocol):
 
 
 class SyncProgress(Protocol):
-    """What the sync check reads: when the last successful pass ended, and the commit time of
-    the newest change it carried (None when never)."""
+    """What the sync check reads (``autoops.SyncStatus`` has these): when the last successful
+    pass finished, and the time as of which the cache holds every change (the start of that
+    pass's read); None when no pass has succeeded."""
 
     @property
     def last_success_at(self) -> datetime | None: ...
     @property
-    def checkpoint_at(self) -> datetime | None: ...
+    def synced_as_of(self) -> datetime | None: ...
 
 
 def _age(moment: datetime, now: datetime) -> float:
@@ -157,17 +158,15 @@ class BackupFreshnessCheck(Check):
 
 
 class SyncLagCheck(Check):
-    """The time since a cache sync last finished a pass successfully (``lag`` thresholds in
-    seconds; default warning over 5 min, critical over 15 min). The age of its checkpoint (the
-    commit time of the newest change carried) is reported too, unjudged by default, since a quiet
-    table legitimately has an old checkpoint.
+    """How far a cache sync is behind its table: ``lag`` is the time since the moment the cache
+    is known to hold every change (``synced_as_of``; default warning over 5 min, critical over
+    15 min). The time since the last successful pass is reported too (``since_success``,
+    unjudged by default). ``read_status`` returns the sync's status, for example
+    ``lambda: autoops.read_sync_status(cache, "users")``.
     """
 
     kind = "sync"
-    THRESHOLDS: ClassVar[DefaultThresholds] = {
-        "lag": ("300", "900"),
-        "checkpoint_age": (None, None),
-    }
+    THRESHOLDS: ClassVar[DefaultThresholds] = {"lag": ("300", "900"), "since_success": (None, None)}
 
     def __init__(
         self,
@@ -185,19 +184,21 @@ class SyncLagCheck(Check):
     def _measure(self, findings: Findings) -> None:
         now = self._clock()
         progress = self.read_status()
-        if progress is None or progress.last_success_at is None:
+        as_of = progress.synced_as_of if progress is not None else None
+        if progress is None or as_of is None:
             findings.problem(CheckStatus.CRITICAL, "the sync has never completed a pass")
             return
-        lag = _age(progress.last_success_at, now)
+        lag = _age(as_of, now)
         findings.metric(
-            "lag", lag, "s", text=f"last successful pass {_duration(lag)} ago", minimum=0
+            "lag", lag, "s", text=f"cache holds changes up to {_duration(lag)} ago", minimum=0
         )
-        if progress.checkpoint_at is not None:
-            checkpoint_age = _age(progress.checkpoint_at, now)
+        if progress.last_success_at is not None:
+            since = _age(progress.last_success_at, now)
             findings.metric(
-                "checkpoint_age",
-                checkpoint_age,
+                "since_success",
+                since,
                 "s",
-                text=f"checkpoint {_duration(checkpoint_age)} old",
+                text=f"last successful pass {_duration(since)} ago",
                 minimum=0,
+                series="since_last_success",
             )

@@ -37,8 +37,11 @@ class ThresholdRange:
     inside: bool = False
 
     def __post_init__(self) -> None:
-        if math.isnan(self.start) or math.isnan(self.end) or self.start == math.inf or (
-            self.end == -math.inf
+        if (
+            math.isnan(self.start)
+            or math.isnan(self.end)
+            or self.start == math.inf
+            or (self.end == -math.inf)
         ):
             raise ConfigError("a threshold range's start must be below +inf and its end above -inf")
         if self.start > self.end:
