@@ -168,8 +168,8 @@ class EmailNotifier:
 class AlertPolicy:
     """When to notify: on a change from the last status notified, except while flapping.
 
-    Flapping follows Nagios: over the last ``window`` statuses, the share of runs that changed
-    state; at or above ``flap_start`` the check is flapping (one ``flapping_started`` is sent and
+    Flapping follows Nagios: the state changes among the last ``window`` statuses, as a share of
+    the ``window - 1`` possible; at or above ``flap_start`` the check is flapping (one ``flapping_started`` is sent and
     then nothing), and it stops once the share falls to ``flap_stop`` or below (one
     ``flapping_stopped`` with the status then).
     """
@@ -197,8 +197,9 @@ class AlertPolicy:
         notified = CheckStatus[state.get("notified", "OK")]
         flapping = bool(state.get("flapping", False))
         changes = sum(1 for before, after in itertools.pairwise(history) if before != after)
-        share = changes / (len(history) - 1) if len(history) > 1 else 0.0
-        if not flapping and len(history) >= self.window // 2 and share >= self.flap_start:
+        # The share is of the whole window, so a young history cannot look like flapping.
+        share = changes / (self.window - 1)
+        if not flapping and share >= self.flap_start:
             state["flapping"] = True
             return StatusChange(
                 result.name, "flapping_started", notified, result.status, result, moment
