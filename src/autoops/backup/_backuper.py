@@ -1,0 +1,325 @@
+"""Backuper: take, list, verify, restore and prune backups in one storage."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from .._display import format_bytes, format_seconds
+from .._errors import ConfigError
+from .._progress import Progress
+from ..db import MySQLClient
+from ._compress import Compressor, suffix_for
+from ._errors import BackupError, BackupVerifyError
+from ._model import MANIFEST_SUFFIX, Backup, utc_now
+from ._storage import Storage
+
+__all__ = ["Backuper"]
+
+log: Final = logging.getLogger("autoops.backup")
+
+
+def _mysql_client(db: MySQLClient | str) -> MySQLClient:
+    from ..db import DbClient
+
+    client = DbClient.from_url(db) if isinstance(db, str) else db
+    if not isinstance(client, MySQLClient):
+        raise ConfigError(f"expected a MySQL client or mysql:// URL, got {client!r}")
+    return client
+
+
+def _expect_kind(backup: Backup, kind: str) -> None:
+    if backup.kind != kind:
+        raise ConfigError(f"backup {backup.id} is a {backup.kind} backup, not {kind}")
+
+
+def _slug(source: str) -> str:
+    without_scheme = source.split("://", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9]+", "-", without_scheme).strip("-")[:60] or "source"
+
+
+def new_backup_id(kind: str, source: str, started_at: datetime) -> str:
+    """``<kind>-<source slug>-<UTC time>-<random>``: sortable by time, unique, file-name safe."""
+    stamp = started_at.strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{kind}-{_slug(source)}-{stamp}-{secrets.token_hex(2)}"
+
+
+class Backuper:
+    """Backups of MySQL/MariaDB, Redis and SQLite kept in one :class:`Storage`.
+
+    ``compression`` is ``"zstd"`` (default) or ``"gzip"``; ``progress`` shows bytes and rate on a
+    terminal (None: only when stderr is a terminal). A backup exists only once its manifest is
+    written, after its data is stored and read back with a matching SHA-256.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        compression: str = "zstd",
+        compression_level: int | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        Compressor(compression, compression_level)  # validates the choice early
+        self.storage = storage
+        self.compression = compression
+        self.compression_level = compression_level
+        self.progress = progress
+
+    # catalogue ------------------------------------------------------------------------------
+
+    def list(self, source: str | None = None) -> list[Backup]:
+        """Every backup in the storage (oldest first), or those of one ``source``. Reads only
+        manifests; an unreadable manifest is logged and skipped."""
+        backups = []
+        for name in self.storage.names():
+            if not name.endswith(MANIFEST_SUFFIX):
+                continue
+            try:
+                backup = Backup.from_json(self.storage.read_bytes(name), name)
+            except BackupError as exc:
+                log.warning("skipping %s in %s: %s", name, self.storage.location, exc)
+                continue
+            if source is None or backup.source == source:
+                backups.append(backup)
+        backups.sort(key=lambda backup: (backup.started_at, backup.id))
+        return backups
+
+    def get(self, backup_id: str) -> Backup:
+        """The backup with this id (or a unique id prefix)."""
+        name = backup_id + MANIFEST_SUFFIX
+        names = self.storage.names()
+        if name not in names:
+            matches = [n for n in names if n.startswith(backup_id) and n.endswith(MANIFEST_SUFFIX)]
+            if len(matches) != 1:
+                what = "matches several backups" if matches else "is not"
+                raise BackupError(
+                    f"backup {backup_id!r} {what} in {self.storage.location}; "
+                    "see autoops-backups list"
+                )
+            name = matches[0]
+        return Backup.from_json(self.storage.read_bytes(name), name)
+
+    # storing --------------------------------------------------------------------------------
+
+    def _progress(self, label: str) -> Progress:
+        return Progress(label, unit="bytes", enabled=self.progress)
+
+    def _store(
+        self,
+        *,
+        kind: str,
+        source: str,
+        data_format: str,
+        chunks: Callable[[], Iterator[bytes]],
+        describe: Callable[[], dict[str, Any]],
+        label: str,
+    ) -> Backup:
+        """Stream ``chunks()`` through the compressor into the storage, check it back, then write
+        the manifest built from ``describe()`` (called after the data is complete)."""
+        self.storage.clean_partials()
+        started = utc_now()
+        backup_id = new_backup_id(kind, source, started)
+        data_file = f"{backup_id}.{data_format}{suffix_for(self.compression)}"
+        compressor = Compressor(self.compression, self.compression_level)
+        raw_size = 0
+        upload = self.storage.create(data_file)
+        try:
+            with self._progress(label) as progress:
+                for chunk in chunks():
+                    raw_size += len(chunk)
+                    upload.write(compressor.feed(chunk))
+                    progress.advance(len(chunk))
+                upload.write(compressor.finish())
+            upload.commit()
+        except BaseException:
+            upload.abort()
+            raise
+        try:
+            stored = self.storage.checksum(data_file)
+            if stored != upload.sha256:
+                raise BackupVerifyError(
+                    f"{data_file} in {self.storage.location} reads back with SHA-256 {stored}, "
+                    f"but {upload.sha256} was written; the storage is corrupting data"
+                )
+            finished = utc_now()
+            details = describe()
+            backup = Backup(
+                id=backup_id,
+                kind=kind,
+                source=source,
+                started_at=started,
+                finished_at=finished,
+                status="ok",
+                size=upload.size,
+                sha256=upload.sha256,
+                data_file=data_file,
+                format=data_format,
+                compression=self.compression,
+                raw_size=raw_size,
+                verified_at=finished,
+                options={"compression_level": compressor.level, **details.pop("options", {})},
+                **details,
+            )
+            self.storage.write_bytes(backup.manifest_file, backup.to_json())
+        except BaseException:
+            self.storage.delete(data_file)
+            raise
+        log.info(
+            "backup %s of %s stored in %s: %s (%s raw) in %s",
+            backup.id,
+            source,
+            self.storage.location,
+            format_bytes(backup.size),
+            format_bytes(raw_size),
+            format_seconds(backup.duration),
+        )
+        for warning in backup.warnings:
+            log.warning("backup %s: %s", backup.id, warning)
+        return backup
+
+    # MySQL ----------------------------------------------------------------------------------
+
+    def backup_mysql(
+        self, db: MySQLClient | str, *, checksums: bool = True, tables: Sequence[str] = ()
+    ) -> Backup:
+        """Dump the client's database with ``mariadb-dump``/``mysqldump`` (consistent for InnoDB,
+        with routines, events, triggers, binary-safe, utf8mb4) and store it. ``checksums`` records
+        ``CHECKSUM TABLE`` of each table (read in a snapshot opened beside the dump's) for verify
+        to compare against; ``tables`` limits the dump to those tables."""
+        from ._mysql import DUMP_OPTIONS, DumpRun, dump_source
+
+        client = _mysql_client(db)
+        run = DumpRun.prepare(client, checksums=checksums, tables=tables)
+
+        def describe() -> dict[str, Any]:
+            return {
+                "tool": run.tools.version,
+                "server_version": run.server_version,
+                "options": {"dump_options": list(DUMP_OPTIONS), "tables": list(tables)},
+                "tables": run.tables,
+                "position": run.position,
+                "warnings": tuple(run.warnings),
+            }
+
+        source = dump_source(client, tables)
+        return self._store(
+            kind="mysql",
+            source=source,
+            data_format="sql",
+            chunks=run.chunks,
+            describe=describe,
+            label=f"backup {source}",
+        )
+
+    def restore_mysql(
+        self, backup: Backup, db: MySQLClient | str, *, replace: bool = False
+    ) -> None:
+        """Load a MySQL backup into the client's database (which must be empty unless
+        ``replace``), streaming through the ``mariadb``/``mysql`` client."""
+        from ._mysql import restore_stream
+
+        _expect_kind(backup, "mysql")
+        client = _mysql_client(db)
+        self._check_stored(backup)
+        with self._progress(f"restore {backup.id}") as progress:
+            restore_stream(self._chunks_of(backup), client, replace=replace, progress=progress)
+
+    def _test_restore_mysql(self, backup: Backup, server: MySQLClient | str) -> None:
+        from ..db import DbClient
+        from ._mysql import compare_stats, read_table_stats
+
+        admin = _mysql_client(server)
+        scratch = f"autoops_verify_{secrets.token_hex(6)}"
+        admin.execute(f"CREATE DATABASE `{scratch}` CHARACTER SET utf8mb4")
+        try:
+            target = DbClient.from_url(dataclasses.replace(admin.url, database=scratch))
+            assert isinstance(target, MySQLClient)
+            try:
+                self.restore_mysql(backup, target)
+                compare_stats(backup.tables, read_table_stats(target), backup.id)
+            finally:
+                target.close()
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS `{scratch}`")
+
+    # verify -----------------------------------------------------------------------------------
+
+    def _check_stored(self, backup: Backup) -> None:
+        """The data file is there with the manifest's size and SHA-256."""
+        where = f"{backup.data_file} in {self.storage.location}"
+        if backup.data_file not in self.storage.names():
+            raise BackupVerifyError(f"{where} is missing")
+        size = self.storage.size(backup.data_file)
+        if size != backup.size:
+            raise BackupVerifyError(f"{where} is {size} bytes; the manifest says {backup.size}")
+        digest = self.storage.checksum(backup.data_file)
+        if digest != backup.sha256:
+            raise BackupVerifyError(
+                f"{where} has SHA-256 {digest}; the manifest says {backup.sha256}"
+            )
+
+    def verify(self, backup: Backup, *, restore_test: Any = False) -> Backup:
+        """Check a backup's size and SHA-256 and that it decompresses whole; with
+        ``restore_test`` also restore it into scratch space and compare with the manifest:
+        a MySQL client or URL (a scratch ``autoops_verify_*`` database is made and dropped), a
+        Redis cache for a logical dump (restored keys are removed after), or True for an RDB
+        snapshot (a private redis-server loads it) or an SQLite backup.
+
+        Success records ``verified_at`` and returns the updated backup; a mismatch marks the
+        backup ``corrupt`` and raises :class:`BackupVerifyError`."""
+        try:
+            self._check_stored(backup)
+            self._check_content(backup)
+            if restore_test is not False and restore_test is not None:
+                self._restore_test(backup, restore_test)
+        except BackupVerifyError:
+            self._update(backup.with_status("corrupt", backup.verified_at))
+            raise
+        verified = backup.with_status("ok", utc_now())
+        self._update(verified)
+        return verified
+
+    def _check_content(self, backup: Backup) -> None:
+        tail = b""
+        for chunk in self._chunks_of(backup):
+            tail = (tail + chunk)[-512:]
+        if backup.format == "sql" and b"-- Dump completed" not in tail:
+            raise BackupVerifyError(
+                f"{backup.data_file}: the dump does not end with its completion line"
+            )
+
+    def _restore_test(self, backup: Backup, target: Any) -> None:
+        if backup.kind == "mysql":
+            if target is True:
+                raise BackupVerifyError(
+                    "a MySQL test restore needs a server: pass restore_test=<MySQL client or URL>"
+                )
+            self._test_restore_mysql(backup, target)
+        else:
+            raise BackupVerifyError(f"no test restore for a {backup.kind} backup")
+
+    def _update(self, backup: Backup) -> None:
+        self.storage.write_bytes(backup.manifest_file, backup.to_json())
+
+    def delete(self, backup: Backup) -> None:
+        """Remove a backup: its manifest first (so it stops existing), then its data."""
+        self.storage.delete(backup.manifest_file)
+        self.storage.delete(backup.data_file)
+
+    def _chunks_of(self, backup: Backup) -> Iterable[bytes]:
+        from ._compress import decompressed_chunks
+
+        handle = self.storage.open(backup.data_file)
+        try:
+            yield from decompressed_chunks(handle, backup.compression, backup.data_file)
+        finally:
+            handle.close()
+
+    def __repr__(self) -> str:
+        return f"Backuper({self.storage!r}, compression={self.compression!r})"

@@ -1,0 +1,427 @@
+"""MySQL/MariaDB backups through the server's own dump tool, restores through its client.
+
+Credentials reach the tools only through a 0600 option file in a private temporary directory
+(``--defaults-extra-file``, which must be the first argument), never argv or the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final
+
+from ..db import MySQLClient, quote_identifier
+from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
+from ._model import TableStats
+
+__all__ = [
+    "DUMP_OPTIONS",
+    "DumpRun",
+    "MySQLTools",
+    "dump_source",
+    "find_tools",
+    "read_table_stats",
+    "restore_stream",
+]
+
+log: Final = logging.getLogger("autoops.backup")
+
+DUMP_OPTIONS: Final = (
+    "--single-transaction",
+    "--quick",
+    "--routines",
+    "--events",
+    "--triggers",
+    "--hex-blob",
+    "--default-character-set=utf8mb4",
+    "--skip-lock-tables",
+)
+_DUMP_COMPLETED: Final = b"-- Dump completed"
+_READ_SIZE: Final = 1 << 20
+_TAIL: Final = 512
+_HEAD: Final = 64 * 1024
+_PACKAGES: Final = "mariadb-client (for MariaDB) or default-mysql-client (for MySQL)"
+
+
+@dataclass(frozen=True, slots=True)
+class MySQLTools:
+    """The dump and client programs chosen for a server, with the dump tool's version line."""
+
+    dump: str
+    client: str
+    version: str
+
+
+def _which(*names: str) -> str | None:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def find_tools(server_version: str) -> MySQLTools:
+    """``mariadb-dump``/``mariadb`` for a MariaDB server, ``mysqldump``/``mysql`` for MySQL, falling
+    back to the other family's tools when only those are installed."""
+    mariadb = "mariadb" in server_version.lower()
+    dump_names = ("mariadb-dump", "mysqldump") if mariadb else ("mysqldump", "mariadb-dump")
+    client_names = ("mariadb", "mysql") if mariadb else ("mysql", "mariadb")
+    dump = _which(*dump_names)
+    client = _which(*client_names)
+    if dump is None or client is None:
+        missing = dump_names[0] if dump is None else client_names[0]
+        raise BackupError(
+            f"{missing} is not installed (needed to back up or restore a "
+            f"{'MariaDB' if mariadb else 'MySQL'} server); install the Debian package {_PACKAGES}"
+        )
+    if Path(dump).name != dump_names[0]:
+        log.warning(
+            "%s is not installed; using %s for a %s server", dump_names[0], dump, server_version
+        )
+    completed = subprocess.run([dump, "--version"], capture_output=True, text=True, check=False)
+    return MySQLTools(dump=dump, client=client, version=completed.stdout.strip())
+
+
+def _option_value(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+@contextlib.contextmanager
+def option_file(db: MySQLClient) -> Iterator[str]:
+    """A ``[client]`` option file with the connection's credentials, 0600 in a 0700 temporary
+    directory, removed afterwards."""
+    url = db.url
+    lines = ["[client]", f"user={_option_value(url.user)}"]
+    if url.password is not None:
+        lines.append(f"password={_option_value(url.password.reveal())}")
+    socket_path = url.options.get("unix_socket")
+    if socket_path:
+        lines.append(f"socket={_option_value(str(socket_path))}")
+    else:
+        lines += [f"host={_option_value(url.host)}", f"port={url.port}", "protocol=TCP"]
+    directory = tempfile.mkdtemp(prefix="autoops-mysql-")
+    path = os.path.join(directory, "client.cnf")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def dump_source(db: MySQLClient, tables: Sequence[str] = ()) -> str:
+    """The secret-free source label of a MySQL database (and of the tables, when only some)."""
+    url = db.url
+    socket_path = url.options.get("unix_socket")
+    where = f"localhost{socket_path}" if socket_path else f"{url.host}:{url.port}"
+    label = f"mysql://{where}/{url.database}"
+    return f"{label}?tables={','.join(tables)}" if tables else label
+
+
+def _tool_message(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-10:])
+
+
+def _server_facts(db: MySQLClient) -> dict[str, Any]:
+    row = db.query_one(
+        "SELECT VERSION() AS version, @@log_bin AS log_bin, @@GLOBAL.gtid_binlog_pos AS gtid"
+        if _is_mariadb(db)
+        else "SELECT VERSION() AS version, @@log_bin AS log_bin, @@GLOBAL.gtid_executed AS gtid"
+    )
+    assert row is not None
+    return row
+
+
+def _is_mariadb(db: MySQLClient) -> bool:
+    row = db.query_one("SELECT VERSION() AS version")
+    return row is not None and "mariadb" in str(row["version"]).lower()
+
+
+def _non_transactional_tables(db: MySQLClient) -> list[str]:
+    rows = db.query(
+        "SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES "
+        "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE' "
+        "AND ENGINE NOT IN ('InnoDB', 'SEQUENCE') ORDER BY TABLE_NAME",
+        (db.url.database,),
+    )
+    return [f"{row['name']} ({row['engine']})" for row in rows]
+
+
+def read_table_stats(
+    db: MySQLClient, *, checksums: bool = True, only: Sequence[str] = ()
+) -> dict[str, TableStats]:
+    """Row counts (and ``CHECKSUM TABLE``) of every base table (or of ``only`` those), read in
+    one snapshot."""
+    stats: dict[str, TableStats] = {}
+    with db.transaction() as tx:
+        tables = [
+            str(row["name"])
+            for row in tx.query(
+                "SELECT TABLE_NAME AS name FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME"
+            )
+        ]
+        for table in tables:
+            if only and table not in only:
+                continue
+            quoted = quote_identifier(table)
+            count_row = tx.query_one(f"SELECT COUNT(*) AS n FROM {quoted}")  # noqa: S608
+            checksum = None
+            if checksums:
+                checksum_row = tx.query_one(f"CHECKSUM TABLE {quoted}")
+                value = checksum_row["Checksum"] if checksum_row else None
+                checksum = int(value) if value is not None else None
+            stats[table] = TableStats(
+                rows=int(count_row["n"]) if count_row else 0, checksum=checksum
+            )
+    return stats
+
+
+_POSITION_RE: Final = re.compile(
+    rb"CHANGE MASTER TO MASTER_LOG_FILE='(?P<file>[^']+)', MASTER_LOG_POS=(?P<pos>\d+)"
+)
+_GTID_RE: Final = re.compile(rb"gtid_slave_pos='(?P<gtid>[^']*)'")
+
+
+@dataclass
+class DumpRun:
+    """One run of the dump tool: what it was given and what it reported, filled as it streams."""
+
+    db: MySQLClient
+    tools: MySQLTools
+    server_version: str
+    binlog: bool
+    warnings: list[str] = field(default_factory=list)
+    position: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, TableStats] = field(default_factory=dict)
+    checksums: bool = True
+    only_tables: tuple[str, ...] = ()
+
+    @classmethod
+    def prepare(
+        cls, db: MySQLClient, *, checksums: bool = True, tables: Sequence[str] = ()
+    ) -> DumpRun:
+        """Look at the server: its version, binary log, tools and non-InnoDB tables."""
+        if not db.url.database:
+            raise BackupError(
+                f"the MySQL URL {db.url.redacted()} names no database; add /<database> to back "
+                "one up"
+            )
+        facts = _server_facts(db)
+        version = str(facts["version"])
+        run = cls(
+            db=db,
+            tools=find_tools(version),
+            server_version=version,
+            binlog=bool(int(facts["log_bin"] or 0)),
+            checksums=checksums,
+            only_tables=tuple(tables),
+        )
+        if tables:
+            existing = {
+                str(row["name"])
+                for row in db.query(
+                    "SELECT TABLE_NAME AS name FROM information_schema.TABLES "
+                    "WHERE TABLE_SCHEMA = DATABASE()"
+                )
+            }
+            missing = sorted(set(tables) - existing)
+            if missing:
+                raise BackupError(
+                    f"no table {', '.join(missing)} in {db.url.database} on {dump_source(db)}"
+                )
+        skipped = [
+            text
+            for text in _non_transactional_tables(db)
+            if not tables or text.split(" (", 1)[0] in tables
+        ]
+        if skipped:
+            run.warnings.append(
+                "tables not on a transactional engine are not dumped consistently with the rest: "
+                + ", ".join(skipped)
+            )
+        return run
+
+    @property
+    def argv(self) -> list[str]:
+        """The dump tool's arguments after ``--defaults-extra-file`` (no secrets)."""
+        args = list(DUMP_OPTIONS)
+        if self.binlog:
+            # The binlog file and position (and GTID on MariaDB), as comments in the dump head.
+            args.append("--master-data=2")
+            if "mariadb" in self.server_version.lower():
+                args.append("--gtid")
+        return [*args, "--", self.db.url.database, *self.only_tables]
+
+    def chunks(self) -> Iterator[bytes]:
+        """The dump's bytes; raises :class:`BackupError` if the tool fails, prints errors, or the
+        dump is empty or does not end with its completion line."""
+        stats_thread: threading.Thread | None = None
+        stats_error: list[BaseException] = []
+
+        def take_stats() -> None:
+            try:
+                self.tables = read_table_stats(
+                    self.db, checksums=self.checksums, only=self.only_tables
+                )
+            except BaseException as exc:
+                stats_error.append(exc)
+
+        with option_file(self.db) as config, tempfile.TemporaryFile() as stderr:
+            argv = [self.tools.dump, f"--defaults-extra-file={config}", *self.argv]
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)
+            # The table stats are read in a snapshot opened beside the dump's own.
+            stats_thread = threading.Thread(target=take_stats, name="autoops-backup-stats")
+            stats_thread.start()
+            assert process.stdout is not None
+            head = b""
+            tail = b""
+            total = 0
+            try:
+                fd = process.stdout.fileno()
+                while chunk := os.read(fd, _READ_SIZE):
+                    total += len(chunk)
+                    if len(head) < _HEAD:
+                        head += chunk[: _HEAD - len(head)]
+                    tail = (tail + chunk)[-_TAIL:]
+                    yield chunk
+                code = process.wait()
+            except BaseException:
+                process.kill()
+                process.wait()
+                raise
+            finally:
+                process.stdout.close()
+                stats_thread.join()
+            stderr.seek(0)
+            message = _tool_message(stderr.read().decode("utf-8", "replace"))
+        where = f"{self.db.url.database} on {dump_source(self.db)}"
+        if code != 0:
+            raise BackupError(
+                f"{Path(self.tools.dump).name} failed (exit {code}) dumping {where}: {message}",
+                tool_message=message,
+            )
+        if message:
+            self.warnings.append(f"{Path(self.tools.dump).name} said: {message}")
+        if total == 0 or _DUMP_COMPLETED not in tail:
+            raise BackupError(
+                f"the dump of {where} is empty or truncated (no '-- Dump completed' line at its "
+                "end); nothing was stored"
+            )
+        if stats_error:
+            raise BackupError(
+                f"reading row counts of {where} failed: {stats_error[0]}"
+            ) from stats_error[0]
+        self._read_position(head)
+
+    def _read_position(self, head: bytes) -> None:
+        match = _POSITION_RE.search(head)
+        if match:
+            self.position["binlog_file"] = match.group("file").decode()
+            self.position["binlog_position"] = match.group("pos").decode()
+        gtid = _GTID_RE.search(head)
+        if gtid:
+            self.position["gtid"] = gtid.group("gtid").decode()
+
+
+def database_is_empty(db: MySQLClient) -> bool:
+    """No tables, views, routines or events in the client's database."""
+    row = db.query_one(
+        "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE())"
+        " + (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE())"
+        " + (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE())"
+        " AS n"
+    )
+    return row is not None and int(row["n"]) == 0
+
+
+def restore_stream(
+    chunks: Iterable[bytes],
+    db: MySQLClient,
+    *,
+    replace: bool = False,
+    progress: Any = None,
+) -> None:
+    """Feed an SQL dump to the ``mariadb``/``mysql`` client for the client's database."""
+    if not db.url.database:
+        raise BackupError(f"the restore target {db.url.redacted()} names no database")
+    if not replace and not database_is_empty(db):
+        raise RestoreRefusedError(
+            f"database {db.url.database} on {dump_source(db)} is not empty; restore into an empty "
+            "database or pass replace=True (--replace) to overwrite what the dump contains"
+        )
+    version = str(_server_facts(db)["version"])
+    tools = find_tools(version)
+    with option_file(db) as config, tempfile.TemporaryFile() as stderr:
+        argv = [
+            tools.client,
+            f"--defaults-extra-file={config}",
+            "--default-character-set=utf8mb4",
+            "--binary-mode",
+            "--batch",
+            "--",
+            db.url.database,
+        ]
+        process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        stdin: IO[bytes] | None = process.stdin
+        assert stdin is not None
+        broken = False
+        try:
+            for chunk in chunks:
+                try:
+                    stdin.write(chunk)
+                except BrokenPipeError:
+                    broken = True
+                    break
+                if progress is not None:
+                    progress.advance(len(chunk))
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+            code = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        stderr.seek(0)
+        message = _tool_message(stderr.read().decode("utf-8", "replace"))
+    if message and code == 0 and not broken:
+        log.warning("%s said while restoring: %s", Path(tools.client).name, message)
+    elif code != 0 or broken:
+        raise BackupError(
+            f"{Path(tools.client).name} failed (exit {code}) restoring into "
+            f"{db.url.database} on {dump_source(db)}: {message or 'it stopped reading its input'}",
+            tool_message=message,
+        )
+
+
+def compare_stats(
+    expected: dict[str, TableStats] | Any, actual: dict[str, TableStats], where: str
+) -> None:
+    """Raise :class:`BackupVerifyError` listing each table whose rows or checksum differ."""
+    problems = []
+    for table, stats in expected.items():
+        got = actual.get(table)
+        if got is None:
+            problems.append(f"{table}: missing after restore")
+        elif got.rows != stats.rows:
+            problems.append(f"{table}: {got.rows} rows, expected {stats.rows}")
+        elif stats.checksum is not None and got.checksum != stats.checksum:
+            problems.append(f"{table}: CHECKSUM TABLE {got.checksum}, expected {stats.checksum}")
+    extra = sorted(set(actual) - set(expected))
+    problems += [f"{table}: not in the manifest" for table in extra]
+    if problems:
+        raise BackupVerifyError(f"the test restore of {where} differs: " + "; ".join(problems))
