@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -13,7 +13,7 @@ import redis
 
 from _support.monitor_servers import SilentServer, WebServer, make_certificate, redis_server
 from _support.proxy import TcpProxy
-from _support.sshd import SshServer
+from _support.sshd import SshServer, free_port
 from autoops import (
     CheckStatus,
     ConfigError,
@@ -68,8 +68,13 @@ def test_mysql_aborted_connects_count_failed_logins(mysql_url: str) -> None:
     check.run(state)
     parts = urlsplit(mysql_url)
     with pytest.raises(pymysql.err.OperationalError):
-        pymysql.connect(host=parts.hostname, port=parts.port or 3306, user="autoops_nobody",
-                        password="wrong", connect_timeout=5)
+        pymysql.connect(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user="autoops_nobody",
+            password="wrong",
+            connect_timeout=5,
+        )
     second = check.run(state)
     rate = next(metric for metric in second.metrics if metric.label == "aborted_connects_rate")
     assert rate.value > 0
@@ -111,7 +116,7 @@ def test_a_replica_whose_threads_stopped_is_critical_with_the_error() -> None:
     from autoops.monitor._mysql import evaluate_replica
 
     # No replica runs here, so this is fed a row shaped as SHOW SLAVE STATUS returns it.
-    findings = Findings(MySQLCheck.THRESHOLDS and {}, {})
+    findings = Findings({}, {})
     row = {"Last_IO_Error": "error connecting to master", "Last_SQL_Error": ""}
     evaluate_replica(findings, "Connecting", "Yes", None, row)
     assert findings.status is CheckStatus.CRITICAL
@@ -148,8 +153,9 @@ def test_redis_memory_near_maxmemory_is_critical(tmp_path: Path) -> None:
 def test_redis_hit_ratio_is_measured_since_the_previous_run(tmp_path: Path) -> None:
     with redis_server(tmp_path) as port:
         client = redis.Redis(port=port)
-        check = RedisCheck("cache", f"redis://127.0.0.1:{port}/0",
-                           thresholds={"hit_ratio": ("90:", "50:")})
+        check = RedisCheck(
+            "cache", f"redis://127.0.0.1:{port}/0", thresholds={"hit_ratio": ("90:", "50:")}
+        )
         state: dict[str, object] = {}
         client.set("present", 1)
         for _ in range(9):
@@ -167,24 +173,26 @@ def test_redis_hit_ratio_is_measured_since_the_previous_run(tmp_path: Path) -> N
 
 
 def test_a_replica_with_its_link_up_is_ok(tmp_path: Path) -> None:
-    with redis_server(tmp_path / "p" if (tmp_path / "p").mkdir() is None else tmp_path) as primary:
-        (tmp_path / "r").mkdir()
-        with redis_server(tmp_path / "r", "--replicaof", "127.0.0.1", str(primary)) as replica:
-            client = redis.Redis(port=replica)
-            deadline = time.monotonic() + 10
-            while client.info("replication").get("master_link_status") != "up":
-                assert time.monotonic() < deadline, "the replica never linked"
-                time.sleep(0.05)
-            client.close()
-            result = RedisCheck("replica", f"redis://127.0.0.1:{replica}/0").run()
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    with (
+        redis_server(tmp_path / "p") as primary,
+        redis_server(tmp_path / "r", "--replicaof", "127.0.0.1", str(primary)) as replica,
+    ):
+        client = redis.Redis(port=replica)
+        deadline = time.monotonic() + 10
+        while client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica never linked"
+            time.sleep(0.05)
+        client.close()
+        result = RedisCheck("replica", f"redis://127.0.0.1:{replica}/0").run()
     assert result.status is CheckStatus.OK, result.summary
     assert f"replica of 127.0.0.1:{primary}, link up" in result.summary
 
 
 def test_a_replica_whose_source_is_gone_is_critical(tmp_path: Path) -> None:
-    silent = SilentServer()
-    silent.close()
-    with redis_server(tmp_path, "--replicaof", "127.0.0.1", str(silent.port)) as replica:
+    nobody = free_port()
+    with redis_server(tmp_path, "--replicaof", "127.0.0.1", str(nobody)) as replica:
         result = RedisCheck("replica", f"redis://127.0.0.1:{replica}/0").run()
     assert result.status is CheckStatus.CRITICAL
     assert "replica link to" in result.summary
@@ -211,9 +219,7 @@ def test_a_failed_background_save_is_critical(tmp_path: Path) -> None:
 
 
 def test_redis_down_is_critical() -> None:
-    silent = SilentServer()
-    silent.close()
-    result = RedisCheck("cache", f"redis://127.0.0.1:{silent.port}/0", timeout=2).run()
+    result = RedisCheck("cache", f"redis://127.0.0.1:{free_port()}/0", timeout=2).run()
     assert result.status is CheckStatus.CRITICAL
     assert "cannot reach Redis" in result.summary
 
@@ -235,7 +241,11 @@ def fake_systemctl(directory: Path) -> Path:
 def host_check(sshd: SshServer, tmp_path: Path, **options: object) -> HostCheck:
     ssh = SshOptions(key_filename=str(sshd.client_key), known_hosts=str(sshd.known_hosts))
     return HostCheck(
-        "host", sshd.address, ssh=ssh, systemctl=str(fake_systemctl(tmp_path)), timeout=10,
+        "host",
+        sshd.address,
+        ssh=ssh,
+        systemctl=str(fake_systemctl(tmp_path)),
+        timeout=10,
         **options,  # type: ignore[arg-type]
     )
 
@@ -243,8 +253,16 @@ def host_check(sshd: SshServer, tmp_path: Path, **options: object) -> HostCheck:
 def test_host_ok_reports_disks_load_memory_and_active_services(
     sshd: SshServer, tmp_path: Path
 ) -> None:
-    check = host_check(sshd, tmp_path, services=["nginx"], thresholds={"disk": ("100", None),
-                       "inodes": ("100", None), "load_per_core": ("1000", None)})
+    check = host_check(
+        sshd,
+        tmp_path,
+        services=["nginx"],
+        thresholds={
+            "disk": ("100", None),
+            "inodes": ("100", None),
+            "load_per_core": ("1000", None),
+        },
+    )
     result = check.run()
     assert result.status is CheckStatus.OK, result.summary
     labels = {metric.label for metric in result.metrics}
@@ -283,12 +301,12 @@ def test_an_unreachable_host_is_critical(sshd: SshServer, tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def https_server(tmp_path: Path) -> tuple[WebServer, Path]:
+def https_server(tmp_path: Path) -> Iterator[tuple[WebServer, Path]]:
     cert, key = make_certificate(tmp_path, days=90)
     server = WebServer((cert, key))
     server.routes["/health"] = (200, b"status: healthy")
     server.routes["/broken"] = (500, b"oops")
-    yield server, cert  # type: ignore[misc]
+    yield server, cert
     server.close()
 
 

@@ -22,11 +22,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "autoops-check"
 
 
-def run_check(config: Path, *arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_check(
+    config: Path, *arguments: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "AUTOOPS_CONFIG": str(config), "AUTOOPS_PROGRESS": "0"}
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, env=env,
-        timeout=timeout, check=False,
+        [sys.executable, str(SCRIPT), *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -44,7 +50,7 @@ def config(tmp_path: Path, mysql_url: str, redis_url: str, web: WebServer) -> Pa
     path.write_text(f"""
 [monitor]
 deadline = 20
-state_file = "{tmp_path / 'state.json'}"
+state_file = "{tmp_path / "state.json"}"
 
 [monitor.checks.db]
 type = "mysql"
@@ -56,12 +62,12 @@ url = "{redis_url}"
 
 [monitor.checks.web]
 type = "http"
-url = "{web.url('/')}"
+url = "{web.url("/")}"
 contains = "hello"
 
 [monitor.checks.web-latency]
 type = "http"
-url = "{web.url('/')}"
+url = "{web.url("/")}"
 warning = {{ latency = "0" }}
 """)
     return path
@@ -94,8 +100,12 @@ def test_json_output(config: Path) -> None:
 def test_the_textfile_for_node_exporter_passes_promtool(config: Path, tmp_path: Path) -> None:
     textfile = tmp_path / "autoops.prom"
     run_check(config, "--textfile", str(textfile))
-    checked = subprocess.run(["promtool", "check", "metrics"], input=textfile.read_bytes(),
-                             capture_output=True, check=False)
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=textfile.read_bytes(),
+        capture_output=True,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stderr
     assert b'autoops_check_status{check="web-latency",kind="http"} 1.0' in textfile.read_bytes()
 
@@ -133,8 +143,9 @@ def test_an_unknown_check_name_is_unknown_with_the_known_names(config: Path) -> 
 
 def test_a_bad_threshold_in_the_config_is_unknown_and_names_it(tmp_path: Path) -> None:
     path = tmp_path / "autoops.toml"
-    path.write_text('[monitor.checks.web]\ntype = "tcp"\nhost = "x"\nport = 1\n'
-                    'critical = { latency = "5:1" }\n')
+    path.write_text(
+        '[monitor.checks.web]\ntype = "tcp"\nhost = "x"\nport = 1\ncritical = { latency = "5:1" }\n'
+    )
     done = run_check(path)
     assert done.returncode == 3
     assert "web" in done.stdout
@@ -150,7 +161,9 @@ def test_the_metrics_endpoint_runs_the_checks_at_each_scrape(config: Path) -> No
     env = {**os.environ, "AUTOOPS_CONFIG": str(config)}
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--serve", f"127.0.0.1:{port}", "web", "cache"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 15

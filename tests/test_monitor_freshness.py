@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import autoops
 from autoops import BackupFreshnessCheck, CheckStatus, SyncLagCheck
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -31,7 +33,9 @@ class ListCatalogue:
         return [backup for backup in self.backups if source in (None, backup.source)]
 
 
-def backup(source: str, hours_ago: float, *, status: str = "ok", verified: bool = True) -> StubBackup:
+def backup(
+    source: str, hours_ago: float, *, status: str = "ok", verified: bool = True
+) -> StubBackup:
     finished = NOW - timedelta(hours=hours_ago)
     return StubBackup(
         id=f"{source}-{hours_ago}",
@@ -45,15 +49,21 @@ def backup(source: str, hours_ago: float, *, status: str = "ok", verified: bool 
 
 def check(backups: list[StubBackup], **options: object) -> BackupFreshnessCheck:
     return BackupFreshnessCheck(
-        "backups", ListCatalogue(backups), clock=lambda: NOW, **options  # type: ignore[arg-type]
+        "backups",
+        ListCatalogue(backups),
+        clock=lambda: NOW,
+        **options,  # type: ignore[arg-type]
     )
 
 
 def test_a_fresh_verified_backup_of_every_source_is_ok() -> None:
     result = check([backup("mysql://db/app", 3), backup("redis://cache:6379", 5)]).run()
     assert result.status is CheckStatus.OK, result.summary
-    ages = {metric.labels["source"]: metric.value for metric in result.metrics
-            if metric.label.startswith("age ")}
+    ages = {
+        metric.labels["source"]: metric.value
+        for metric in result.metrics
+        if metric.label.startswith("age ")
+    }
     assert ages == {"mysql://db/app": 3 * 3600, "redis://cache:6379": 5 * 3600}
 
 
@@ -77,13 +87,17 @@ def test_an_unverified_backup_does_not_count_by_default() -> None:
 
 
 def test_a_corrupt_latest_backup_warns_even_when_an_older_one_is_fresh() -> None:
-    result = check([backup("mysql://db/app", 2), backup("mysql://db/app", 1, status="corrupt")]).run()
+    result = check(
+        [backup("mysql://db/app", 2), backup("mysql://db/app", 1, status="corrupt")]
+    ).run()
     assert result.status is CheckStatus.WARNING
     assert "is corrupt" in result.summary
 
 
 def test_a_source_with_no_backup_is_critical() -> None:
-    result = check([backup("mysql://db/app", 1)], sources=["mysql://db/app", "mysql://db/crm"]).run()
+    result = check(
+        [backup("mysql://db/app", 1)], sources=["mysql://db/app", "mysql://db/crm"]
+    ).run()
     assert result.status is CheckStatus.CRITICAL
     assert "mysql://db/crm: no verified successful backup" in result.summary
 
@@ -123,7 +137,21 @@ def test_a_sync_that_never_ran_is_critical() -> None:
 
 
 def test_a_naive_timestamp_makes_the_check_unknown() -> None:
-    naive = StubSyncStatus(None, datetime(2026, 11, 27, 11, 0))  # noqa: DTZ001 - the bad input
+    naive = StubSyncStatus(None, datetime(2026, 11, 27, 11, 0))
     result = sync_check(naive).run()
     assert result.status is CheckStatus.UNKNOWN
     assert "no time zone" in result.summary
+
+
+def test_a_real_backup_catalogue_is_checked(mysql_db: autoops.DbClient, tmp_path: Path) -> None:
+    mysql_db.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    mysql_db.execute("INSERT INTO t VALUES (1), (2)")
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "backups"), progress=False)
+    taken = backuper.backup_mysql(mysql_db)  # type: ignore[arg-type]
+    fresh = BackupFreshnessCheck("backups", backuper, sources=[taken.source]).run()
+    assert fresh.status is CheckStatus.OK, fresh.summary
+    assert taken.id in fresh.summary
+    three_days_on = datetime.now(UTC) + timedelta(days=3)
+    stale = BackupFreshnessCheck("backups", backuper, clock=lambda: three_days_on).run()
+    assert stale.status is CheckStatus.CRITICAL
+    assert "3.0 days old" in stale.summary

@@ -126,7 +126,7 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(envelope.content)
         return "250 OK"
 
@@ -143,10 +143,9 @@ def smtp_server() -> Iterator[tuple[int, Inbox]]:
 
 def test_email_is_sent_through_a_real_smtp_server(smtp_server: tuple[int, Inbox]) -> None:
     port, inbox = smtp_server
-    EmailNotifier("127.0.0.1", port=port, sender="monitor@example.org",
-                  recipients=["ops@example.org"]).notify(
-        StatusChange("db", "change", OK, CRIT, result(CRIT), datetime.now(UTC))
-    )
+    EmailNotifier(
+        "127.0.0.1", port=port, sender="monitor@example.org", recipients=["ops@example.org"]
+    ).notify(StatusChange("db", "change", OK, CRIT, result(CRIT), datetime.now(UTC)))
     [message] = inbox.messages
     assert b"Subject: [autoops] db OK -> CRITICAL" in message
     assert b"db CRITICAL: CRITICAL" in message
@@ -154,10 +153,9 @@ def test_email_is_sent_through_a_real_smtp_server(smtp_server: tuple[int, Inbox]
 
 def test_an_unreachable_smtp_server_is_a_notification_error() -> None:
     with pytest.raises(NotificationError, match="cannot send mail"):
-        EmailNotifier("127.0.0.1", port=free_port(), sender="a@b", recipients=["c@d"],
-                      timeout=2).notify(
-            StatusChange("db", "change", OK, CRIT, result(CRIT), datetime.now(UTC))
-        )
+        EmailNotifier(
+            "127.0.0.1", port=free_port(), sender="a@b", recipients=["c@d"], timeout=2
+        ).notify(StatusChange("db", "change", OK, CRIT, result(CRIT), datetime.now(UTC)))
 
 
 def test_state_between_runs_means_one_notice_per_change(tmp_path: Path) -> None:
@@ -165,11 +163,15 @@ def test_state_between_runs_means_one_notice_per_change(tmp_path: Path) -> None:
     statuses = [OK, CRIT, CRIT, CRIT, OK]
     for _ in range(len(statuses)):
         # Every run is a new Monitor, as every cron run is a new process.
-        monitor = Monitor([ScriptedCheck("db", statuses)], state_file=str(tmp_path / "s.json"),
-                          notifiers=[recorder])
+        monitor = Monitor(
+            [ScriptedCheck("db", statuses)],
+            state_file=str(tmp_path / "s.json"),
+            notifiers=[recorder],
+        )
         monitor.run()
     assert [change.subject() for change in recorder.changes] == [
-        "db OK -> CRITICAL", "db CRITICAL -> OK"
+        "db OK -> CRITICAL",
+        "db CRITICAL -> OK",
     ]
 
 
@@ -179,17 +181,23 @@ def test_a_failed_delivery_is_retried_on_the_next_run(tmp_path: Path) -> None:
     state = str(tmp_path / "s.json")
     statuses = [CRIT, CRIT]
     try:
-        Monitor([ScriptedCheck("db", statuses)], state_file=state,
-                notifiers=[WebhookNotifier(server.url("/"))]).run()
+        Monitor(
+            [ScriptedCheck("db", statuses)],
+            state_file=state,
+            notifiers=[WebhookNotifier(server.url("/"))],
+        ).run()
         server.post_status = 200
-        Monitor([ScriptedCheck("db", statuses)], state_file=state,
-                notifiers=[WebhookNotifier(server.url("/"))]).run()
+        Monitor(
+            [ScriptedCheck("db", statuses)],
+            state_file=state,
+            notifiers=[WebhookNotifier(server.url("/"))],
+        ).run()
     finally:
         server.close()
     assert [item["json"]["subject"] for item in server.received] == ["db OK -> CRITICAL"] * 2
 
 
-def test_a_corrupt_state_file_is_set_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_corrupt_state_file_is_set_aside(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text("{not json")
     assert StateFile(path).load() == {}
@@ -210,13 +218,16 @@ def test_remediation_runs_over_ssh_when_a_check_turns_critical_and_is_rate_limit
     statuses = [CRIT, OK, CRIT]
     notes = []
     for _ in range(len(statuses)):
-        monitor = Monitor([ScriptedCheck("web", statuses)], state_file=state,
-                          remediations={"web": remediation})
+        monitor = Monitor(
+            [ScriptedCheck("web", statuses)], state_file=state, remediations={"web": remediation}
+        )
         notes.append(monitor.run()[0].remediation)
     assert marker.read_text() == "restart\n"
-    assert notes[0] is not None and notes[0].startswith("ran ")
+    assert notes[0] is not None
+    assert notes[0].startswith("ran ")
     assert "exit 0" in notes[0]
     assert notes[1] is None
-    assert notes[2] is not None and notes[2].startswith("skipped")
+    assert notes[2] is not None
+    assert notes[2].startswith("skipped")
     saved = json.loads(Path(state).read_text())
     assert saved["checks"]["web"]["remediated_at"] <= time.time()

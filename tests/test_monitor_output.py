@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
 from autoops import CheckMetric, CheckResult, CheckStatus, ConfigError, RedisCheck, ThresholdRange
 from autoops.monitor import json_text, nagios_text, prometheus_registry, write_prometheus
-from prometheus_client import generate_latest
 
 # The Monitoring Plugins perfdata grammar: 'label'=value[UOM];[warn];[crit];[min];[max]
 _NUMBER = r"-?\d+(?:\.\d+)?"
@@ -23,8 +23,10 @@ _PERFDATA = re.compile(
     rf"(?:;(?P<warn>{_RANGE})(?:;(?P<crit>{_RANGE})(?:;(?P<min>{_NUMBER})?"
     rf"(?:;(?P<max>{_NUMBER})?)?)?)?)?(?=\s|$)"
 )
-_LINE = re.compile(r"^(?P<name>\S+) (?P<status>OK|WARNING|CRITICAL|UNKNOWN): (?P<text>[^|]*?)"
-                   r"(?: \| (?P<perfdata>.*))?$")
+_LINE = re.compile(
+    r"^(?P<name>\S+) (?P<status>OK|WARNING|CRITICAL|UNKNOWN): (?P<text>[^|]*?)"
+    r"(?: \| (?P<perfdata>.*))?$"
+)
 
 
 def parse_plugin_line(line: str) -> dict[str, object]:
@@ -41,8 +43,12 @@ def parse_plugin_line(line: str) -> dict[str, object]:
         position = item.end()
         while position < len(rest) and rest[position] == " ":
             position += 1
-    return {"name": match.group("name"), "status": match.group("status"),
-            "text": match.group("text"), "metrics": metrics}
+    return {
+        "name": match.group("name"),
+        "status": match.group("status"),
+        "text": match.group("text"),
+        "metrics": metrics,
+    }
 
 
 def sample_result() -> CheckResult:
@@ -54,15 +60,25 @@ def sample_result() -> CheckResult:
         metrics=(
             CheckMetric("latency", 0.00123, "s", minimum=0),
             CheckMetric(
-                "connections", 80.0, "%", warning=ThresholdRange.parse("75"),
-                critical=ThresholdRange.parse("@90:100"), minimum=0, maximum=100,
+                "connections",
+                80.0,
+                "%",
+                warning=ThresholdRange.parse("75"),
+                critical=ThresholdRange.parse("@90:100"),
+                minimum=0,
+                maximum=100,
                 series="connections_used",
             ),
             CheckMetric("slow_queries", 42, "c"),
             CheckMetric("disk it's /var", 91.5, "%", labels={"mount": "/var"}, series="disk_used"),
-            CheckMetric("days", 12.5, warning=ThresholdRange.parse("30:"),
-                        critical=ThresholdRange.parse("~:-1"), series="expiry_seconds",
-                        scale=86400),
+            CheckMetric(
+                "days",
+                12.5,
+                warning=ThresholdRange.parse("30:"),
+                critical=ThresholdRange.parse("~:-1"),
+                series="expiry_seconds",
+                scale=86400,
+            ),
         ),
         duration=0.25,
     )
@@ -121,7 +137,9 @@ def test_promtool_accepts_the_textfile(tmp_path: Path, redis_url: str) -> None:
     path = tmp_path / "autoops.prom"
     write_prometheus(path, [sample_result(), RedisCheck("cache", redis_url).run()])
     checked = subprocess.run(
-        ["promtool", "check", "metrics"], input=path.read_bytes(), capture_output=True,
+        ["promtool", "check", "metrics"],
+        input=path.read_bytes(),
+        capture_output=True,
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -12,7 +12,7 @@ from autoops import CheckStatus, ConfigError, ThresholdRange, Thresholds
 
 # Numbers as people write them in thresholds: integers and short decimals.
 numbers = st.one_of(
-    st.integers(min_value=-10**6, max_value=10**6).map(float),
+    st.integers(min_value=-(10**6), max_value=10**6).map(float),
     st.decimals(min_value=-1000, max_value=1000, places=3, allow_nan=False).map(float),
 )
 values = st.floats(min_value=-1e7, max_value=1e7, allow_nan=False)

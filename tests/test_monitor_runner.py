@@ -65,7 +65,9 @@ def test_the_overall_deadline_bounds_the_run() -> None:
         check.release.set()
     assert elapsed < 2.0
     assert [result.status for result in results] == [
-        CheckStatus.CRITICAL, CheckStatus.CRITICAL, CheckStatus.UNKNOWN
+        CheckStatus.CRITICAL,
+        CheckStatus.CRITICAL,
+        CheckStatus.UNKNOWN,
     ]
     assert "not run: the overall deadline" in results[2].summary
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.server
+import ipaddress
 import json
 import socket
 import ssl
@@ -39,7 +40,10 @@ def make_certificate(directory: Path, *, days: int) -> tuple[Path, Path]:
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )
@@ -80,7 +84,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -118,21 +122,33 @@ class SilentServer:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._held: list[socket.socket] = []
+        self._lock = threading.Lock()
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
 
     def _accept(self) -> None:
-        while not self._closed:
+        while True:
             try:
                 connection, _ = self._listener.accept()
             except OSError:
                 return
-            self._held.append(connection)
+            with self._lock:
+                if self._closed:
+                    connection.close()
+                    return
+                self._held.append(connection)
 
     def close(self) -> None:
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            held, self._held = self._held, []
+        # shutdown() wakes the thread blocked in accept(); close() alone would not.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
-        for connection in self._held:
+        self._thread.join(timeout=5)
+        for connection in held:
             with contextlib.suppress(OSError):
                 connection.close()
 
@@ -142,8 +158,20 @@ def redis_server(directory: Path, *arguments: str) -> Iterator[int]:
     """A private redis-server on a free port (no persistence unless asked); yields the port."""
     port = free_port()
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(directory), *arguments],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            *arguments,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -168,10 +168,10 @@ class EmailNotifier:
 class AlertPolicy:
     """When to notify: on a change from the last status notified, except while flapping.
 
-    Flapping follows Nagios: the state changes among the last ``window`` statuses, as a share of
-    the ``window - 1`` possible; at or above ``flap_start`` the check is flapping (one ``flapping_started`` is sent and
-    then nothing), and it stops once the share falls to ``flap_stop`` or below (one
-    ``flapping_stopped`` with the status then).
+    Flapping follows Nagios: the state changes among the last ``window`` statuses, as a share
+    of the ``window - 1`` possible; at or above ``flap_start`` the check is flapping (one
+    ``flapping_started`` is sent and then nothing), and it stops once the share falls to
+    ``flap_stop`` or below (one ``flapping_stopped`` with the status then).
     """
 
     window: int = 10

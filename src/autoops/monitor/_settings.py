@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -125,22 +124,14 @@ def _required(table: Mapping[str, Any], key: str, where: str) -> Any:
     return table[key]
 
 
-def _optional_module(name: str, kind: str, where: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise ConfigError(f"{where}: {kind} checks need {name}, which is not installed") from None
-
-
 def _backup_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -> Check:
+    from ..backup import Backuper, LocalStorage
     from ._freshness import BackupFreshnessCheck
 
     where = f"[monitor.checks.{name}]"
-    backup = _optional_module("autoops.backup", "backup", where)
-    catalogue = backup.Backuper(_required(table, "storage", where))
     return BackupFreshnessCheck(
         name,
-        catalogue,
+        Backuper(LocalStorage(_required(table, "storage", where))),
         sources=table.get("sources", ()),
         require_verified=table.get("require_verified", True),
         **common,
