@@ -24,10 +24,11 @@ from ._notify import (
 from ._output import CheckCollector, json_text, nagios_text, prometheus_registry, write_prometheus
 from ._range import ThresholdRange, Thresholds
 from ._redis import RedisCheck
-from ._result import CheckMetric, CheckResult, CheckStatus
+from ._result import CheckMetric, CheckResult
 from ._runner import run_checks
 from ._settings import monitor_from_settings
 from ._state import StateFile
+from ._status import CheckStatus
 
 __all__ = [
     "AlertPolicy",

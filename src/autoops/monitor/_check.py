@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Final
 
 from .._errors import AutoOpsError, ConfigError
 from ._range import ThresholdRange, Thresholds
-from ._result import CheckMetric, CheckResult, CheckStatus
+from ._result import CheckMetric, CheckResult
+from ._status import CheckStatus
 
 __all__ = ["Check", "DefaultThresholds", "Findings", "ThresholdSpec"]
 
@@ -22,7 +23,7 @@ _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 #: Thresholds as written in code or config: a metric name to a (warning, critical) pair of range
 #: texts, or ready-made :class:`Thresholds`.
-ThresholdSpec = Mapping[str, "Thresholds | tuple[str | float | None, str | float | None]"]
+ThresholdSpec = Mapping[str, Thresholds | tuple[str | float | None, str | float | None]]
 
 
 #: A check's threshold-able metric names with their default (warning, critical) range texts.

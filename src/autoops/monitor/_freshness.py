@@ -13,7 +13,7 @@ from typing import ClassVar, Protocol
 
 from .._errors import ConfigError
 from ._check import Check, DefaultThresholds, Findings, ThresholdSpec
-from ._result import CheckStatus
+from ._status import CheckStatus
 
 __all__ = [
     "BackupCatalogue",

@@ -11,7 +11,7 @@ from .._errors import ConfigError
 from .._retry import RetryPolicy
 from .._ssh import RemoteCommandError, SshHost, SshOptions, connect, run
 from ._check import Check, DefaultThresholds, Findings, ThresholdSpec
-from ._result import CheckStatus
+from ._status import CheckStatus
 
 __all__ = ["HostCheck"]
 

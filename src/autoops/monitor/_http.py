@@ -16,7 +16,7 @@ from cryptography import x509
 from .._config import redact_url
 from .._errors import ConfigError
 from ._check import Check, DefaultThresholds, Findings, ThresholdSpec
-from ._result import CheckStatus
+from ._status import CheckStatus
 
 __all__ = ["HttpCheck", "TcpCheck"]
 

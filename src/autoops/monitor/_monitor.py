@@ -15,9 +15,10 @@ from .._retry import RetryPolicy
 from .._ssh import SshHost, SshOptions, connect, quote_command, run
 from ._check import Check
 from ._notify import AlertPolicy, Notifier, deliver
-from ._result import CheckResult, CheckStatus
+from ._result import CheckResult
 from ._runner import run_checks
 from ._state import StateFile
+from ._status import CheckStatus
 
 __all__ = ["Monitor", "Remediation"]
 

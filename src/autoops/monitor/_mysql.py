@@ -11,7 +11,7 @@ from .._errors import ConfigError, QueryError
 from .._retry import RetryPolicy
 from ..db import DbClient, Row
 from ._check import Check, DefaultThresholds, Findings, ThresholdSpec
-from ._result import CheckStatus
+from ._status import CheckStatus
 
 __all__ = ["MySQLCheck"]
 
@@ -98,7 +98,7 @@ class MySQLCheck(Check):
                 maximum=100,
                 series="connections_used",
             )
-        first_run = False
+        rates_pending = False
         for variable, label in (
             ("Slow_queries", "slow_queries"),
             ("Aborted_connects", "aborted_connects"),
@@ -107,7 +107,7 @@ class MySQLCheck(Check):
             findings.metric(label, value, "c", text=None)
             rate = findings.counter_rate(label, value)
             if rate is None:
-                first_run = True
+                rates_pending = True
             else:
                 findings.metric(
                     f"{label}_rate",
@@ -116,7 +116,7 @@ class MySQLCheck(Check):
                     minimum=0,
                     series=f"{label}_per_second",
                 )
-        if first_run:
+        if rates_pending:
             findings.note("rates from the next run on")
 
     def _replication(self, client: DbClient, findings: Findings) -> None:

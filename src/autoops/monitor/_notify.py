@@ -18,7 +18,8 @@ from typing import Any, Final, Protocol
 
 from .._config import Secret, redact_url
 from .._errors import AutoOpsError, ConfigError
-from ._result import CheckResult, CheckStatus
+from ._result import CheckResult
+from ._status import CheckStatus
 
 __all__ = [
     "AlertPolicy",

@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from .._errors import ConfigError
 from ._result import CheckMetric, CheckResult
+from ._status import CheckStatus
 
 __all__ = ["CheckCollector", "json_text", "nagios_text", "prometheus_registry", "write_prometheus"]
 
@@ -39,7 +40,6 @@ def nagios_text(results: Sequence[CheckResult]) -> str:
 
 def json_text(results: Sequence[CheckResult]) -> str:
     """A JSON document: the worst status and every result."""
-    from ._result import CheckStatus
 
     worst = CheckStatus.worst(result.status for result in results)
     return json.dumps(

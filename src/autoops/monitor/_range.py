@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .._errors import ConfigError
-from ._result import CheckStatus
+from ._status import CheckStatus
 
 __all__ = ["ThresholdRange", "Thresholds"]
 

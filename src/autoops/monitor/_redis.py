@@ -10,7 +10,7 @@ from .._errors import ConfigError
 from .._retry import RetryPolicy
 from ..cache import RedisCache
 from ._check import Check, DefaultThresholds, Findings, ThresholdSpec
-from ._result import CheckStatus
+from ._status import CheckStatus
 
 __all__ = ["RedisCheck"]
 

@@ -2,51 +2,18 @@
 
 from __future__ import annotations
 
-import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from .._display import format_seconds, html_table
+from ._range import ThresholdRange, Thresholds
+from ._status import CheckStatus
 
-if TYPE_CHECKING:
-    from ._range import ThresholdRange
+__all__ = ["CheckMetric", "CheckResult"]
 
-__all__ = ["CheckMetric", "CheckResult", "CheckStatus"]
-
-
-class CheckStatus(enum.IntEnum):
-    """A check's verdict, valued as the Monitoring Plugins exit codes."""
-
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
-
-    @staticmethod
-    def worst(statuses: Iterable[CheckStatus]) -> CheckStatus:
-        """The most serious status: CRITICAL, then WARNING, then UNKNOWN, then OK.
-
-        UNKNOWN (3) ranks below CRITICAL (2) and WARNING (1) although its number is higher,
-        as in the Monitoring Plugins' ``max_state_alt``: a check that could not run must not hide
-        one that found a real problem. No statuses at all is OK.
-        """
-        return max(statuses, key=lambda status: status.severity, default=CheckStatus.OK)
-
-    @property
-    def severity(self) -> int:
-        """Rank for :meth:`worst`: OK 0, UNKNOWN 1, WARNING 2, CRITICAL 3."""
-        return _SEVERITY[self]
-
-
-_SEVERITY: Final = {
-    CheckStatus.OK: 0,
-    CheckStatus.UNKNOWN: 1,
-    CheckStatus.WARNING: 2,
-    CheckStatus.CRITICAL: 3,
-}
 
 #: Perfdata units of measure the Monitoring Plugins guidelines allow, and their Prometheus form.
 UNITS: Final = frozenset({"", "s", "ms", "us", "%", "B", "KB", "MB", "TB", "c"})
@@ -82,11 +49,7 @@ class CheckMetric:
     @property
     def status(self) -> CheckStatus:
         """What the thresholds say about the value."""
-        if self.critical is not None and self.critical.alerts(self.value):
-            return CheckStatus.CRITICAL
-        if self.warning is not None and self.warning.alerts(self.value):
-            return CheckStatus.WARNING
-        return CheckStatus.OK
+        return Thresholds(self.warning, self.critical).evaluate(self.value)
 
     def perfdata(self) -> str:
         """``'label'=value[UOM];[warn];[crit];[min];[max]`` with trailing empty fields dropped."""

@@ -8,12 +8,13 @@ import queue
 import threading
 import time
 from collections.abc import MutableMapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from .._errors import ConfigError
 from ._check import Check
-from ._result import CheckResult, CheckStatus
+from ._result import CheckResult
+from ._status import CheckStatus
 
 __all__ = ["run_checks"]
 
@@ -31,7 +32,7 @@ def _abandoned(
         status=status,
         summary=why,
         duration=now - started,
-        started_at=datetime.now(UTC),
+        started_at=datetime.now(UTC) - timedelta(seconds=now - started),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,7 @@ from .._errors import ConfigError
 __all__ = ["StateFile"]
 
 _VERSION: Final = 1
+log: Final = logging.getLogger("autoops.monitor")
 
 
 class StateFile:
@@ -42,9 +44,7 @@ class StateFile:
         except FileNotFoundError:
             return {}
         except (ValueError, UnicodeDecodeError):
-            import logging
-
-            logging.getLogger("autoops.monitor").warning(
+            log.warning(
                 "monitor state file %s is corrupt; starting afresh (kept as %s.corrupt)",
                 self.path,
                 self.path,
