@@ -111,18 +111,6 @@ def test_the_password_never_shows_in_a_failing_check(mysql_url: str) -> None:
     assert "Sup3rSecret" not in result.nagios_line()
 
 
-def test_a_replica_whose_threads_stopped_is_critical_with_the_error() -> None:
-    from autoops.monitor._check import Findings
-    from autoops.monitor._mysql import evaluate_replica
-
-    # No replica runs here, so this is fed a row shaped as SHOW SLAVE STATUS returns it.
-    findings = Findings({}, {})
-    row = {"Last_IO_Error": "error connecting to master", "Last_SQL_Error": ""}
-    evaluate_replica(findings, "Connecting", "Yes", None, row)
-    assert findings.status is CheckStatus.CRITICAL
-    assert "IO thread is Connecting: error connecting to master" in findings.summary()
-
-
 def test_a_url_that_is_not_mysql_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="mysql://"):
         MySQLCheck("db", "sqlite:///x.db")
