@@ -68,6 +68,7 @@ from .monitor import (
     monitor_from_settings,
     run_checks,
 )
+from .sync import CacheSync, SyncReport, SyncStatus, read_sync_status
 
 __version__ = "0.1.0"
 
@@ -84,6 +85,7 @@ __all__ = [
     "BackupVerifyError",
     "Backuper",
     "CacheClient",
+    "CacheSync",
     "CacheUrl",
     "Check",
     "CheckCollector",
@@ -129,6 +131,8 @@ __all__ = [
     "Storage",
     "SyncLagCheck",
     "SyncProgress",
+    "SyncReport",
+    "SyncStatus",
     "TcpCheck",
     "ThresholdRange",
     "Thresholds",
@@ -139,6 +143,7 @@ __all__ = [
     "load_settings",
     "monitor_from_settings",
     "quote_identifier",
+    "read_sync_status",
     "remove_retry_hook",
     "retry_totals",
     "run_checks",

@@ -90,7 +90,8 @@ class TcpProxy:
                             return
                     else:
                         client.sendall(data)
-        except OSError:
+        except (OSError, ValueError):
+            # ValueError: drop_all() closed a socket while select() was about to look at it.
             return
         finally:
             with self._lock:

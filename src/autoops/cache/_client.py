@@ -13,7 +13,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -159,10 +159,32 @@ class CacheClient(abc.ABC):
         """Delete every key starting with ``prefix`` (SCAN + UNLINK for Redis)."""
 
     @abc.abstractmethod
+    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[str]]:
+        """Yield batches of the full keys starting with ``prefix`` (SCAN for Redis, never KEYS);
+        a key may be yielded twice while keys are being written, as SCAN allows."""
+
+    @abc.abstractmethod
     def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool: ...
 
     @abc.abstractmethod
     def _delete_if_equal(self, key: str, value: bytes) -> bool: ...
+
+    @abc.abstractmethod
+    def _expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        """Reset the expiry of ``key`` only while it still holds ``value`` (lock renewal)."""
+
+    @abc.abstractmethod
+    def _write_fenced(
+        self,
+        fence: tuple[str, bytes],
+        items: list[tuple[str, bytes]],
+        ttl_ms: int | None,
+        deletes: list[str],
+        meta: list[tuple[str, bytes]],
+    ) -> bool:
+        """Atomically, and only while ``fence[0]`` holds ``fence[1]``: set ``items`` (with the
+        TTL), delete ``deletes`` and set ``meta`` (never expiring). Returns False, writing
+        nothing, when the fence no longer holds. Idempotent, so it may be retried whole."""
 
     @abc.abstractmethod
     def _ping(self) -> None: ...

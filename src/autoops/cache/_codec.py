@@ -66,7 +66,9 @@ def _default(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
             raise TypeError(f"a non-finite Decimal ({value}) has no JSON form")
-        return str(value)
+        # Positional, as the database prints it: str() would write DECIMAL 0.0000001000 as
+        # "1.000E-7", which consumers reading the cache (PHP, JS) do not expect.
+        return format(value, "f")
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dt.timedelta):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Final
 
 from .._retry import RetryPolicy
@@ -123,6 +124,17 @@ class MemoryCache(CacheClient):
                 self._store.data.pop(key, None)
         return live
 
+    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[str]]:
+        now = time.monotonic()
+        with self._store.lock:
+            keys = [
+                key
+                for key in self._store.data
+                if key.startswith(prefix) and self._store.live(key, now) is not None
+            ]
+        for start in range(0, len(keys), count):
+            yield keys[start : start + count]
+
     def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
         now = time.monotonic()
         with self._store.lock:
@@ -137,6 +149,34 @@ class MemoryCache(CacheClient):
                 del self._store.data[key]
                 return True
             return False
+
+    def _expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        now = time.monotonic()
+        with self._store.lock:
+            if self._store.live(key, now) != value:
+                return False
+            self._store.data[key] = (value, now + ttl_ms / 1000)
+            return True
+
+    def _write_fenced(
+        self,
+        fence: tuple[str, bytes],
+        items: list[tuple[str, bytes]],
+        ttl_ms: int | None,
+        deletes: list[str],
+        meta: list[tuple[str, bytes]],
+    ) -> bool:
+        now = time.monotonic()
+        with self._store.lock:
+            if self._store.live(fence[0], now) != fence[1]:
+                return False
+            for key, value in items:
+                self._store.put(key, value, ttl_ms, now)
+            for key in deletes:
+                self._store.data.pop(key, None)
+            for key, value in meta:
+                self._store.put(key, value, None, now)
+            return True
 
     def _ping(self) -> None:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 import redis
@@ -13,13 +14,42 @@ from .._errors import AuthenticationError, CodecError, ConfigError, ConnectError
 from .._retry import Failure, RetryPolicy
 from ._client import CacheClient, escape_glob
 from ._codec import Codec
-from ._resp import pack_command
+from ._resp import pack_arguments, pack_command
 
 __all__ = ["RedisCache"]
 
 # Compare-and-delete, so a caller only ever releases the lock it took.
 _DELETE_IF_EQUAL: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+# The fenced batch: rows, deletes and the caller's bookkeeping keys in one atomic step, applied
+# only while the caller still holds its lock, so a runner that lost its lock writes nothing.
+# ARGV: fence value, ttl ms (0: none), row count, delete count, meta count, then row pairs,
+# delete keys and meta pairs. unpack() runs in slices to stay under Lua's C stack limit.
+_WRITE_FENCED: Final = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+local ttl = tonumber(ARGV[2])
+local rows = tonumber(ARGV[3])
+local deletes = tonumber(ARGV[4])
+local metas = tonumber(ARGV[5])
+local first = 6
+local last = first + 2 * rows - 1
+if ttl > 0 then
+  for i = first, last, 2 do redis.call('set', ARGV[i], ARGV[i + 1], 'px', ttl) end
+else
+  for i = first, last, 1000 do redis.call('mset', unpack(ARGV, i, math.min(i + 999, last))) end
+end
+first = last + 1
+last = first + deletes - 1
+for i = first, last, 1000 do redis.call('unlink', unpack(ARGV, i, math.min(i + 999, last))) end
+first = last + 1
+last = first + 2 * metas - 1
+for i = first, last, 1000 do redis.call('mset', unpack(ARGV, i, math.min(i + 999, last))) end
+return 1
+"""
+_EXPIRE_IF_EQUAL: Final = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
 _MSET_CHUNK: Final = 1000
@@ -269,6 +299,19 @@ class RedisCache(CacheClient):
             if cursor == 0:
                 return deleted
 
+    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[str]]:
+        pattern = escape_glob(prefix) + "*"
+        cursor = 0
+        while True:
+            cursor, keys = self._call(
+                "redis SCAN",
+                lambda cursor=cursor: self._redis.scan(cursor=cursor, match=pattern, count=count),
+            )
+            if keys:
+                yield [key.decode("utf-8", "surrogateescape") for key in keys]
+            if cursor == 0:
+                return
+
     def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
         return bool(
             self._call("redis SET NX", lambda: self._redis.set(key, value, nx=True, px=ttl_ms))
@@ -278,6 +321,69 @@ class RedisCache(CacheClient):
         return bool(
             self._call("redis EVALSHA", lambda: self._delete_script(keys=[key], args=[value]))
         )
+
+    def _expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        return bool(
+            self._call(
+                "redis EVAL (renew)",
+                lambda: self._redis.eval(_EXPIRE_IF_EQUAL, 1, key, value, ttl_ms),
+            )
+        )
+
+    def _write_fenced(
+        self,
+        fence: tuple[str, bytes],
+        items: list[tuple[str, bytes]],
+        ttl_ms: int | None,
+        deletes: list[str],
+        meta: list[tuple[str, bytes]],
+    ) -> bool:
+        return self.write_fenced_packed(
+            fence,
+            pack_arguments([part for key, value in items for part in (key.encode(), value)]),
+            len(items),
+            ttl_ms,
+            pack_arguments([key.encode() for key in deletes]),
+            len(deletes),
+            meta,
+        )
+
+    def write_fenced_packed(
+        self,
+        fence: tuple[str, bytes],
+        packed_items: bytes,
+        item_count: int,
+        ttl_ms: int | None,
+        packed_deletes: bytes,
+        delete_count: int,
+        meta: list[tuple[str, bytes]],
+    ) -> bool:
+        """:meth:`CacheClient._write_fenced` with rows and deletes already packed as RESP bulk
+        strings (``pack_arguments``: key, value, key, value, ...; full keys), so a bulk writer
+        can splice bytes built elsewhere (even by the database) without touching each row."""
+        head = [
+            b"EVAL",
+            _WRITE_FENCED.encode(),
+            b"1",
+            fence[0].encode(),
+            fence[1],
+            b"%d" % (ttl_ms or 0),
+            b"%d" % item_count,
+            b"%d" % delete_count,
+            b"%d" % len(meta),
+        ]
+        count = len(head) + 2 * item_count + delete_count + 2 * len(meta)
+        command = b"".join(
+            [
+                b"*%d\r\n" % count,
+                pack_arguments(head),
+                packed_items,
+                packed_deletes,
+                pack_arguments([part for key, value in meta for part in (key.encode(), value)]),
+            ]
+        )
+        (reply,) = self.send_packed([command], operation="redis fenced batch write")
+        return bool(reply)
 
     def _ping(self) -> None:
         self._call("redis PING", self._redis.ping)

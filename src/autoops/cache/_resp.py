@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["pack_command"]
+__all__ = ["pack_arguments", "pack_command"]
 
 
 def pack_command(*args: bytes) -> bytes:
@@ -13,3 +13,9 @@ def pack_command(*args: bytes) -> bytes:
         parts.append(arg)
         parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def pack_arguments(args: list[bytes]) -> bytes:
+    """The RESP bulk strings of ``args`` without the array header, for splicing many arguments
+    into one command whose header is written separately."""
+    return b"".join([b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args])

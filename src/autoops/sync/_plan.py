@@ -1,0 +1,334 @@
+"""What a sync reads: the key template, the table's columns, and the SQL for each page.
+
+Two ways to build a row's value. The portable one reads the columns and encodes them with the
+cache's codec in Python. The fast one (MySQL/MariaDB, JSON codec, every cached column of a type
+whose JSON form the server writes exactly as the codec would) has the server build the key and
+the JSON object, so the driver decodes two short byte strings a row instead of every column:
+pymysql is pure Python and row decoding bounds the throughput.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .._errors import ConfigError
+from ..db import DbClient
+
+__all__ = ["Column", "KeyTemplate", "TablePlan", "inspect_table"]
+
+_INTEGER_TYPES: Final = frozenset({"tinyint", "smallint", "mediumint", "int", "bigint"})
+_TEXT_TYPES: Final = frozenset(
+    {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum"}
+)
+_BINARY_TYPES: Final = frozenset(
+    {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
+)
+# The codec writes datetimes as ISO-8601 with a "T", and the fraction only when it is not zero.
+# (%% because these go into statements with pymysql placeholders.)
+_ISO_DATETIME: Final = (
+    "IF(MICROSECOND({c}) = 0, DATE_FORMAT({c}, '%%Y-%%m-%%dT%%H:%%i:%%s'), "
+    "DATE_FORMAT({c}, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f'))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTemplate:
+    """``"users:{id}"``: a literal prefix, the primary key, an optional literal suffix."""
+
+    prefix: str
+    suffix: str
+    field: str
+
+    @classmethod
+    def parse(cls, template: str, primary_key: str) -> KeyTemplate:
+        """Check ``template`` names the primary key once, and nothing else."""
+        if not isinstance(template, str) or not template:
+            raise ConfigError(f"key must be a template such as 'users:{{id}}', got {template!r}")
+        try:
+            parts = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise ConfigError(f"key template {template!r} is malformed: {exc}") from None
+        fields = [(name, spec, conv) for _, name, spec, conv in parts if name is not None]
+        if len(fields) != 1 or fields[0][0] != primary_key or fields[0][1] or fields[0][2]:
+            raise ConfigError(
+                f"key template {template!r} must name the primary key {{{primary_key}}} once and "
+                "no other column (no format spec): keys built from other columns go stale when "
+                "those change, and reconciliation maps every key back to its row by primary key"
+            )
+        prefix = parts[0][0]
+        suffix = "".join(literal for literal, *_ in parts[1:])
+        if not prefix:
+            raise ConfigError(
+                f"key template {template!r} must start with a literal prefix such as 'users:', "
+                "so the sync's keys can be told apart from every other key"
+            )
+        if prefix.startswith(META_PREFIX):
+            raise ConfigError(f"key prefixes starting with {META_PREFIX!r} are the sync's own")
+        return cls(prefix=prefix, suffix=suffix, field=primary_key)
+
+    def format(self, primary_key: Any) -> str:
+        """The key of the row whose primary key is ``primary_key``."""
+        return f"{self.prefix}{primary_key}{self.suffix}"
+
+    def primary_key_of(self, name: str, integer: bool) -> Any:
+        """The primary key a key name stands for, or None if it is not one of this sync's keys."""
+        if not name.startswith(self.prefix) or not name.endswith(self.suffix):
+            return None
+        text = name[len(self.prefix) : len(name) - len(self.suffix)]
+        if len(name) < len(self.prefix) + len(self.suffix) or not text:
+            return None
+        if not integer:
+            return text
+        try:
+            value = int(text)
+        except ValueError:
+            return None
+        return value if str(value) == text else None
+
+
+META_PREFIX: Final = "autoops-sync:"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column and what the sync knows of its type."""
+
+    name: str
+    data_type: str
+    integer: bool
+    server_json: str | None
+    """The MySQL expression writing this column's JSON value as the codec would, or None."""
+
+
+def _server_json(
+    quoted: str, data_type: str, charset: str | None, precision: int | None
+) -> str | None:
+    if data_type in _INTEGER_TYPES:
+        return quoted
+    if data_type in _TEXT_TYPES and charset not in (None, "binary"):
+        return quoted
+    if data_type == "decimal":
+        return f"CAST({quoted} AS CHAR)"
+    if data_type in ("datetime", "timestamp"):
+        # CAST is much cheaper than DATE_FORMAT; it prints the column's own number of digits.
+        if precision == 0:
+            return f"REPLACE(CAST({quoted} AS CHAR), ' ', 'T')"
+        if precision == 6:
+            return f"REPLACE(TRIM(TRAILING '.000000' FROM CAST({quoted} AS CHAR)), ' ', 'T')"
+        return _ISO_DATETIME.format(c=quoted)
+    if data_type == "date":
+        return f"DATE_FORMAT({quoted}, '%%Y-%%m-%%d')"
+    if data_type in _BINARY_TYPES or (data_type in ("char", "varchar") and charset == "binary"):
+        # MariaDB's TO_BASE64 breaks lines every 76 characters; Python's base64 does not.
+        return f"REPLACE(TO_BASE64({quoted}), '\\n', '')"
+    # FLOAT/DOUBLE print differently, TIME and YEAR differ in form, JSON columns would be
+    # embedded rather than quoted, BIT and spatial types are binary: the codec encodes those.
+    return None
+
+
+def inspect_table(db: DbClient, table: str) -> list[Column]:
+    """The table's columns in order; a :class:`ConfigError` if the table does not exist."""
+    quoted_table = db.quote_identifier(table)
+    columns: list[Column] = []
+    if db.dialect == "mysql":
+        schema, _, name = table.rpartition(".")
+        rows = db.query(
+            "SELECT c.COLUMN_NAME AS name, c.DATA_TYPE AS data_type, "
+            "c.CHARACTER_SET_NAME AS charset, c.DATETIME_PRECISION AS precision_, "
+            "EXISTS(SELECT 1 FROM information_schema.CHECK_CONSTRAINTS k "
+            "  WHERE k.CONSTRAINT_SCHEMA = c.TABLE_SCHEMA AND k.TABLE_NAME = c.TABLE_NAME "
+            "  AND k.CHECK_CLAUSE LIKE CONCAT('json_valid(`', c.COLUMN_NAME, '`)')) AS is_json "
+            "FROM information_schema.COLUMNS c "
+            "WHERE c.TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND c.TABLE_NAME = %s "
+            "ORDER BY c.ORDINAL_POSITION",
+            (schema or None, name),
+        )
+        for row in rows:
+            data_type = str(row["data_type"]).lower()
+            quoted = db.quote_identifier(str(row["name"]))
+            server = (
+                None
+                if row["is_json"]
+                else _server_json(quoted, data_type, row["charset"], row["precision_"])
+            )
+            columns.append(Column(str(row["name"]), data_type, data_type in _INTEGER_TYPES, server))
+    else:
+        for row in db.query(f"PRAGMA table_info({quoted_table})"):
+            data_type = str(row["type"]).lower()
+            columns.append(Column(str(row["name"]), data_type, "int" in data_type, None))
+    if not columns:
+        raise ConfigError(
+            f"table {table!r} does not exist in {db.url.redacted()} (or has no columns you may "
+            "read); check the table name and the database in the URL"
+        )
+    return columns
+
+
+@dataclass(frozen=True, slots=True)
+class TablePlan:
+    """The resolved columns of a sync and the SQL of its pages."""
+
+    table: str
+    cached: tuple[Column, ...]
+    primary_key: Column
+    updated: Column | None
+    deleted: Column | None
+    server_side: bool
+    selected: tuple[str, ...]
+    """Result column names of the Python-encoding query, in order."""
+
+    @classmethod
+    def build(
+        cls,
+        db: DbClient,
+        table: str,
+        template: KeyTemplate,
+        *,
+        columns: Sequence[str] | None,
+        exclude: Sequence[str],
+        primary_key: str,
+        updated_column: str | None,
+        deleted_column: str | None,
+        server_side: bool,
+    ) -> TablePlan:
+        """Resolve the names against the table; unknown names fail before anything is written."""
+        found = inspect_table(db, table)
+        by_name = {column.name: column for column in found}
+
+        def need(name: str, role: str) -> Column:
+            column = by_name.get(name)
+            if column is None:
+                raise ConfigError(
+                    f"{role} {name!r} is not a column of {table!r}; its columns are "
+                    f"{', '.join(by_name)}"
+                )
+            return column
+
+        key_column = need(primary_key, "primary key")
+        need(template.field, "the key template's column")
+        for name in exclude:
+            need(name, "excluded column")
+        if columns is None:
+            cached = tuple(column for column in found if column.name not in set(exclude))
+        else:
+            cached = tuple(need(name, "column") for name in columns if name not in set(exclude))
+        if not cached:
+            raise ConfigError(f"no columns of {table!r} are left to cache after exclude=")
+        updated = need(updated_column, "updated_column") if updated_column else None
+        deleted = need(deleted_column, "deleted_column") if deleted_column else None
+        names = [column.name for column in cached]
+        for extra in (key_column, updated, deleted):
+            if extra is not None and extra.name not in names:
+                names.append(extra.name)
+        server_ok = (
+            server_side
+            and db.dialect == "mysql"
+            and all(column.server_json is not None for column in cached)
+            and (key_column.integer or key_column.server_json == db.quote_identifier(primary_key))
+        )
+        return cls(
+            table=table,
+            cached=cached,
+            primary_key=key_column,
+            updated=updated,
+            deleted=deleted,
+            server_side=server_ok,
+            selected=tuple(names),
+        )
+
+    def select_sql(
+        self,
+        db: DbClient,
+        *,
+        incremental: bool,
+        first: bool,
+        limit: int,
+        key_parts: tuple[str, str],
+    ) -> tuple[str, list[Any]]:
+        """One page's SELECT and its leading parameters (the caller appends the page bounds).
+
+        ``key_parts`` is the full key prefix (namespace included) and suffix, for keys built by
+        the server.
+        Full passes page by primary key (``pk > last``); incremental passes by
+        ``(updated, pk)`` from the checkpoint less the overlap. Never OFFSET.
+        """
+        quote = db.quote_identifier
+        table = quote(self.table)
+        pk = quote(self.primary_key.name)
+        params: list[Any] = []
+        if self.server_side:
+            pairs = ", ".join(f"'{column.name}', {column.server_json}" for column in self.cached)
+            fields = [f"{pk} AS pk"]
+            if incremental and self.updated is not None:
+                fields.append(f"{quote(self.updated.name)} AS updated")
+            if self.deleted is not None:
+                fields.append(f"{self.deleted_condition(db)} AS deleted")
+            fields.append(f"CAST(CONCAT(%s, {pk}, %s) AS BINARY) AS k")
+            fields.append(f"CAST(JSON_OBJECT({pairs}) AS BINARY) AS v")
+            params.extend(key_parts)
+            select = ", ".join(fields)
+        else:
+            select = ", ".join(quote(name) for name in self.selected)
+        if incremental:
+            assert self.updated is not None
+            updated = quote(self.updated.name)
+            order = f"{updated}, {pk}"
+            where = (
+                f"{updated} >= %s"
+                if first
+                else f"{updated} >= %s AND ({updated} > %s OR {pk} > %s)"
+            )
+        else:
+            order = pk
+            where = "1 = 1" if first else f"{pk} > %s"
+        return (
+            f"SELECT {select} FROM {table} WHERE {where} ORDER BY {order} LIMIT {int(limit)}",  # noqa: S608
+            params,
+        )
+
+    def deleted_condition(self, db: DbClient) -> str:
+        """SQL true for a soft-deleted row: a non-zero number, or any other non-NULL value."""
+        assert self.deleted is not None
+        column = db.quote_identifier(self.deleted.name)
+        if self.deleted.integer:
+            return f"({column} IS NOT NULL AND {column} <> 0)"
+        return f"({column} IS NOT NULL)"
+
+    def is_deleted(self, value: Any) -> bool:
+        """The Python side of :meth:`deleted_condition`."""
+        if value is None:
+            return False
+        if isinstance(value, bool | int):
+            return value != 0
+        return True
+
+
+def shift_back(value: Any, overlap: float) -> Any:
+    """``value`` less the overlap window: seconds for dates and ISO text, units for numbers."""
+    if isinstance(value, dt.datetime):
+        return value - dt.timedelta(seconds=overlap)
+    if isinstance(value, dt.date):
+        return value - dt.timedelta(days=max(1, int(overlap // 86_400) + 1))
+    if isinstance(value, bool):
+        raise ConfigError("updated_column must hold times or numbers, not booleans")
+    if isinstance(value, int):
+        return value - int(overlap)
+    if isinstance(value, float):
+        return value - overlap
+    if isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(
+                f"updated_column holds {value!r}, which is neither a time nor a number; point "
+                "it at a TIMESTAMP/DATETIME (or ISO text) or an increasing version number"
+            ) from None
+        shifted = moment - dt.timedelta(seconds=overlap)
+        return shifted.isoformat(sep="T" if "T" in value else " ")
+    raise ConfigError(
+        f"updated_column holds values of type {type(value).__name__}; use a time or a number"
+    )

@@ -1,0 +1,72 @@
+"""Tables for the CacheSync tests, and the check that a cache holds exactly a table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+import autoops
+
+USERS_DDL = (
+    "CREATE TABLE users (id BIGINT PRIMARY KEY, username VARCHAR(64) NOT NULL,"
+    " email VARCHAR(128) NOT NULL, password_hash CHAR(60) NOT NULL,"
+    " deleted TINYINT NOT NULL DEFAULT 0,"
+    " updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), INDEX (updated_at))"
+)
+CACHED = ("id", "username", "email", "deleted", "updated_at")
+
+
+def create_users(db: autoops.DbClient, count: int, *, start: int = 1) -> None:
+    """``count`` users with ids from ``start``, updated at fixed times in 2026-01-01."""
+    db.execute(USERS_DDL)
+    add_users(db, range(start, start + count))
+
+
+def add_users(db: autoops.DbClient, ids: range, *, stamp: str | None = None) -> None:
+    """Insert users with the given ids (their updated_at is ``stamp`` or derived from the id)."""
+    rows = [
+        (
+            i,
+            f"user{i}",
+            f"user{i}@example.com",
+            "$2b$12$" + "x" * 53,
+            stamp or f"2026-01-01 00:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 7:06d}",
+        )
+        for i in ids
+    ]
+    for start in range(0, len(rows), 5000):
+        db.executemany(
+            "INSERT INTO users (id, username, email, password_hash, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            rows[start : start + 5000],
+        )
+
+
+def expected_cache(
+    db: autoops.DbClient,
+    *,
+    table: str = "users",
+    columns: tuple[str, ...] = CACHED,
+    key: str = "users:{id}",
+    deleted_column: str | None = None,
+) -> dict[str, Any]:
+    """What the cache must hold for ``table``: key -> the row as the codec writes it, decoded."""
+    codec = autoops.JsonCodec()
+    quoted = ", ".join(db.quote_identifier(column) for column in columns)
+    extra = f", {db.quote_identifier(deleted_column)} AS _gone" if deleted_column else ""
+    rows = db.query(f"SELECT {quoted}{extra} FROM {db.quote_identifier(table)}")  # noqa: S608
+    return {
+        key.format(id=row["id"]): orjson.loads(codec.encode({c: row[c] for c in columns}))
+        for row in rows
+        if not row.get("_gone")
+    }
+
+
+def cached_rows(cache: autoops.CacheClient, prefix: str = "users:") -> dict[str, Any]:
+    """Every key under ``prefix`` (namespace stripped) with its decoded value."""
+    namespace = len(cache.key(""))
+    keys = [
+        key[namespace:] for batch in cache._scan_prefix(cache.key(prefix), 1000) for key in batch
+    ]
+    return cache.get_many(keys)
