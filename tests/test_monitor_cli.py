@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import autoops
 from _support.monitor_servers import SilentServer, WebServer
 from _support.sshd import free_port
 
@@ -180,3 +181,44 @@ def test_the_metrics_endpoint_runs_the_checks_at_each_scrape(config: Path) -> No
         process.communicate(timeout=10)
     assert b'autoops_check_status{check="web",kind="http"} 0.0' in body
     assert b"autoops_redis_latency_seconds" in body
+
+
+def test_backup_and_sync_checks_come_from_the_config(
+    tmp_path: Path, mysql_db: autoops.DbClient, redis_url: str, redis_namespace: str
+) -> None:
+    cache = autoops.CacheClient.from_url(redis_url, namespace=redis_namespace)
+    mysql_db.execute("CREATE TABLE items (id INT PRIMARY KEY, updated_at TIMESTAMP(6) NOT NULL)")
+    mysql_db.execute("INSERT INTO items VALUES (1, NOW(6))")
+    autoops.CacheSync(
+        mysql_db,
+        cache,
+        table="items",
+        key="items:{id}",
+        updated_column="updated_at",
+        progress=False,
+    ).run_once()
+    cache.close()
+    storage = tmp_path / "backups"
+    backup = autoops.Backuper(autoops.LocalStorage(storage), progress=False).backup_mysql(
+        mysql_db  # type: ignore[arg-type]
+    )
+    path = tmp_path / "autoops.toml"
+    path.write_text(f"""
+[monitor.checks.nightly]
+type = "backup"
+storage = "{storage}"
+sources = ["{backup.source}", "mysql://elsewhere:3306/crm"]
+
+[monitor.checks.items-sync]
+type = "sync"
+url = "{redis_url}"
+namespace = "{redis_namespace}"
+sync = "items"
+critical = {{ lag = "3600" }}
+""")
+    done = run_check(path)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("nightly CRITICAL: mysql://elsewhere:3306/crm: no verified")
+    assert f"{backup.source}: newest verified successful backup {backup.id}" in lines[0]
+    assert lines[1].startswith("items-sync OK: cache holds changes up to")
+    assert done.returncode == 2

@@ -155,3 +155,32 @@ def test_a_real_backup_catalogue_is_checked(mysql_db: autoops.DbClient, tmp_path
     stale = BackupFreshnessCheck("backups", backuper, clock=lambda: three_days_on).run()
     assert stale.status is CheckStatus.CRITICAL
     assert "3.0 days old" in stale.summary
+
+
+def test_a_real_cache_sync_status_is_checked(
+    mysql_db: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    mysql_db.execute(
+        "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(20),"
+        " updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))"
+    )
+    mysql_db.execute("INSERT INTO items (id, name) VALUES (1, 'a'), (2, 'b')")
+    sync = autoops.CacheSync(
+        mysql_db,
+        cache,
+        table="items",
+        key="items:{id}",
+        updated_column="updated_at",
+        progress=False,
+    )
+    check = SyncLagCheck("sync", lambda: autoops.read_sync_status(cache, "items"))
+    assert check.run().status is CheckStatus.CRITICAL  # never synced yet
+    sync.run_once()
+    fresh = check.run()
+    assert fresh.status is CheckStatus.OK, fresh.summary
+    an_hour_on = datetime.now(UTC) + timedelta(hours=1)
+    late = SyncLagCheck(
+        "sync", lambda: autoops.read_sync_status(cache, "items"), clock=lambda: an_hour_on
+    ).run()
+    assert late.status is CheckStatus.CRITICAL
+    assert "cache holds changes up to 60 min ago" in late.summary

@@ -7,6 +7,7 @@ from typing import Any, Final
 
 from .._config import Settings
 from .._errors import ConfigError
+from .._retry import RetryPolicy
 from .._ssh import SshOptions
 from ._check import Check
 from ._host import HostCheck
@@ -104,7 +105,7 @@ def _build_check(name: str, table: Mapping[str, Any], top: Mapping[str, Any]) ->
             {"storage", "sources", "require_verified"},
             lambda: _backup_check(name, table, common),
         ),
-        "sync": ({"cache_url", "sync", "namespace"}, lambda: _sync_check(name, table, common)),
+        "sync": ({"url", "sync", "namespace"}, lambda: _sync_check(name, table, common)),
     }
     if kind not in builders:
         raise ConfigError(
@@ -139,7 +140,31 @@ def _backup_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -
 
 
 def _sync_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -> Check:
-    raise ConfigError(f"[monitor.checks.{name}]: sync checks are not wired to the config yet")
+    from ..cache import CacheClient
+    from ..sync import SyncStatus, read_sync_status
+    from ._freshness import SyncLagCheck
+
+    where = f"[monitor.checks.{name}]"
+    url = _required(table, "url", where)
+    sync_name = _required(table, "sync", where)
+    namespace = table.get("namespace")
+    timeout = float(common.get("timeout", 10.0))
+    CacheClient.from_url(url, namespace).close()  # validates the URL now, not at the first run
+
+    def read_status() -> SyncStatus:
+        cache = CacheClient.from_url(
+            url,
+            namespace,
+            retry=RetryPolicy.none(),
+            socket_timeout=timeout,
+            connect_timeout=timeout,
+        )
+        try:
+            return read_sync_status(cache, sync_name)
+        finally:
+            cache.close()
+
+    return SyncLagCheck(name, read_status, **common)
 
 
 def _notifier(index: int, table: Mapping[str, Any]) -> Notifier:
