@@ -109,6 +109,9 @@ def test_the_textfile_for_node_exporter_passes_promtool(config: Path, tmp_path: 
     )
     assert checked.returncode == 0, checked.stderr
     assert b'autoops_check_status{check="web-latency",kind="http"} 1.0' in textfile.read_bytes()
+    assert b'autoops_check_last_ok_timestamp_seconds{check="db",kind="mysql"}' in (
+        textfile.read_bytes()
+    )
 
 
 def test_a_hung_target_is_critical_at_its_timeout_and_the_rest_still_report(

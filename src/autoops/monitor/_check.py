@@ -121,7 +121,7 @@ class Check(abc.ABC):
     A target that cannot be reached, refuses us or times out is CRITICAL; a check that cannot run
     at all (bad configuration, an internal error) is UNKNOWN. ``timeout`` (seconds) bounds every
     network wait of one run. ``thresholds`` maps metric names (see ``THRESHOLDS`` of each check)
-    to warning and critical ranges, overriding the defaults.
+    to (warning, critical) range texts: None keeps that level's default, ``""`` removes it.
     """
 
     kind: ClassVar[str] = "check"
@@ -162,9 +162,11 @@ class Check(abc.ABC):
                 raise ConfigError(
                     f"check {self.name}: threshold {metric!r} must be a (warning, critical) pair"
                 ) from None
+            default = merged[metric]
             try:
                 merged[metric] = Thresholds(
-                    warning=_range_or_none(warning), critical=_range_or_none(critical)
+                    warning=_level(warning, default.warning),
+                    critical=_level(critical, default.critical),
                 )
             except ConfigError as exc:
                 raise ConfigError(f"check {self.name}, threshold {metric!r}: {exc}") from None
@@ -204,8 +206,11 @@ class Check(abc.ABC):
         return f"{type(self).__name__}({self.name!r}, timeout={self.timeout})"
 
 
-def _range_or_none(value: str | float | None) -> ThresholdRange | None:
-    if value is None or value == "":
+def _level(value: str | float | None, default: ThresholdRange | None) -> ThresholdRange | None:
+    """None keeps the default range, ``""`` removes it, anything else is parsed."""
+    if value is None:
+        return default
+    if value == "":
         return None
     return ThresholdRange.parse(value)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -133,6 +134,11 @@ class Monitor:
             entry["status"] = result.status.name
             if result.status is CheckStatus.OK:
                 entry["last_ok_at"] = time.time()
+            last_ok = entry.get("last_ok_at")
+            if isinstance(last_ok, int | float):
+                result = dataclasses.replace(
+                    result, last_ok_at=datetime.fromtimestamp(last_ok, UTC)
+                )
             changed[result.name] = entry
             final.append(result)
         if self.state_file is not None:
@@ -145,7 +151,7 @@ class Monitor:
             return result
         if entry.get("status") == CheckStatus.CRITICAL.name:
             return result
-        return result.with_remediation(remediation.apply(entry))
+        return dataclasses.replace(result, remediation=remediation.apply(entry))
 
     def _notify(self, entry: dict[str, Any], result: CheckResult) -> None:
         change = self.policy.decide(entry, result, datetime.now(UTC))

@@ -85,6 +85,11 @@ def _families(results: Iterable[CheckResult]) -> Iterator[Metric]:
         "When the check last ran (Unix time).",
         labels=["check", "kind"],
     )
+    last_ok = GaugeMetricFamily(
+        "autoops_check_last_ok_timestamp_seconds",
+        "When the check was last OK (Unix time), as remembered in the monitor's state file.",
+        labels=["check", "kind"],
+    )
     families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
     label_names: dict[str, list[str]] = {}
     for result in results:
@@ -93,6 +98,8 @@ def _families(results: Iterable[CheckResult]) -> Iterator[Metric]:
         duration.add_metric(identity, result.duration)
         if result.started_at is not None:
             ran_at.add_metric(identity, result.started_at.timestamp())
+        if result.last_ok_at is not None:
+            last_ok.add_metric(identity, result.last_ok_at.timestamp())
         for metric in result.metrics:
             name = metric_name(result.kind, metric)
             names = ["check", *sorted(metric.labels)]
@@ -114,6 +121,8 @@ def _families(results: Iterable[CheckResult]) -> Iterator[Metric]:
     yield status
     yield duration
     yield ran_at
+    if last_ok.samples:
+        yield last_ok
     yield from families.values()
 
 

@@ -79,7 +79,8 @@ def format_number(value: float) -> str:
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     """The outcome of one check run: ``status``, a one-line ``summary``, ``metrics``, how long it
-    took, and what remediation (if any) it triggered."""
+    took, what remediation (if any) it triggered, and (when a :class:`~autoops.Monitor` keeps
+    state) when the check was last OK."""
 
     name: str
     kind: str
@@ -89,6 +90,7 @@ class CheckResult:
     duration: float = 0.0
     started_at: datetime | None = None
     remediation: str | None = None
+    last_ok_at: datetime | None = None
 
     def nagios_line(self) -> str:
         """``NAME STATUS: summary | perfdata``, the first line a Nagios plugin prints."""
@@ -110,6 +112,7 @@ class CheckResult:
             "duration_seconds": round(self.duration, 6),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "remediation": self.remediation,
+            "last_ok_at": self.last_ok_at.isoformat() if self.last_ok_at else None,
             "metrics": [
                 {
                     "label": metric.label,
@@ -124,19 +127,6 @@ class CheckResult:
                 for metric in self.metrics
             ],
         }
-
-    def with_remediation(self, note: str) -> CheckResult:
-        """A copy that records what remediation did."""
-        return CheckResult(
-            name=self.name,
-            kind=self.kind,
-            status=self.status,
-            summary=self.summary,
-            metrics=self.metrics,
-            duration=self.duration,
-            started_at=self.started_at,
-            remediation=note,
-        )
 
     def __repr__(self) -> str:
         return (

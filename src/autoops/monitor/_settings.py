@@ -76,7 +76,7 @@ def _build_check(name: str, table: Mapping[str, Any], top: Mapping[str, Any]) ->
             lambda: HttpCheck(
                 name,
                 _required(table, "url", where),
-                expect_status=table.get("expect_status", ()),
+                expect_status=_list_of(table, "expect_status", where, int),
                 contains=table.get("contains"),
                 verify=table.get("verify", True),
                 ca_file=table.get("ca_file"),
@@ -95,8 +95,8 @@ def _build_check(name: str, table: Mapping[str, Any], top: Mapping[str, Any]) ->
                 name,
                 _required(table, "host", where),
                 ssh=_ssh(table, top),
-                mounts=table.get("mounts", ()),
-                services=table.get("services", ()),
+                mounts=_list_of(table, "mounts", where),
+                services=_list_of(table, "services", where),
                 systemctl=table.get("systemctl", "systemctl"),
                 **common,
             ),
@@ -119,6 +119,20 @@ def _build_check(name: str, table: Mapping[str, Any], top: Mapping[str, Any]) ->
         raise ConfigError(f"{where}: a value has the wrong type ({exc})") from None
 
 
+def _list_of(
+    table: Mapping[str, Any], key: str, where: str, kind: type[str] | type[int] = str
+) -> list[Any]:
+    """``table[key]`` as a list whose items are all ``kind`` (a bare string is a mistake that
+    would otherwise be read one character at a time)."""
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(item, kind) and not isinstance(item, bool) for item in value
+    ):
+        example = '["a", "b"]' if kind is str else "[200, 301]"
+        raise ConfigError(f"{where}: {key} must be a list such as {example}")
+    return value
+
+
 def _required(table: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in table:
         raise ConfigError(f"{where}: {key} is required")
@@ -133,7 +147,7 @@ def _backup_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -
     return BackupFreshnessCheck(
         name,
         Backuper(LocalStorage(_required(table, "storage", where))),
-        sources=table.get("sources", ()),
+        sources=_list_of(table, "sources", where),
         require_verified=table.get("require_verified", True),
         **common,
     )
@@ -186,7 +200,7 @@ def _notifier(index: int, table: Mapping[str, Any]) -> Notifier:
         return EmailNotifier(
             _required(table, "host", where),
             sender=_required(table, "sender", where),
-            recipients=_required(table, "to", where),
+            recipients=_list_of(table, "to", where),
             port=table.get("port", 25),
             starttls=table.get("starttls", False),
             username=table.get("username"),
