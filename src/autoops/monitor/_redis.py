@@ -16,14 +16,15 @@ __all__ = ["RedisCheck"]
 
 
 class RedisCheck(Check):
-    """PING latency; ``used_memory`` as a percentage of ``maxmemory`` (0 means no limit, which
-    it reports); evicted keys (total and per second since the previous run);
+    """Connect time and PING latency; ``used_memory`` as a percentage of ``maxmemory`` (0 means
+    no limit, which it reports); evicted keys (total and per second since the previous run);
     ``rdb_last_bgsave_status``; connected clients against ``maxclients``; the role, and
     ``master_link_status`` on a replica; the keyspace hit ratio since the previous run.
     """
 
     kind = "redis"
     THRESHOLDS: ClassVar[DefaultThresholds] = {
+        "connect_time": ("1", "5"),
         "latency": ("0.1", "1"),
         "memory": ("85", "95"),
         "evicted_keys_rate": (None, None),
@@ -52,9 +53,12 @@ class RedisCheck(Check):
             connect_timeout=self.timeout,
         )
         try:
+            # The first PING opens the connection; the second is the round trip alone.
+            connect_time = client.ping()
             latency = client.ping()
+            findings.metric("connect_time", connect_time, "s", text=None, minimum=0)
             findings.metric(
-                "latency", latency, "s", text=f"PING {latency * 1000:.1f} ms", minimum=0
+                "latency", latency, "s", text=f"PING {latency * 1000:.2f} ms", minimum=0
             )
             info: dict[str, Any] = client.redis.info("all")
             maxclients = _config_number(client, "maxclients")

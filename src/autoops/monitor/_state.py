@@ -69,6 +69,11 @@ class StateFile:
     def save(self, changes: Mapping[str, Mapping[str, Any]]) -> None:
         """Merge ``changes`` (check name to its whole new state) into the file atomically."""
         with self._locked():
+            # Temporary files are only made under the lock, so any found now were left by a
+            # writer that was killed mid-write.
+            for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
             merged = self.load()
             merged.update({name: dict(entry) for name, entry in changes.items()})
             payload = json.dumps({"version": _VERSION, "checks": merged}, sort_keys=True)
