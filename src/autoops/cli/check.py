@@ -16,8 +16,15 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .._errors import AutoOpsError, ConfigError
-from ..monitor import CheckStatus, Monitor, json_text, monitor_from_settings, nagios_text
-from ..monitor._output import CheckCollector, write_prometheus
+from ..monitor import (
+    CheckCollector,
+    CheckStatus,
+    Monitor,
+    json_text,
+    monitor_from_settings,
+    nagios_text,
+    write_prometheus,
+)
 from ._common import add_common_arguments, settings_from, setup_logging
 
 __all__ = ["main"]
@@ -44,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["nagios", "json"], default="nagios", help="output (default: nagios)"
     )
     parser.add_argument(
-        "--textfile", metavar="PATH", help="also write Prometheus metrics there, atomically"
+        "--textfile",
+        metavar="PATH",
+        help="also write Prometheus metrics there, atomically (default: [monitor] textfile)",
     )
     parser.add_argument(
         "--serve",
@@ -72,7 +81,10 @@ def _serve(monitor: Monitor, names: Sequence[str], where: str, notify: bool) -> 
         raise ConfigError(f"--serve takes [ADDR:]PORT, got {where!r}") from None
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CheckCollector(lambda: monitor.run(names, notify=notify)))
-    start_http_server(port, addr=address or "127.0.0.1", registry=registry)
+    try:
+        start_http_server(port, addr=address or "127.0.0.1", registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror}") from None
     print(
         f"{_NAME}: serving metrics on http://{address or '127.0.0.1'}:{port}/metrics",
         file=sys.stderr,
@@ -85,7 +97,9 @@ def _serve(monitor: Monitor, names: Sequence[str], where: str, notify: bool) -> 
 
 
 def _body(args: argparse.Namespace) -> int:
-    monitor = monitor_from_settings(settings_from(args))
+    settings = settings_from(args)
+    monitor = monitor_from_settings(settings)
+    textfile = args.textfile or settings.section("monitor").get("textfile")
     if args.deadline is not None:
         if args.deadline <= 0:
             raise ConfigError("--deadline must be above 0 seconds")
@@ -98,8 +112,8 @@ def _body(args: argparse.Namespace) -> int:
     if args.serve:
         return _serve(monitor, args.checks, args.serve, not args.no_notify)
     results = monitor.run(args.checks, notify=not args.no_notify)
-    if args.textfile:
-        write_prometheus(args.textfile, results)
+    if textfile:
+        write_prometheus(textfile, results)
     print(json_text(results) if args.format == "json" else nagios_text(results))
     return int(CheckStatus.worst(result.status for result in results))
 
