@@ -18,6 +18,7 @@ from _support.sshd import SshServer, free_port
 from autoops import (
     AlertPolicy,
     Check,
+    CheckFindings,
     CheckResult,
     CheckStatus,
     EmailNotifier,
@@ -29,7 +30,6 @@ from autoops import (
     WebhookNotifier,
 )
 from autoops._ssh import SshOptions
-from autoops.monitor._check import Findings
 
 
 class ScriptedCheck(Check):
@@ -41,7 +41,7 @@ class ScriptedCheck(Check):
         super().__init__(name)
         self.statuses = statuses
 
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         status = self.statuses.pop(0)
         if status is not CheckStatus.OK:
             findings.problem(status, f"scripted {status.name}")

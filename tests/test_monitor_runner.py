@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from autoops import Check, CheckStatus, ConfigError, TcpCheck, run_checks
-from autoops.monitor._check import Findings
+from autoops import Check, CheckFindings, CheckStatus, ConfigError, TcpCheck, run_checks
 
 
 class SleepyCheck(Check):
@@ -21,7 +20,7 @@ class SleepyCheck(Check):
         self.seconds = seconds
         self.release = threading.Event()
 
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         self.release.wait(self.seconds)
         findings.note(f"slept {self.seconds} s")
 
@@ -29,7 +28,7 @@ class SleepyCheck(Check):
 class BrokenCheck(Check):
     kind = "broken"
 
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         raise KeyError("a bug")
 
 

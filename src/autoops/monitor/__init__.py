@@ -1,7 +1,7 @@
 """Monitor: health checks for MySQL, Redis, hosts, HTTP, backups and syncs, speaking Nagios and
 Prometheus. See docs/monitor.md."""
 
-from ._check import Check
+from ._check import Check, CheckFindings
 from ._freshness import (
     BackupCatalogue,
     BackupFreshnessCheck,
@@ -37,6 +37,7 @@ __all__ = [
     "BackupRecord",
     "Check",
     "CheckCollector",
+    "CheckFindings",
     "CheckMetric",
     "CheckResult",
     "CheckStatus",

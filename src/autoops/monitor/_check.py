@@ -16,7 +16,7 @@ from ._range import ThresholdRange, Thresholds
 from ._result import CheckMetric, CheckResult
 from ._status import CheckStatus
 
-__all__ = ["Check", "DefaultThresholds", "Findings", "ThresholdSpec"]
+__all__ = ["Check", "CheckFindings", "DefaultThresholds", "ThresholdSpec"]
 
 log: Final = logging.getLogger("autoops.monitor")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -30,8 +30,10 @@ ThresholdSpec = Mapping[str, Thresholds | tuple[str | float | None, str | float 
 DefaultThresholds = Mapping[str, tuple[str | None, str | None]]
 
 
-class Findings:
-    """What a check found while it ran: metrics, problems and plain notes, plus its state."""
+class CheckFindings:
+    """What a check found while it ran: metrics, problems and plain notes, plus ``state``, the
+    check's own memory between runs. A :class:`Check` subclass records into it in
+    :meth:`Check.measure`."""
 
     def __init__(self, thresholds: Mapping[str, Thresholds], state: MutableMapping[str, Any]):
         self._thresholds = thresholds
@@ -108,9 +110,11 @@ class Findings:
 
     @property
     def status(self) -> CheckStatus:
+        """The worst status among the problems recorded (OK when there are none)."""
         return CheckStatus.worst(status for status, _ in self.problems)
 
     def summary(self) -> str:
+        """One line: the problems, most serious first, then the notes."""
         ordered = sorted(self.problems, key=lambda item: -item[0].severity)
         return ", ".join([text for _, text in ordered] + self.notes) or "no findings"
 
@@ -173,16 +177,16 @@ class Check(abc.ABC):
         return merged
 
     @abc.abstractmethod
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         """Look at the target and record metrics, problems and notes in ``findings``."""
 
     def run(self, state: MutableMapping[str, Any] | None = None) -> CheckResult:
         """Run the check once; ``state`` is this check's own memory between runs (for rates)."""
         started_at = datetime.now(UTC)
         started = time.perf_counter()
-        findings = Findings(self.thresholds, state if state is not None else {})
+        findings = CheckFindings(self.thresholds, state if state is not None else {})
         try:
-            self._measure(findings)
+            self.measure(findings)
         except ConfigError as exc:
             findings.problem(CheckStatus.UNKNOWN, f"cannot run: {exc}")
         except (TimeoutError, AutoOpsError, OSError) as exc:

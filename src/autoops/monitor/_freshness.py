@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import ClassVar, Protocol
 
 from .._errors import ConfigError
-from ._check import Check, DefaultThresholds, Findings, ThresholdSpec
+from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._status import CheckStatus
 
 __all__ = [
@@ -104,7 +104,7 @@ class BackupFreshnessCheck(Check):
         self.require_verified = require_verified
         self._clock = clock or (lambda: datetime.now(UTC))
 
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         now = self._clock()
         backups = list(self.catalogue.list())
         by_source: dict[str, list[BackupRecord]] = {}
@@ -118,7 +118,7 @@ class BackupFreshnessCheck(Check):
             self._judge_source(findings, source, by_source.get(source, []), now)
 
     def _judge_source(
-        self, findings: Findings, source: str, backups: list[BackupRecord], now: datetime
+        self, findings: CheckFindings, source: str, backups: list[BackupRecord], now: datetime
     ) -> None:
         good = [
             backup
@@ -181,7 +181,7 @@ class SyncLagCheck(Check):
         self.read_status = read_status
         self._clock = clock or (lambda: datetime.now(UTC))
 
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         now = self._clock()
         progress = self.read_status()
         as_of = progress.synced_as_of if progress is not None else None

@@ -10,7 +10,7 @@ from typing import ClassVar, Final
 from .._errors import ConfigError
 from .._retry import RetryPolicy
 from .._ssh import RemoteCommandError, SshHost, SshOptions, connect, run
-from ._check import Check, DefaultThresholds, Findings, ThresholdSpec
+from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._status import CheckStatus
 
 __all__ = ["HostCheck"]
@@ -85,7 +85,7 @@ class HostCheck(Check):
             parts.append(f"printf '%s ' {quoted}; {self.systemctl} is-active -- {quoted}")
         return f"; echo {_MARK}; ".join(parts)
 
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         connection = connect(self.host, self.ssh, retry=RetryPolicy.none())
         try:
             result = run(
@@ -118,7 +118,9 @@ class HostCheck(Check):
         for service, text in zip(self.services, sections[4:], strict=True):
             self._service(findings, service, text)
 
-    def _disks(self, findings: Findings, text: str, threshold: str, series: str, word: str) -> None:
+    def _disks(
+        self, findings: CheckFindings, text: str, threshold: str, series: str, word: str
+    ) -> None:
         seen: set[str] = set()
         for line in text.splitlines()[1:]:
             fields = line.split()
@@ -148,7 +150,7 @@ class HostCheck(Check):
                         CheckStatus.CRITICAL, f"mount {mount} not found on {self.host}"
                     )
 
-    def _load(self, findings: Findings, text: str) -> None:
+    def _load(self, findings: CheckFindings, text: str) -> None:
         lines = text.split()
         load1, load5, load15 = (float(value) for value in lines[:3])
         cores = int(lines[-1])
@@ -161,7 +163,7 @@ class HostCheck(Check):
         findings.metric("load1", load1, text=None, minimum=0)
         findings.metric("load15", load15, text=None, minimum=0)
 
-    def _memory(self, findings: Findings, text: str) -> None:
+    def _memory(self, findings: CheckFindings, text: str) -> None:
         values = {
             line.split(":")[0]: float(line.split()[1]) * 1024 for line in text.splitlines() if line
         }
@@ -180,7 +182,7 @@ class HostCheck(Check):
             series="memory_available",
         )
 
-    def _service(self, findings: Findings, service: str, text: str) -> None:
+    def _service(self, findings: CheckFindings, service: str, text: str) -> None:
         state = text.strip().removeprefix(service).strip() or "unknown (systemctl said nothing)"
         if state == "active":
             findings.note(f"{service} active")

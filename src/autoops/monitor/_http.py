@@ -15,7 +15,7 @@ from cryptography import x509
 
 from .._config import redact_url
 from .._errors import ConfigError
-from ._check import Check, DefaultThresholds, Findings, ThresholdSpec
+from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._status import CheckStatus
 
 __all__ = ["HttpCheck", "TcpCheck"]
@@ -71,7 +71,7 @@ class HttpCheck(Check):
             context.verify_mode = ssl.CERT_NONE
         return context
 
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         parts = urlsplit(self.url)
         host = parts.hostname or ""
         path = parts.path or "/"
@@ -153,7 +153,7 @@ class TcpCheck(Check):
         self.host = host
         self.port = port
 
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         started = time.perf_counter()
         try:
             socket.create_connection((self.host, self.port), timeout=self.timeout).close()

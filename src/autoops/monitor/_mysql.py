@@ -10,7 +10,7 @@ from .._config import DbUrl
 from .._errors import ConfigError, QueryError
 from .._retry import RetryPolicy
 from ..db import DbClient, Row
-from ._check import Check, DefaultThresholds, Findings, ThresholdSpec
+from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._status import CheckStatus
 
 __all__ = ["MySQLCheck"]
@@ -59,7 +59,7 @@ class MySQLCheck(Check):
             write_timeout=self.timeout,
         )
 
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         client = self._client()
         try:
             started = time.perf_counter()
@@ -77,7 +77,7 @@ class MySQLCheck(Check):
         finally:
             client.close()
 
-    def _connections_and_counters(self, client: DbClient, findings: Findings) -> None:
+    def _connections_and_counters(self, client: DbClient, findings: CheckFindings) -> None:
         placeholders = ", ".join(["%s"] * len(_STATUS_VARIABLES))
         rows = client.query(
             f"SHOW GLOBAL STATUS WHERE Variable_name IN ({placeholders})",
@@ -119,7 +119,7 @@ class MySQLCheck(Check):
         if rates_pending:
             findings.note("rates from the next run on")
 
-    def _replication(self, client: DbClient, findings: Findings) -> None:
+    def _replication(self, client: DbClient, findings: CheckFindings) -> None:
         row = _replica_status(client)
         if row is None:
             findings.note("not a replica")
@@ -144,7 +144,7 @@ def _lag(row: Mapping[str, Any]) -> float | None:
 
 
 def evaluate_replica(
-    findings: Findings,
+    findings: CheckFindings,
     io_running: str,
     sql_running: str,
     lag: float | None,

@@ -9,7 +9,7 @@ from .._config import CacheUrl
 from .._errors import ConfigError
 from .._retry import RetryPolicy
 from ..cache import RedisCache
-from ._check import Check, DefaultThresholds, Findings, ThresholdSpec
+from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._status import CheckStatus
 
 __all__ = ["RedisCheck"]
@@ -45,7 +45,7 @@ class RedisCheck(Check):
         if self.url.scheme == "memory":
             raise ConfigError(f"check {name}: a redis check needs a redis:// URL, got {self.url}")
 
-    def _measure(self, findings: Findings) -> None:
+    def measure(self, findings: CheckFindings) -> None:
         client = RedisCache.from_parsed(
             self.url,
             retry=RetryPolicy.none(),
@@ -77,7 +77,7 @@ def _config_number(client: RedisCache, name: str) -> float | None:
     return float(value) if value not in (None, "") else None
 
 
-def evaluate_info(findings: Findings, info: dict[str, Any], maxclients: float | None) -> None:
+def evaluate_info(findings: CheckFindings, info: dict[str, Any], maxclients: float | None) -> None:
     """Judge an INFO reply (as redis-py parses it)."""
     used = float(info.get("used_memory", 0))
     maxmemory = float(info.get("maxmemory", 0))
