@@ -13,7 +13,12 @@ import pytest
 from prometheus_client import generate_latest
 
 from autoops import CheckMetric, CheckResult, CheckStatus, ConfigError, RedisCheck, ThresholdRange
-from autoops.monitor import json_text, nagios_text, prometheus_registry, write_prometheus
+from autoops.monitor import (
+    prometheus_registry,
+    results_as_json,
+    results_as_nagios,
+    write_prometheus,
+)
 
 # The Monitoring Plugins perfdata grammar: 'label'=value[UOM];[warn];[crit];[min];[max]
 _NUMBER = r"-?\d+(?:\.\d+)?"
@@ -108,14 +113,14 @@ def test_a_pipe_in_the_summary_cannot_start_the_perfdata_early() -> None:
 
 def test_results_from_real_checks_parse_back(redis_url: str) -> None:
     result = RedisCheck("cache", redis_url).run()
-    parsed = parse_plugin_line(nagios_text([result]))
+    parsed = parse_plugin_line(results_as_nagios([result]))
     assert parsed["status"] == "OK"
     assert "latency" in parsed["metrics"]  # type: ignore[operator]
 
 
 def test_json_carries_the_worst_status_and_every_metric() -> None:
     ok = CheckResult("web", "http", CheckStatus.OK, "HTTP 200")
-    document = json.loads(json_text([ok, sample_result()]))
+    document = json.loads(results_as_json([ok, sample_result()]))
     assert document["status"] == "WARNING"
     assert document["exit_code"] == 1
     assert [check["name"] for check in document["checks"]] == ["web", "db-main"]

@@ -67,7 +67,11 @@ from .monitor import (
     Thresholds,
     WebhookNotifier,
     monitor_from_settings,
+    prometheus_registry,
+    results_as_json,
+    results_as_nagios,
     run_checks,
+    write_prometheus,
 )
 from .sync import CacheSync, SyncReport, SyncStatus, read_sync_status
 
@@ -144,10 +148,14 @@ __all__ = [
     "add_retry_hook",
     "load_settings",
     "monitor_from_settings",
+    "prometheus_registry",
     "quote_identifier",
     "read_sync_status",
     "remove_retry_hook",
+    "results_as_json",
+    "results_as_nagios",
     "retry_totals",
     "run_checks",
     "set_testing",
+    "write_prometheus",
 ]

@@ -20,9 +20,9 @@ from ..monitor import (
     CheckCollector,
     CheckStatus,
     Monitor,
-    json_text,
     monitor_from_settings,
-    nagios_text,
+    results_as_json,
+    results_as_nagios,
     write_prometheus,
 )
 from ._common import add_common_arguments, settings_from, setup_logging
@@ -114,7 +114,7 @@ def _body(args: argparse.Namespace) -> int:
     results = monitor.run(args.checks, notify=not args.no_notify)
     if textfile:
         write_prometheus(textfile, results)
-    print(json_text(results) if args.format == "json" else nagios_text(results))
+    print(results_as_json(results) if args.format == "json" else results_as_nagios(results))
     return int(CheckStatus.worst(result.status for result in results))
 
 

@@ -21,7 +21,13 @@ from ._notify import (
     StatusChange,
     WebhookNotifier,
 )
-from ._output import CheckCollector, json_text, nagios_text, prometheus_registry, write_prometheus
+from ._output import (
+    CheckCollector,
+    prometheus_registry,
+    results_as_json,
+    results_as_nagios,
+    write_prometheus,
+)
 from ._range import ThresholdRange, Thresholds
 from ._redis import RedisCheck
 from ._result import CheckMetric, CheckResult
@@ -58,10 +64,10 @@ __all__ = [
     "ThresholdRange",
     "Thresholds",
     "WebhookNotifier",
-    "json_text",
     "monitor_from_settings",
-    "nagios_text",
     "prometheus_registry",
+    "results_as_json",
+    "results_as_nagios",
     "run_checks",
     "write_prometheus",
 ]

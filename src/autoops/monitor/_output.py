@@ -15,7 +15,13 @@ from .._errors import ConfigError
 from ._result import CheckMetric, CheckResult
 from ._status import CheckStatus
 
-__all__ = ["CheckCollector", "json_text", "nagios_text", "prometheus_registry", "write_prometheus"]
+__all__ = [
+    "CheckCollector",
+    "prometheus_registry",
+    "results_as_json",
+    "results_as_nagios",
+    "write_prometheus",
+]
 
 # Perfdata unit -> (Prometheus suffix, factor to base units).
 _BASE_UNITS: Final = {
@@ -32,13 +38,13 @@ _BASE_UNITS: Final = {
 }
 
 
-def nagios_text(results: Sequence[CheckResult]) -> str:
+def results_as_nagios(results: Sequence[CheckResult]) -> str:
     """One ``NAME STATUS: summary | perfdata`` line per result (a single check's output is a
     complete Nagios plugin output)."""
     return "\n".join(result.nagios_line() for result in results)
 
 
-def json_text(results: Sequence[CheckResult]) -> str:
+def results_as_json(results: Sequence[CheckResult]) -> str:
     """A JSON document: the worst status and every result."""
 
     worst = CheckStatus.worst(result.status for result in results)
