@@ -6,7 +6,6 @@ Run: .venv/bin/python examples/monitor_checks.py
 from __future__ import annotations
 
 import autoops
-from autoops.monitor import results_as_nagios
 
 checks: list[autoops.Check] = [
     autoops.MySQLCheck(
@@ -16,5 +15,5 @@ checks: list[autoops.Check] = [
     autoops.TcpCheck("ssh-port", "127.0.0.1", 22, timeout=2),
 ]
 results = autoops.run_checks(checks, deadline=20)
-print(results_as_nagios(results))
+print(autoops.results_as_nagios(results))
 print("worst:", autoops.CheckStatus.worst(result.status for result in results).name)

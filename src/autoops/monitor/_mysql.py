@@ -67,7 +67,11 @@ class MySQLCheck(Check):
             connect_time = time.perf_counter() - started
             latency = client.ping()
             findings.metric(
-                "connect_time", connect_time, "s", text=f"connected in {connect_time * 1000:.1f} ms"
+                "connect_time",
+                connect_time,
+                "s",
+                text=f"connected in {connect_time * 1000:.1f} ms",
+                minimum=0,
             )
             findings.metric(
                 "latency", latency, "s", text=f"round trip {latency * 1000:.2f} ms", minimum=0
