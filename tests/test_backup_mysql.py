@@ -139,10 +139,12 @@ def test_manifest_records_tool_server_and_table_stats(mysql_url: str, tmp_path: 
         db.execute("CREATE TABLE t (id INT PRIMARY KEY)")
         db.execute("INSERT INTO t VALUES (1), (2)")
     backup = autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_mysql(mysql_url)
-    assert backup.kind == "mysql" and backup.status == "ok"
+    assert backup.kind == "mysql"
+    assert backup.status == "ok"
     assert "mariadb-dump" in backup.tool or "mysqldump" in backup.tool
     assert "MariaDB" in backup.server_version
-    assert backup.tables["t"].rows == 2 and backup.tables["t"].checksum is not None
+    assert backup.tables["t"].rows == 2
+    assert backup.tables["t"].checksum is not None
     assert backup.source == "mysql://127.0.0.1:3306/" + _database(mysql_url)
     assert backup.verified_at is not None
     assert "--single-transaction" in backup.options["dump_options"]
@@ -238,9 +240,11 @@ def test_credentials_never_reach_the_dump_tools_argv(
             patch.setattr(subprocess, "Popen", spy)
             backup = autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_mysql(url)
         assert backup.status == "ok"
-        assert seen and all("s3cret" not in " ".join(argv) for argv in seen)
+        assert seen
+        assert all("s3cret" not in " ".join(argv) for argv in seen)
         dumps = [argv for argv in seen if argv[1] != "--version"]
-        assert dumps and dumps[0][1].startswith("--defaults-extra-file=")
+        assert dumps
+        assert dumps[0][1].startswith("--defaults-extra-file=")
         assert not Path(dumps[0][1].split("=", 1)[1]).exists()
         assert "s3cret" not in backup.to_json().decode()
     finally:
@@ -300,7 +304,8 @@ def test_verify_with_a_test_restore_compares_rows_and_checksums(
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
     backup = backuper.backup_mysql(mysql_url)
     verified = backuper.verify(backup, restore_test=mysql_url)
-    assert verified.verified_at is not None and verified.verified_at >= backup.finished_at
+    assert verified.verified_at is not None
+    assert verified.verified_at >= backup.finished_at
     with mysql_admin.cursor() as cursor:
         cursor.execute("SHOW DATABASES LIKE 'autoops_verify_%'")
         assert cursor.fetchall() == ()

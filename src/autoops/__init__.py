@@ -33,6 +33,8 @@ from .backup import (
     BackupVerifyError,
     LocalStorage,
     RestoreRefusedError,
+    RetentionPlan,
+    RetentionPolicy,
     SftpStorage,
     Storage,
 )
@@ -125,6 +127,8 @@ __all__ = [
     "RedisCheck",
     "Remediation",
     "RestoreRefusedError",
+    "RetentionPlan",
+    "RetentionPolicy",
     "RetryEvent",
     "RetryPolicy",
     "Row",

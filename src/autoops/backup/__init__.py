@@ -3,6 +3,7 @@
 from ._backuper import Backuper
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import Backup, TableStats
+from ._retention import RetentionDecision, RetentionPlan, RetentionPolicy
 from ._storage import LocalStorage, SftpStorage, Storage, Upload
 
 __all__ = [
@@ -12,6 +13,9 @@ __all__ = [
     "Backuper",
     "LocalStorage",
     "RestoreRefusedError",
+    "RetentionDecision",
+    "RetentionPlan",
+    "RetentionPolicy",
     "SftpStorage",
     "Storage",
     "TableStats",

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Final
 
 from .._display import format_bytes, format_seconds
 from .._errors import ConfigError
 from .._progress import Progress
-from ..db import MySQLClient
+from ..cache import CacheClient
+from ..db import MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
-from ._errors import BackupError, BackupVerifyError
+from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import MANIFEST_SUFFIX, Backup, utc_now
+from ._retention import RetentionPlan, RetentionPolicy
 from ._storage import Storage
 
 __all__ = ["Backuper"]
@@ -24,13 +29,19 @@ __all__ = ["Backuper"]
 log: Final = logging.getLogger("autoops.backup")
 
 
-def _mysql_client(db: MySQLClient | str) -> MySQLClient:
+@contextlib.contextmanager
+def _mysql_client(db: MySQLClient | str) -> Iterator[MySQLClient]:
+    """The client given, or one made from a URL and closed afterwards."""
     from ..db import DbClient
 
     client = DbClient.from_url(db) if isinstance(db, str) else db
-    if not isinstance(client, MySQLClient):
-        raise ConfigError(f"expected a MySQL client or mysql:// URL, got {client!r}")
-    return client
+    try:
+        if not isinstance(client, MySQLClient):
+            raise ConfigError(f"expected a MySQL client or mysql:// URL, got {client!r}")
+        yield client
+    finally:
+        if isinstance(db, str):
+            client.close()
 
 
 def _expect_kind(backup: Backup, kind: str) -> None:
@@ -194,28 +205,28 @@ class Backuper:
         to compare against; ``tables`` limits the dump to those tables."""
         from ._mysql import DUMP_OPTIONS, DumpRun, dump_source
 
-        client = _mysql_client(db)
-        run = DumpRun.prepare(client, checksums=checksums, tables=tables)
+        with _mysql_client(db) as client:
+            run = DumpRun.prepare(client, checksums=checksums, tables=tables)
 
-        def describe() -> dict[str, Any]:
-            return {
-                "tool": run.tools.version,
-                "server_version": run.server_version,
-                "options": {"dump_options": list(DUMP_OPTIONS), "tables": list(tables)},
-                "tables": run.tables,
-                "position": run.position,
-                "warnings": tuple(run.warnings),
-            }
+            def describe() -> dict[str, Any]:
+                return {
+                    "tool": run.tools.version,
+                    "server_version": run.server_version,
+                    "options": {"dump_options": list(DUMP_OPTIONS), "tables": list(tables)},
+                    "tables": run.tables,
+                    "position": run.position,
+                    "warnings": tuple(run.warnings),
+                }
 
-        source = dump_source(client, tables)
-        return self._store(
-            kind="mysql",
-            source=source,
-            data_format="sql",
-            chunks=run.chunks,
-            describe=describe,
-            label=f"backup {source}",
-        )
+            source = dump_source(client, tables)
+            return self._store(
+                kind="mysql",
+                source=source,
+                data_format="sql",
+                chunks=run.chunks,
+                describe=describe,
+                label=f"backup {source}",
+            )
 
     def restore_mysql(
         self, backup: Backup, db: MySQLClient | str, *, replace: bool = False
@@ -225,28 +236,208 @@ class Backuper:
         from ._mysql import restore_stream
 
         _expect_kind(backup, "mysql")
-        client = _mysql_client(db)
-        self._check_stored(backup)
-        with self._progress(f"restore {backup.id}") as progress:
-            restore_stream(self._chunks_of(backup), client, replace=replace, progress=progress)
+        with _mysql_client(db) as client:
+            self._check_stored(backup)
+            with self._progress(f"restore {backup.id}") as progress:
+                restore_stream(self._chunks_of(backup), client, replace=replace, progress=progress)
 
     def _test_restore_mysql(self, backup: Backup, server: MySQLClient | str) -> None:
         from ..db import DbClient
         from ._mysql import compare_stats, read_table_stats
 
-        admin = _mysql_client(server)
-        scratch = f"autoops_verify_{secrets.token_hex(6)}"
-        admin.execute(f"CREATE DATABASE `{scratch}` CHARACTER SET utf8mb4")
-        try:
-            target = DbClient.from_url(dataclasses.replace(admin.url, database=scratch))
-            assert isinstance(target, MySQLClient)
+        with _mysql_client(server) as admin:
+            scratch = f"autoops_verify_{secrets.token_hex(6)}"
+            admin.execute(f"CREATE DATABASE `{scratch}` CHARACTER SET utf8mb4")
             try:
-                self.restore_mysql(backup, target)
-                compare_stats(backup.tables, read_table_stats(target), backup.id)
+                target = DbClient.from_url(dataclasses.replace(admin.url, database=scratch))
+                assert isinstance(target, MySQLClient)
+                try:
+                    self.restore_mysql(backup, target)
+                    compare_stats(backup.tables, read_table_stats(target), backup.id)
+                finally:
+                    target.close()
             finally:
-                target.close()
-        finally:
-            admin.execute(f"DROP DATABASE IF EXISTS `{scratch}`")
+                admin.execute(f"DROP DATABASE IF EXISTS `{scratch}`")
+
+    # Redis ----------------------------------------------------------------------------------
+
+    def backup_redis(
+        self,
+        cache: CacheClient | str,
+        *,
+        mode: str = "rdb",
+        pattern: str | None = None,
+        timeout: float = 60.0,
+    ) -> Backup:
+        """Back up Redis: ``mode="rdb"`` fetches a point-in-time RDB snapshot of the whole server
+        over the replication protocol; ``mode="logical"`` dumps the keys matching ``pattern``
+        (default: the client's namespace, else all) of the client's database with SCAN + DUMP +
+        PTTL, for servers that block SYNC or to take part of a database."""
+        from ._redis import LogicalDump, RdbSnapshot, redis_client, server_label
+
+        with redis_client(cache) as client:
+            server = server_label(client)
+            if mode == "rdb":
+                if pattern is not None:
+                    raise ConfigError("pattern= selects keys of a logical dump; use mode='logical'")
+                snapshot = RdbSnapshot(client, timeout=timeout)
+                return self._store(
+                    kind="redis",
+                    source=server,
+                    data_format="rdb",
+                    chunks=snapshot.chunks,
+                    describe=lambda: {
+                        "tool": "autoops SYNC (rdb-only)",
+                        "server_version": snapshot.server_version,
+                        "options": {"mode": "rdb"},
+                        "key_count": snapshot.key_count,
+                    },
+                    label=f"backup {server}",
+                )
+            if mode != "logical":
+                raise ConfigError(f"unknown Redis backup mode {mode!r}; use 'rdb' or 'logical'")
+            dump = LogicalDump.for_cache(client, pattern)
+            db = int(client.redis.connection_pool.connection_kwargs.get("db", 0))
+            source = f"{server}/{db}?match={dump.pattern}"
+
+            def describe() -> dict[str, Any]:
+                warnings = []
+                if dump.vanished:
+                    warnings.append(f"{dump.vanished} keys expired or were deleted during the scan")
+                return {
+                    "tool": "autoops SCAN+DUMP+PTTL",
+                    "server_version": dump.server_version,
+                    "options": {"mode": "logical", "pattern": dump.pattern, "db": db},
+                    "key_count": dump.key_count,
+                    "warnings": tuple(warnings),
+                }
+
+            return self._store(
+                kind="redis",
+                source=source,
+                data_format="redis",
+                chunks=dump.chunks,
+                describe=describe,
+                label=f"backup {source}",
+            )
+
+    def restore_redis(
+        self,
+        backup: Backup,
+        target: CacheClient | str | os.PathLike[str],
+        *,
+        replace: bool = False,
+    ) -> int:
+        """Restore a Redis backup; returns the number of keys restored (or written, for an RDB).
+
+        A logical dump is RESTOREd into the target client's database (refused when keys matching
+        the dump's pattern exist there, unless ``replace``). An RDB snapshot cannot be loaded into
+        a running server: ``target`` is then a file path, written as the ``dump.rdb`` to start a
+        stopped server from (see docs/backup.md)."""
+        from ._redis import redis_client, restore_logical
+
+        _expect_kind(backup, "redis")
+        self._check_stored(backup)
+        if backup.format == "rdb":
+            if isinstance(target, CacheClient) or (isinstance(target, str) and "://" in target):
+                raise ConfigError(
+                    "an RDB snapshot cannot be loaded into a running Redis; pass a file path to "
+                    "write dump.rdb to, then start redis-server with it (docs/backup.md)"
+                )
+            self._write_plain(backup, Path(os.fspath(target)), replace=replace)
+            return backup.key_count or 0
+        if isinstance(target, os.PathLike):
+            raise ConfigError("a logical Redis dump is restored into a Redis client or URL")
+        with redis_client(target) as client:
+            with self._progress(f"restore {backup.id}") as progress:
+                restored = restore_logical(
+                    self._chunks_of(backup),
+                    client,
+                    str(backup.options.get("pattern", "*")),
+                    replace=replace,
+                    progress=progress,
+                )
+            return len(restored)
+
+    def _write_plain(self, backup: Backup, path: Path, *, replace: bool) -> None:
+        if path.exists() and not replace:
+            raise RestoreRefusedError(f"{path} exists; pass replace=True to overwrite it")
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in self._chunks_of(backup):
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+
+    def _test_restore_redis(self, backup: Backup, target: Any) -> None:
+        from ._redis import read_records, redis_client, restore_logical, verify_rdb_by_loading
+
+        if backup.format == "rdb":
+            verify_rdb_by_loading(self._chunks_of(backup), backup.data_file)
+            return
+        if target is True:
+            raise BackupVerifyError(
+                "a test restore of a logical Redis dump needs a target: pass restore_test=<Redis "
+                "client or URL of an empty database>"
+            )
+        with redis_client(target) as client:
+            pattern = str(backup.options.get("pattern", "*"))
+            restored = restore_logical(self._chunks_of(backup), client, pattern)
+            try:
+                expected = sum(1 for _ in read_records(self._chunks_of(backup), backup.data_file))
+                if expected != backup.key_count:
+                    raise BackupVerifyError(
+                        f"{backup.data_file} holds {expected} keys; the manifest says "
+                        f"{backup.key_count}"
+                    )
+                present = 0
+                for start in range(0, len(restored), 1000):
+                    present += int(client.redis.exists(*restored[start : start + 1000]))
+                if present != len(restored):
+                    raise BackupVerifyError(
+                        f"only {present} of {len(restored)} restored keys are in {client.location}"
+                    )
+            finally:
+                for start in range(0, len(restored), 1000):
+                    client.redis.unlink(*restored[start : start + 1000])
+
+    # SQLite ---------------------------------------------------------------------------------
+
+    def backup_sqlite(self, db: SQLiteClient | str | os.PathLike[str]) -> Backup:
+        """Copy an SQLite database with the online backup API (consistent while in use)."""
+        from ._sqlite import SQLiteSnapshot, sqlite_path
+
+        path = sqlite_path(db if isinstance(db, SQLiteClient | str) else os.fspath(db))
+        snapshot = SQLiteSnapshot(path)
+        return self._store(
+            kind="sqlite",
+            source=f"sqlite:///{path}",
+            data_format="sqlite",
+            chunks=snapshot.chunks,
+            describe=lambda: {
+                "tool": "sqlite3 backup API",
+                "server_version": snapshot.version,
+                "tables": snapshot.tables,
+            },
+            label=f"backup {path}",
+        )
+
+    def restore_sqlite(
+        self, backup: Backup, db: SQLiteClient | str | os.PathLike[str], *, replace: bool = False
+    ) -> None:
+        """Copy an SQLite backup into the target database (empty unless ``replace``)."""
+        from ._sqlite import restore_sqlite_file, sqlite_path
+
+        _expect_kind(backup, "sqlite")
+        self._check_stored(backup)
+        target = sqlite_path(db if isinstance(db, SQLiteClient | str) else os.fspath(db))
+        restore_sqlite_file(self._chunks_of(backup), target, replace=replace)
 
     # verify -----------------------------------------------------------------------------------
 
@@ -289,6 +480,13 @@ class Backuper:
         tail = b""
         for chunk in self._chunks_of(backup):
             tail = (tail + chunk)[-512:]
+        if backup.format == "redis":
+            from ._redis import read_records
+
+            for _ in read_records(self._chunks_of(backup), backup.data_file):
+                pass
+        if backup.format == "rdb" and (len(tail) < 9 or tail[-9] != 0xFF):
+            raise BackupVerifyError(f"{backup.data_file}: the RDB does not end with its EOF marker")
         if backup.format == "sql" and b"-- Dump completed" not in tail:
             raise BackupVerifyError(
                 f"{backup.data_file}: the dump does not end with its completion line"
@@ -301,8 +499,29 @@ class Backuper:
                     "a MySQL test restore needs a server: pass restore_test=<MySQL client or URL>"
                 )
             self._test_restore_mysql(backup, target)
+        elif backup.kind == "redis":
+            self._test_restore_redis(backup, target)
+        elif backup.kind == "sqlite":
+            from ._sqlite import check_sqlite_copy
+
+            check_sqlite_copy(self._chunks_of(backup), dict(backup.tables), backup.data_file)
         else:
             raise BackupVerifyError(f"no test restore for a {backup.kind} backup")
+
+    # retention ------------------------------------------------------------------------------
+
+    def prune(
+        self, policy: RetentionPolicy, *, source: str | None = None, dry_run: bool = False
+    ) -> RetentionPlan:
+        """Apply ``policy`` per source (or to one ``source``) and remove what it does not keep,
+        manifest first; with ``dry_run`` only return the plan. A source whose newest backup is
+        not verified keeps everything (see :class:`RetentionPolicy`)."""
+        plan = policy.plan(self.list(source))
+        if not dry_run:
+            for backup in plan.remove:
+                self.delete(backup)
+                log.info("pruned backup %s of %s", backup.id, backup.source)
+        return plan
 
     def _update(self, backup: Backup) -> None:
         self.storage.write_bytes(backup.manifest_file, backup.to_json())

@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import IO, Any, Final
 
-from .._errors import ConfigError, ConnectError
+from .._errors import AutoOpsError, ConfigError, ConnectError
 from ._errors import BackupError, BackupVerifyError
 
 __all__ = ["LocalStorage", "SftpStorage", "Storage", "Upload"]
@@ -28,6 +28,10 @@ __all__ = ["LocalStorage", "SftpStorage", "Storage", "Upload"]
 log: Final = logging.getLogger("autoops.backup")
 PARTIAL_SUFFIX: Final = ".partial"
 _CHUNK: Final = 1 << 20
+
+
+# Partial files this process is writing right now; any other partial of this process is stale.
+_ACTIVE: set[str] = set()
 
 
 def _partial_name(name: str) -> str:
@@ -45,7 +49,7 @@ def _partial_owner_is_gone(name: str) -> bool:
     if host != socket.gethostname():
         return False
     if pid == os.getpid():
-        return False
+        return name not in _ACTIVE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -162,6 +166,7 @@ class _LocalUpload(Upload):
         super().__init__(name)
         self._directory = directory
         self._partial = directory / _partial_name(name)
+        _ACTIVE.add(self._partial.name)
         fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._file: IO[bytes] | None = os.fdopen(fd, "wb", buffering=_CHUNK)
 
@@ -183,6 +188,7 @@ class _LocalUpload(Upload):
                 "may be full or failing"
             )
         os.replace(self._partial, self._directory / self.name)
+        _ACTIVE.discard(self._partial.name)
         _fsync_directory(self._directory)
 
     def abort(self) -> None:
@@ -192,6 +198,7 @@ class _LocalUpload(Upload):
             self._file = None
         with contextlib.suppress(FileNotFoundError):
             self._partial.unlink()
+        _ACTIVE.discard(self._partial.name)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -263,6 +270,7 @@ class _SftpUpload(Upload):
         self._storage = storage
         self._partial = posixpath.join(storage.path, _partial_name(name))
         self._final = posixpath.join(storage.path, name)
+        _ACTIVE.add(posixpath.basename(self._partial))
         sftp = storage.sftp()
         try:
             self._file: Any = sftp.open(self._partial, "wb")
@@ -276,7 +284,11 @@ class _SftpUpload(Upload):
         try:
             self._file.write(data)
         except Exception as exc:
-            raise _sftp_error(f"write {self._partial}", self._storage.location, exc) from exc
+            error = _sftp_error(f"write {self._partial}", self._storage.location, exc)
+            if isinstance(error, ConnectError):
+                self.abort()
+                self._storage.close()
+            raise error from exc
 
     def commit(self) -> None:
         where = self._storage.location
@@ -284,6 +296,8 @@ class _SftpUpload(Upload):
             self._file.close()
             remote_size = self._storage.sftp().stat(self._partial).st_size
         except Exception as exc:
+            self.abort()
+            self._storage.close()
             raise _sftp_error(f"finish {self._partial}", where, exc) from exc
         if remote_size != self.size:
             self.abort()
@@ -301,8 +315,10 @@ class _SftpUpload(Upload):
             self._storage.sftp().posix_rename(self._partial, self._final)
         except Exception as exc:
             raise _sftp_error(f"rename {self._partial}", where, exc) from exc
+        _ACTIVE.discard(posixpath.basename(self._partial))
 
     def abort(self) -> None:
+        _ACTIVE.discard(posixpath.basename(self._partial))
         with contextlib.suppress(Exception):
             self._file.close()
         with contextlib.suppress(Exception):
@@ -359,7 +375,7 @@ class SftpStorage(Storage):
     def _call(self, action: str, fn: Any) -> Any:
         try:
             return fn(self.sftp())
-        except (BackupError, ConnectError):
+        except AutoOpsError:
             raise
         except Exception as exc:
             self.close()

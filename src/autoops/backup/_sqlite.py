@@ -1,0 +1,147 @@
+"""SQLite backups through the online backup API: consistent while the database is in use."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from .._errors import ConfigError
+from ..db import SQLiteClient
+from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
+from ._model import TableStats
+
+__all__ = ["SQLiteSnapshot", "check_sqlite_copy", "restore_sqlite_file", "sqlite_stats"]
+
+_CHUNK: Final = 1 << 20
+
+
+def sqlite_path(db: SQLiteClient | str) -> Path:
+    """The database file of a client, a ``sqlite:///`` URL or a plain path."""
+    if isinstance(db, SQLiteClient):
+        text = db.url.path
+    elif db.startswith("sqlite:"):
+        from .._config import DbUrl
+
+        text = DbUrl.parse(db).path
+    else:
+        text = db
+    if text == ":memory:" or text.startswith("file:"):
+        raise ConfigError("an in-memory SQLite database cannot be backed up by path")
+    return Path(text).absolute()
+
+
+def sqlite_stats(connection: sqlite3.Connection) -> dict[str, TableStats]:
+    """Row counts of every table."""
+    tables = [
+        row[0]
+        for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name"
+        )
+    ]
+    stats = {}
+    for table in tables:
+        quoted = '"' + table.replace('"', '""') + '"'
+        (count,) = connection.execute(f"SELECT COUNT(*) FROM {quoted}").fetchone()  # noqa: S608
+        stats[table] = TableStats(rows=int(count))
+    return stats
+
+
+@contextlib.contextmanager
+def _private_directory() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="autoops-sqlite-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class SQLiteSnapshot:
+    """A copy made with ``sqlite3.Connection.backup`` into a private temporary file."""
+
+    path: Path
+    tables: dict[str, TableStats] = field(default_factory=dict)
+    version: str = sqlite3.sqlite_version
+
+    def chunks(self) -> Iterator[bytes]:
+        """The copy's bytes, after ``PRAGMA quick_check`` passed on it."""
+        if not self.path.is_file():
+            raise BackupError(f"SQLite database {self.path} does not exist")
+        with _private_directory() as directory:
+            copy = directory / "copy.db"
+            try:
+                source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+                target = sqlite3.connect(copy)
+                try:
+                    source.backup(target)
+                    (check,) = target.execute("PRAGMA quick_check").fetchone()
+                    if check != "ok":
+                        raise BackupError(f"SQLite database {self.path} fails quick_check: {check}")
+                    self.tables = sqlite_stats(target)
+                finally:
+                    target.close()
+                    source.close()
+            except sqlite3.Error as exc:
+                raise BackupError(f"cannot back up SQLite database {self.path}: {exc}") from exc
+            with copy.open("rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    yield chunk
+
+
+def _write(chunks: Iterable[bytes], path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+
+
+def restore_sqlite_file(chunks: Iterable[bytes], target: Path, *, replace: bool = False) -> None:
+    """Copy a backup into ``target`` through the backup API (so open readers of the target see
+    the old or the new database, never a mix); refuses a target with tables unless ``replace``."""
+    with _private_directory() as directory:
+        copy = directory / "restore.db"
+        _write(chunks, copy)
+        source = sqlite3.connect(copy)
+        destination = sqlite3.connect(target, timeout=30)
+        try:
+            (tables,) = destination.execute(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type IN ('table', 'view')"
+            ).fetchone()
+            if tables and not replace:
+                raise RestoreRefusedError(
+                    f"SQLite database {target} is not empty; pass replace=True (--replace) to "
+                    "overwrite it"
+                )
+            source.backup(destination)
+        except sqlite3.Error as exc:
+            raise BackupError(f"restoring into SQLite database {target} failed: {exc}") from exc
+        finally:
+            destination.close()
+            source.close()
+
+
+def check_sqlite_copy(chunks: Iterable[bytes], expected: dict[str, TableStats], where: str) -> None:
+    """Open a decompressed copy, run ``PRAGMA integrity_check`` and compare row counts."""
+    from ._mysql import compare_stats
+
+    with _private_directory() as directory:
+        copy = directory / "verify.db"
+        _write(chunks, copy)
+        connection = sqlite3.connect(copy)
+        try:
+            (check,) = connection.execute("PRAGMA integrity_check").fetchone()
+            if check != "ok":
+                raise BackupVerifyError(f"{where} fails integrity_check: {check}")
+            compare_stats(expected, sqlite_stats(connection), where)
+        except sqlite3.DatabaseError as exc:
+            raise BackupVerifyError(f"{where} is not a valid SQLite database: {exc}") from exc
+        finally:
+            connection.close()

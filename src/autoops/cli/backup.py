@@ -1,0 +1,327 @@
+"""The backup commands: ``autoops-backup``, ``autoops-restore`` and ``autoops-backups``.
+
+Cron-friendly: silent on success when not on a terminal, one clear line on failure, exit codes
+from :mod:`autoops.cli._common`, and an optional Prometheus textfile (``--metrics-file``) whose
+figures come from the catalogue, so a failed run still reports the last success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+from .._errors import ConfigError
+from .._metrics import MetricSample, write_textfile
+from .._ssh import SshOptions
+from ..backup import (
+    Backup,
+    Backuper,
+    LocalStorage,
+    RetentionPolicy,
+    SftpStorage,
+    Storage,
+)
+from ..backup._retention import parse_duration
+from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, settings_from
+
+__all__ = ["main_backup", "main_backups", "main_restore"]
+
+log: Final = logging.getLogger("autoops.backup")
+_KEEP_RULES: Final = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        metavar="WHERE",
+        help="a local directory or sftp://user@host:port/path (default: [backup] storage)",
+    )
+    parser.add_argument("--ssh-key", metavar="PATH", help="private key for sftp:// storage")
+    parser.add_argument(
+        "--known-hosts", metavar="PATH", help="known_hosts for sftp:// storage (~/.ssh/...)"
+    )
+
+
+def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    for rule in _KEEP_RULES:
+        parser.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--keep-within", metavar="DURATION", help="keep all within this of the newest (7d, 2w)"
+    )
+
+
+def _policy(args: argparse.Namespace, section: dict[str, Any]) -> RetentionPolicy | None:
+    values = {f"keep_{rule}": getattr(args, f"keep_{rule}") for rule in _KEEP_RULES}
+    within_text = args.keep_within
+    if not any(values.values()) and within_text is None:
+        configured = {k: v for k, v in section.items() if k.startswith("keep_")}
+        if not configured:
+            return None
+        within_text = configured.pop("keep_within", None)
+        values = {f"keep_{rule}": int(configured.get(f"keep_{rule}", 0)) for rule in _KEEP_RULES}
+    within = parse_duration(str(within_text)) if within_text is not None else None
+    return RetentionPolicy(**values, keep_within=within)
+
+
+def _storage(args: argparse.Namespace, section: dict[str, Any]) -> Storage:
+    where = args.storage or section.get("storage")
+    if not where:
+        raise ConfigError(
+            "no backup storage: pass --storage DIR or sftp://user@host/path, or set "
+            '[backup] storage = "..." in autoops.toml'
+        )
+    where = str(where)
+    if where.startswith("sftp://"):
+        parts = urlsplit(where)
+        if not parts.hostname or not parts.path:
+            raise ConfigError(f"bad SFTP storage {where!r}: use sftp://user@host:22/path")
+        user = f"{unquote(parts.username)}@" if parts.username else ""
+        options = SshOptions(
+            key_filename=args.ssh_key or section.get("ssh_key"),
+            known_hosts=args.known_hosts or section.get("known_hosts"),
+        )
+        return SftpStorage(
+            f"{user}{parts.hostname}:{parts.port or 22}", parts.path, options=options
+        )
+    if "://" in where:
+        raise ConfigError(f"unknown storage {where!r}: use a directory or sftp://user@host/path")
+    return LocalStorage(where)
+
+
+def _section(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(settings_from(args).section("backup"))
+
+
+def _metrics(path: str, backuper: Backuper, source: str, kind: str, succeeded: bool) -> None:
+    backups = [b for b in backuper.list(source) if b.status == "ok"]
+    labels = {"kind": kind, "source": source}
+    samples = [
+        MetricSample(
+            "autoops_backup_last_run_success",
+            "1 if the last backup run succeeded, else 0",
+            1.0 if succeeded else 0.0,
+            labels,
+        ),
+        MetricSample(
+            "autoops_backup_count", "complete backups in the catalogue", len(backups), labels
+        ),
+    ]
+    if backups:
+        newest = backups[-1]
+        samples += [
+            MetricSample(
+                "autoops_backup_last_success_timestamp_seconds",
+                "when the newest complete backup finished (Unix time)",
+                newest.finished_at.timestamp(),
+                labels,
+            ),
+            MetricSample(
+                "autoops_backup_last_size_bytes",
+                "size of the newest complete backup as stored",
+                newest.size,
+                labels,
+            ),
+            MetricSample(
+                "autoops_backup_last_duration_seconds",
+                "how long the newest complete backup took",
+                newest.duration,
+                labels,
+            ),
+        ]
+    write_textfile(path, samples)
+
+
+# autoops-backup ---------------------------------------------------------------------------------
+
+
+def _backup_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoops-backup",
+        description="Take a verified backup of MySQL/MariaDB, Redis or SQLite, then prune.",
+    )
+    parser.add_argument("kind", choices=["mysql", "redis", "sqlite"])
+    parser.add_argument(
+        "--url", help="what to back up (default: [db] url, or [cache] url for redis)"
+    )
+    _add_storage_arguments(parser)
+    parser.add_argument("--compression", choices=["zstd", "gzip"], default=None)
+    parser.add_argument("--mode", choices=["rdb", "logical"], default="rdb", help="redis only")
+    parser.add_argument("--pattern", help="redis logical dump: keys to take (default: all)")
+    parser.add_argument("--tables", help="mysql: comma-separated tables (default: all)")
+    parser.add_argument(
+        "--verify-restore",
+        metavar="TARGET",
+        help="after the backup, test-restore it: a mysql:// server URL (scratch database), a "
+        "redis:// URL of an empty db, or 'local' for an RDB snapshot or SQLite",
+    )
+    _add_policy_arguments(parser)
+    parser.add_argument("--metrics-file", metavar="PATH", help="write a Prometheus textfile")
+    add_common_arguments(parser)
+    return parser
+
+
+def _take(args: argparse.Namespace) -> int:
+    section = _section(args)
+    settings = settings_from(args)
+    storage = _storage(args, section)
+    backuper = Backuper(storage, compression=args.compression or section.get("compression", "zstd"))
+    policy = _policy(args, section)  # checked before the backup runs, not after
+    if args.kind == "redis":
+        url = args.url or settings.require_cache_url()
+    else:
+        url = args.url or settings.require_db_url()
+    source = ""
+    try:
+        if args.kind == "mysql":
+            tables = [t for t in (args.tables or "").split(",") if t]
+            backup = backuper.backup_mysql(url, tables=tables)
+        elif args.kind == "redis":
+            backup = backuper.backup_redis(url, mode=args.mode, pattern=args.pattern)
+        else:
+            backup = backuper.backup_sqlite(url)
+        source = backup.source
+        if args.verify_restore:
+            target: Any = True if args.verify_restore == "local" else args.verify_restore
+            backup = backuper.verify(backup, restore_test=target)
+        if policy is not None:
+            # Pruning runs only here, after the new backup was stored and verified.
+            plan = backuper.prune(policy, source=backup.source)
+            for line in plan.lines():
+                log.info("%s", line)
+        if args.metrics_file:
+            _metrics(args.metrics_file, backuper, source, args.kind, succeeded=True)
+        log.info("backup %s stored in %s", backup.id, storage.location)
+    except BaseException:
+        if args.metrics_file and source:
+            _metrics(args.metrics_file, backuper, source, args.kind, succeeded=False)
+        raise
+    finally:
+        storage.close()
+    return EXIT_OK
+
+
+def main_backup(argv: Sequence[str] | None = None) -> int:
+    """``autoops-backup``: take a backup, optionally test-restore it, prune, write metrics."""
+    return run_command("autoops-backup", _take, _backup_parser(), argv)
+
+
+# autoops-restore --------------------------------------------------------------------------------
+
+
+def _restore_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoops-restore", description="Restore a backup into a database, Redis or a file."
+    )
+    parser.add_argument("backup", help="backup id (or a unique prefix); see autoops-backups list")
+    parser.add_argument(
+        "--url",
+        required=True,
+        help="target: mysql:// database, redis:// db, sqlite:/// file, or a path for an RDB",
+    )
+    parser.add_argument(
+        "--replace", action="store_true", help="overwrite a target that already has data"
+    )
+    _add_storage_arguments(parser)
+    add_common_arguments(parser)
+    return parser
+
+
+def _restore(args: argparse.Namespace) -> int:
+    storage = _storage(args, _section(args))
+    try:
+        backuper = Backuper(storage)
+        backup = backuper.get(args.backup)
+        if backup.kind == "mysql":
+            backuper.restore_mysql(backup, args.url, replace=args.replace)
+        elif backup.kind == "redis":
+            backuper.restore_redis(backup, args.url, replace=args.replace)
+        else:
+            backuper.restore_sqlite(backup, args.url, replace=args.replace)
+        log.info("restored %s into %s", backup.id, args.url.split("@")[-1])
+    finally:
+        storage.close()
+    return EXIT_OK
+
+
+def main_restore(argv: Sequence[str] | None = None) -> int:
+    """``autoops-restore``: restore one backup into a target."""
+    return run_command("autoops-restore", _restore, _restore_parser(), argv)
+
+
+# autoops-backups --------------------------------------------------------------------------------
+
+
+def _backups_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autoops-backups", description="List, verify and prune the backup catalogue."
+    )
+    commands = parser.add_subparsers(dest="action", required=True)
+    listing = commands.add_parser("list", help="list backups (oldest first)")
+    listing.add_argument("--source")
+    listing.add_argument("--json", action="store_true", help="one JSON manifest per line")
+    verify = commands.add_parser("verify", help="check checksums (and test-restore)")
+    verify.add_argument("ids", nargs="*", help="backup ids (default: every backup)")
+    verify.add_argument(
+        "--restore-test", metavar="TARGET", help="as autoops-backup --verify-restore"
+    )
+    prune = commands.add_parser("prune", help="remove what the retention policy does not keep")
+    prune.add_argument("--source")
+    prune.add_argument("--dry-run", action="store_true", help="print the plan, remove nothing")
+    _add_policy_arguments(prune)
+    for sub in (listing, verify, prune):
+        _add_storage_arguments(sub)
+        add_common_arguments(sub)
+    return parser
+
+
+def _row(backup: Backup) -> str:
+    verified = backup.verified_at.isoformat(timespec="seconds") if backup.verified_at else "never"
+    return (
+        f"{backup.id}  {backup.kind:6}  {backup.status:7}  {backup.size:>12}  "
+        f"{backup.started_at.isoformat(timespec='seconds')}  verified {verified}  {backup.source}"
+    )
+
+
+def _backups(args: argparse.Namespace) -> int:
+    section = _section(args)
+    storage = _storage(args, section)
+    try:
+        backuper = Backuper(storage)
+        if args.action == "list":
+            for backup in backuper.list(args.source):
+                print(backup.to_json().decode().replace("\n", "") if args.json else _row(backup))
+            return EXIT_OK
+        if args.action == "verify":
+            backups = [backuper.get(i) for i in args.ids] if args.ids else backuper.list()
+            failed = 0
+            target: Any = False
+            if args.restore_test:
+                target = True if args.restore_test == "local" else args.restore_test
+            for backup in backups:
+                try:
+                    backuper.verify(backup, restore_test=target)
+                    print(f"ok       {backup.id}")
+                except Exception as exc:
+                    failed += 1
+                    print(f"FAILED   {backup.id}: {exc}")
+            return EXIT_FAILURE if failed else EXIT_OK
+        policy = _policy(args, section)
+        if policy is None:
+            raise ConfigError("prune needs a policy: --keep-daily 7 ... or [backup] keep_* keys")
+        plan = backuper.prune(policy, source=args.source, dry_run=args.dry_run)
+        for line in plan.lines():
+            if args.dry_run:
+                print(line)
+            else:
+                log.info("%s", line)
+        return EXIT_OK
+    finally:
+        storage.close()
+
+
+def main_backups(argv: Sequence[str] | None = None) -> int:
+    """``autoops-backups list|verify|prune``: the catalogue."""
+    return run_command("autoops-backups", _backups, _backups_parser(), argv)

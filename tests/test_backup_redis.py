@@ -1,0 +1,170 @@
+"""Redis backups: RDB snapshots over SYNC and logical dumps, restored faithfully into db 12-15."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+import autoops
+from autoops.backup import BackupVerifyError, RestoreRefusedError
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def restore_url(redis_url: str) -> Iterator[str]:
+    """Redis db 13, this suite's own restore target, flushed before and after (db 12-15 only)."""
+    url = redis_url.rsplit("/", 1)[0] + "/13"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+def _fill_every_type(raw: redis.Redis, namespace: str) -> None:
+    raw.set(f"{namespace}:string", b"\x00\xffbinary \xf0\x9f\x98\x80")
+    raw.set(f"{namespace}:expiring", "soon", px=600_000)
+    raw.hset(f"{namespace}:hash", mapping={"a": "1", "b": "2"})
+    raw.rpush(f"{namespace}:list", "x", "y", "z")
+    raw.sadd(f"{namespace}:set", "p", "q")
+    raw.zadd(f"{namespace}:zset", {"one": 1.5, "two": 2.25})
+    raw.xadd(f"{namespace}:stream", {"field": "value"}, id="1-1")
+    raw.xadd(f"{namespace}:stream", {"field": "other"}, id="2-1")
+    raw.pexpire(f"{namespace}:hash", 3_600_000)
+
+
+def _snapshot(raw: redis.Redis, namespace: str) -> dict[bytes, tuple[object, int]]:
+    """Every key's type-aware value and its TTL in whole seconds."""
+    found: dict[bytes, tuple[object, int]] = {}
+    for key in raw.scan_iter(match=f"{namespace}:*"):
+        kind = raw.type(key)
+        value: object
+        if kind == b"string":
+            value = raw.get(key)
+        elif kind == b"hash":
+            value = raw.hgetall(key)
+        elif kind == b"list":
+            value = raw.lrange(key, 0, -1)
+        elif kind == b"set":
+            value = raw.smembers(key)
+        elif kind == b"zset":
+            value = raw.zrange(key, 0, -1, withscores=True)
+        else:
+            value = raw.xrange(key)
+        ttl = raw.pttl(key)
+        found[key] = (value, round(ttl / 1000) if ttl > 0 else ttl)
+    return found
+
+
+def test_logical_dump_round_trips_every_type_with_ttls(
+    redis_raw: redis.Redis,
+    redis_namespace: str,
+    cache: autoops.CacheClient,
+    restore_url: str,
+    tmp_path: Path,
+) -> None:
+    _fill_every_type(redis_raw, redis_namespace)
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(cache, mode="logical")
+    assert backup.key_count == 7
+    assert backup.source.endswith(f"/0?match={redis_namespace}:*")
+    assert backuper.restore_redis(backup, restore_url) == 7
+    target = redis.Redis.from_url(restore_url)
+    restored, original = _snapshot(target, redis_namespace), _snapshot(redis_raw, redis_namespace)
+    target.close()
+    assert {key: value for key, (value, _) in restored.items()} == {
+        key: value for key, (value, _) in original.items()
+    }
+    for key, (_, ttl) in original.items():
+        assert abs(restored[key][1] - ttl) <= 1, key
+
+
+def test_logical_restore_refuses_existing_keys_unless_replace(
+    redis_raw: redis.Redis,
+    redis_namespace: str,
+    cache: autoops.CacheClient,
+    restore_url: str,
+    tmp_path: Path,
+) -> None:
+    redis_raw.set(f"{redis_namespace}:k", "old")
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(cache, mode="logical")
+    target = redis.Redis.from_url(restore_url)
+    target.set(f"{redis_namespace}:k", "newer")
+    with pytest.raises(RestoreRefusedError, match="already holds keys"):
+        backuper.restore_redis(backup, restore_url)
+    backuper.restore_redis(backup, restore_url, replace=True)
+    assert target.get(f"{redis_namespace}:k") == b"old"
+    target.close()
+
+
+def test_keys_that_vanish_during_the_scan_are_skipped(
+    redis_raw: redis.Redis, redis_namespace: str, cache: autoops.CacheClient, tmp_path: Path
+) -> None:
+    for index in range(50):
+        redis_raw.set(f"{redis_namespace}:short:{index}", "x", px=1)
+    redis_raw.set(f"{redis_namespace}:stays", "y")
+    backup = autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(cache, mode="logical")
+    assert backup.key_count is not None
+    assert 1 <= backup.key_count <= 51
+
+
+def test_rdb_snapshot_loads_in_a_private_server_with_every_key(
+    redis_raw: redis.Redis, redis_namespace: str, tmp_path: Path
+) -> None:
+    _fill_every_type(redis_raw, redis_namespace)
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis("redis://127.0.0.1:6379/0", mode="rdb")
+    assert backup.format == "rdb"
+    assert backup.source == "redis://127.0.0.1:6379"
+    assert backup.key_count is not None
+    assert backup.key_count >= 7
+    verified = backuper.verify(backup, restore_test=True)
+    assert verified.status == "ok"
+    rdb = tmp_path / "restored" / "dump.rdb"
+    rdb.parent.mkdir()
+    backuper.restore_redis(backup, rdb)
+    assert rdb.read_bytes().startswith(b"REDIS")
+
+
+def test_a_corrupted_logical_dump_fails_verify(
+    redis_raw: redis.Redis, redis_namespace: str, cache: autoops.CacheClient, tmp_path: Path
+) -> None:
+    redis_raw.set(f"{redis_namespace}:k", "v")
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(cache, mode="logical")
+    (tmp_path / backup.data_file).write_bytes(b"garbage")
+    with pytest.raises(BackupVerifyError):
+        backuper.verify(backup)
+    assert backuper.get(backup.id).status == "corrupt"
+
+
+def test_logical_verify_with_test_restore_removes_what_it_restored(
+    redis_raw: redis.Redis,
+    redis_namespace: str,
+    cache: autoops.CacheClient,
+    restore_url: str,
+    tmp_path: Path,
+) -> None:
+    _fill_every_type(redis_raw, redis_namespace)
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(cache, mode="logical")
+    backuper.verify(backup, restore_test=restore_url)
+    target = redis.Redis.from_url(restore_url)
+    assert target.dbsize() == 0
+    target.close()
+
+
+def test_wrong_redis_password_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
+    storage = autoops.LocalStorage(tmp_path)
+    with pytest.raises(autoops.AutoOpsError) as failure:
+        autoops.Backuper(storage).backup_redis(
+            f"redis://:wrong-{uuid.uuid4().hex}@127.0.0.1:6379/0", mode="rdb"
+        )
+    assert "wrong-" not in str(failure.value)
+    assert storage.names() == []
