@@ -83,6 +83,13 @@ def test_every_check_prints_one_line_and_the_worst_status_is_the_exit_code(confi
     assert done.returncode == 1, done.stderr
 
 
+def test_quiet_prints_only_the_checks_that_are_not_ok(config: Path) -> None:
+    done = run_check(config, "-q")
+    assert [line.split(" ")[0] for line in done.stdout.splitlines()] == ["web-latency"]
+    assert done.returncode == 1
+    assert run_check(config, "-q", "db", "web").stdout == ""
+
+
 def test_one_named_check_is_a_plain_nagios_plugin(config: Path) -> None:
     done = run_check(config, "web")
     assert done.returncode == 0

@@ -104,3 +104,18 @@ def test_a_replica_behind_its_source_warns(pair: tuple[MariaDbInstance, MariaDbI
         replica_sql(replica, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 0", "START SLAVE")
     assert result.status is CheckStatus.WARNING, result.summary
     assert "s behind (warning 1)" in result.summary
+
+
+def test_an_account_that_may_not_see_replication_makes_that_part_unknown(
+    pair: tuple[MariaDbInstance, MariaDbInstance],
+) -> None:
+    _, replica = pair
+    replica_sql(
+        replica,
+        "CREATE USER IF NOT EXISTS 'watcher'@'%' IDENTIFIED BY 'w4tcher'",
+        "GRANT USAGE ON *.* TO 'watcher'@'%'",
+    )
+    result = MySQLCheck("replica", f"mysql://watcher:w4tcher@127.0.0.1:{replica.port}/").run()
+    assert result.status is CheckStatus.UNKNOWN, result.summary
+    assert "replication not checked: the account needs" in result.summary
+    assert "w4tcher" not in result.nagios_line()

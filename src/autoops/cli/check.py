@@ -1,6 +1,7 @@
 """``autoops-check``: run one check or all of ``[monitor]``, as a Nagios plugin, JSON, or
 Prometheus metrics (a node_exporter textfile or a scrape endpoint).
 
+With ``-q`` only the lines of checks that are not OK are printed, so cron mails only problems.
 Exit codes are the Monitoring Plugins ones, not the other commands': 0 OK, 1 WARNING,
 2 CRITICAL, 3 UNKNOWN, the worst over the checks run; a configuration or usage error is 3
 (UNKNOWN), since Nagios reads 2 as CRITICAL.
@@ -114,7 +115,13 @@ def _body(args: argparse.Namespace) -> int:
     results = monitor.run(args.checks, notify=not args.no_notify)
     if textfile:
         write_prometheus(textfile, results)
-    print(results_as_json(results) if args.format == "json" else results_as_nagios(results))
+    if args.format == "json":
+        print(results_as_json(results))
+    else:
+        # -q keeps cron mail for problems: only the lines of checks that are not OK.
+        shown = [result for result in results if result.status is not CheckStatus.OK]
+        if shown or not args.quiet:
+            print(results_as_nagios(shown if args.quiet else results))
     return int(CheckStatus.worst(result.status for result in results))
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 from .._config import DbUrl
-from .._errors import ConfigError, QueryError
+from .._errors import AuthenticationError, ConfigError, QueryError
 from .._retry import RetryPolicy
 from ..db import DbClient, Row
 from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
@@ -124,7 +124,15 @@ class MySQLCheck(Check):
             findings.note("rates from the next run on")
 
     def _replication(self, client: DbClient, findings: CheckFindings) -> None:
-        row = _replica_status(client)
+        try:
+            row = _replica_status(client)
+        except AuthenticationError:
+            findings.problem(
+                CheckStatus.UNKNOWN,
+                "replication not checked: the account needs REPLICATION CLIENT (MySQL) or "
+                "SLAVE MONITOR (MariaDB >= 10.5)",
+            )
+            return
         if row is None:
             findings.note("not a replica")
             return
