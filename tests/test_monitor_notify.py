@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from _support.monitor_servers import WebServer
+from _support.monitor_servers import SilentServer, WebServer
+from _support.proxy import TcpProxy
 from _support.sshd import SshServer, free_port
 from autoops import (
     AlertPolicy,
@@ -23,6 +25,7 @@ from autoops import (
     CheckStatus,
     EmailNotifier,
     Monitor,
+    MySQLCheck,
     NotificationError,
     Remediation,
     StateFile,
@@ -231,3 +234,43 @@ def test_remediation_runs_over_ssh_when_a_check_turns_critical_and_is_rate_limit
     assert notes[2].startswith("skipped")
     saved = json.loads(Path(state).read_text())
     assert saved["checks"]["web"]["remediated_at"] <= time.time()
+
+
+def test_a_database_outage_and_recovery_each_notify_once(
+    mysql_url: str, tcp_proxy: Callable[[str, int], TcpProxy], tmp_path: Path
+) -> None:
+    parts = urlsplit(mysql_url)
+    proxy = tcp_proxy(parts.hostname or "127.0.0.1", parts.port or 3306)
+    receiver = WebServer()
+    monitor = Monitor(
+        [MySQLCheck("db", f"mysql://root@127.0.0.1:{proxy.port}/", timeout=2)],
+        state_file=str(tmp_path / "state.json"),
+        notifiers=[WebhookNotifier(receiver.url("/hook"))],
+    )
+    try:
+        statuses = [monitor.run()[0].status]
+        proxy.refuse()
+        proxy.drop_all()
+        statuses += [monitor.run()[0].status, monitor.run()[0].status]
+        proxy.forward()
+        statuses += [monitor.run()[0].status]
+    finally:
+        receiver.close()
+    assert statuses == [OK, CRIT, CRIT, OK]
+    assert [item["json"]["subject"] for item in receiver.received] == [
+        "db OK -> CRITICAL",
+        "db CRITICAL -> OK",
+    ]
+
+
+def test_a_webhook_that_never_answers_fails_within_its_timeout() -> None:
+    silent = SilentServer()
+    started = time.monotonic()
+    try:
+        with pytest.raises(NotificationError, match="unreachable"):
+            WebhookNotifier(f"http://127.0.0.1:{silent.port}/", timeout=0.5).notify(
+                StatusChange("db", "change", OK, CRIT, result(CRIT), datetime.now(UTC))
+            )
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 3
