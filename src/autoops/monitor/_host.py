@@ -25,8 +25,8 @@ class HostCheck(Check):
     ``systemctl is-active`` for each of ``services`` (any state but ``active`` is CRITICAL).
 
     ``mounts`` limits the mounts looked at (a listed mount that is missing is CRITICAL); by
-    default every mount but tmpfs, devtmpfs and squashfs. ``systemctl`` names the command used
-    for services (for hosts where it lives elsewhere, or a wrapper).
+    default every mount but tmpfs, devtmpfs and squashfs. ``systemctl`` is the command asked
+    about services, run by the remote shell as written (a path, ``sudo systemctl``, a wrapper).
     """
 
     kind = "host"
