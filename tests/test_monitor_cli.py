@@ -191,6 +191,11 @@ def test_the_metrics_endpoint_runs_the_checks_at_each_scrape(config: Path) -> No
         process.communicate(timeout=10)
     assert b'autoops_check_status{check="web",kind="http"} 0.0' in body
     assert b"autoops_redis_latency_seconds" in body
+    if shutil.which("promtool"):
+        checked = subprocess.run(
+            ["promtool", "check", "metrics"], input=body, capture_output=True, check=False
+        )
+        assert checked.returncode == 0, checked.stderr
 
 
 def test_backup_and_sync_checks_come_from_the_config(
