@@ -1,10 +1,17 @@
 """autoops: a typed library for automated operations.
 
-Small composable clients for the database, the cache, deploys and backups, with retry policies
-that retry only what is safe to retry. See README.md and docs/ for a tour.
+Small composable clients for the database and the cache, and on them a cache sync, backups,
+deploys and health checks, with retry policies that retry only what is safe to retry. See
+README.md and docs/ for a tour.
 """
 
-from ._config import CacheUrl, DbUrl, Secret, Settings, load_settings
+from ._config import (
+    CacheUrl,
+    DbUrl,
+    Secret,
+    Settings,
+    load_settings,
+)
 from ._errors import (
     AuthenticationError,
     AutoOpsError,
@@ -17,7 +24,9 @@ from ._errors import (
     QueryError,
     TransactionConflictError,
 )
-from ._progress import Progress
+from ._progress import (
+    Progress,
+)
 from ._retry import (
     RetryEvent,
     RetryPolicy,
@@ -26,7 +35,13 @@ from ._retry import (
     retry_totals,
     set_testing,
 )
-from ._ssh import HostKeyError, RemoteCommandError, RemoteFileError, SshHost, SshOptions
+from ._ssh import (
+    HostKeyError,
+    RemoteCommandError,
+    RemoteFileError,
+    SshHost,
+    SshOptions,
+)
 from .backup import (
     Backup,
     Backuper,
@@ -42,8 +57,22 @@ from .backup import (
     TableStats,
     Upload,
 )
-from .cache import CacheClient, Codec, JsonCodec, MemoryCache, RawCodec, RedisCache
-from .db import DbClient, MySQLClient, Row, SQLiteClient, Transaction, quote_identifier
+from .cache import (
+    CacheClient,
+    Codec,
+    JsonCodec,
+    MemoryCache,
+    RawCodec,
+    RedisCache,
+)
+from .db import (
+    DbClient,
+    MySQLClient,
+    Row,
+    SQLiteClient,
+    Transaction,
+    quote_identifier,
+)
 from .deploy import (
     ConfigPushError,
     ConfigPushResult,
@@ -59,20 +88,70 @@ from .deploy import (
     HostDeployResult,
     new_release_id,
 )
-from .sync import CacheSync, SyncReport, SyncStatus, read_sync_status
+from .monitor import (
+    AlertPolicy,
+    BackupCatalogue,
+    BackupFreshnessCheck,
+    BackupRecord,
+    Check,
+    CheckCollector,
+    CheckFindings,
+    CheckMetric,
+    CheckResult,
+    CheckStatus,
+    EmailNotifier,
+    HostCheck,
+    HttpCheck,
+    Monitor,
+    MySQLCheck,
+    NotificationError,
+    Notifier,
+    RedisCheck,
+    Remediation,
+    StateFile,
+    StatusChange,
+    SyncLagCheck,
+    SyncProgress,
+    TcpCheck,
+    ThresholdRange,
+    Thresholds,
+    WebhookNotifier,
+    monitor_from_settings,
+    prometheus_registry,
+    results_as_json,
+    results_as_nagios,
+    run_checks,
+    write_prometheus,
+)
+from .sync import (
+    CacheSync,
+    SyncReport,
+    SyncStatus,
+    read_sync_status,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlertPolicy",
     "AuthenticationError",
     "AutoOpsError",
     "Backup",
+    "BackupCatalogue",
     "BackupError",
+    "BackupFreshnessCheck",
+    "BackupRecord",
     "BackupVerifyError",
     "Backuper",
     "CacheClient",
     "CacheSync",
     "CacheUrl",
+    "Check",
+    "CheckCollector",
+    "CheckFindings",
+    "CheckMetric",
+    "CheckResult",
+    "CheckStatus",
     "Codec",
     "CodecError",
     "ConfigError",
@@ -86,23 +165,32 @@ __all__ = [
     "DeployPlan",
     "DeployResult",
     "Deployer",
+    "EmailNotifier",
     "HealthCheck",
     "Hook",
+    "HostCheck",
     "HostConfigResult",
     "HostDeployPlan",
     "HostDeployResult",
     "HostKeyError",
+    "HttpCheck",
     "IntegrityError",
     "JsonCodec",
     "LocalStorage",
     "LockHeldError",
     "MemoryCache",
+    "Monitor",
+    "MySQLCheck",
     "MySQLClient",
+    "NotificationError",
+    "Notifier",
     "OutcomeUnknownError",
     "Progress",
     "QueryError",
     "RawCodec",
     "RedisCache",
+    "RedisCheck",
+    "Remediation",
     "RemoteCommandError",
     "RemoteFileError",
     "RestoreRefusedError",
@@ -118,19 +206,33 @@ __all__ = [
     "SftpStorage",
     "SshHost",
     "SshOptions",
+    "StateFile",
+    "StatusChange",
     "Storage",
+    "SyncLagCheck",
+    "SyncProgress",
     "SyncReport",
     "SyncStatus",
     "TableStats",
+    "TcpCheck",
+    "ThresholdRange",
+    "Thresholds",
     "Transaction",
     "TransactionConflictError",
     "Upload",
+    "WebhookNotifier",
     "add_retry_hook",
     "load_settings",
+    "monitor_from_settings",
     "new_release_id",
+    "prometheus_registry",
     "quote_identifier",
     "read_sync_status",
     "remove_retry_hook",
+    "results_as_json",
+    "results_as_nagios",
     "retry_totals",
+    "run_checks",
     "set_testing",
+    "write_prometheus",
 ]

@@ -1,0 +1,172 @@
+"""HTTP(S) and TCP checks: status, latency, body text, certificate days left, port open."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import ClassVar, Final
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from .._config import redact_url
+from .._errors import ConfigError
+from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
+from ._status import CheckStatus
+
+__all__ = ["HttpCheck", "TcpCheck"]
+
+_BODY_LIMIT: Final = 1 << 20
+
+
+class HttpCheck(Check):
+    """GET ``url`` (redirects are not followed): the status must be in ``expect_status``
+    (default any 2xx or 3xx), ``contains`` (if given) must appear in the first MiB of the body,
+    and for https the certificate's days left are measured (default warning below 30, critical
+    below 14). ``verify=False`` skips certificate verification but still reads its expiry;
+    ``ca_file`` trusts a private CA.
+    """
+
+    kind = "http"
+    THRESHOLDS: ClassVar[DefaultThresholds] = {
+        "latency": ("1", "5"),
+        "certificate_days": ("30:", "14:"),
+    }
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        expect_status: Collection[int] = (),
+        contains: str | None = None,
+        verify: bool = True,
+        ca_file: str | None = None,
+        timeout: float = 10.0,
+        thresholds: ThresholdSpec | None = None,
+    ) -> None:
+        super().__init__(name, timeout=timeout, thresholds=thresholds)
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigError(
+                f"check {name}: url must look like https://host/path, got {redact_url(str(url))!r}"
+            )
+        for code in expect_status:
+            if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+                raise ConfigError(f"check {name}: expect_status holds {code!r}, not an HTTP status")
+        self.url = url
+        self.expect_status = frozenset(expect_status)
+        self.contains = contains
+        self.verify = verify
+        self.ca_file = ca_file
+
+    def _context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def measure(self, findings: CheckFindings) -> None:
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        path = parts.path or "/"
+        if parts.query:
+            path += f"?{parts.query}"
+        connection: http.client.HTTPConnection
+        if parts.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                host, parts.port, timeout=self.timeout, context=self._context()
+            )
+        else:
+            connection = http.client.HTTPConnection(host, parts.port, timeout=self.timeout)
+        started = time.perf_counter()
+        try:
+            connection.connect()
+            # Read now: http.client drops the socket once a closing response has been read.
+            sock = connection.sock
+            certificate = (
+                sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+            )
+            connection.request("GET", path, headers={"User-Agent": "autoops-check"})
+            response = connection.getresponse()
+            body = response.read(_BODY_LIMIT)
+            latency = time.perf_counter() - started
+        finally:
+            connection.close()
+        status = response.status
+        expected = status in self.expect_status if self.expect_status else 200 <= status < 400
+        if expected:
+            findings.note(f"HTTP {status}")
+        else:
+            wanted = (
+                ", ".join(str(code) for code in sorted(self.expect_status))
+                if self.expect_status
+                else "2xx or 3xx"
+            )
+            findings.problem(
+                CheckStatus.CRITICAL, f"HTTP {status} {response.reason} (expected {wanted})"
+            )
+        findings.metric("latency", latency, "s", text=f"{latency * 1000:.1f} ms", minimum=0)
+        findings.metric("size", len(body), "B", text=None, minimum=0)
+        if self.contains is not None:
+            if self.contains.encode("utf-8") in body:
+                findings.note(f"body has {self.contains!r}")
+            else:
+                findings.problem(CheckStatus.CRITICAL, f"body lacks {self.contains!r}")
+        if certificate:
+            expires = x509.load_der_x509_certificate(certificate).not_valid_after_utc
+            days = (expires - datetime.now(UTC)).total_seconds() / 86400
+            findings.metric(
+                "certificate_days",
+                days,
+                text=f"certificate expires in {days:.0f} days ({expires:%Y-%m-%d})",
+                series="certificate_expiry_seconds",
+                scale=86400,
+            )
+
+
+class TcpCheck(Check):
+    """Connect to ``host:port``: refused or timed out is CRITICAL; the connect time is measured."""
+
+    kind = "tcp"
+    THRESHOLDS: ClassVar[DefaultThresholds] = {"latency": ("1", "5")}
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 10.0,
+        thresholds: ThresholdSpec | None = None,
+    ) -> None:
+        super().__init__(name, timeout=timeout, thresholds=thresholds)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ConfigError(f"check {name}: port must be 1 to 65535, got {port!r}")
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"check {name}: host must be a host name or address")
+        self.host = host
+        self.port = port
+
+    def measure(self, findings: CheckFindings) -> None:
+        started = time.perf_counter()
+        try:
+            socket.create_connection((self.host, self.port), timeout=self.timeout).close()
+        except ConnectionRefusedError:
+            findings.problem(
+                CheckStatus.CRITICAL, f"{self.host}:{self.port} refused the connection"
+            )
+            return
+        latency = time.perf_counter() - started
+        findings.metric(
+            "latency",
+            latency,
+            "s",
+            text=f"{self.host}:{self.port} open in {latency * 1000:.1f} ms",
+            minimum=0,
+        )

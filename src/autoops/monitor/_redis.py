@@ -1,0 +1,171 @@
+"""Redis health: PING latency, memory against maxmemory, evictions, persistence, clients,
+replication link and keyspace hit ratio."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .._config import CacheUrl
+from .._errors import ConfigError
+from .._retry import RetryPolicy
+from ..cache import RedisCache
+from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
+from ._status import CheckStatus
+
+__all__ = ["RedisCheck"]
+
+
+class RedisCheck(Check):
+    """Connect time and PING latency; ``used_memory`` as a percentage of ``maxmemory`` (0 means
+    no limit, which it reports); evicted keys (total and per second since the previous run);
+    ``rdb_last_bgsave_status``; connected clients against ``maxclients``; the role, and
+    ``master_link_status`` on a replica; the keyspace hit ratio since the previous run.
+    """
+
+    kind = "redis"
+    THRESHOLDS: ClassVar[DefaultThresholds] = {
+        "connect_time": ("1", "5"),
+        "latency": ("0.1", "1"),
+        "memory": ("85", "95"),
+        "evicted_keys_rate": (None, None),
+        "clients": ("80", "90"),
+        "hit_ratio": (None, None),
+    }
+
+    def __init__(
+        self,
+        name: str,
+        url: str | CacheUrl,
+        *,
+        timeout: float = 10.0,
+        thresholds: ThresholdSpec | None = None,
+    ) -> None:
+        super().__init__(name, timeout=timeout, thresholds=thresholds)
+        self.url = url if isinstance(url, CacheUrl) else CacheUrl.parse(url)
+        if self.url.scheme == "memory":
+            raise ConfigError(f"check {name}: a redis check needs a redis:// URL, got {self.url}")
+
+    def measure(self, findings: CheckFindings) -> None:
+        client = RedisCache.from_parsed(
+            self.url,
+            retry=RetryPolicy.none(),
+            socket_timeout=self.timeout,
+            connect_timeout=self.timeout,
+        )
+        try:
+            # The first PING opens the connection; the second is the round trip alone.
+            connect_time = client.ping()
+            latency = client.ping()
+            findings.metric("connect_time", connect_time, "s", text=None, minimum=0)
+            findings.metric(
+                "latency", latency, "s", text=f"PING {latency * 1000:.2f} ms", minimum=0
+            )
+            info: dict[str, Any] = client.redis.info("all")
+            maxclients = _config_number(client, "maxclients")
+        finally:
+            client.close()
+        evaluate_info(findings, info, maxclients)
+
+
+def _config_number(client: RedisCache, name: str) -> float | None:
+    """A CONFIG GET value, or None where CONFIG is renamed or not permitted (managed Redis)."""
+    try:
+        reply = client.redis.config_get(name)
+    except Exception:
+        return None
+    value = reply.get(name)
+    return float(value) if value not in (None, "") else None
+
+
+def evaluate_info(findings: CheckFindings, info: dict[str, Any], maxclients: float | None) -> None:
+    """Judge an INFO reply (as redis-py parses it)."""
+    used = float(info.get("used_memory", 0))
+    maxmemory = float(info.get("maxmemory", 0))
+    findings.metric(
+        "used_memory",
+        used,
+        "B",
+        text=f"{used / 1048576:.1f} MiB used",
+        minimum=0,
+        maximum=maxmemory or None,
+    )
+    if maxmemory > 0:
+        percent = 100.0 * used / maxmemory
+        findings.metric(
+            "memory",
+            percent,
+            "%",
+            text=f"memory {percent:.0f}% of maxmemory",
+            minimum=0,
+            maximum=100,
+            series="memory_used",
+        )
+    else:
+        findings.note("no maxmemory limit")
+
+    evicted = float(info.get("evicted_keys", 0))
+    findings.metric("evicted_keys", evicted, "c", text=None)
+    rate = findings.counter_rate("evicted_keys", evicted)
+    if rate is not None:
+        findings.metric(
+            "evicted_keys_rate",
+            rate,
+            text=f"{rate:.2f} evictions/s",
+            minimum=0,
+            series="evicted_keys_per_second",
+        )
+
+    bgsave = str(info.get("rdb_last_bgsave_status", "ok"))
+    if bgsave != "ok":
+        findings.problem(CheckStatus.CRITICAL, f"last background save failed ({bgsave})")
+
+    clients = float(info.get("connected_clients", 0))
+    if maxclients:
+        percent = 100.0 * clients / maxclients
+        findings.metric(
+            "clients",
+            percent,
+            "%",
+            text=f"{clients:.0f} of {maxclients:.0f} clients",
+            minimum=0,
+            maximum=100,
+            series="clients_used",
+        )
+    else:
+        findings.note(f"{clients:.0f} clients")
+    rejected = float(info.get("rejected_connections", 0))
+    findings.metric("rejected_connections", rejected, "c", text=None)
+
+    hits = float(info.get("keyspace_hits", 0))
+    misses = float(info.get("keyspace_misses", 0))
+    previous = findings.state.get("keyspace")
+    findings.state["keyspace"] = [hits, misses]
+    if (
+        isinstance(previous, list)
+        and len(previous) == 2
+        and hits >= previous[0]
+        and (misses >= previous[1])
+    ):
+        hits, misses = hits - previous[0], misses - previous[1]
+    if hits + misses > 0:
+        ratio = 100.0 * hits / (hits + misses)
+        findings.metric(
+            "hit_ratio", ratio, "%", text=f"hit ratio {ratio:.1f}%", minimum=0, maximum=100
+        )
+    else:
+        findings.note("no key lookups to rate")
+
+    role = str(info.get("role", "master"))
+    if role == "slave":
+        link = str(info.get("master_link_status", "down"))
+        source = f"{info.get('master_host', '?')}:{info.get('master_port', '?')}"
+        if link != "up":
+            down = float(info.get("master_link_down_since_seconds", -1))
+            findings.problem(
+                CheckStatus.CRITICAL,
+                f"replica link to {source} is {link}" + (f" for {down:.0f} s" if down >= 0 else ""),
+            )
+        else:
+            findings.note(f"replica of {source}, link up")
+    else:
+        findings.note(f"role {role}")

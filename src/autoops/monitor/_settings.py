@@ -1,0 +1,256 @@
+"""Building a :class:`Monitor` from the ``[monitor]`` table of the settings file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from .._config import Settings
+from .._errors import ConfigError
+from .._retry import RetryPolicy
+from .._ssh import SshOptions
+from ._check import Check
+from ._host import HostCheck
+from ._http import HttpCheck, TcpCheck
+from ._monitor import Monitor, Remediation
+from ._mysql import MySQLCheck
+from ._notify import AlertPolicy, EmailNotifier, Notifier, WebhookNotifier
+from ._redis import RedisCheck
+from ._state import StateFile
+
+__all__ = ["monitor_from_settings"]
+
+_COMMON: Final = {"type", "timeout", "warning", "critical", "remediate"}
+_TOP: Final = {
+    "deadline",
+    "max_parallel",
+    "state_file",
+    "textfile",
+    "ssh_key",
+    "known_hosts",
+    "checks",
+    "notify",
+    "flap_window",
+}
+
+
+def _take(table: Mapping[str, Any], where: str, allowed: set[str]) -> dict[str, Any]:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
+        )
+    return dict(table)
+
+
+def _thresholds(table: Mapping[str, Any], where: str) -> dict[str, tuple[Any, Any]]:
+    warning = table.get("warning", {})
+    critical = table.get("critical", {})
+    for label, value in (("warning", warning), ("critical", critical)):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f'{where}: {label} must be a table such as {{ latency = "0.5" }}')
+    return {
+        metric: (warning.get(metric), critical.get(metric))
+        for metric in sorted(set(warning) | set(critical))
+    }
+
+
+def _ssh(table: Mapping[str, Any], top: Mapping[str, Any]) -> SshOptions:
+    return SshOptions(
+        key_filename=table.get("ssh_key", top.get("ssh_key")),
+        known_hosts=table.get("known_hosts", top.get("known_hosts")),
+    )
+
+
+def _build_check(name: str, table: Mapping[str, Any], top: Mapping[str, Any]) -> Check:
+    where = f"[monitor.checks.{name}]"
+    kind = table.get("type")
+    common: dict[str, Any] = {"thresholds": _thresholds(table, where)}
+    if "timeout" in table:
+        common["timeout"] = table["timeout"]
+    builders: dict[str, tuple[set[str], Callable[[], Check]]] = {
+        "mysql": ({"url"}, lambda: MySQLCheck(name, _required(table, "url", where), **common)),
+        "redis": ({"url"}, lambda: RedisCheck(name, _required(table, "url", where), **common)),
+        "http": (
+            {"url", "expect_status", "contains", "verify", "ca_file"},
+            lambda: HttpCheck(
+                name,
+                _required(table, "url", where),
+                expect_status=_list_of(table, "expect_status", where, int),
+                contains=table.get("contains"),
+                verify=table.get("verify", True),
+                ca_file=table.get("ca_file"),
+                **common,
+            ),
+        ),
+        "tcp": (
+            {"host", "port"},
+            lambda: TcpCheck(
+                name, _required(table, "host", where), _required(table, "port", where), **common
+            ),
+        ),
+        "host": (
+            {"host", "mounts", "services", "systemctl", "ssh_key", "known_hosts"},
+            lambda: HostCheck(
+                name,
+                _required(table, "host", where),
+                ssh=_ssh(table, top),
+                mounts=_list_of(table, "mounts", where),
+                services=_list_of(table, "services", where),
+                systemctl=table.get("systemctl", "systemctl"),
+                **common,
+            ),
+        ),
+        "backup": (
+            {"storage", "sources", "require_verified"},
+            lambda: _backup_check(name, table, common),
+        ),
+        "sync": ({"url", "sync", "namespace"}, lambda: _sync_check(name, table, common)),
+    }
+    if kind not in builders:
+        raise ConfigError(
+            f"{where}: type must be one of {', '.join(sorted(builders))}, got {kind!r}"
+        )
+    allowed, build = builders[kind]
+    _take(table, where, allowed | _COMMON)
+    try:
+        return build()
+    except TypeError as exc:
+        raise ConfigError(f"{where}: a value has the wrong type ({exc})") from None
+
+
+def _list_of(
+    table: Mapping[str, Any], key: str, where: str, kind: type[str] | type[int] = str
+) -> list[Any]:
+    """``table[key]`` as a list whose items are all ``kind`` (a bare string is a mistake that
+    would otherwise be read one character at a time)."""
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(item, kind) and not isinstance(item, bool) for item in value
+    ):
+        example = '["a", "b"]' if kind is str else "[200, 301]"
+        raise ConfigError(f"{where}: {key} must be a list such as {example}")
+    return value
+
+
+def _required(table: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where}: {key} is required")
+    return table[key]
+
+
+def _backup_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -> Check:
+    from ..backup import Backuper, LocalStorage
+    from ._freshness import BackupFreshnessCheck
+
+    where = f"[monitor.checks.{name}]"
+    return BackupFreshnessCheck(
+        name,
+        Backuper(LocalStorage(_required(table, "storage", where))),
+        sources=_list_of(table, "sources", where),
+        require_verified=table.get("require_verified", True),
+        **common,
+    )
+
+
+def _sync_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -> Check:
+    from ..cache import CacheClient
+    from ..sync import SyncStatus, read_sync_status
+    from ._freshness import SyncLagCheck
+
+    where = f"[monitor.checks.{name}]"
+    url = _required(table, "url", where)
+    sync_name = _required(table, "sync", where)
+    namespace = table.get("namespace")
+    timeout = float(common.get("timeout", 10.0))
+    CacheClient.from_url(url, namespace).close()  # validates the URL now, not at the first run
+
+    def read_status() -> SyncStatus:
+        cache = CacheClient.from_url(
+            url,
+            namespace,
+            retry=RetryPolicy.none(),
+            socket_timeout=timeout,
+            connect_timeout=timeout,
+        )
+        try:
+            return read_sync_status(cache, sync_name)
+        finally:
+            cache.close()
+
+    return SyncLagCheck(name, read_status, **common)
+
+
+def _notifier(index: int, table: Mapping[str, Any]) -> Notifier:
+    where = f"[[monitor.notify]] number {index + 1}"
+    kind = table.get("type")
+    if kind == "webhook":
+        _take(table, where, {"type", "url", "headers", "timeout"})
+        return WebhookNotifier(
+            _required(table, "url", where),
+            headers=table.get("headers"),
+            timeout=table.get("timeout", 10.0),
+        )
+    if kind == "email":
+        _take(
+            table,
+            where,
+            {"type", "host", "port", "sender", "to", "starttls", "username", "password", "timeout"},
+        )
+        return EmailNotifier(
+            _required(table, "host", where),
+            sender=_required(table, "sender", where),
+            recipients=_list_of(table, "to", where),
+            port=table.get("port", 25),
+            starttls=table.get("starttls", False),
+            username=table.get("username"),
+            password=table.get("password"),
+            timeout=table.get("timeout", 10.0),
+        )
+    raise ConfigError(f"{where}: type must be webhook or email, got {kind!r}")
+
+
+def monitor_from_settings(settings: Settings) -> Monitor:
+    """The :class:`Monitor` described by ``[monitor]``: checks under ``[monitor.checks.NAME]``,
+    notifiers in ``[[monitor.notify]]``, a check's remediation in
+    ``[monitor.checks.NAME.remediate]``."""
+    top = _take(settings.section("monitor"), "[monitor]", _TOP)
+    checks_table = top.get("checks", {})
+    if not isinstance(checks_table, Mapping) or not checks_table:
+        raise ConfigError(
+            "no checks configured: add [monitor.checks.NAME] tables with a type "
+            "(mysql, redis, host, http, tcp, backup, sync) to the settings file"
+        )
+    checks: list[Check] = []
+    remediations: dict[str, Remediation] = {}
+    for name, table in checks_table.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[monitor.checks.{name}] must be a table")
+        checks.append(_build_check(name, table, top))
+        if "remediate" in table:
+            where = f"[monitor.checks.{name}.remediate]"
+            fix = _take(
+                table["remediate"],
+                where,
+                {"host", "command", "min_interval", "timeout", "ssh_key", "known_hosts"},
+            )
+            remediations[name] = Remediation(
+                host=_required(fix, "host", where),
+                command=_required(fix, "command", where),
+                ssh=_ssh(fix, top),
+                min_interval=fix.get("min_interval", 900.0),
+                timeout=fix.get("timeout", 60.0),
+            )
+    notify = top.get("notify", [])
+    if not isinstance(notify, list):
+        raise ConfigError("[[monitor.notify]] must be an array of tables")
+    state_file = top.get("state_file")
+    return Monitor(
+        checks,
+        state_file=StateFile(state_file) if state_file else None,
+        notifiers=[_notifier(index, table) for index, table in enumerate(notify)],
+        remediations=remediations,
+        policy=AlertPolicy(window=top.get("flap_window", 10)),
+        deadline=top.get("deadline", 60.0),
+        max_parallel=top.get("max_parallel", 32),
+    )

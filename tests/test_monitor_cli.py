@@ -1,0 +1,239 @@
+"""autoops-check end to end: config, one line per check, worst status as the exit code, JSON,
+the node_exporter textfile and the scrape endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import autoops
+from _support.monitor_servers import SilentServer, WebServer
+from _support.sshd import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "autoops-check"
+
+
+def run_check(
+    config: Path, *arguments: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUTOOPS_CONFIG": str(config), "AUTOOPS_PROGRESS": "0"}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def web() -> Iterator[WebServer]:
+    server = WebServer()
+    server.routes["/"] = (200, b"hello")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path, mysql_url: str, redis_url: str, web: WebServer) -> Path:
+    path = tmp_path / "autoops.toml"
+    path.write_text(f"""
+[monitor]
+deadline = 20
+state_file = "{tmp_path / "state.json"}"
+
+[monitor.checks.db]
+type = "mysql"
+url = "{mysql_url}"
+
+[monitor.checks.cache]
+type = "redis"
+url = "{redis_url}"
+
+[monitor.checks.web]
+type = "http"
+url = "{web.url("/")}"
+contains = "hello"
+
+[monitor.checks.web-latency]
+type = "http"
+url = "{web.url("/")}"
+warning = {{ latency = "0" }}
+""")
+    return path
+
+
+def test_every_check_prints_one_line_and_the_worst_status_is_the_exit_code(config: Path) -> None:
+    done = run_check(config)
+    lines = done.stdout.splitlines()
+    assert [line.split(" ")[0] for line in lines] == ["db", "cache", "web", "web-latency"]
+    assert lines[0].startswith("db OK: ")
+    assert lines[3].startswith("web-latency WARNING: ")
+    assert done.returncode == 1, done.stderr
+
+
+def test_quiet_prints_only_the_checks_that_are_not_ok(config: Path) -> None:
+    done = run_check(config, "-q")
+    assert [line.split(" ")[0] for line in done.stdout.splitlines()] == ["web-latency"]
+    assert done.returncode == 1
+    assert run_check(config, "-q", "db", "web").stdout == ""
+
+
+def test_one_named_check_is_a_plain_nagios_plugin(config: Path) -> None:
+    done = run_check(config, "web")
+    assert done.returncode == 0
+    assert done.stdout.startswith("web OK: HTTP 200")
+    assert " | 'latency'=" in done.stdout
+
+
+def test_json_output(config: Path) -> None:
+    done = run_check(config, "--format", "json", "db", "cache")
+    document = json.loads(done.stdout)
+    assert document["status"] == "OK"
+    assert [check["name"] for check in document["checks"]] == ["db", "cache"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_the_textfile_for_node_exporter_passes_promtool(config: Path, tmp_path: Path) -> None:
+    textfile = tmp_path / "autoops.prom"
+    run_check(config, "--textfile", str(textfile))
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=textfile.read_bytes(),
+        capture_output=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert b'autoops_check_status{check="web-latency",kind="http"} 1.0' in textfile.read_bytes()
+    assert b'autoops_check_last_ok_timestamp_seconds{check="db",kind="mysql"}' in (
+        textfile.read_bytes()
+    )
+
+
+def test_a_hung_target_is_critical_at_its_timeout_and_the_rest_still_report(
+    config: Path,
+) -> None:
+    silent = SilentServer()
+    try:
+        with config.open("a") as handle:
+            handle.write(f"""
+[monitor.checks.hung]
+type = "http"
+url = "http://127.0.0.1:{silent.port}/"
+timeout = 1
+""")
+        started = time.monotonic()
+        done = run_check(config, "db", "hung", "web")
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("db OK")
+    assert lines[1].startswith("hung CRITICAL")
+    assert lines[2].startswith("web OK")
+    assert done.returncode == 2
+    assert elapsed < 10
+
+
+def test_an_unknown_check_name_is_unknown_with_the_known_names(config: Path) -> None:
+    done = run_check(config, "nope")
+    assert done.returncode == 3
+    assert "no check called nope; known: cache, db, web, web-latency" in done.stdout
+
+
+def test_a_bad_threshold_in_the_config_is_unknown_and_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "autoops.toml"
+    path.write_text(
+        '[monitor.checks.web]\ntype = "tcp"\nhost = "x"\nport = 1\ncritical = { latency = "5:1" }\n'
+    )
+    done = run_check(path)
+    assert done.returncode == 3
+    assert "web" in done.stdout
+    assert "start above its end" in done.stdout
+
+
+def test_a_usage_error_exits_unknown(config: Path) -> None:
+    assert run_check(config, "--format", "xml").returncode == 3
+
+
+def test_the_metrics_endpoint_runs_the_checks_at_each_scrape(config: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "AUTOOPS_CONFIG": str(config)}
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--serve", f"127.0.0.1:{port}", "web", "cache"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                    body = reply.read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the endpoint never answered"
+                time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+    assert b'autoops_check_status{check="web",kind="http"} 0.0' in body
+    assert b"autoops_redis_latency_seconds" in body
+    if shutil.which("promtool"):
+        checked = subprocess.run(
+            ["promtool", "check", "metrics"], input=body, capture_output=True, check=False
+        )
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_backup_and_sync_checks_come_from_the_config(
+    tmp_path: Path, mysql_db: autoops.DbClient, redis_url: str, redis_namespace: str
+) -> None:
+    cache = autoops.CacheClient.from_url(redis_url, namespace=redis_namespace)
+    mysql_db.execute("CREATE TABLE items (id INT PRIMARY KEY, updated_at TIMESTAMP(6) NOT NULL)")
+    mysql_db.execute("INSERT INTO items VALUES (1, NOW(6))")
+    autoops.CacheSync(
+        mysql_db,
+        cache,
+        table="items",
+        key="items:{id}",
+        updated_column="updated_at",
+        progress=False,
+    ).run_once()
+    cache.close()
+    storage = tmp_path / "backups"
+    backup = autoops.Backuper(autoops.LocalStorage(storage), progress=False).backup_mysql(
+        mysql_db  # type: ignore[arg-type]
+    )
+    path = tmp_path / "autoops.toml"
+    path.write_text(f"""
+[monitor.checks.nightly]
+type = "backup"
+storage = "{storage}"
+sources = ["{backup.source}", "mysql://elsewhere:3306/crm"]
+
+[monitor.checks.items-sync]
+type = "sync"
+url = "{redis_url}"
+namespace = "{redis_namespace}"
+sync = "items"
+critical = {{ lag = "3600" }}
+""")
+    done = run_check(path)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("nightly CRITICAL: mysql://elsewhere:3306/crm: no verified")
+    assert f"{backup.source}: newest verified successful backup {backup.id}" in lines[0]
+    assert lines[1].startswith("items-sync OK: cache holds changes up to")
+    assert done.returncode == 2
