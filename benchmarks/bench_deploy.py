@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -87,12 +88,36 @@ def make_artifact(directory: Path) -> Path:
     return tarball
 
 
-def write_inventory(directory: Path, servers: list[SshServer], known_hosts: Path) -> Path:
+def ensure_login_user(name: str, workdir: Path) -> None:
+    """A local user whose login shell is plain /bin/sh (no .bashrc to source on every command),
+    unlocked for key logins; its deploy directories are made writable for it."""
+    if subprocess.run(["id", name], capture_output=True, check=False).returncode != 0:
+        subprocess.run(
+            [
+                "useradd",
+                "--shell",
+                "/bin/sh",
+                "--home-dir",
+                f"/tmp/{name}-home",
+                "--create-home",
+                name,
+            ],
+            check=True,
+        )
+    subprocess.run(["usermod", "-p", "*", name], check=True)
+    for child in ("autoops", "autoops-serial", "ansible"):
+        (workdir / child).mkdir(exist_ok=True)
+        shutil.chown(workdir / child, user=name)
+
+
+def write_inventory(
+    directory: Path, servers: list[SshServer], known_hosts: Path, user: str
+) -> Path:
     key = servers[0].client_key
     lines = ["[all]"]
     for index, server in enumerate(servers):
         lines.append(
-            f"h{index} ansible_host=127.0.0.1 ansible_port={server.port} ansible_user=root "
+            f"h{index} ansible_host=127.0.0.1 ansible_port={server.port} ansible_user={user} "
             f"deploy_to={directory}/ansible/h{index}"
         )
     lines += [
@@ -101,6 +126,7 @@ def write_inventory(directory: Path, servers: list[SshServer], known_hosts: Path
         f"ansible_ssh_common_args='-o UserKnownHostsFile={known_hosts} "
         "-o StrictHostKeyChecking=yes'",
         "ansible_python_interpreter=/usr/bin/python3",
+        f"ansible_remote_tmp=/tmp/ansible-{user}",
     ]
     inventory = directory / "inventory.ini"
     inventory.write_text("\n".join(lines) + "\n")
@@ -149,6 +175,12 @@ def timed(action: Callable[[], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--login-user",
+        metavar="NAME",
+        help="deploy as this local user, created with /bin/sh as its login shell, to measure "
+        "without the current user's shell start-up files (default: the current user)",
+    )
     args = parser.parse_args()
     playbook = ensure_ansible()
     with tempfile.TemporaryDirectory(prefix="autoops-bench-deploy-") as temporary:
@@ -162,13 +194,16 @@ def main() -> None:
             known_hosts = workdir / "known_hosts"
             known_hosts.write_text("".join(s.host_key_line + "\n" for s in servers))
             artifact = make_artifact(workdir)
-            inventory = write_inventory(workdir, servers, known_hosts)
+            user = args.login_user or servers[0].user
+            if args.login_user:
+                ensure_login_user(args.login_user, workdir)
+            inventory = write_inventory(workdir, servers, known_hosts, user)
             book = workdir / "deploy.yml"
             book.write_text(PLAYBOOK)
 
             def deployer(concurrency: int, name: str) -> Deployer:
                 return Deployer(
-                    [server.address for server in servers],
+                    [f"{user}@127.0.0.1:{server.port}" for server in servers],
                     f"{workdir}/{name}/{{ssh_port}}",
                     key_filename=str(servers[0].client_key),
                     known_hosts=str(known_hosts),
@@ -199,9 +234,10 @@ def main() -> None:
     ansible = statistics.median(times["ansible"])
     serial_time = statistics.median(times["serial"])
     ratio = autoops / ansible
+    shell = "/bin/sh" if args.login_user else os.environ.get("SHELL", "the login shell")
     print(
-        f"deploy of a {ARTIFACT_BYTES // (1024 * 1024)} MB artifact to {HOSTS} loopback hosts, "
-        f"median of {args.rounds} rounds"
+        f"deploy of a {ARTIFACT_BYTES // (1024 * 1024)} MB artifact to {HOSTS} loopback hosts as "
+        f"{args.login_user or servers[0].user} ({shell}), median of {args.rounds} rounds"
     )
     print(f"  autoops (concurrency 10)     {autoops:7.3f} s")
     print(f"  ansible-playbook (forks {HOSTS})   {ansible:7.3f} s")

@@ -349,6 +349,36 @@ def test_with_a_binary_log_the_dump_records_its_position(mysql_url: str) -> None
         assert "--source-data=2" in mysql8.argv
 
 
+def test_a_server_with_a_binary_log_gets_its_position_in_the_manifest(tmp_path: Path) -> None:
+    from _support.mariadb_pair import start_with_binlog
+
+    server = start_with_binlog(tmp_path / "mariadb")
+    try:
+        admin = server.connect()
+        with admin.cursor() as cursor:
+            cursor.execute("CREATE DATABASE shop")
+            cursor.execute("CREATE TABLE shop.orders (id INT PRIMARY KEY) ENGINE=InnoDB")
+            cursor.execute("INSERT INTO shop.orders VALUES (1), (2)")
+            cursor.execute("SHOW MASTER STATUS")
+            status = cursor.fetchone()
+            cursor.execute("SELECT @@GLOBAL.gtid_binlog_pos AS gtid")
+            gtid = cursor.fetchone()
+        admin.close()
+        assert status is not None
+        assert gtid is not None
+        backup = autoops.Backuper(autoops.LocalStorage(tmp_path / "store")).backup_mysql(
+            server.url + "shop"
+        )
+        assert backup.position == {
+            "binlog_file": status["File"],
+            "binlog_position": str(status["Position"]),
+            "gtid": gtid["gtid"],
+        }
+        assert backup.tables["orders"].rows == 2
+    finally:
+        server.stop()
+
+
 def test_a_connection_killed_mid_dump_fails_and_leaves_nothing(
     mysql_url: str, mysql_admin: Admin, tmp_path: Path
 ) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -15,7 +13,7 @@ import redis
 
 import autoops
 from _support.proxy import TcpProxy
-from _support.sshd import free_port
+from _support.services import redis_server
 from autoops import AuthenticationError, ConnectError, QueryError, RetryPolicy
 
 QUICK = RetryPolicy(attempts=30, timeout=20, wait_initial=0.05, wait_max=0.3, jitter=0.05)
@@ -126,41 +124,15 @@ def test_right_credentials_work(acl_user: str) -> None:
 @pytest.fixture
 def replica(tmp_path: Path) -> Iterator[int]:
     """A real Redis replica of the test server on a free port, promoted by the test."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-            "--replicaof",
-            "127.0.0.1",
-            "6379",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if client.info("replication").get("master_link_status") == "up":
-                break
-        except redis.ConnectionError:
-            pass
-        time.sleep(0.05)
-    yield port
-    client.close()
-    process.terminate()
-    process.wait(timeout=10)
+    with redis_server(tmp_path, "--replicaof", "127.0.0.1", "6379") as port:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while client.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                pytest.fail("the replica did not link to the test server within 10 s")
+            time.sleep(0.05)
+        client.close()
+        yield port
 
 
 def test_a_write_to_a_read_only_replica_succeeds_once_it_is_promoted(replica: int) -> None:

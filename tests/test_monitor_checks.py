@@ -11,8 +11,9 @@ import pymysql
 import pytest
 import redis
 
-from _support.monitor_servers import SilentServer, WebServer, make_certificate, redis_server
+from _support.monitor_servers import SilentServer, WebServer, make_certificate
 from _support.proxy import TcpProxy
+from _support.services import redis_server
 from _support.sshd import SshServer, free_port
 from autoops import (
     CheckStatus,

@@ -20,24 +20,15 @@ from _support.sync_tables import (
     create_users,
     expected_cache,
 )
+from _support.sync_tables import make_sync as shared_make_sync
 
 
 def make_sync(
     db: autoops.DbClient, cache: autoops.CacheClient, **options: Any
 ) -> autoops.CacheSync:
-    settings: dict[str, Any] = {
-        "table": "users",
-        "key": "users:{id}",
-        "exclude": ["password_hash"],
-        "updated_column": "updated_at",
-        "batch_size": 100,
-        # No overlap, so the counts below are exact: a full pass reads every row, then (its
-        # catch-up) the rows stamped at or after the checkpoint it started from: the newest one.
-        "overlap": 0,
-        "progress": False,
-        **options,
-    }
-    return autoops.CacheSync(db, cache, **settings)
+    # No overlap, so the counts below are exact: a full pass reads every row, then (its catch-up)
+    # the rows stamped at or after the checkpoint it started from: the newest one.
+    return shared_make_sync(db, cache, **{"overlap": 0, **options})
 
 
 @pytest.fixture

@@ -19,22 +19,7 @@ import redis
 
 import autoops
 from _support.proxy import TcpProxy
-from _support.sync_tables import cached_rows, create_users, expected_cache
-
-
-def make_sync(
-    db: autoops.DbClient, cache: autoops.CacheClient, **options: Any
-) -> autoops.CacheSync:
-    settings: dict[str, Any] = {
-        "table": "users",
-        "key": "users:{id}",
-        "exclude": ["password_hash"],
-        "updated_column": "updated_at",
-        "batch_size": 100,
-        "progress": False,
-        **options,
-    }
-    return autoops.CacheSync(db, cache, **settings)
+from _support.sync_tables import cached_rows, create_users, expected_cache, make_sync
 
 
 def after_write(sync: autoops.CacheSync, number: int, fault: Callable[[], None]) -> None:

@@ -79,14 +79,13 @@ class MariaDbInstance:
                 self.process.wait()
 
 
-def start_pair(workdir: Path) -> tuple[MariaDbInstance, MariaDbInstance]:
-    """Install one datadir, copy it, start a primary with a binary log and a replica of it."""
-    template = workdir / "template"
+def install_datadir(datadir: Path) -> None:
+    """A fresh MariaDB data directory with root reachable by password over TCP."""
     subprocess.run(
         [
             "mariadb-install-db",
             "--no-defaults",
-            f"--datadir={template}",
+            f"--datadir={datadir}",
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
             "--user=root",
@@ -94,6 +93,20 @@ def start_pair(workdir: Path) -> tuple[MariaDbInstance, MariaDbInstance]:
         check=True,
         capture_output=True,
     )
+
+
+def start_with_binlog(workdir: Path) -> MariaDbInstance:
+    """A private server with a binary log, as a primary has (the shared server has none)."""
+    server = MariaDbInstance(free_port(), workdir / "binlogged")
+    install_datadir(server.datadir)
+    server.start("--server-id=1", f"--log-bin={server.datadir}/binlog")
+    return server
+
+
+def start_pair(workdir: Path) -> tuple[MariaDbInstance, MariaDbInstance]:
+    """Install one datadir, copy it, start a primary with a binary log and a replica of it."""
+    template = workdir / "template"
+    install_datadir(template)
     primary = MariaDbInstance(free_port(), workdir / "primary")
     replica = MariaDbInstance(free_port(), workdir / "replica")
     shutil.copytree(template, primary.datadir)

@@ -10,10 +10,7 @@ import ipaddress
 import json
 import socket
 import ssl
-import subprocess
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +18,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from _support.sshd import free_port
 
 
 def make_certificate(directory: Path, *, days: int) -> tuple[Path, Path]:
@@ -151,41 +146,3 @@ class SilentServer:
         for connection in held:
             with contextlib.suppress(OSError):
                 connection.close()
-
-
-@contextlib.contextmanager
-def redis_server(directory: Path, *arguments: str) -> Iterator[int]:
-    """A private redis-server on a free port (no persistence unless asked); yields the port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-            *arguments,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"redis-server on {port} did not start") from None
-                time.sleep(0.02)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pymysql
 import pytest
+
+from _support.sshd import free_port
 
 MYSQL_ADMIN_URL = os.environ.get("AUTOOPS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REDIS_URL = os.environ.get("AUTOOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -47,3 +54,41 @@ def admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]
         password=parts.password or "",
         autocommit=True,
     )
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path, *arguments: str) -> Iterator[int]:
+    """A private redis-server on a free port (no persistence unless asked); yields the port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            *arguments,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"redis-server on {port} did not start") from None
+                time.sleep(0.02)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

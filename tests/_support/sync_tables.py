@@ -75,3 +75,19 @@ def cached_rows(cache: autoops.CacheClient, prefix: str = "users:") -> dict[str,
         for key in batch
     ]
     return cache.get_many(keys)
+
+
+def make_sync(
+    db: autoops.DbClient, cache: autoops.CacheClient, **options: Any
+) -> autoops.CacheSync:
+    """The users-table sync the tests share: password excluded, small batches, no progress line."""
+    settings: dict[str, Any] = {
+        "table": "users",
+        "key": "users:{id}",
+        "exclude": ["password_hash"],
+        "updated_column": "updated_at",
+        "batch_size": 100,
+        "progress": False,
+        **options,
+    }
+    return autoops.CacheSync(db, cache, **settings)
