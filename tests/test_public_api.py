@@ -37,3 +37,20 @@ def test_every_public_name_has_a_docstring() -> None:
 
 def test_the_package_ships_type_information() -> None:
     assert (importlib.resources.files("autoops") / "py.typed").is_file()
+
+
+def test_importing_autoops_loads_no_capability_until_used() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, autoops\n"
+        "heavy = ['fabric', 'paramiko', 'jinja2', 'zstandard', 'autoops.deploy', 'autoops.backup']\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n"
+        "autoops.Deployer\n"
+        "print('fabric' in sys.modules)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert output == ["[]", "True"]

@@ -3,7 +3,16 @@
 Small composable clients for the database and the cache, and on them a cache sync, backups,
 deploys and health checks, with retry policies that retry only what is safe to retry. See
 README.md and docs/ for a tour.
+
+Errors, settings and retry policies load with the package; each capability (and its
+dependencies: Fabric for SSH, Jinja2, zstandard, ...) loads on first use, so a cron job that only
+syncs a cache does not pay for importing the deploy and backup machinery.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from ._config import (
     CacheUrl,
@@ -24,9 +33,6 @@ from ._errors import (
     QueryError,
     TransactionConflictError,
 )
-from ._progress import (
-    Progress,
-)
 from ._retry import (
     RetryEvent,
     RetryPolicy,
@@ -35,102 +41,206 @@ from ._retry import (
     retry_totals,
     set_testing,
 )
-from ._ssh import (
-    HostKeyError,
-    RemoteCommandError,
-    RemoteFileError,
-    SshHost,
-    SshOptions,
-)
-from .backup import (
-    Backup,
-    Backuper,
-    BackupError,
-    BackupVerifyError,
-    LocalStorage,
-    RestoreRefusedError,
-    RetentionDecision,
-    RetentionPlan,
-    RetentionPolicy,
-    SftpStorage,
-    Storage,
-    TableStats,
-    Upload,
-)
-from .cache import (
-    CacheClient,
-    Codec,
-    JsonCodec,
-    MemoryCache,
-    RawCodec,
-    RedisCache,
-)
-from .db import (
-    DbClient,
-    MySQLClient,
-    Row,
-    SQLiteClient,
-    Transaction,
-    quote_identifier,
-)
-from .deploy import (
-    ConfigPushError,
-    ConfigPushResult,
-    Deployer,
-    DeployError,
-    DeployOutcome,
-    DeployPlan,
-    DeployResult,
-    HealthCheck,
-    Hook,
-    HostConfigResult,
-    HostDeployPlan,
-    HostDeployResult,
-    new_release_id,
-)
-from .monitor import (
-    AlertPolicy,
-    BackupCatalogue,
-    BackupFreshnessCheck,
-    BackupRecord,
-    Check,
-    CheckCollector,
-    CheckFindings,
-    CheckMetric,
-    CheckResult,
-    CheckStatus,
-    EmailNotifier,
-    HostCheck,
-    HttpCheck,
-    Monitor,
-    MySQLCheck,
-    NotificationError,
-    Notifier,
-    RedisCheck,
-    Remediation,
-    StateFile,
-    StatusChange,
-    SyncLagCheck,
-    SyncProgress,
-    TcpCheck,
-    ThresholdRange,
-    Thresholds,
-    WebhookNotifier,
-    monitor_from_settings,
-    prometheus_registry,
-    results_as_json,
-    results_as_nagios,
-    run_checks,
-    write_prometheus,
-)
-from .sync import (
-    CacheSync,
-    SyncReport,
-    SyncStatus,
-    read_sync_status,
-)
+
+if TYPE_CHECKING:
+    from ._progress import (
+        Progress,
+    )
+    from ._ssh import (
+        HostKeyError,
+        RemoteCommandError,
+        RemoteFileError,
+        SshHost,
+        SshOptions,
+    )
+    from .backup import (
+        Backup,
+        Backuper,
+        BackupError,
+        BackupVerifyError,
+        LocalStorage,
+        RestoreRefusedError,
+        RetentionDecision,
+        RetentionPlan,
+        RetentionPolicy,
+        SftpStorage,
+        Storage,
+        TableStats,
+        Upload,
+    )
+    from .cache import (
+        CacheClient,
+        Codec,
+        JsonCodec,
+        MemoryCache,
+        RawCodec,
+        RedisCache,
+    )
+    from .db import (
+        DbClient,
+        MySQLClient,
+        Row,
+        SQLiteClient,
+        Transaction,
+        quote_identifier,
+    )
+    from .deploy import (
+        ConfigPushError,
+        ConfigPushResult,
+        Deployer,
+        DeployError,
+        DeployOutcome,
+        DeployPlan,
+        DeployResult,
+        HealthCheck,
+        Hook,
+        HostConfigResult,
+        HostDeployPlan,
+        HostDeployResult,
+        new_release_id,
+    )
+    from .monitor import (
+        AlertPolicy,
+        BackupCatalogue,
+        BackupFreshnessCheck,
+        BackupRecord,
+        Check,
+        CheckCollector,
+        CheckFindings,
+        CheckMetric,
+        CheckResult,
+        CheckStatus,
+        EmailNotifier,
+        HostCheck,
+        HttpCheck,
+        Monitor,
+        MySQLCheck,
+        NotificationError,
+        Notifier,
+        RedisCheck,
+        Remediation,
+        StateFile,
+        StatusChange,
+        SyncLagCheck,
+        SyncProgress,
+        TcpCheck,
+        ThresholdRange,
+        Thresholds,
+        WebhookNotifier,
+        monitor_from_settings,
+        prometheus_registry,
+        results_as_json,
+        results_as_nagios,
+        run_checks,
+        write_prometheus,
+    )
+    from .sync import (
+        CacheSync,
+        SyncReport,
+        SyncStatus,
+        read_sync_status,
+    )
 
 __version__ = "0.1.0"
+
+# Where each lazily loaded public name lives.
+_LAZY: dict[str, str] = {
+    "Progress": "._progress",
+    "HostKeyError": "._ssh",
+    "RemoteCommandError": "._ssh",
+    "RemoteFileError": "._ssh",
+    "SshHost": "._ssh",
+    "SshOptions": "._ssh",
+    "Backup": ".backup",
+    "BackupError": ".backup",
+    "BackupVerifyError": ".backup",
+    "Backuper": ".backup",
+    "LocalStorage": ".backup",
+    "RestoreRefusedError": ".backup",
+    "RetentionDecision": ".backup",
+    "RetentionPlan": ".backup",
+    "RetentionPolicy": ".backup",
+    "SftpStorage": ".backup",
+    "Storage": ".backup",
+    "TableStats": ".backup",
+    "Upload": ".backup",
+    "CacheClient": ".cache",
+    "Codec": ".cache",
+    "JsonCodec": ".cache",
+    "MemoryCache": ".cache",
+    "RawCodec": ".cache",
+    "RedisCache": ".cache",
+    "DbClient": ".db",
+    "MySQLClient": ".db",
+    "Row": ".db",
+    "SQLiteClient": ".db",
+    "Transaction": ".db",
+    "quote_identifier": ".db",
+    "ConfigPushError": ".deploy",
+    "ConfigPushResult": ".deploy",
+    "DeployError": ".deploy",
+    "DeployOutcome": ".deploy",
+    "DeployPlan": ".deploy",
+    "DeployResult": ".deploy",
+    "Deployer": ".deploy",
+    "HealthCheck": ".deploy",
+    "Hook": ".deploy",
+    "HostConfigResult": ".deploy",
+    "HostDeployPlan": ".deploy",
+    "HostDeployResult": ".deploy",
+    "new_release_id": ".deploy",
+    "AlertPolicy": ".monitor",
+    "BackupCatalogue": ".monitor",
+    "BackupFreshnessCheck": ".monitor",
+    "BackupRecord": ".monitor",
+    "Check": ".monitor",
+    "CheckCollector": ".monitor",
+    "CheckFindings": ".monitor",
+    "CheckMetric": ".monitor",
+    "CheckResult": ".monitor",
+    "CheckStatus": ".monitor",
+    "EmailNotifier": ".monitor",
+    "HostCheck": ".monitor",
+    "HttpCheck": ".monitor",
+    "Monitor": ".monitor",
+    "MySQLCheck": ".monitor",
+    "NotificationError": ".monitor",
+    "Notifier": ".monitor",
+    "RedisCheck": ".monitor",
+    "Remediation": ".monitor",
+    "StateFile": ".monitor",
+    "StatusChange": ".monitor",
+    "SyncLagCheck": ".monitor",
+    "SyncProgress": ".monitor",
+    "TcpCheck": ".monitor",
+    "ThresholdRange": ".monitor",
+    "Thresholds": ".monitor",
+    "WebhookNotifier": ".monitor",
+    "monitor_from_settings": ".monitor",
+    "prometheus_registry": ".monitor",
+    "results_as_json": ".monitor",
+    "results_as_nagios": ".monitor",
+    "run_checks": ".monitor",
+    "write_prometheus": ".monitor",
+    "CacheSync": ".sync",
+    "SyncReport": ".sync",
+    "SyncStatus": ".sync",
+    "read_sync_status": ".sync",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autoops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "AlertPolicy",
