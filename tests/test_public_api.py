@@ -45,7 +45,7 @@ def test_importing_autoops_loads_no_capability_until_used() -> None:
 
     probe = (
         "import sys, autoops\n"
-        "heavy = ['fabric', 'paramiko', 'jinja2', 'zstandard', 'autoops.deploy', 'autoops.backup']\n"
+        "heavy = ['fabric', 'paramiko', 'jinja2', 'zstandard', 'autoops.deploy']\n"
         "print(sorted(name for name in heavy if name in sys.modules))\n"
         "autoops.Deployer\n"
         "print('fabric' in sys.modules)\n"
