@@ -245,7 +245,7 @@ def run(
         raise RemoteCommandError(
             f"command on {label} timed out after {timeout} s: {line[:200]}",
             exit_code=None,
-            stderr_tail=_tail(exc.result.stderr),
+            stderr_tail=tail_lines(exc.result.stderr),
         ) from exc
     except (OSError, EOFError, paramiko.SSHException) as exc:
         raise ConnectError(
@@ -259,10 +259,11 @@ def run(
         duration=time.monotonic() - started,
     )
     if check and not outcome.ok:
+        stderr_tail = tail_lines(result.stderr)
         raise RemoteCommandError(
-            f"command on {label} exited {outcome.exit_code}: {line[:200]}\n{_tail(result.stderr)}",
+            f"command on {label} exited {outcome.exit_code}: {line[:200]}\n{stderr_tail}",
             exit_code=outcome.exit_code,
-            stderr_tail=_tail(result.stderr),
+            stderr_tail=stderr_tail,
         )
     return outcome
 
@@ -352,5 +353,6 @@ def read_bytes(
         raise ConnectError(f"reading {remote_path} on {label} failed: {exc}") from exc
 
 
-def _tail(text: str, lines: int = 10) -> str:
+def tail_lines(text: str, lines: int = 10) -> str:
+    """The last ``lines`` lines of ``text``, for error messages that carry a stderr tail."""
     return "\n".join(text.strip().splitlines()[-lines:])

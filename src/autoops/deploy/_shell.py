@@ -21,15 +21,11 @@ import fabric
 import paramiko
 
 from .._errors import ConnectError
-from .._ssh import CommandResult, RemoteCommandError
+from .._ssh import CommandResult, RemoteCommandError, tail_lines
 
 __all__ = ["PersistentShell"]
 
 _CHUNK: Final = 65536
-
-
-def _tail(text: str, lines: int = 10) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 class PersistentShell:
@@ -77,9 +73,9 @@ class PersistentShell:
         if check and not result.ok:
             first = script.strip().splitlines()[0][:200] if script.strip() else ""
             raise RemoteCommandError(
-                f"command on {self.where} exited {status}: {first}\n{_tail(stderr)}",
+                f"command on {self.where} exited {status}: {first}\n{tail_lines(stderr)}",
                 exit_code=status,
-                stderr_tail=_tail(stderr),
+                stderr_tail=tail_lines(stderr),
             )
         return result
 
@@ -110,7 +106,7 @@ class PersistentShell:
                 raise RemoteCommandError(
                     f"command on {self.where} timed out after {timeout} s: {script.strip()[:200]}",
                     exit_code=None,
-                    stderr_tail=_tail(err.decode("utf-8", "replace")),
+                    stderr_tail=tail_lines(err.decode("utf-8", "replace")),
                 )
             select.select([channel], [], [], min(remaining, 1.0))
             transport = channel.get_transport()
