@@ -89,8 +89,19 @@ def test_sigterm_stops_a_long_running_worker_cleanly(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2.5)
+    # Signal only once the worker has finished a pass, so its handlers are in place however
+    # slowly a loaded machine starts the interpreter.
+    assert process.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        seen.append(line)
+        if not line or "sync users:" in line:
+            break
+    assert any("sync users:" in line for line in seen), "".join(seen)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
+    _, stderr_tail = process.communicate(timeout=30)
+    stderr = "".join(seen) + stderr_tail
     assert process.returncode == 0, stderr
     assert "stopped after" in stderr
