@@ -72,7 +72,7 @@ def test_a_batch_whose_commit_reply_is_lost_is_an_unknown_outcome(
 
 def test_a_failed_batch_leaves_nothing_behind_in_sqlite(tmp_path: object) -> None:
     db = autoops.DbClient.from_url(f"sqlite:///{tmp_path}/batches.db")
-    db.execute("CREATE TABLE \"order-events\" (seq INTEGER PRIMARY KEY, note TEXT NOT NULL)")
+    db.execute('CREATE TABLE "order-events" (seq INTEGER PRIMARY KEY, note TEXT NOT NULL)')
     rows = [*batch()[:100], (5, "a duplicate key, rejected after 100 rows went in")]
     with pytest.raises(autoops.IntegrityError):
         db.executemany('INSERT INTO "order-events" (seq, note) VALUES (%s, %s)', rows)
@@ -82,7 +82,11 @@ def test_a_failed_batch_leaves_nothing_behind_in_sqlite(tmp_path: object) -> Non
 
 def test_a_batch_inside_a_transaction_belongs_to_it(mysql_db: autoops.DbClient) -> None:
     mysql_db.execute("CREATE TABLE `order-events` (seq INT PRIMARY KEY, note TEXT NOT NULL)")
-    with pytest.raises(RuntimeError), mysql_db.transaction() as tx:
+
+    def give_up_after_the_batch(tx: autoops.Transaction) -> None:
         tx.executemany("INSERT INTO `order-events` (seq, note) VALUES (%s, %s)", batch()[:10])
         raise RuntimeError("the caller gives up")
+
+    with pytest.raises(RuntimeError):
+        mysql_db.run_transaction(give_up_after_the_batch)
     assert mysql_db.query("SELECT COUNT(*) AS n FROM `order-events`") == [{"n": 0}]

@@ -9,6 +9,7 @@ default server: a URL that is set nowhere is a :class:`ConfigError` that says ho
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -168,7 +169,8 @@ def _query_options(query: str, where: str) -> dict[str, str]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
-        raise ConfigError(f"malformed query string {query!r}{_where(where)}") from None
+        # Not the query itself: an unencoded password can end up in it.
+        raise ConfigError(f"malformed query string{_where(where)}") from None
     for name, value in pairs:
         if name in options:
             raise ConfigError(f"option {name!r} is given twice{_where(where)}")
@@ -184,7 +186,14 @@ def _split(url: str, kind: str) -> tuple[str, Any]:
             f"malformed {kind} URL {redact_url(url)!r}: it has no scheme; "
             "expected something like scheme://host/..."
         )
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    if _misplaced_at(url) is not None:
+        raise ConfigError(
+            f"cannot parse the {kind} URL {redact_url(url)!r}: a '/', '?' or '#' in the password "
+            "(or user name) must be percent-encoded as %2F, %3F, %23 (and an '@' after the host "
+            "as %40), e.g. urllib.parse.quote(password, safe='')"
+        )
+    parts = urlsplit(url)
     return parts.scheme.lower(), parts
 
 
@@ -200,8 +209,37 @@ def _port(parts: Any, label: str, default: int) -> int:
     return int(port)
 
 
+_AUTHORITY_END: Final = re.compile(r"[/?#]")
+
+
+def _misplaced_at(url: str) -> int | None:
+    """Where the last ``@`` of ``url`` is, when it comes after the first ``/``, ``?`` or ``#`` of
+    the authority: the credentials hold one of those unencoded, so a URL parser would cut the
+    password there and read the rest of it as the path, query or fragment."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or rest.startswith("/"):
+        return None
+    end = _AUTHORITY_END.search(rest)
+    at = rest.rfind("@")
+    if end is None or at < end.start():
+        return None
+    return len(scheme) + len(separator) + at
+
+
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``; safe for messages and logs."""
+    """Return ``url`` with any password replaced by ``***``; safe for messages and logs.
+
+    When the credentials cannot be told apart (a ``/``, ``?`` or ``#`` not percent-encoded in
+    the password, or no scheme at all), everything between ``//`` and the last ``@`` goes.
+    """
+    if "://" not in url:
+        return f"{REDACTED}@{url.rpartition('@')[2]}" if "@" in url else url
+    at = _misplaced_at(url)
+    if at is not None:
+        scheme, _, rest = url.partition("://")
+        user, colon, _ = rest.partition(":")
+        shown = f"{user}:" if colon and not _AUTHORITY_END.search(user) else ""
+        url = f"{scheme}://{shown}{REDACTED}@{url[at + 1 :]}"
     try:
         parts = urlsplit(url)
     except ValueError:

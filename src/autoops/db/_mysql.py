@@ -10,8 +10,9 @@ from typing import Any, Final
 import pymysql
 import pymysql.cursors
 from pymysql.connections import Connection
+from pymysql.converters import escape_string
 
-from .._config import MYSQL_OPTIONS, Converter, DbUrl, Secret, convert_options
+from .._config import MYSQL_OPTIONS, REDACTED, Converter, DbUrl, Secret, convert_options
 from .._errors import (
     AuthenticationError,
     ConnectError,
@@ -242,8 +243,12 @@ class MySQLClient(DbClient):
             text = f"({exc.args[0]}) {exc.args[1]}"
         else:
             text = f"{type(exc).__name__}: {exc}"
-        if self._password is not None and self._password.reveal():
-            text = text.replace(self._password.reveal(), "***")
+        password = self._password.reveal() if self._password is not None else ""
+        if password:
+            # The server quotes a failed statement as it received it: a password passed as a
+            # parameter comes back escaped (a backslash before quotes and backslashes): hide both.
+            for form in (escape_string(password), password):
+                text = text.replace(form, REDACTED)
         return text
 
     def _classify(self, exc: BaseException, *, operation: str) -> Failure:
