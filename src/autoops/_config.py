@@ -8,6 +8,7 @@ default server: a URL that is set nowhere is a :class:`ConfigError` that says ho
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -33,6 +34,8 @@ ENV_CACHE_URL: Final = "AUTOOPS_CACHE_URL"
 ENV_CONFIG: Final = "AUTOOPS_CONFIG"
 DEFAULT_CONFIG_FILE: Final = "autoops.toml"
 REDACTED: Final = "***"
+
+log: Final = logging.getLogger("autoops.config")
 
 
 class Secret:
@@ -527,7 +530,18 @@ def _read_toml(path: Path) -> dict[str, Mapping[str, Any]]:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(
-            f"settings file {path} does not exist; create it or point {ENV_CONFIG} elsewhere"
+            f"settings file {path} does not exist; create it, or fix the path given with --config "
+            f"or {ENV_CONFIG}"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"settings file {path} is a directory; give the path of a TOML file such as "
+            f"{path / DEFAULT_CONFIG_FILE}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"settings file {path} is not UTF-8: byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start} cannot be decoded; TOML files are UTF-8, so convert it (iconv -t UTF-8)"
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"settings file {path} is not valid TOML: {exc}") from None
@@ -540,4 +554,47 @@ def _read_toml(path: Path) -> dict[str, Mapping[str, Any]]:
                 f"settings file {path}: top-level key {name!r} must be a table such as [{name}]"
             )
         sections[name] = value
+    _warn_if_exposed(path, sections)
     return sections
+
+
+_SECRET_KEYS: Final = ("password", "passwd", "secret", "token")
+# Files already warned about, so a command that reads its settings twice warns once.
+_warned: set[tuple[str, int]] = set()
+
+
+def _holds_password(value: Any, key: str = "") -> bool:
+    if isinstance(value, Mapping):
+        return any(_holds_password(item, str(name)) for name, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_password(item, key) for item in value)
+    if not isinstance(value, str) or not value:
+        return False
+    if any(word in key.lower() for word in _SECRET_KEYS):
+        return True
+    return "://" in value and redact_url(value) != value
+
+
+def _warn_if_exposed(path: Path, sections: Mapping[str, Any]) -> None:
+    """Warn, as ssh does for private keys, when a file holding a password is readable by the
+    group or by others."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not mode & 0o044 or not _holds_password(sections):
+        return
+    seen = (str(path.resolve()), mode)
+    if seen in _warned:
+        return
+    _warned.add(seen)
+    log.warning(
+        "settings file %s holds a password and is readable by %s (mode %04o); "
+        "make it private: chmod 600 %s",
+        path,
+        "group and others"
+        if mode & 0o004 and mode & 0o040
+        else ("others" if mode & 0o004 else "its group"),
+        mode & 0o777,
+        path,
+    )
