@@ -428,6 +428,8 @@ class DbClient(abc.ABC):
                 f"the connection to {self._where} was lost inside a transaction, which the "
                 f"server rolls back ({failure.message}); run_transaction replays it"
             ) from exc.cause
+        except AutoOpsError:
+            raise
         except Exception as exc:
             raise self._classify(exc, operation=operation).build() from exc
 

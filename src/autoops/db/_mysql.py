@@ -22,7 +22,7 @@ from .._errors import (
 )
 from .._retry import Failure, RetryPolicy
 from ._client import DbClient, Row, _Lost
-from ._params import Params
+from ._params import Params, check_mysql_placeholders
 from ._rows import row_builder
 
 __all__ = ["MySQLClient"]
@@ -178,6 +178,8 @@ class MySQLClient(DbClient):
             connection._force_close()  # type: ignore[attr-defined]
 
     def _run(self, connection: MySQLConnection, kind: str, sql: str, params: Any) -> Any:
+        if params is not None:
+            check_mysql_placeholders(sql)
         cursor = connection.cursor()
         try:
             if kind == "executemany":
@@ -199,6 +201,8 @@ class MySQLClient(DbClient):
     def _iterate(
         self, connection: MySQLConnection, sql: str, params: Params, batch_size: int
     ) -> Iterator[list[Row]]:
+        if params is not None:
+            check_mysql_placeholders(sql)
         cursor = connection.cursor(pymysql.cursors.SSCursor)
         try:
             cursor.execute("SET SESSION net_write_timeout = %s", (self._stream_write_timeout,))
