@@ -24,7 +24,7 @@ import autoops
 log = logging.getLogger("db_to_cache")
 
 
-def open_clients() -> tuple[autoops.DbClient, autoops.CacheClient]:
+def open_clients(namespace: str) -> tuple[autoops.DbClient, autoops.CacheClient]:
     settings = autoops.load_settings()
     if settings.db_url is None and settings.cache_url is None:
         log.info(
@@ -32,11 +32,11 @@ def open_clients() -> tuple[autoops.DbClient, autoops.CacheClient]:
         )
         db = autoops.SQLiteClient("autoops-demo.db")
         create_demo_users(db)
-        return db, autoops.MemoryCache(namespace="app")
+        return db, autoops.MemoryCache(namespace=namespace)
     log.info("database from %s, cache from %s", settings.db_url_source, settings.cache_url_source)
     return (
         autoops.DbClient.from_config(settings=settings),
-        autoops.CacheClient.from_config(settings=settings, namespace="app"),
+        autoops.CacheClient.from_config(settings=settings, namespace=namespace),
     )
 
 
@@ -69,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
     parser.add_argument("--batch-size", type=int, default=5000, help="rows per batch")
+    parser.add_argument("--namespace", default="app", help="cache key namespace (default app)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    db, cache = open_clients()
+    db, cache = open_clients(args.namespace)
     sync = autoops.CacheSync(
         db,
         cache,

@@ -15,6 +15,7 @@ import pymysql
 import pytest
 
 import autoops
+from _support.services import MYSQL_HOST, MYSQL_PORT, mysql_test_url
 from autoops.backup import BackupError, BackupVerifyError, RestoreRefusedError
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def test_manifest_records_tool_server_and_table_stats(mysql_url: str, tmp_path: 
     assert "MariaDB" in backup.server_version
     assert backup.tables["t"].rows == 2
     assert backup.tables["t"].checksum is not None
-    assert backup.source == "mysql://127.0.0.1:3306/" + _database(mysql_url)
+    assert backup.source == f"mysql://{MYSQL_HOST}:{MYSQL_PORT}/" + _database(mysql_url)
     assert backup.verified_at is not None
     assert "--single-transaction" in backup.options["dump_options"]
 
@@ -188,7 +189,7 @@ def test_wrong_password_fails_with_the_tools_message_and_leaves_nothing(
         cursor.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right-pass'")
         cursor.execute(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'")
     try:
-        good = autoops.DbClient.from_url(f"mysql://{user}:right-pass@127.0.0.1:3306/{database}")
+        good = autoops.DbClient.from_url(mysql_test_url(database, user=user, password="right-pass"))
         assert isinstance(good, autoops.MySQLClient)
         run_facts = good.query_one("SELECT 1 AS ok")
         assert run_facts == {"ok": 1}
@@ -233,7 +234,7 @@ def test_credentials_never_reach_the_dump_tools_argv(
         return real_popen(argv, *args, **kwargs)
 
     try:
-        url = f"mysql://{user}:s3cret-Pa%22ss%5Cword@127.0.0.1:3306/{database}"
+        url = mysql_test_url(database, user=user, password='s3cret-Pa"ss\\word')
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(subprocess, "Popen", spy)
             backup = autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_mysql(url)

@@ -13,6 +13,7 @@ import redis
 
 import autoops
 from _support.proxy import TcpProxy
+from _support.services import REDIS_HOST, REDIS_PORT, redis_test_url
 from autoops.backup import BackupVerifyError, RestoreRefusedError
 
 
@@ -120,9 +121,9 @@ def test_rdb_snapshot_loads_in_a_private_server_with_every_key(
 ) -> None:
     _fill_every_type(redis_raw, redis_namespace)
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
-    backup = backuper.backup_redis("redis://127.0.0.1:6379/0", mode="rdb")
+    backup = backuper.backup_redis(redis_test_url(), mode="rdb")
     assert backup.format == "rdb"
-    assert backup.source == "redis://127.0.0.1:6379"
+    assert backup.source == f"redis://{REDIS_HOST}:{REDIS_PORT}"
     assert backup.key_count is not None
     assert backup.key_count >= 7
     verified = backuper.verify(backup, restore_test=True)
@@ -165,7 +166,7 @@ def test_wrong_redis_password_is_a_clear_error_and_leaves_nothing(tmp_path: Path
     storage = autoops.LocalStorage(tmp_path)
     with pytest.raises(autoops.AutoOpsError) as failure:
         autoops.Backuper(storage).backup_redis(
-            f"redis://:wrong-{uuid.uuid4().hex}@127.0.0.1:6379/0", mode="rdb"
+            redis_test_url(auth=f":wrong-{uuid.uuid4().hex}"), mode="rdb"
         )
     assert "wrong-" not in str(failure.value)
     assert storage.names() == []
@@ -181,7 +182,7 @@ def test_a_connection_dropped_mid_dump_fails_clearly_and_leaves_nothing(
     for index in range(100_000):
         pipe.set(f"{redis_namespace}:{index}", b"x" * 200)
     pipe.execute()
-    proxy = tcp_proxy("127.0.0.1", 6379)
+    proxy = tcp_proxy(REDIS_HOST, REDIS_PORT)
     storage = autoops.LocalStorage(tmp_path)
     cut = threading.Event()
 
@@ -198,7 +199,7 @@ def test_a_connection_dropped_mid_dump_fails_clearly_and_leaves_nothing(
     dropper.start()
     with (
         autoops.CacheClient.from_url(
-            f"redis://{proxy.address}/0", namespace=redis_namespace
+            redis_test_url(proxy.address), namespace=redis_namespace
         ) as cache,
         pytest.raises(autoops.AutoOpsError, match="Redis"),
     ):

@@ -13,7 +13,7 @@ import redis
 
 import autoops
 from _support.proxy import TcpProxy
-from _support.services import redis_server
+from _support.services import REDIS_HOST, REDIS_PORT, redis_server, redis_test_url
 from autoops import AuthenticationError, ConnectError, QueryError, RetryPolicy
 
 QUICK = RetryPolicy(attempts=30, timeout=20, wait_initial=0.05, wait_max=0.3, jitter=0.05)
@@ -23,9 +23,9 @@ QUICK = RetryPolicy(attempts=30, timeout=20, wait_initial=0.05, wait_max=0.3, ji
 def proxied(
     redis_url: str, redis_namespace: str, tcp_proxy: Callable[[str, int], TcpProxy]
 ) -> tuple[autoops.CacheClient, TcpProxy]:
-    proxy = tcp_proxy("127.0.0.1", 6379)
+    proxy = tcp_proxy(REDIS_HOST, REDIS_PORT)
     cache = autoops.CacheClient.from_url(
-        f"redis://127.0.0.1:{proxy.port}/0",
+        redis_test_url(proxy.address),
         namespace=redis_namespace,
         retry=QUICK,
         socket_timeout=2,
@@ -107,7 +107,7 @@ def acl_user(redis_raw: redis.Redis) -> Iterator[str]:
 
 
 def test_wrong_credentials_fail_at_once_without_the_password(acl_user: str) -> None:
-    cache = autoops.CacheClient.from_url(f"redis://{acl_user}:Wrong-Secret-9@127.0.0.1:6379/0")
+    cache = autoops.CacheClient.from_url(redis_test_url(auth=f"{acl_user}:Wrong-Secret-9"))
     before = retries("redis GET")
     with pytest.raises(AuthenticationError) as caught:
         cache.get("k")
@@ -117,14 +117,17 @@ def test_wrong_credentials_fail_at_once_without_the_password(acl_user: str) -> N
 
 
 def test_right_credentials_work(acl_user: str) -> None:
-    cache = autoops.CacheClient.from_url(f"redis://{acl_user}:Right-Secret-1@127.0.0.1:6379/0")
-    assert cache.ping() >= 0
+    cache = autoops.CacheClient.from_url(redis_test_url(auth=f"{acl_user}:Right-Secret-1"))
+    key = f"aot:{uuid.uuid4().hex[:12]}:k"
+    cache.set(key, {"who": acl_user}, ttl=60)
+    assert cache.get(key) == {"who": acl_user}
+    assert cache.delete(key) == 1
 
 
 @pytest.fixture
 def replica(tmp_path: Path) -> Iterator[int]:
     """A real Redis replica of the test server on a free port, promoted by the test."""
-    with redis_server(tmp_path, "--replicaof", "127.0.0.1", "6379") as port:
+    with redis_server(tmp_path, "--replicaof", REDIS_HOST, str(REDIS_PORT)) as port:
         client = redis.Redis(port=port)
         deadline = time.monotonic() + 10
         while client.info("replication").get("master_link_status") != "up":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -55,13 +56,24 @@ def test_an_unknown_host_key_is_refused_by_default(sshd: SshServer, tmp_path: Pa
         connect(sshd.address, options_for(sshd, known_hosts=str(empty)))
 
 
-def test_trusting_an_unknown_host_is_an_explicit_choice(sshd: SshServer, tmp_path: Path) -> None:
+def test_trusting_an_unknown_host_is_an_explicit_choice(
+    sshd: SshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     connection = connect(
         sshd.address, options_for(sshd, known_hosts=str(empty), trust_unknown_hosts=True)
     )
-    connection.close()
+    try:
+        result = run(connection, ["echo", "trusted"])
+    finally:
+        connection.close()
+    assert result.stdout == "trusted\n"
+    assert any(
+        record.levelno == logging.WARNING and "trusting the host key" in record.getMessage()
+        for record in caplog.records
+    )
+    assert empty.read_text() == "", "a trusted key was written to known_hosts"
 
 
 def test_a_changed_host_key_is_refused(sshd: SshServer, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import autoops
+from _support.services import redis_test_url
 from _support.sync_tables import cached_rows, create_users, expected_cache
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "autoops-sync"
@@ -24,7 +25,7 @@ def run_sync(
     env = {
         **os.environ,
         "AUTOOPS_DB_URL": mysql_url,
-        "AUTOOPS_CACHE_URL": "redis://127.0.0.1:6379/0",
+        "AUTOOPS_CACHE_URL": redis_test_url(),
     }
     env.pop("AUTOOPS_CONFIG", None)
     command = [sys.executable, str(SCRIPT), *args]
@@ -150,7 +151,7 @@ def test_forever_stops_cleanly_on_sigterm(
     env = {
         **os.environ,
         "AUTOOPS_DB_URL": mysql_url,
-        "AUTOOPS_CACHE_URL": "redis://127.0.0.1:6379/0",
+        "AUTOOPS_CACHE_URL": redis_test_url(),
     }
     worker = subprocess.Popen(
         [

@@ -19,6 +19,7 @@ import redis
 
 import autoops
 from _support.proxy import TcpProxy
+from _support.services import REDIS_HOST, REDIS_PORT, redis_test_url
 from _support.sync_tables import cached_rows, create_users, expected_cache, make_sync
 
 
@@ -103,8 +104,8 @@ def test_a_batch_whose_reply_is_lost_is_applied_again_harmlessly(
     tcp_proxy: Callable[[str, int], TcpProxy],
 ) -> None:
     autoops.set_testing(True)
-    proxy = tcp_proxy("127.0.0.1", 6379)
-    cache = autoops.CacheClient.from_url(f"redis://{proxy.address}/0", namespace=redis_namespace)
+    proxy = tcp_proxy(REDIS_HOST, REDIS_PORT)
+    cache = autoops.CacheClient.from_url(redis_test_url(proxy.address), namespace=redis_namespace)
     sync = make_sync(users_db, cache)
     # The next batch reaches Redis and is applied, but the connection dies before its reply.
     after_write(sync, 2, proxy.drop_next_reply)
@@ -120,8 +121,8 @@ def test_a_network_outage_longer_than_the_retries_fails_clearly_and_the_next_pas
     tcp_proxy: Callable[[str, int], TcpProxy],
 ) -> None:
     autoops.set_testing(True, attempts=2)
-    proxy = tcp_proxy("127.0.0.1", 6379)
-    cache = autoops.CacheClient.from_url(f"redis://{proxy.address}/0", namespace=redis_namespace)
+    proxy = tcp_proxy(REDIS_HOST, REDIS_PORT)
+    cache = autoops.CacheClient.from_url(redis_test_url(proxy.address), namespace=redis_namespace)
     sync = make_sync(users_db, cache, lock_ttl=1)
 
     def outage() -> None:

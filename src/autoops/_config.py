@@ -8,7 +8,9 @@ default server: a URL that is set nowhere is a :class:`ConfigError` that says ho
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ ENV_CACHE_URL: Final = "AUTOOPS_CACHE_URL"
 ENV_CONFIG: Final = "AUTOOPS_CONFIG"
 DEFAULT_CONFIG_FILE: Final = "autoops.toml"
 REDACTED: Final = "***"
+
+log: Final = logging.getLogger("autoops.config")
 
 
 class Secret:
@@ -168,7 +172,8 @@ def _query_options(query: str, where: str) -> dict[str, str]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
-        raise ConfigError(f"malformed query string {query!r}{_where(where)}") from None
+        # Not the query itself: an unencoded password can end up in it.
+        raise ConfigError(f"malformed query string{_where(where)}") from None
     for name, value in pairs:
         if name in options:
             raise ConfigError(f"option {name!r} is given twice{_where(where)}")
@@ -184,7 +189,14 @@ def _split(url: str, kind: str) -> tuple[str, Any]:
             f"malformed {kind} URL {redact_url(url)!r}: it has no scheme; "
             "expected something like scheme://host/..."
         )
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    if _misplaced_at(url) is not None:
+        raise ConfigError(
+            f"cannot parse the {kind} URL {redact_url(url)!r}: a '/', '?' or '#' in the password "
+            "(or user name) must be percent-encoded as %2F, %3F, %23 (and an '@' after the host "
+            "as %40), e.g. urllib.parse.quote(password, safe='')"
+        )
+    parts = urlsplit(url)
     return parts.scheme.lower(), parts
 
 
@@ -200,8 +212,37 @@ def _port(parts: Any, label: str, default: int) -> int:
     return int(port)
 
 
+_AUTHORITY_END: Final = re.compile(r"[/?#]")
+
+
+def _misplaced_at(url: str) -> int | None:
+    """Where the last ``@`` of ``url`` is, when it comes after the first ``/``, ``?`` or ``#`` of
+    the authority: the credentials hold one of those unencoded, so a URL parser would cut the
+    password there and read the rest of it as the path, query or fragment."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or rest.startswith("/"):
+        return None
+    end = _AUTHORITY_END.search(rest)
+    at = rest.rfind("@")
+    if end is None or at < end.start():
+        return None
+    return len(scheme) + len(separator) + at
+
+
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``; safe for messages and logs."""
+    """Return ``url`` with any password replaced by ``***``; safe for messages and logs.
+
+    When the credentials cannot be told apart (a ``/``, ``?`` or ``#`` not percent-encoded in
+    the password, or no scheme at all), everything between ``//`` and the last ``@`` goes.
+    """
+    if "://" not in url:
+        return f"{REDACTED}@{url.rpartition('@')[2]}" if "@" in url else url
+    at = _misplaced_at(url)
+    if at is not None:
+        scheme, _, rest = url.partition("://")
+        user, colon, _ = rest.partition(":")
+        shown = f"{user}:" if colon and not _AUTHORITY_END.search(user) else ""
+        url = f"{scheme}://{shown}{REDACTED}@{url[at + 1 :]}"
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -489,7 +530,18 @@ def _read_toml(path: Path) -> dict[str, Mapping[str, Any]]:
             data = tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(
-            f"settings file {path} does not exist; create it or point {ENV_CONFIG} elsewhere"
+            f"settings file {path} does not exist; create it, or fix the path given with --config "
+            f"or {ENV_CONFIG}"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"settings file {path} is a directory; give the path of a TOML file such as "
+            f"{path / DEFAULT_CONFIG_FILE}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"settings file {path} is not UTF-8: byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start} cannot be decoded; TOML files are UTF-8, so convert it (iconv -t UTF-8)"
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"settings file {path} is not valid TOML: {exc}") from None
@@ -502,4 +554,47 @@ def _read_toml(path: Path) -> dict[str, Mapping[str, Any]]:
                 f"settings file {path}: top-level key {name!r} must be a table such as [{name}]"
             )
         sections[name] = value
+    _warn_if_exposed(path, sections)
     return sections
+
+
+_SECRET_KEYS: Final = ("password", "passwd", "secret", "token")
+# Files already warned about, so a command that reads its settings twice warns once.
+_warned: set[tuple[str, int]] = set()
+
+
+def _holds_password(value: Any, key: str = "") -> bool:
+    if isinstance(value, Mapping):
+        return any(_holds_password(item, str(name)) for name, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_password(item, key) for item in value)
+    if not isinstance(value, str) or not value:
+        return False
+    if any(word in key.lower() for word in _SECRET_KEYS):
+        return True
+    return "://" in value and redact_url(value) != value
+
+
+def _warn_if_exposed(path: Path, sections: Mapping[str, Any]) -> None:
+    """Warn, as ssh does for private keys, when a file holding a password is readable by the
+    group or by others."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not mode & 0o044 or not _holds_password(sections):
+        return
+    seen = (str(path.resolve()), mode)
+    if seen in _warned:
+        return
+    _warned.add(seen)
+    log.warning(
+        "settings file %s holds a password and is readable by %s (mode %04o); "
+        "make it private: chmod 600 %s",
+        path,
+        "group and others"
+        if mode & 0o004 and mode & 0o040
+        else ("others" if mode & 0o004 else "its group"),
+        mode & 0o777,
+        path,
+    )

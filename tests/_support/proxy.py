@@ -34,6 +34,8 @@ class TcpProxy:
     resets every live connection; ``outage(seconds)`` refuses and drops for that long;
     ``drop_next_reply()`` lets the next client request through to the server, then resets the
     connection before the reply comes back: the "write sent, outcome unknown" case.
+    ``reset_after_reply(marker)`` lets the request holding ``marker`` through *and* its reply
+    back, then resets: the request is done, the one after it fails (a batch cut part way).
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -42,6 +44,8 @@ class TcpProxy:
         self.port: int = self._listener.getsockname()[1]
         self.mode = "forward"
         self._drop_reply = threading.Event()
+        self._drop_marker = b""
+        self._reset_marker = b""
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -75,6 +79,7 @@ class TcpProxy:
 
     def _pump(self, pair: tuple[socket.socket, socket.socket]) -> None:
         client, upstream = pair
+        reset_after_reply = False
         try:
             while True:
                 readable, _, _ = select.select([client, upstream], [], [], 0.2)
@@ -87,13 +92,18 @@ class TcpProxy:
                         return
                     if sock is client:
                         upstream.sendall(data)
-                        if self._drop_reply.is_set():
+                        if self._reset_marker and self._reset_marker in data:
+                            self._reset_marker = b""
+                            reset_after_reply = True
+                        if self._drop_reply.is_set() and self._drop_marker in data:
                             self._drop_reply.clear()
                             # Let the server read and act on the request, then cut the line.
                             time.sleep(0.3)
                             return
                     else:
                         client.sendall(data)
+                        if reset_after_reply:
+                            return
         except (OSError, ValueError):  # ValueError: select() on a socket drop_all() closed
             return
         finally:
@@ -125,8 +135,14 @@ class TcpProxy:
         timer.daemon = True
         timer.start()
 
-    def drop_next_reply(self) -> None:
+    def drop_next_reply(self, containing: bytes = b"") -> None:
+        """Drop the reply to the next request (the next one holding ``containing`` if given)."""
+        self._drop_marker = containing
         self._drop_reply.set()
+
+    def reset_after_reply(self, marker: bytes) -> None:
+        """Reset the connection once the reply to the next request holding ``marker`` is back."""
+        self._reset_marker = marker
 
     def close(self) -> None:
         self._closed = True

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pymysql
 import pytest
@@ -19,6 +19,31 @@ from _support.sshd import free_port
 
 MYSQL_ADMIN_URL = os.environ.get("AUTOOPS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REDIS_URL = os.environ.get("AUTOOPS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# The parts of the two URLs, for tests that build URLs of their own (a proxy in front of the
+# server, another user, another database): every test follows AUTOOPS_TEST_*_URL, none hard-codes
+# 127.0.0.1:3306 or :6379.
+MYSQL_HOST = urlsplit(MYSQL_ADMIN_URL).hostname or "127.0.0.1"
+MYSQL_PORT = urlsplit(MYSQL_ADMIN_URL).port or 3306
+REDIS_HOST = urlsplit(REDIS_URL).hostname or "127.0.0.1"
+REDIS_PORT = urlsplit(REDIS_URL).port or 6379
+REDIS_DB = int(urlsplit(REDIS_URL).path.strip("/") or 0)
+
+
+def mysql_test_url(database: str, *, user: str = "root", password: str = "") -> str:
+    """A URL for ``database`` on the test server as ``user`` (``password`` percent-encoded)."""
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    return f"mysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{database}"
+
+
+def redis_test_url(address: str | None = None, *, auth: str = "", db: int | None = None) -> str:
+    """The test Redis URL, or the same database reached at ``address`` (a proxy's host:port), with
+    ``auth`` ("user:password") instead of the URL's own credentials when given."""
+    parts = urlsplit(REDIS_URL)
+    userinfo = auth or parts.netloc.rpartition("@")[0]
+    where = address or f"{REDIS_HOST}:{REDIS_PORT}"
+    at = f"{userinfo}@" if userinfo else ""
+    return f"{parts.scheme}://{at}{where}/{REDIS_DB if db is None else db}"
 
 
 def _unavailable(message: str) -> NoReturn:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
+from .._config import redact_url
 from .._errors import ConfigError
 from .._metrics import MetricSample, write_textfile
 from .._ssh import SshOptions
@@ -253,7 +254,7 @@ def _restore(args: argparse.Namespace) -> int:
             backuper.restore_redis(backup, args.url, replace=args.replace)
         else:
             backuper.restore_sqlite(backup, args.url, replace=args.replace)
-        log.info("restored %s into %s", backup.id, args.url.split("@")[-1])
+        log.info("restored %s into %s", backup.id, redact_url(args.url))
     finally:
         storage.close()
     return EXIT_OK

@@ -2,8 +2,8 @@
 
 Connections are per thread (never shared between threads) and opened lazily. Reads are retried on
 transient failures; a write is retried only when it provably never reached the server, otherwise a
-lost connection is an :class:`OutcomeUnknownError`. Transactions are retried as a whole by
-:meth:`DbClient.run_transaction`.
+lost connection is an :class:`OutcomeUnknownError`. Transactions (and ``executemany``, which is one)
+are retried as a whole by :meth:`DbClient.run_transaction`.
 """
 
 from __future__ import annotations
@@ -263,9 +263,17 @@ class DbClient(abc.ABC):
         return count
 
     def executemany(self, sql: str, params: Sequence[Params]) -> int:
-        """Run one statement per parameter set (pymysql batches INSERTs into one statement)."""
-        count: int = self._call("executemany", sql, list(params), write=True)
-        return count
+        """Run the statement for each parameter set, all in one transaction: all or nothing.
+
+        pymysql sends a large batch as several multi-row INSERTs (an UPDATE as one statement per
+        set); one transaction makes the batch safe to replay, so it is retried like
+        :meth:`run_transaction` when the connection is lost before COMMIT, and a connection lost
+        during COMMIT raises :class:`OutcomeUnknownError`. Never a batch applied in part.
+        """
+        rows = list(params)
+        if not rows:
+            return 0
+        return self.run_transaction(lambda tx: tx.executemany(sql, rows))
 
     def stream(self, sql: str, params: Params = None, *, batch_size: int = 10_000) -> Iterator[Row]:
         """Yield rows one by one from a server-side cursor: constant memory over any result size.
@@ -420,6 +428,8 @@ class DbClient(abc.ABC):
                 f"the connection to {self._where} was lost inside a transaction, which the "
                 f"server rolls back ({failure.message}); run_transaction replays it"
             ) from exc.cause
+        except AutoOpsError:
+            raise
         except Exception as exc:
             raise self._classify(exc, operation=operation).build() from exc
 

@@ -10,8 +10,9 @@ from typing import Any, Final
 import pymysql
 import pymysql.cursors
 from pymysql.connections import Connection
+from pymysql.converters import escape_string
 
-from .._config import MYSQL_OPTIONS, Converter, DbUrl, Secret, convert_options
+from .._config import MYSQL_OPTIONS, REDACTED, Converter, DbUrl, Secret, convert_options
 from .._errors import (
     AuthenticationError,
     ConnectError,
@@ -21,7 +22,7 @@ from .._errors import (
 )
 from .._retry import Failure, RetryPolicy
 from ._client import DbClient, Row, _Lost
-from ._params import Params
+from ._params import Params, check_mysql_placeholders
 from ._rows import row_builder
 
 __all__ = ["MySQLClient"]
@@ -177,6 +178,8 @@ class MySQLClient(DbClient):
             connection._force_close()  # type: ignore[attr-defined]
 
     def _run(self, connection: MySQLConnection, kind: str, sql: str, params: Any) -> Any:
+        if params is not None:
+            check_mysql_placeholders(sql)
         cursor = connection.cursor()
         try:
             if kind == "executemany":
@@ -198,6 +201,8 @@ class MySQLClient(DbClient):
     def _iterate(
         self, connection: MySQLConnection, sql: str, params: Params, batch_size: int
     ) -> Iterator[list[Row]]:
+        if params is not None:
+            check_mysql_placeholders(sql)
         cursor = connection.cursor(pymysql.cursors.SSCursor)
         try:
             cursor.execute("SET SESSION net_write_timeout = %s", (self._stream_write_timeout,))
@@ -242,8 +247,12 @@ class MySQLClient(DbClient):
             text = f"({exc.args[0]}) {exc.args[1]}"
         else:
             text = f"{type(exc).__name__}: {exc}"
-        if self._password is not None and self._password.reveal():
-            text = text.replace(self._password.reveal(), "***")
+        password = self._password.reveal() if self._password is not None else ""
+        if password:
+            # The server quotes a failed statement as it received it: a password passed as a
+            # parameter comes back escaped (a backslash before quotes and backslashes): hide both.
+            for form in (escape_string(password), password):
+                text = text.replace(form, REDACTED)
         return text
 
     def _classify(self, exc: BaseException, *, operation: str) -> Failure:

@@ -103,20 +103,10 @@ class SQLiteClient(DbClient):
 
     def _run(self, connection: sqlite3.Connection, kind: str, sql: str, params: Any) -> Any:
         if kind == "executemany":
-            statement = to_sqlite_style(sql)
+            # Always inside a transaction (DbClient.executemany opens one): one fsync, not one
+            # per row.
             values = [adapt_sqlite_params(p) for p in params]
-            if connection.in_transaction:
-                return connection.executemany(statement, values).rowcount
-            # One transaction, as pymysql's multi-row INSERT is one statement: all or nothing,
-            # and one fsync instead of one per row.
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                count = connection.executemany(statement, values).rowcount
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-            return count
+            return connection.executemany(to_sqlite_style(sql), values).rowcount
         statement, values = self._statement(sql, params)
         cursor = connection.execute(statement, values)
         if kind == "query":

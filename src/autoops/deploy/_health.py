@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from .._config import redact_url
 from .._errors import AutoOpsError, ConfigError
 from .._ssh import CommandResult
 
@@ -53,7 +54,8 @@ class HealthCheck:
         if self.timeout <= 0 or self.interval <= 0:
             raise ConfigError("health check timeout and interval must be above 0 seconds")
         if self.kind == "http" and not self.target.startswith(("http://", "https://")):
-            raise ConfigError(f"health check URL {self.target!r} must start with http(s)://")
+            shown = redact_url(self.target)
+            raise ConfigError(f"health check URL {shown!r} must start with http(s)://")
 
     @classmethod
     def http(
