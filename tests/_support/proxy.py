@@ -34,9 +34,11 @@ class TcpProxy:
     resets every live connection; ``outage(seconds)`` refuses and drops for that long;
     ``drop_next_reply()`` lets the next client request through to the server, then resets the
     connection before the reply comes back: the "write sent, outcome unknown" case.
+    With ``record=True``, ``traffic`` keeps every byte that passed, both ways, for tests that
+    check what crossed the wire (a password must never cross in the clear).
     """
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, record: bool = False) -> None:
         self.target = (target_host, target_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -46,6 +48,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._closed = False
         self.accepted = 0
+        self.record = record
+        self.traffic = bytearray()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
@@ -85,6 +89,9 @@ class TcpProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    if self.record:
+                        with self._lock:
+                            self.traffic += data
                     if sock is client:
                         upstream.sendall(data)
                         if self._drop_reply.is_set():
