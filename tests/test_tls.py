@@ -185,6 +185,11 @@ def test_a_memory_cache_has_no_connection_settings_to_share() -> None:
         _ = autoops.CacheClient.from_url("memory://").connection_settings
 
 
+def test_a_bad_tls_verify_mode_is_a_config_error_naming_the_choices() -> None:
+    with pytest.raises(autoops.ConfigError, match="none, optional or required"):
+        autoops.CacheClient.from_url("rediss://cache.example.com:6380/0?ssl_cert_reqs=strict")
+
+
 def test_a_client_built_from_another_clients_settings_connects_the_same_way(
     tls_mariadb: TlsMariaDb, tls_database: str, tls_redis: TlsRedis
 ) -> None:

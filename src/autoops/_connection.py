@@ -76,8 +76,10 @@ class DbConnectionSettings:
             return f"sqlite:///{self.path}"
         auth = self.user + (f":{REDACTED}" if self.password is not None else "")
         auth = f"{auth}@" if auth else ""
+        if self.unix_socket:
+            return f"mysql://{auth}localhost/{self.database}?unix_socket={self.unix_socket}"
         tls = "?tls" if self.tls is not None else ""
-        return f"mysql://{auth}{self.location}/{self.database}{tls}"
+        return f"mysql://{auth}{self.host}:{self.port}/{self.database}{tls}"
 
     def __str__(self) -> str:
         return self.redacted()

@@ -72,15 +72,18 @@ _TRANSIENT_REPLIES: Final = (
 )
 
 
+_VERIFY_MODES: Final[dict[str, VerifyMode]] = {
+    "none": "none",
+    "optional": "optional",
+    "required": "required",
+}
+
+
 def _verify_mode(text: str) -> VerifyMode:
-    lowered = text.strip().lower()
-    if lowered == "none":
-        return "none"
-    if lowered == "optional":
-        return "optional"
-    if lowered == "required":
-        return "required"
-    raise ConfigError(f"ssl_cert_reqs must be none, optional or required, got {text!r}")
+    mode = _VERIFY_MODES.get(text.strip().lower())
+    if mode is None:
+        raise ConfigError(f"ssl_cert_reqs must be none, optional or required, got {text!r}")
+    return mode
 
 
 class RedisCache(CacheClient):
