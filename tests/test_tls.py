@@ -387,6 +387,25 @@ def test_redis_logical_dump_restore_and_verify_over_tls_send_no_password_in_the_
     assert MARKER.encode() not in proxy.traffic
 
 
+def test_redis_backups_authenticate_as_an_acl_user_over_tls(
+    clean_tls_redis: TlsRedis, tmp_path: Path, relay: list[TcpProxy]
+) -> None:
+    raw = clean_tls_redis.raw()
+    raw.acl_setuser(
+        "backup.user", enabled=True, passwords=[f"+{PASSWORD}"], keys=["*"], commands=["+@all"]
+    )
+    _fill_redis(raw, "acl")
+    proxy = _recording_relay(relay, clean_tls_redis.port)
+    url = clean_tls_redis.url(port=proxy.port).replace("rediss://:", "rediss://backup.user:")
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path), progress=False)
+    try:
+        assert backuper.backup_redis(url, mode="rdb").key_count == 4
+        assert backuper.backup_redis(url, mode="logical").key_count == 4
+    finally:
+        raw.acl_deluser("backup.user")
+    assert PASSWORD.encode() not in proxy.traffic
+
+
 def test_a_wrong_redis_password_is_a_clear_backup_error(
     tls_redis: TlsRedis, tmp_path: Path
 ) -> None:
