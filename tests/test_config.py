@@ -189,4 +189,4 @@ def test_unknown_retry_setting_is_a_config_error(tmp_path: Path) -> None:
 
 def test_a_keyword_option_of_none_turns_a_timeout_off() -> None:
     client = autoops.DbClient.from_url("mysql://u@h/d", read_timeout=None)
-    assert client._connect_args["read_timeout"] is None  # type: ignore[attr-defined]
+    assert client.connection_settings.read_timeout is None

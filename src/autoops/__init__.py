@@ -21,6 +21,11 @@ from ._config import (
     Settings,
     load_settings,
 )
+from ._connection import (
+    CacheConnectionSettings,
+    DbConnectionSettings,
+    TlsSettings,
+)
 from ._errors import (
     AuthenticationError,
     AutoOpsError,
@@ -254,6 +259,7 @@ __all__ = [
     "BackupVerifyError",
     "Backuper",
     "CacheClient",
+    "CacheConnectionSettings",
     "CacheSync",
     "CacheUrl",
     "Check",
@@ -269,6 +275,7 @@ __all__ = [
     "ConfigPushResult",
     "ConnectError",
     "DbClient",
+    "DbConnectionSettings",
     "DbUrl",
     "DeployError",
     "DeployOutcome",
@@ -327,6 +334,7 @@ __all__ = [
     "TcpCheck",
     "ThresholdRange",
     "Thresholds",
+    "TlsSettings",
     "Transaction",
     "TransactionConflictError",
     "Upload",

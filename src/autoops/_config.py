@@ -122,6 +122,9 @@ REDIS_OPTIONS: Final[Mapping[str, Converter]] = MappingProxyType(
         "client_name": str,
         "ssl_ca_certs": str,
         "ssl_cert_reqs": str,
+        "ssl_certfile": str,
+        "ssl_keyfile": str,
+        "ssl_check_hostname": _to_bool,
     }
 )
 MEMORY_OPTIONS: Final[Mapping[str, Converter]] = MappingProxyType({})

@@ -1,7 +1,8 @@
-"""A private MariaDB primary and replica on loopback, for the monitor's replication checks.
+"""Private MariaDB servers on loopback: a primary and replica for the monitor's replication
+checks, a server with a binary log, and a TLS-only server.
 
-The shared server has no binary log (and must not be reconfigured), so replication is tested on
-two throwaway mariadbd instances made with mariadb-install-db in a temporary directory.
+The shared server has no binary log and no TLS (and must not be reconfigured), so these are
+throwaway mariadbd instances made with mariadb-install-db in a temporary directory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pymysql
 
+from _support.certs import ServerTls
 from _support.sshd import free_port
 
 MARIADBD = "/usr/sbin/mariadbd"
@@ -34,6 +36,15 @@ class MariaDbInstance:
         return pymysql.connect(
             host="127.0.0.1",
             port=self.port,
+            user="root",
+            autocommit=True,
+            cursorclass=pymysql.cursors.DictCursor,
+        )
+
+    def admin_connection(self) -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
+        """root over the server's unix socket, which a TLS-only server still accepts."""
+        return pymysql.connect(
+            unix_socket=str(self.datadir / "mysqld.sock"),
             user="root",
             autocommit=True,
             cursorclass=pymysql.cursors.DictCursor,
@@ -100,6 +111,19 @@ def start_with_binlog(workdir: Path) -> MariaDbInstance:
     server = MariaDbInstance(free_port(), workdir / "binlogged")
     install_datadir(server.datadir)
     server.start("--server-id=1", f"--log-bin={server.datadir}/binlog")
+    return server
+
+
+def start_with_tls(workdir: Path, tls: ServerTls) -> MariaDbInstance:
+    """A private server whose TCP port takes TLS connections only (require_secure_transport)."""
+    server = MariaDbInstance(free_port(), workdir / "tls")
+    install_datadir(server.datadir)
+    server.start(
+        f"--ssl-ca={tls.ca_file}",
+        f"--ssl-cert={tls.cert_file}",
+        f"--ssl-key={tls.key_file}",
+        "--require-secure-transport=ON",
+    )
     return server
 
 

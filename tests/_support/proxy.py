@@ -36,9 +36,11 @@ class TcpProxy:
     connection before the reply comes back: the "write sent, outcome unknown" case.
     ``reset_after_reply(marker)`` lets the request holding ``marker`` through *and* its reply
     back, then resets: the request is done, the one after it fails (a batch cut part way).
+    With ``record=True``, ``traffic`` keeps every byte that passed, both ways, for tests that
+    check what crossed the wire (a password must never cross in the clear).
     """
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, record: bool = False) -> None:
         self.target = (target_host, target_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -50,6 +52,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._closed = False
         self.accepted = 0
+        self.record = record
+        self.traffic = bytearray()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
@@ -90,6 +94,9 @@ class TcpProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    if self.record:
+                        with self._lock:
+                            self.traffic += data
                     if sock is client:
                         upstream.sendall(data)
                         if self._reset_marker and self._reset_marker in data:

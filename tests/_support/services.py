@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 import pymysql
 import pytest
 
+from _support.certs import ServerTls
 from _support.sshd import free_port
 
 MYSQL_ADMIN_URL = os.environ.get("AUTOOPS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -82,14 +83,38 @@ def admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]
 
 
 @contextlib.contextmanager
-def redis_server(directory: Path, *arguments: str) -> Iterator[int]:
-    """A private redis-server on a free port (no persistence unless asked); yields the port."""
+def redis_server(
+    directory: Path,
+    *arguments: str,
+    tls: ServerTls | None = None,
+    password: str | None = None,
+) -> Iterator[int]:
+    """A private redis-server on a free port (no persistence unless asked); yields the port.
+
+    With ``tls`` the port is a TLS port and there is no plaintext port at all (``--port 0``);
+    clients may present a certificate but need not. ``password`` is set through a 0600 config
+    file, not the server's argv.
+    """
     port = free_port()
+    config: list[str] = []
+    if password is not None:
+        config_file = directory / f"redis-{port}.conf"
+        config_file.write_text(f'requirepass "{password}"\n')
+        config_file.chmod(0o600)
+        config.append(str(config_file))
+    if tls is not None:
+        listen = [
+            "--port", "0", "--tls-port", str(port),
+            "--tls-cert-file", str(tls.cert_file), "--tls-key-file", str(tls.key_file),
+            "--tls-ca-cert-file", str(tls.ca_file), "--tls-auth-clients", "optional",
+        ]  # fmt: skip
+    else:
+        listen = ["--port", str(port)]
     process = subprocess.Popen(
         [
             "redis-server",
-            "--port",
-            str(port),
+            *config,
+            *listen,
             "--bind",
             "127.0.0.1",
             "--save",

@@ -270,7 +270,9 @@ class Backuper:
             scratch = f"autoops_verify_{secrets.token_hex(6)}"
             admin.execute(f"CREATE DATABASE `{scratch}` CHARACTER SET utf8mb4")
             try:
-                target = DbClient.from_url(dataclasses.replace(admin.url, database=scratch))
+                # The scratch client connects as the server's client does: same TLS, timeouts.
+                settings = dataclasses.replace(admin.connection_settings, database=scratch)
+                target = DbClient.from_connection_settings(settings, retry=admin.retry)
                 assert isinstance(target, MySQLClient)
                 try:
                     self.restore_mysql(backup, target)
@@ -318,7 +320,7 @@ class Backuper:
             if mode != "logical":
                 raise ConfigError(f"unknown Redis backup mode {mode!r}; use 'rdb' or 'logical'")
             dump = LogicalDump.for_cache(client, pattern)
-            db = int(client.redis.connection_pool.connection_kwargs.get("db", 0))
+            db = client.connection_settings.db
             source = f"{server}/{db}?match={dump.pattern}"
 
             def describe() -> dict[str, Any]:

@@ -101,23 +101,24 @@ def _option_value(value: str) -> str:
 def option_file(db: MySQLClient) -> Iterator[str]:
     """A ``[client]`` option file with the connection's credentials, 0600 in a 0700 temporary
     directory, removed afterwards."""
-    url = db.url
-    lines = ["[client]", f"user={_option_value(url.user)}"]
-    if url.password is not None:
-        lines.append(f"password={_option_value(url.password.reveal())}")
-    socket_path = url.options.get("unix_socket")
-    if socket_path:
-        lines.append(f"socket={_option_value(str(socket_path))}")
+    settings = db.connection_settings
+    lines = ["[client]", f"user={_option_value(settings.user)}"]
+    if settings.password is not None:
+        lines.append(f"password={_option_value(settings.password.reveal())}")
+    if settings.unix_socket:
+        lines.append(f"socket={_option_value(settings.unix_socket)}")
     else:
-        lines += [f"host={_option_value(url.host)}", f"port={url.port}", "protocol=TCP"]
-    # The client keeps its TLS settings with its connection arguments; the tools must use the
-    # same ones, or the password would cross the network in the clear.
-    ssl = (getattr(db, "_connect_args", {}) or {}).get("ssl") or {}
-    for option, key in (("ssl-ca", "ca"), ("ssl-cert", "cert"), ("ssl-key", "key")):
-        if ssl.get(key):
-            lines.append(f"{option}={_option_value(str(ssl[key]))}")
-    if ssl and ssl.get("check_hostname"):
-        lines.append("ssl-verify-server-cert")
+        lines += [f"host={_option_value(settings.host)}", f"port={settings.port}", "protocol=TCP"]
+    # The tools must use the client's TLS settings, or the password would cross in the clear.
+    # (MariaDB's option names; a CA file alone makes MySQL's tools verify the CA too.)
+    tls = settings.tls
+    if tls is not None:
+        files = (("ssl-ca", tls.ca_file), ("ssl-cert", tls.cert_file), ("ssl-key", tls.key_file))
+        lines += [f"{option}={_option_value(path)}" for option, path in files if path]
+        if not tls.ca_file and not tls.cert_file:
+            lines.append("ssl")
+        if tls.check_hostname and tls.verify != "none":
+            lines.append("ssl-verify-server-cert")
     directory = tempfile.mkdtemp(prefix="autoops-mysql-")
     path = os.path.join(directory, "client.cnf")
     try:

@@ -4,11 +4,16 @@ The RDB path speaks to the server as ``redis-cli --rdb`` does (``REPLCONF capa e
 ``REPLCONF rdb-only 1``, ``SYNC``), so no access to the server's disk is needed. The logical
 path (SCAN + DUMP + PEXPIRETIME or PTTL, pipelined) works where SYNC is blocked and can select
 keys by pattern; it is restored with ``RESTORE key ttl value REPLACE ABSTTL``.
+
+Both open connections of their own through redis-py, from the client's connection settings, so
+TLS, AUTH and SELECT are exactly the client's; only the bytes after that handshake (the RDB
+stream, bulk replies for hiredis) are read straight from the connection's socket.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -63,119 +68,131 @@ def redis_client(cache: CacheClient | str) -> Iterator[RedisCache]:
             client.close()
 
 
-def _connection_kwargs(cache: RedisCache) -> dict[str, Any]:
-    return dict(cache.redis.connection_pool.connection_kwargs)
-
-
 def server_label(cache: RedisCache) -> str:
     """``redis://host:port`` (or ``unix:///path``) with no credentials."""
-    kwargs = _connection_kwargs(cache)
-    if kwargs.get("path"):
-        return f"unix://{kwargs['path']}"
-    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+    return cache.connection_settings.server_label
 
 
-# RDB snapshot ---------------------------------------------------------------------------------
+def _refused(where: str, command: str, exc: redis.RedisError) -> BackupError:
+    message = str(exc)
+    if isinstance(exc, redis.AuthenticationError) or message.startswith(
+        ("NOAUTH", "WRONGPASS", "NOPERM")
+    ):
+        advice = "check the user name, password and ACL permissions"
+    else:
+        advice = "if SYNC is disabled (managed Redis), use the logical dump instead"
+    return BackupError(
+        f"Redis at {where} refused {command}: {message}; {advice}", tool_message=message
+    )
 
 
-class _Replica:
-    """A bare socket speaking just enough of the replication protocol to receive one RDB."""
+class _Link:
+    """A connection of its own to the cache's server, opened by redis-py from the client's
+    connection settings: TLS, AUTH (or ACL user) and SELECT exactly as the client does them."""
 
-    def __init__(self, cache: RedisCache, timeout: float) -> None:
-        kwargs = _connection_kwargs(cache)
-        self.where = server_label(cache)
+    def __init__(self, cache: RedisCache, timeout: float, *, db: int | None = None) -> None:
+        settings = cache.connection_settings
+        settings = dataclasses.replace(
+            settings,
+            db=settings.db if db is None else db,
+            socket_timeout=timeout,
+            connect_timeout=min(timeout, settings.connect_timeout or timeout),
+        )
+        self.where = settings.server_label
         try:
-            if kwargs.get("path"):
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.settimeout(timeout)
-                self.sock.connect(kwargs["path"])
-            else:
-                self.sock = socket.create_connection(
-                    (kwargs.get("host", "localhost"), kwargs.get("port", 6379)), timeout=timeout
-                )
-        except OSError as exc:
+            self.connection = settings.open_connection()
+        except (redis.ResponseError, redis.AuthenticationError) as exc:
+            raise _refused(self.where, "the connection", exc) from exc
+        except (redis.RedisError, OSError) as exc:
             raise BackupError(f"cannot connect to Redis at {self.where}: {exc}") from exc
-        self.buffer = b""
-        password = kwargs.get("password")
-        if password:
-            username = kwargs.get("username")
-            args = [b"AUTH", *([username.encode()] if username else []), password.encode()]
-            try:
-                self.command(*args)
-            except BaseException:
-                self.close()
-                raise
+        # Once the handshake is done every byte is read here, straight from redis-py's own
+        # (TLS-wrapped) socket: the RDB stream is not RESP, and bulk replies go to hiredis.
+        sock = self.connection._get_socket()
+        assert sock is not None
+        self.sock: socket.socket = sock
+        self.buffer = bytearray()
 
-    def _fill(self) -> None:
-        data = self.sock.recv(_CHUNK)
+    def command(self, *args: str, allow_error: bool = False) -> Any:
+        """Send one command and read its reply through redis-py (no raw bytes pending)."""
+        try:
+            self.connection.send_command(*args)  # type: ignore[no-untyped-call]
+            return self.connection.read_response()
+        except redis.ResponseError as exc:
+            if allow_error:
+                return exc
+            raise _refused(self.where, args[0], exc) from exc
+        except redis.AuthenticationError as exc:
+            raise _refused(self.where, args[0], exc) from exc
+        except (redis.RedisError, OSError) as exc:
+            raise BackupError(f"the connection to Redis at {self.where} failed: {exc}") from exc
+
+    def send(self, payload: bytes) -> None:
+        try:
+            self.sock.sendall(payload)
+        except OSError as exc:
+            raise BackupError(f"the connection to Redis at {self.where} failed: {exc}") from exc
+
+    def receive(self, limit: int = _CHUNK) -> bytes:
+        """Up to ``limit`` bytes from the socket; the server closing it is an error."""
+        try:
+            data = self.sock.recv(limit)
+        except OSError as exc:
+            raise BackupError(f"the connection to Redis at {self.where} failed: {exc}") from exc
         if not data:
-            raise BackupError(f"Redis at {self.where} closed the connection during the snapshot")
-        self.buffer += data
+            raise BackupError(f"Redis at {self.where} closed the connection mid-transfer")
+        return data
+
+    def fill(self, limit: int = _CHUNK) -> None:
+        self.buffer += self.receive(limit)
+
+    def take(self, size: int) -> bytes:
+        """The first ``size`` buffered bytes, removed from the buffer (one copy)."""
+        with memoryview(self.buffer) as view:
+            data = bytes(view[:size])
+        del self.buffer[:size]
+        return data
 
     def line(self) -> bytes:
-        while b"\r\n" not in self.buffer:
-            self._fill()
-        line, self.buffer = self.buffer.split(b"\r\n", 1)
-        return line
-
-    def command(self, *args: bytes, allow_error: bool = False) -> bytes:
-        self.sock.sendall(pack_command(*args))
-        reply = self.line()
-        if reply.startswith(b"-") and not allow_error:
-            name = args[0].decode()
-            message = reply[1:].decode("utf-8", "replace")
-            raise BackupError(
-                f"Redis at {self.where} refused {name}: {message}"
-                + (
-                    "; check the password"
-                    if "AUTH" in message.upper() or name == "AUTH"
-                    else "; if SYNC is disabled (managed Redis), use the logical dump instead"
-                ),
-                tool_message=message,
-            )
-        return reply
+        """The next line, skipping the bare newlines a server sends as keepalives."""
+        while True:
+            while self.buffer[:1] == b"\n":
+                del self.buffer[:1]
+            end = self.buffer.find(b"\r\n")
+            if end >= 0:
+                line = self.take(end)
+                del self.buffer[:2]
+                return line
+            self.fill()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        with contextlib.suppress(Exception):
+            self.connection.disconnect()  # type: ignore[no-untyped-call]
 
 
 class _Wire:
-    """A connection of its own for bulk DUMP/PTTL and RESTORE: commands go out in one write per
+    """Bulk DUMP/PTTL and RESTORE on a connection of its own: commands go out in one write per
     batch and hiredis parses the replies, several times faster than a redis-py pipeline."""
 
     def __init__(self, cache: RedisCache, timeout: float = 60.0) -> None:
         import hiredis
 
-        self._replica = _Replica(cache, timeout)
-        self.where = self._replica.where
+        self._link = _Link(cache, timeout)
+        self.where = self._link.where
         self._reader = hiredis.Reader()
         self._error_type = hiredis.ReplyError
-        db = int(_connection_kwargs(cache).get("db", 0))
-        if db:
-            self.call(pack_command(b"SELECT", b"%d" % db), 1)
 
     def call(self, payload: bytes, count: int) -> list[Any]:
         """Send packed commands and return their ``count`` replies; an error reply raises."""
-        sock = self._replica.sock
-        try:
-            sock.sendall(payload)
-            replies: list[Any] = []
-            if self._replica.buffer:
-                self._reader.feed(self._replica.buffer)
-                self._replica.buffer = b""
-            gets = self._reader.gets
-            while len(replies) < count:
-                reply = gets()
-                if reply is False:
-                    data = sock.recv(_CHUNK)
-                    if not data:
-                        raise BackupError(f"Redis at {self.where} closed the connection")
-                    self._reader.feed(data)
-                    continue
-                replies.append(reply)
-        except OSError as exc:
-            raise BackupError(f"the connection to Redis at {self.where} failed: {exc}") from exc
+        link = self._link
+        link.send(payload)
+        replies: list[Any] = []
+        gets = self._reader.gets
+        while len(replies) < count:
+            reply = gets()
+            if reply is False:
+                self._reader.feed(link.receive())
+                continue
+            replies.append(reply)
         for reply in replies:
             if isinstance(reply, self._error_type):
                 raise BackupError(
@@ -184,7 +201,7 @@ class _Wire:
         return replies
 
     def close(self) -> None:
-        self._replica.close()
+        self._link.close()
 
 
 def _has_hiredis() -> bool:
@@ -206,87 +223,75 @@ class RdbSnapshot:
 
     def chunks(self) -> Iterator[bytes]:
         """The RDB file's bytes, checked for its header and end marker."""
-        info = self.cache.redis.info()
+        try:
+            info = self.cache.redis.info()
+        except redis.RedisError as exc:
+            where = server_label(self.cache)
+            if isinstance(exc, redis.AuthenticationError | redis.ResponseError):
+                raise _refused(where, "INFO", exc) from exc
+            raise BackupError(f"cannot reach Redis at {where}: {exc}") from exc
         self.server_version = str(info.get("redis_version", ""))
         self.key_count = sum(
             int(value.get("keys", 0))
             for name, value in info.items()
             if name.startswith("db") and isinstance(value, dict)
         )
-        replica = _Replica(self.cache, self.timeout)
+        # A replica link selects no database: SYNC sends the whole server.
+        link = _Link(self.cache, self.timeout, db=0)
         try:
-            replica.command(b"REPLCONF", b"capa", b"eof")
+            link.command("REPLCONF", "capa", "eof")
             # Redis >= 7 then sends only the RDB, no replication stream after it.
-            replica.command(b"REPLCONF", b"rdb-only", b"1", allow_error=True)
-            replica.sock.sendall(pack_command(b"SYNC"))
-            header = b""
-            while not header:
-                # The server sends bare newlines as keepalives while it prepares the snapshot.
-                replica.buffer = replica.buffer.lstrip(b"\n")
-                if not replica.buffer:
-                    replica._fill()
-                    continue
-                header = replica.line()
+            link.command("REPLCONF", "rdb-only", "1", allow_error=True)
+            # The server sends nothing unasked, so redis-py's parser holds no bytes now and the
+            # raw reads below start exactly at SYNC's reply.
+            link.send(pack_command(b"SYNC"))
+            header = link.line()
             if header.startswith(b"-"):
                 message = header[1:].decode("utf-8", "replace")
                 raise BackupError(
-                    f"Redis at {replica.where} refused SYNC: {message}; if replication is blocked "
+                    f"Redis at {link.where} refused SYNC: {message}; if replication is blocked "
                     "(managed Redis), use the logical dump instead",
                     tool_message=message,
                 )
             if not header.startswith(b"$"):
-                raise BackupError(
-                    f"Redis at {replica.where} sent {header[:60]!r} instead of an RDB"
-                )
+                raise BackupError(f"Redis at {link.where} sent {header[:60]!r} instead of an RDB")
             first = b""
             last = b""
-            for chunk in self._body(replica, header):
+            for chunk in self._body(link, header):
                 if len(first) < 9:
                     first += chunk[: 9 - len(first)]
                 last = (last + chunk)[-9:]
                 yield chunk
         finally:
-            replica.close()
+            link.close()
         if not first.startswith(_RDB_MAGIC) or len(last) < 9 or last[0] != _RDB_EOF_OPCODE:
-            raise BackupError(f"the RDB from {replica.where} is malformed or truncated")
+            raise BackupError(f"the RDB from {link.where} is malformed or truncated")
 
-    def _body(self, replica: _Replica, header: bytes) -> Iterator[bytes]:
+    def _body(self, link: _Link, header: bytes) -> Iterator[bytes]:
+        buffer = link.buffer
         if header.startswith(b"$EOF:"):
+            # Diskless: the RDB ends with the 40-byte mark announced in the header.
             mark = header[5:]
             if len(mark) != _EOF_MARK_LENGTH:
-                raise BackupError(f"Redis at {replica.where} sent a bad EOF mark")
-            pending = replica.buffer
-            replica.buffer = b""
-            while True:
-                if pending.endswith(mark):
-                    if len(pending) > _EOF_MARK_LENGTH:
-                        yield pending[:-_EOF_MARK_LENGTH]
-                    return
-                if len(pending) > _CHUNK:
-                    keep = len(pending) - _EOF_MARK_LENGTH
-                    yield pending[:keep]
-                    pending = pending[keep:]
-                data = replica.sock.recv(_CHUNK)
-                if not data:
-                    raise BackupError(f"Redis at {replica.where} closed the connection mid-RDB")
-                pending += data
+                raise BackupError(f"Redis at {link.where} sent a bad EOF mark")
+            while not buffer.endswith(mark):
+                if len(buffer) >= _CHUNK + _EOF_MARK_LENGTH:
+                    yield link.take(len(buffer) - _EOF_MARK_LENGTH)
+                link.fill()
+            if len(buffer) > _EOF_MARK_LENGTH:
+                yield link.take(len(buffer) - _EOF_MARK_LENGTH)
+            return
         try:
             remaining = int(header[1:])
         except ValueError:
-            raise BackupError(
-                f"Redis at {replica.where} sent a bad RDB length {header!r}"
-            ) from None
-        data = replica.buffer[:remaining]
-        replica.buffer = b""
-        while True:
-            if data:
-                remaining -= len(data)
-                yield data
-            if remaining <= 0:
-                return
-            data = replica.sock.recv(min(_CHUNK, remaining))
-            if not data:
-                raise BackupError(f"Redis at {replica.where} closed the connection mid-RDB")
+            raise BackupError(f"Redis at {link.where} sent a bad RDB length {header!r}") from None
+        while remaining > 0:
+            if len(buffer) < min(remaining, _CHUNK):
+                link.fill(min(_CHUNK, remaining - len(buffer)))
+                continue
+            data = link.take(min(len(buffer), remaining))
+            remaining -= len(data)
+            yield data
 
 
 def _free_port() -> int:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from .._config import CacheUrl, Settings, convert_options, load_settings
+from .._connection import CacheConnectionSettings
 from .._errors import ConfigError
 from .._retry import RetryPolicy
 from ._codec import Codec, JsonCodec
@@ -134,6 +135,47 @@ class CacheClient(abc.ABC):
             namespace if namespace is not None else file_namespace,
             retry=retry,
             **{**table, **options},
+        )
+
+    @staticmethod
+    def from_connection_settings(
+        settings: CacheConnectionSettings,
+        namespace: str | None = None,
+        *,
+        codec: Codec | None = None,
+        retry: RetryPolicy | None = None,
+        **options: Any,
+    ) -> CacheClient:
+        """A new Redis client that connects exactly as ``settings`` say (TLS, timeouts,
+        credentials); ``options`` are the client's own (``max_connections``, ``ttl_jitter``,
+        ``chunk_size``)."""
+        from ._redis import RedisCache
+
+        return RedisCache(
+            host=settings.host,
+            port=settings.port,
+            db=settings.db,
+            username=settings.username,
+            password=settings.password,
+            unix_socket_path=settings.unix_socket,
+            tls=settings.tls or False,
+            socket_timeout=settings.socket_timeout,
+            connect_timeout=settings.connect_timeout,
+            client_name=settings.client_name,
+            namespace=namespace,
+            codec=codec,
+            retry=retry,
+            **options,
+        )
+
+    @property
+    def connection_settings(self) -> CacheConnectionSettings:
+        """Everything a second connection to this cache's server needs (host, port or socket,
+        database, TLS, timeouts, credentials), as a value whose repr and str hide the password.
+        An in-process cache has no server: it raises :class:`ConfigError`."""
+        raise ConfigError(
+            f"the cache at {self.location} is in-process and has no server connection to share; "
+            "use a redis://, rediss:// or unix:// cache"
         )
 
     # backend primitives (full keys, encoded values) ------------------------------------------

@@ -10,6 +10,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .._config import REDIS_OPTIONS, CacheUrl, Secret, convert_options
+from .._connection import CacheConnectionSettings, TlsSettings, VerifyMode
 from .._errors import AuthenticationError, CodecError, ConfigError, ConnectError, QueryError
 from .._retry import Failure, RetryPolicy
 from ._client import CacheClient, escape_glob
@@ -71,6 +72,20 @@ _TRANSIENT_REPLIES: Final = (
 )
 
 
+_VERIFY_MODES: Final[dict[str, VerifyMode]] = {
+    "none": "none",
+    "optional": "optional",
+    "required": "required",
+}
+
+
+def _verify_mode(text: str) -> VerifyMode:
+    mode = _VERIFY_MODES.get(text.strip().lower())
+    if mode is None:
+        raise ConfigError(f"ssl_cert_reqs must be none, optional or required, got {text!r}")
+    return mode
+
+
 class RedisCache(CacheClient):
     """A :class:`CacheClient` on Redis.
 
@@ -78,6 +93,11 @@ class RedisCache(CacheClient):
     classifying each failure (connection and timeout errors, LOADING, TRYAGAIN and READONLY after
     a failover are retried; WRONGTYPE, OOM and authentication errors are not). Timeouts default
     to 5 s; the pool holds at most ``max_connections`` (50) connections.
+
+    TLS (``tls=True``, as ``rediss://`` sets): ``ssl_ca_certs`` (verify the server against this
+    CA; the system's CAs otherwise), ``ssl_cert_reqs`` (``required``, ``optional`` or ``none``),
+    ``ssl_check_hostname`` (match the host name, on by default), ``ssl_certfile``/``ssl_keyfile``
+    (a client certificate); or a :class:`~autoops.TlsSettings` as ``tls``.
     """
 
     scheme = "redis"
@@ -91,13 +111,16 @@ class RedisCache(CacheClient):
         username: str | None = None,
         password: str | Secret | None = None,
         unix_socket_path: str | None = None,
-        tls: bool = False,
-        socket_timeout: float = 5.0,
-        connect_timeout: float = 5.0,
+        tls: bool | TlsSettings = False,
+        socket_timeout: float | None = 5.0,
+        connect_timeout: float | None = 5.0,
         max_connections: int = 50,
         client_name: str | None = None,
         ssl_ca_certs: str | None = None,
         ssl_cert_reqs: str = "required",
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_check_hostname: bool = True,
         namespace: str | None = None,
         codec: Codec | None = None,
         retry: RetryPolicy | None = None,
@@ -115,26 +138,35 @@ class RedisCache(CacheClient):
             raise ConfigError("RedisCache needs host= or unix_socket_path=")
         secret = password if isinstance(password, Secret) or password is None else Secret(password)
         self._password = secret
-        self._location = (
-            f"unix:{unix_socket_path}?db={db}" if unix_socket_path else f"{host}:{port}/{db}"
+        tls_settings: TlsSettings | None = None
+        if isinstance(tls, TlsSettings):
+            tls_settings = tls
+        elif tls:
+            tls_settings = TlsSettings(
+                ca_file=ssl_ca_certs,
+                cert_file=ssl_certfile,
+                key_file=ssl_keyfile,
+                verify=_verify_mode(ssl_cert_reqs),
+                check_hostname=ssl_check_hostname,
+            )
+        if tls_settings is not None and unix_socket_path:
+            raise ConfigError("TLS is for TCP connections; a unix socket connection takes none")
+        self._settings = CacheConnectionSettings(
+            scheme="unix" if unix_socket_path else "rediss" if tls_settings else "redis",
+            host=host,
+            port=port,
+            unix_socket=unix_socket_path,
+            db=db,
+            username=username or None,
+            password=secret,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            client_name=client_name,
+            tls=tls_settings,
         )
-        kwargs: dict[str, Any] = {
-            "db": db,
-            "username": username or None,
-            "password": secret.reveal() if secret is not None else None,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": connect_timeout,
-            "socket_keepalive": True,
-            "max_connections": max_connections,
-            "client_name": client_name,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        if unix_socket_path:
-            kwargs["unix_socket_path"] = unix_socket_path
-        else:
-            kwargs.update(host=host, port=port)
-        if tls:
-            kwargs.update(ssl=True, ssl_ca_certs=ssl_ca_certs, ssl_cert_reqs=ssl_cert_reqs)
+        self._location = self._settings.location
+        kwargs = self._settings.redis_arguments()
+        kwargs.update(max_connections=max_connections, retry=Retry(NoBackoff(), 0))
         self._redis = redis.Redis(**kwargs)
         self._delete_script = self._redis.register_script(_DELETE_IF_EQUAL)
 
@@ -169,6 +201,10 @@ class RedisCache(CacheClient):
             **common,
             **merged,
         )
+
+    @property
+    def connection_settings(self) -> CacheConnectionSettings:
+        return self._settings
 
     @property
     def redis(self) -> redis.Redis:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from .._config import DbUrl, Settings, load_settings
+from .._connection import DbConnectionSettings
 from .._errors import (
     AutoOpsError,
     ConfigError,
@@ -111,6 +112,40 @@ class DbClient(abc.ABC):
         if parsed.dialect == "mysql":
             return MySQLClient.from_parsed(parsed, retry=retry, **options)
         return SQLiteClient.from_parsed(parsed, retry=retry, **options)
+
+    @staticmethod
+    def from_connection_settings(
+        settings: DbConnectionSettings, *, retry: RetryPolicy | None = None
+    ) -> DbClient:
+        """A new client that connects exactly as ``settings`` say (TLS, timeouts, credentials);
+        with :attr:`connection_settings` and ``dataclasses.replace`` it opens a second client on
+        the same server, e.g. for another database."""
+        from ._mysql import MySQLClient
+        from ._sqlite import SQLiteClient
+
+        if settings.dialect == "sqlite":
+            return SQLiteClient(settings.path, retry=retry)
+        return MySQLClient(
+            host=settings.host,
+            port=settings.port,
+            unix_socket=settings.unix_socket,
+            user=settings.user,
+            password=settings.password,
+            database=settings.database,
+            charset=settings.charset,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            write_timeout=settings.write_timeout,
+            tls=settings.tls,
+            retry=retry,
+        )
+
+    @property
+    def connection_settings(self) -> DbConnectionSettings:
+        """Everything a second connection to this client's database needs (host, port or
+        socket, TLS, timeouts, credentials), as a value whose repr and str hide the password."""
+        # An SQLite database is its file; MySQLClient overrides this with its server's settings.
+        return DbConnectionSettings(dialect="sqlite", path=self.url.path)
 
     @staticmethod
     def from_config(

@@ -13,8 +13,10 @@ from pymysql.connections import Connection
 from pymysql.converters import escape_string
 
 from .._config import MYSQL_OPTIONS, REDACTED, Converter, DbUrl, Secret, convert_options
+from .._connection import DbConnectionSettings, TlsSettings
 from .._errors import (
     AuthenticationError,
+    ConfigError,
     ConnectError,
     IntegrityError,
     QueryError,
@@ -78,6 +80,10 @@ class MySQLClient(DbClient):
     Timeouts are in seconds: ``connect_timeout`` (10), ``read_timeout`` and ``write_timeout``
     (300, so a dead network cannot hang a cron job forever) and ``stream_write_timeout`` (3600, the
     server-side ``net_write_timeout`` for streams, so a slow consumer is not cut off).
+
+    TLS: ``ssl_ca`` (verify the server against this CA), ``ssl_cert``/``ssl_key`` (a client
+    certificate) and ``ssl_verify_identity`` (match the host name too), as in the URL's query; or
+    a :class:`~autoops.TlsSettings` as ``tls``.
     """
 
     dialect = "mysql"
@@ -100,9 +106,21 @@ class MySQLClient(DbClient):
         ssl_cert: str | None = None,
         ssl_key: str | None = None,
         ssl_verify_identity: bool = False,
+        tls: TlsSettings | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         secret = password if isinstance(password, Secret) or password is None else Secret(password)
+        if tls is not None and (ssl_ca or ssl_cert or ssl_key or ssl_verify_identity):
+            raise ConfigError("give MySQLClient either tls= or the ssl_* options, not both")
+        if tls is None and (ssl_ca or ssl_cert or ssl_key):
+            # pymysql's rule: a CA file means the server's certificate is verified.
+            tls = TlsSettings(
+                ca_file=ssl_ca,
+                cert_file=ssl_cert,
+                key_file=ssl_key,
+                verify="required" if ssl_ca else "none",
+                check_hostname=ssl_verify_identity,
+            )
         options: dict[str, Any] = {"charset": charset}
         if unix_socket:
             options["unix_socket"] = unix_socket
@@ -116,26 +134,26 @@ class MySQLClient(DbClient):
             options=options,
         )
         super().__init__(url, retry=retry)
-        ssl: dict[str, Any] | None = None
-        if ssl_ca or ssl_cert or ssl_key:
-            ssl = {"ca": ssl_ca, "cert": ssl_cert, "key": ssl_key}
-            ssl["check_hostname"] = ssl_verify_identity
         self._password = secret
         self._stream_write_timeout = int(stream_write_timeout)
-        self._connect_args: dict[str, Any] = {
-            "host": host,
-            "port": port,
-            "user": user,
-            "database": database or None,
-            "charset": charset,
-            "connect_timeout": connect_timeout,
-            "read_timeout": read_timeout,
-            "write_timeout": write_timeout,
-            "unix_socket": unix_socket,
-            "ssl": ssl,
-            "autocommit": True,
-            "local_infile": False,
-        }
+        self._settings = DbConnectionSettings(
+            dialect="mysql",
+            host=host,
+            port=port,
+            unix_socket=unix_socket or None,
+            user=user,
+            password=secret,
+            database=database,
+            charset=charset,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+            tls=tls,
+        )
+
+    @property
+    def connection_settings(self) -> DbConnectionSettings:
+        return self._settings
 
     @classmethod
     def from_parsed(
@@ -155,8 +173,7 @@ class MySQLClient(DbClient):
         )
 
     def _connect(self) -> MySQLConnection:
-        password = self._password.reveal() if self._password is not None else ""
-        return pymysql.connect(password=password, **self._connect_args)
+        return pymysql.connect(**self._settings.pymysql_arguments())
 
     def _is_alive(self, connection: MySQLConnection) -> bool:
         sock = getattr(connection, "_sock", None)

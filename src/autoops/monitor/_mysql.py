@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 from .._config import DbUrl
+from .._connection import DbConnectionSettings
 from .._errors import AuthenticationError, ConfigError, QueryError
 from .._retry import RetryPolicy
 from ..db import DbClient, Row
@@ -23,7 +25,9 @@ class MySQLCheck(Check):
     ``max_connections``, ``Slow_queries`` and ``Aborted_connects`` per second since the previous
     run, and on a replica the IO/SQL threads and ``Seconds_Behind_Master``.
 
-    The account needs no privilege beyond logging in for the basics; the replica part needs
+    ``url`` is a ``mysql://`` URL (TLS options in its query) or a client's
+    :attr:`~autoops.DbClient.connection_settings`. The account needs no privilege beyond logging
+    in for the basics; the replica part needs
     ``REPLICATION CLIENT`` (MySQL) or ``SLAVE MONITOR`` (MariaDB >= 10.5).
     """
 
@@ -40,24 +44,29 @@ class MySQLCheck(Check):
     def __init__(
         self,
         name: str,
-        url: str | DbUrl,
+        url: str | DbUrl | DbConnectionSettings,
         *,
         timeout: float = 10.0,
         thresholds: ThresholdSpec | None = None,
     ) -> None:
         super().__init__(name, timeout=timeout, thresholds=thresholds)
-        self.url = url if isinstance(url, DbUrl) else DbUrl.parse(url)
-        if self.url.dialect != "mysql":
-            raise ConfigError(f"check {name}: a mysql check needs a mysql:// URL, got {self.url}")
+        if isinstance(url, DbConnectionSettings):
+            settings = url
+        else:
+            # Building a client opens no connection; it turns the URL's TLS options into settings.
+            settings = DbClient.from_url(url).connection_settings
+        if settings.dialect != "mysql":
+            raise ConfigError(f"check {name}: a mysql check needs a mysql:// URL, got {settings}")
+        self.settings = settings
 
     def _client(self) -> DbClient:
-        return DbClient.from_url(
-            self.url,
-            retry=RetryPolicy.none(),
+        settings = dataclasses.replace(
+            self.settings,
             connect_timeout=self.timeout,
             read_timeout=self.timeout,
             write_timeout=self.timeout,
         )
+        return DbClient.from_connection_settings(settings, retry=RetryPolicy.none())
 
     def measure(self, findings: CheckFindings) -> None:
         client = self._client()

@@ -3,12 +3,14 @@ replication link and keyspace hit ratio."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 from .._config import CacheUrl
+from .._connection import CacheConnectionSettings
 from .._errors import ConfigError
 from .._retry import RetryPolicy
-from ..cache import RedisCache
+from ..cache import CacheClient, RedisCache
 from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._status import CheckStatus
 
@@ -20,6 +22,9 @@ class RedisCheck(Check):
     no limit, which it reports); evicted keys (total and per second since the previous run);
     ``rdb_last_bgsave_status``; connected clients against ``maxclients``; the role, and
     ``master_link_status`` on a replica; the keyspace hit ratio since the previous run.
+
+    ``url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL or a client's
+    :attr:`~autoops.CacheClient.connection_settings`.
     """
 
     kind = "redis"
@@ -35,23 +40,29 @@ class RedisCheck(Check):
     def __init__(
         self,
         name: str,
-        url: str | CacheUrl,
+        url: str | CacheUrl | CacheConnectionSettings,
         *,
         timeout: float = 10.0,
         thresholds: ThresholdSpec | None = None,
     ) -> None:
         super().__init__(name, timeout=timeout, thresholds=thresholds)
-        self.url = url if isinstance(url, CacheUrl) else CacheUrl.parse(url)
-        if self.url.scheme == "memory":
-            raise ConfigError(f"check {name}: a redis check needs a redis:// URL, got {self.url}")
+        if isinstance(url, CacheConnectionSettings):
+            self.settings = url
+        else:
+            parsed = url if isinstance(url, CacheUrl) else CacheUrl.parse(url)
+            if parsed.scheme == "memory":
+                raise ConfigError(f"check {name}: a redis check needs a redis:// URL, got {parsed}")
+            # Building a client opens no connection; it turns the URL's TLS options into settings.
+            parser = RedisCache.from_parsed(parsed)
+            self.settings = parser.connection_settings
+            parser.close()
 
     def measure(self, findings: CheckFindings) -> None:
-        client = RedisCache.from_parsed(
-            self.url,
-            retry=RetryPolicy.none(),
-            socket_timeout=self.timeout,
-            connect_timeout=self.timeout,
+        settings = dataclasses.replace(
+            self.settings, socket_timeout=self.timeout, connect_timeout=self.timeout
         )
+        client = CacheClient.from_connection_settings(settings, retry=RetryPolicy.none())
+        assert isinstance(client, RedisCache)
         try:
             # The first PING opens the connection; the second is the round trip alone.
             connect_time = client.ping()

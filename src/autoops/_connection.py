@@ -1,0 +1,229 @@
+"""Connection settings a client hands out, so a second connection is made exactly like the first.
+
+A backup's dump tool, its Redis replica link, a verify's restore target and the monitor's checks
+each need a connection of their own to the server a client talks to. They build it from the
+client's :class:`DbConnectionSettings` or :class:`CacheConnectionSettings` (host, port or socket,
+TLS, timeouts, credentials), never from the URL alone nor from a driver's private arguments, so
+TLS cannot be dropped on the way. Both values hide the password in their repr and str.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._config import REDACTED, Secret
+
+if TYPE_CHECKING:
+    import pymysql.connections
+    import redis.connection
+
+__all__ = ["CacheConnectionSettings", "DbConnectionSettings", "TlsSettings"]
+
+VerifyMode = Literal["none", "optional", "required"]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """TLS for a connection: the CA file that verifies the server, a client certificate and key
+    (for servers that ask for one), and how strictly the server is checked.
+
+    ``verify`` is ``"required"`` (the server's certificate must chain to ``ca_file``, or to the
+    system's CAs when there is none), ``"optional"`` or ``"none"`` (encrypted, not
+    authenticated). ``check_hostname`` also matches the certificate against the host connected
+    to (the drivers check that name; there is no separate server name).
+    """
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    verify: VerifyMode = "required"
+    check_hostname: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DbConnectionSettings:
+    """How a :class:`~autoops.DbClient` reaches its database: everything a second connection
+    needs. ``dialect`` is ``"mysql"`` (host and port, or ``unix_socket``) or ``"sqlite"``
+    (``path``). Timeouts are in seconds (read and write: ``None`` means none). Its repr and str
+    hide the password.
+    """
+
+    dialect: Literal["mysql", "sqlite"]
+    host: str = ""
+    port: int = 0
+    unix_socket: str | None = None
+    user: str = ""
+    password: Secret | None = None
+    database: str = ""
+    path: str = ""
+    charset: str = "utf8mb4"
+    connect_timeout: float = 10.0
+    read_timeout: float | None = 300.0
+    write_timeout: float | None = 300.0
+    tls: TlsSettings | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the server is, for messages: ``host:port``, the socket or the SQLite file."""
+        if self.dialect == "sqlite":
+            return self.path
+        return self.unix_socket or f"{self.host}:{self.port}"
+
+    def redacted(self) -> str:
+        """The settings as a URL with the password shown as ``***`` (TLS files not shown)."""
+        if self.dialect == "sqlite":
+            return f"sqlite:///{self.path}"
+        auth = self.user + (f":{REDACTED}" if self.password is not None else "")
+        auth = f"{auth}@" if auth else ""
+        if self.unix_socket:
+            return f"mysql://{auth}localhost/{self.database}?unix_socket={self.unix_socket}"
+        tls = "?tls" if self.tls is not None else ""
+        return f"mysql://{auth}{self.host}:{self.port}/{self.database}{tls}"
+
+    def __str__(self) -> str:
+        return self.redacted()
+
+    def pymysql_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for ``pymysql.connect`` (autocommit on, ``LOAD DATA LOCAL`` off);
+        they hold the password itself, so keep them out of logs."""
+        if self.dialect != "mysql":
+            raise ValueError(f"{self.redacted()} is not a MySQL connection")
+        ssl: dict[str, Any] | None = None
+        if self.tls is not None:
+            ssl = {
+                "verify_mode": self.tls.verify,
+                "check_hostname": self.tls.check_hostname and self.tls.verify != "none",
+            }
+            # pymysql loads a client certificate whenever the "cert" key is present, even None.
+            for key, value in (
+                ("ca", self.tls.ca_file),
+                ("cert", self.tls.cert_file),
+                ("key", self.tls.key_file),
+            ):
+                if value:
+                    ssl[key] = value
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password.reveal() if self.password is not None else "",
+            "database": self.database or None,
+            "charset": self.charset,
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "write_timeout": self.write_timeout,
+            "unix_socket": self.unix_socket,
+            "ssl": ssl,
+            "autocommit": True,
+            "local_infile": False,
+        }
+
+    def open_connection(self) -> pymysql.connections.Connection[Any]:
+        """A new pymysql connection with these settings (the caller closes it; not retried)."""
+        import pymysql
+
+        return pymysql.connect(**self.pymysql_arguments())
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConnectionSettings:
+    """How a Redis :class:`~autoops.CacheClient` reaches its server: everything a second
+    connection needs. ``scheme`` is ``"redis"``, ``"rediss"`` (TLS) or ``"unix"``. Timeouts are
+    in seconds. Its repr and str hide the password."""
+
+    scheme: Literal["redis", "rediss", "unix"]
+    host: str = ""
+    port: int = 6379
+    unix_socket: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: Secret | None = None
+    socket_timeout: float | None = 5.0
+    connect_timeout: float | None = 5.0
+    client_name: str | None = None
+    tls: TlsSettings | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the server is, for messages: ``host:port/db`` or ``unix:path?db=n``."""
+        if self.unix_socket:
+            return f"unix:{self.unix_socket}?db={self.db}"
+        return f"{self.host}:{self.port}/{self.db}"
+
+    @property
+    def server_label(self) -> str:
+        """``redis://host:port`` (or ``unix:///path``) with no credentials and no database."""
+        if self.unix_socket:
+            return f"unix://{self.unix_socket}"
+        return f"redis://{self.host}:{self.port}"
+
+    def redacted(self) -> str:
+        """The settings as a URL with the password shown as ``***``."""
+        auth = self.username or ""
+        if self.password is not None:
+            auth += f":{REDACTED}"
+        auth = f"{auth}@" if auth else ""
+        if self.unix_socket:
+            return f"unix://{auth}{self.unix_socket}?db={self.db}"
+        return f"{self.scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+    def __str__(self) -> str:
+        return self.redacted()
+
+    def _common_arguments(self) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "db": self.db,
+            "username": self.username or None,
+            "password": self.password.reveal() if self.password is not None else None,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "socket_keepalive": True,
+            "client_name": self.client_name,
+        }
+        if self.tls is not None:
+            arguments.update(
+                ssl_ca_certs=self.tls.ca_file,
+                ssl_certfile=self.tls.cert_file,
+                ssl_keyfile=self.tls.key_file,
+                ssl_cert_reqs=self.tls.verify,
+                ssl_check_hostname=self.tls.check_hostname and self.tls.verify != "none",
+            )
+        return arguments
+
+    def redis_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis`` (the caller adds pool size and retry); they hold
+        the password itself, so keep them out of logs."""
+        arguments = self._common_arguments()
+        if self.unix_socket:
+            arguments["unix_socket_path"] = self.unix_socket
+        else:
+            arguments.update(host=self.host, port=self.port)
+        if self.tls is not None:
+            arguments["ssl"] = True
+        return arguments
+
+    def open_connection(self, *, protocol: int = 2) -> redis.connection.AbstractConnection:
+        """A new redis-py connection with these settings, connected: TLS set up, ``AUTH`` and
+        ``SELECT`` done. Not pooled and not retried; the caller disconnects it. RESP2 unless
+        ``protocol=3``."""
+        import redis.connection
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        arguments = self._common_arguments()
+        arguments.update(retry=Retry(NoBackoff(), 0), protocol=protocol)
+        connection: redis.connection.AbstractConnection
+        if self.unix_socket:
+            # The stubs miss that a unix socket connection needs no host.
+            connection = redis.connection.UnixDomainSocketConnection(  # type: ignore[abstract, no-untyped-call]
+                path=self.unix_socket, **arguments
+            )
+        elif self.tls is not None:
+            connection = redis.connection.SSLConnection(host=self.host, port=self.port, **arguments)
+        else:
+            connection = redis.connection.Connection(  # type: ignore[no-untyped-call]
+                host=self.host, port=self.port, **arguments
+            )
+        connection.connect()  # type: ignore[no-untyped-call]
+        return connection
