@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from ..db import MySQLClient, quote_identifier
+from ..db import MySQLClient
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import TableStats
 from ._pipeline import read_ahead
@@ -158,14 +158,22 @@ def _is_mariadb(db: MySQLClient) -> bool:
     return row is not None and "mariadb" in str(row["version"]).lower()
 
 
-def _non_transactional_tables(db: MySQLClient) -> list[str]:
+def _non_transactional_tables(db: MySQLClient) -> list[tuple[str, str]]:
+    """(table, engine) of every base table not on a transactional engine."""
     rows = db.query(
         "SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES "
         "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE' "
         "AND ENGINE NOT IN ('InnoDB', 'SEQUENCE') ORDER BY TABLE_NAME",
         (db.url.database,),
     )
-    return [f"{row['name']} ({row['engine']})" for row in rows]
+    return [(str(row["name"]), str(row["engine"])) for row in rows]
+
+
+def quote_server_name(name: str) -> str:
+    """Quote a name the server itself reported (from information_schema): any name the server
+    accepted is legal (``order-items``, ``2fa_codes``, ``usérs``), so it is quoted, never refused
+    as :func:`autoops.quote_identifier` refuses names typed by a user."""
+    return "`" + name.replace("`", "``") + "`"
 
 
 def read_table_stats(
@@ -185,7 +193,7 @@ def read_table_stats(
         for table in tables:
             if only and table not in only:
                 continue
-            quoted = quote_identifier(table)
+            quoted = quote_server_name(table)
             count_row = tx.query_one(f"SELECT COUNT(*) AS n FROM {quoted}")  # noqa: S608
             checksum = None
             if checksums:
@@ -260,9 +268,9 @@ class DumpRun:
                     f"no table {', '.join(missing)} in {db.url.database} on {dump_source(db)}"
                 )
         skipped = [
-            text
-            for text in _non_transactional_tables(db)
-            if not tables or text.split(" (", 1)[0] in tables
+            f"{name} ({engine})"
+            for name, engine in _non_transactional_tables(db)
+            if not tables or name in tables
         ]
         if skipped:
             run.warnings.append(
@@ -362,7 +370,7 @@ DEFINER_POLICIES: Final = ("keep", "strip")
 
 
 def _quoted(name: str) -> bytes:
-    return b"`" + name.encode("utf-8").replace(b"`", b"``") + b"`"
+    return quote_server_name(name).encode("utf-8")
 
 
 def rewrite_definitions(
