@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -110,3 +111,21 @@ def test_verify_command_fails_on_a_corrupted_backup(app_db: Path, tmp_path: Path
     result = _run("autoops-backups", "verify", "--storage", str(store))
     assert result.returncode == 1
     assert result.stdout.startswith("FAILED")
+
+
+def test_list_and_prune_read_past_a_malformed_manifest(app_db: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    for _ in range(2):
+        _run("autoops-backup", "sqlite", "--url", str(app_db), "--storage", str(store))
+    manifest = json.loads(next(store.glob("*.manifest.json")).read_text())
+    manifest.update(id="broken", data_file="broken.sqlite.zst", tables=[1, 2])
+    (store / "broken.manifest.json").write_text(json.dumps(manifest))
+    listing = _run("autoops-backups", "list", "--storage", str(store))
+    assert listing.returncode == 0, listing.stderr
+    assert len(listing.stdout.splitlines()) == 2
+    assert "broken.manifest.json" in listing.stderr
+    assert "Traceback" not in listing.stderr
+    pruned = _run("autoops-backups", "prune", "--storage", str(store), "--keep-last", "1")
+    assert pruned.returncode == 0, pruned.stderr
+    assert len(_run("autoops-backups", "list", "--storage", str(store)).stdout.splitlines()) == 1
+    assert (store / "broken.manifest.json").exists()

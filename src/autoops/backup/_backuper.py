@@ -93,7 +93,7 @@ class Backuper:
             if not name.endswith(MANIFEST_SUFFIX):
                 continue
             try:
-                backup = Backup.from_json(self.storage.read_bytes(name), name)
+                backup = self._read_manifest(name)
             except BackupError as exc:
                 log.warning("skipping %s in %s: %s", name, self.storage.location, exc)
                 continue
@@ -115,7 +115,15 @@ class Backuper:
                     "see autoops-backups list"
                 )
             name = matches[0]
-        return Backup.from_json(self.storage.read_bytes(name), name)
+        return self._read_manifest(name)
+
+    def _read_manifest(self, name: str) -> Backup:
+        backup = Backup.from_json(self.storage.read_bytes(name), name)
+        # The manifest is rewritten under its id (verify): a copy under another name would
+        # make two catalogue entries of one backup.
+        if backup.manifest_file != name:
+            raise BackupError(f"manifest {name} describes backup {backup.id}, not its own name")
+        return backup
 
     # storing --------------------------------------------------------------------------------
 
