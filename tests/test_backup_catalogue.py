@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
+import subprocess
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -170,3 +174,39 @@ def test_the_freshness_check_reads_past_a_malformed_manifest(
         "backups", backuper, clock=lambda: datetime(2026, 1, 2, 1, tzinfo=UTC)
     ).run()
     assert result.status == autoops.CheckStatus.OK, result.summary
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def check_partial_reclaim(
+    storage: autoops.Storage, put: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only autoops's own partials of dead writers on this host go; the host name has dots."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "web1.example.com")
+    dead, alive = dead_pid(), os.getppid()
+    stale = f"mysql-x.sql.zst.web1.example.com.{dead}.partial"
+    kept = [
+        "notes.partial",
+        "report.2024.partial",
+        f"notes.{dead}.partial",
+        f"mysql-x.sql.zst.web2.example.com.{dead}.partial",
+        f"mysql-y.sql.zst.web1.example.com.{alive}.partial",
+        f"mysql-z.sql.zst.example.com.{dead}.partial",
+    ]
+    for name in [stale, *kept]:
+        put(name)
+    assert storage.clean_partials() == [stale]
+    assert sorted(storage.names()) == sorted(kept)
+
+
+def test_local_storage_reclaims_only_its_own_dead_partials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check_partial_reclaim(
+        autoops.LocalStorage(tmp_path), lambda name: (tmp_path / name).write_text("x"), monkeypatch
+    )

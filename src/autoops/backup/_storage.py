@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import re
 import socket
 import stat
 from pathlib import Path
@@ -39,15 +40,15 @@ def _partial_name(name: str) -> str:
 
 
 def _partial_owner_is_gone(name: str) -> bool:
-    """A partial file of this host whose writing process no longer runs (or another host's, which
-    is only reclaimed when it names this host: we cannot see other hosts' processes)."""
-    stem = name[: -len(PARTIAL_SUFFIX)]
-    host_and_pid = stem.rsplit(".", 2)
-    if len(host_and_pid) != 3 or not host_and_pid[2].isdigit():
-        return True
-    host, pid = host_and_pid[1], int(host_and_pid[2])
-    if host != socket.gethostname():
+    """True for a partial file this host's autoops wrote (``<name>.<this host>.<pid>.partial``)
+    whose writing process no longer runs. Any other ``*.partial`` is left alone: another host's
+    (whose processes we cannot see) and files autoops did not write."""
+    host = socket.gethostname()
+    # The host name is matched whole, not split on dots: web1.example.com has dots of its own.
+    owned = re.fullmatch(rf".+\.{re.escape(host)}\.(\d+){re.escape(PARTIAL_SUFFIX)}", name)
+    if owned is None:
         return False
+    pid = int(owned.group(1))
     if pid == os.getpid():
         return name not in _ACTIVE
     try:
@@ -141,7 +142,8 @@ class Storage(abc.ABC):
             raise
 
     def clean_partials(self) -> list[str]:
-        """Remove partial files left by writers that died (on this host); returns their names."""
+        """Remove the partial files autoops writers on this host left when they died; returns
+        their names."""
         removed = []
         for name in self.names():
             if name.endswith(PARTIAL_SUFFIX) and _partial_owner_is_gone(name):
