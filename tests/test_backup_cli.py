@@ -129,3 +129,33 @@ def test_list_and_prune_read_past_a_malformed_manifest(app_db: Path, tmp_path: P
     assert pruned.returncode == 0, pruned.stderr
     assert len(_run("autoops-backups", "list", "--storage", str(store)).stdout.splitlines()) == 1
     assert (store / "broken.manifest.json").exists()
+
+
+def test_restore_refuses_an_empty_backup_id(app_db: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    _run("autoops-backup", "sqlite", "--url", str(app_db), "--storage", str(store))
+    result = _run("autoops-restore", "", "--url", str(tmp_path / "r.db"), "--storage", str(store))
+    assert result.returncode == 2
+    assert "empty backup id" in result.stderr
+    assert not (tmp_path / "r.db").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["autoops-backups", "list"],
+        ["autoops-backups", "verify"],
+        ["autoops-backups", "prune", "--keep-last", "1"],
+        ["autoops-restore", "sqlite-x", "--url", "/nowhere.db"],
+    ],
+    ids=["list", "verify", "prune", "restore"],
+)
+def test_read_only_commands_refuse_a_storage_that_does_not_exist(
+    command: list[str], tmp_path: Path
+) -> None:
+    typo = tmp_path / "bakcups"
+    result = _run(*command, "--storage", str(typo))
+    assert result.returncode == 2, result.stderr
+    assert str(typo) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not typo.exists()

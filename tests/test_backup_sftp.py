@@ -113,3 +113,14 @@ def test_sftp_storage_reclaims_only_its_own_dead_partials(
     storage.names()  # creates the directory
     check_partial_reclaim(storage, lambda name: (remote / name).write_text("x"), monkeypatch)
     storage.close()
+
+
+def test_a_reader_of_a_missing_sftp_catalogue_gets_an_error_not_a_new_directory(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    typo = tmp_path / "bakcups"
+    storage = autoops.SftpStorage(sshd.address, str(typo), options=_options(sshd), create=False)
+    with pytest.raises(autoops.ConfigError, match="no backup catalogue"):
+        autoops.Backuper(storage).list()
+    assert not typo.exists()
+    storage.close()

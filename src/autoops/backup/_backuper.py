@@ -104,6 +104,9 @@ class Backuper:
 
     def get(self, backup_id: str) -> Backup:
         """The backup with this id (or a unique id prefix)."""
+        if not backup_id.strip():
+            # As a prefix, "" would match the only backup there is and act on it.
+            raise ConfigError("empty backup id: give a backup id (see autoops-backups list)")
         name = backup_id + MANIFEST_SUFFIX
         names = self.storage.names()
         if name not in names:

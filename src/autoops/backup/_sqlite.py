@@ -109,6 +109,10 @@ def restore_sqlite_file(chunks: Iterable[bytes], target: Path, *, replace: bool 
     with _private_directory() as directory:
         copy = directory / "restore.db"
         _write(chunks, copy)
+        # sqlite3 would create a new target with the umask's mode (0644): a restored copy of a
+        # backup is as private as the backup. An existing target keeps its owner's choice.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         source = sqlite3.connect(copy)
         destination = sqlite3.connect(target, timeout=30)
         try:

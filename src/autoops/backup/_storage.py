@@ -212,13 +212,16 @@ def _fsync_directory(directory: Path) -> None:
 
 
 class LocalStorage(Storage):
-    """Backups in a local directory (created 0700 if missing)."""
+    """Backups in a local directory (created 0700 if missing; with ``create=False`` a missing
+    directory is a :class:`ConfigError`, for readers of a catalogue that must already exist)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path).expanduser().absolute()
         self.location = str(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"backup storage {self.path} exists and is not a directory")
+        if not create and not self.path.exists():
+            raise ConfigError(_no_catalogue(self.location))
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -252,6 +255,13 @@ class LocalStorage(Storage):
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._file(name).unlink()
+
+
+def _no_catalogue(location: str) -> str:
+    return (
+        f"no backup catalogue at {location}: the directory does not exist; check the storage "
+        "path (only a backup creates it)"
+    )
 
 
 # SFTP -----------------------------------------------------------------------------------------
@@ -332,10 +342,11 @@ class SftpStorage(Storage):
 
     ``host`` is ``user@host:port``; ``options`` an :class:`autoops._ssh.SshOptions` (key file,
     known_hosts, timeouts). The remote SHA-256 is computed by ``sha256sum`` on the host when it
-    has one, else by reading the file back.
+    has one, else by reading the file back. The directory is created on first use, unless
+    ``create=False`` (then a missing one is a :class:`ConfigError`).
     """
 
-    def __init__(self, host: str, path: str, *, options: Any = None) -> None:
+    def __init__(self, host: str, path: str, *, options: Any = None, create: bool = True) -> None:
         from .._ssh import SshHost, SshOptions
 
         self.host = SshHost.parse(host)
@@ -346,6 +357,7 @@ class SftpStorage(Storage):
         self.location = (
             f"sftp://{self.host}{self.path if self.path.startswith('/') else '/' + self.path}"
         )
+        self.create_directory = create
         self._connection: Any = None
         self._sftp: Any = None
         self._has_sha256sum: bool | None = None
@@ -359,6 +371,9 @@ class SftpStorage(Storage):
             try:
                 self._sftp = self._connection.sftp()
                 self._make_directory()
+            except AutoOpsError:
+                self.close()
+                raise
             except Exception as exc:
                 self.close()
                 raise _sftp_error("open the backup directory", self.location, exc) from exc
@@ -372,6 +387,8 @@ class SftpStorage(Storage):
             try:
                 self._sftp.stat(current)
             except FileNotFoundError:
+                if not self.create_directory:
+                    raise ConfigError(_no_catalogue(self.location)) from None
                 self._sftp.mkdir(current, mode=0o700)
 
     def _call(self, action: str, fn: Any) -> Any:

@@ -73,7 +73,9 @@ def _policy(args: argparse.Namespace, section: dict[str, Any]) -> RetentionPolic
     return RetentionPolicy(**values, keep_within=within)
 
 
-def _storage(args: argparse.Namespace, section: dict[str, Any]) -> Storage:
+def _storage(args: argparse.Namespace, section: dict[str, Any], *, create: bool) -> Storage:
+    """The storage named by --storage or [backup] storage; only a backup (``create``) makes a
+    missing directory, so a typo in a reading command is an error instead of an empty list."""
     where = args.storage or section.get("storage")
     if not where:
         raise ConfigError(
@@ -91,11 +93,11 @@ def _storage(args: argparse.Namespace, section: dict[str, Any]) -> Storage:
             known_hosts=args.known_hosts or section.get("known_hosts"),
         )
         return SftpStorage(
-            f"{user}{parts.hostname}:{parts.port or 22}", parts.path, options=options
+            f"{user}{parts.hostname}:{parts.port or 22}", parts.path, options=options, create=create
         )
     if "://" in where:
         raise ConfigError(f"unknown storage {where!r}: use a directory or sftp://user@host/path")
-    return LocalStorage(where)
+    return LocalStorage(where, create=create)
 
 
 def _section(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,7 +175,7 @@ def _backup_parser() -> argparse.ArgumentParser:
 def _take(args: argparse.Namespace) -> int:
     section = _section(args)
     settings = settings_from(args)
-    storage = _storage(args, section)
+    storage = _storage(args, section, create=True)
     backuper = Backuper(storage, compression=args.compression or section.get("compression", "zstd"))
     policy = _policy(args, section)  # checked before the backup runs, not after
     if args.kind == "redis":
@@ -243,7 +245,7 @@ def _restore_parser() -> argparse.ArgumentParser:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    storage = _storage(args, _section(args))
+    storage = _storage(args, _section(args), create=False)
     try:
         backuper = Backuper(storage)
         backup = backuper.get(args.backup)
@@ -300,7 +302,7 @@ def _row(backup: Backup) -> str:
 
 def _backups(args: argparse.Namespace) -> int:
     section = _section(args)
-    storage = _storage(args, section)
+    storage = _storage(args, section, create=False)
     try:
         backuper = Backuper(storage)
         if args.action == "list":
