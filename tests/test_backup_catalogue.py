@@ -184,7 +184,7 @@ def dead_pid() -> int:
 
 
 def check_partial_reclaim(
-    storage: autoops.Storage, put: Callable[[str], None], monkeypatch: pytest.MonkeyPatch
+    storage: autoops.Storage, put: Callable[[str], object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only autoops's own partials of dead writers on this host go; the host name has dots."""
     monkeypatch.setattr(socket, "gethostname", lambda: "web1.example.com")

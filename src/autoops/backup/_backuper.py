@@ -23,7 +23,7 @@ from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import MANIFEST_SUFFIX, Backup, utc_now
 from ._pipeline import read_ahead
 from ._retention import RetentionPlan, RetentionPolicy
-from ._storage import Storage
+from ._storage import Storage, disk_error
 
 __all__ = ["Backuper"]
 
@@ -395,7 +395,10 @@ class Backuper:
         if path.exists() and not replace:
             raise RestoreRefusedError(f"{path} exists; pass replace=True to overwrite it")
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise disk_error(exc, path.parent, backup.raw_size) from exc
         try:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in self._chunks_of(backup):
@@ -403,6 +406,9 @@ class Backuper:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(partial, path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise disk_error(exc, path.parent, backup.raw_size) from exc
         except BaseException:
             partial.unlink(missing_ok=True)
             raise

@@ -21,10 +21,11 @@ import stat
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .._display import format_bytes
 from .._errors import AutoOpsError, ConfigError, ConnectError
 from ._errors import BackupError, BackupVerifyError
 
-__all__ = ["LocalStorage", "SftpStorage", "Storage", "Upload"]
+__all__ = ["LocalStorage", "SftpStorage", "Storage", "Upload", "disk_error"]
 
 log: Final = logging.getLogger("autoops.backup")
 PARTIAL_SUFFIX: Final = ".partial"
@@ -58,6 +59,20 @@ def _partial_owner_is_gone(name: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+_NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_error(exc: OSError, directory: str | os.PathLike[str], needed: int) -> BackupError:
+    """A :class:`BackupError` for a local write that failed: a full disk (or quota) says where and
+    about how much was needed, so the reader knows what to free."""
+    if exc.errno in _NO_SPACE:
+        return BackupError(
+            f"no space left on {os.fspath(directory)}: needed about {format_bytes(needed)} or "
+            "more; free some space there or use another storage"
+        )
+    return BackupError(f"writing to {os.fspath(directory)} failed: {exc.strerror or exc}")
 
 
 class Upload(abc.ABC):
@@ -169,19 +184,31 @@ class _LocalUpload(Upload):
         self._directory = directory
         self._partial = directory / _partial_name(name)
         _ACTIVE.add(self._partial.name)
-        fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            _ACTIVE.discard(self._partial.name)
+            raise disk_error(exc, directory, 0) from exc
         self._file: IO[bytes] | None = os.fdopen(fd, "wb", buffering=_CHUNK)
 
     def _write(self, data: bytes) -> None:
         assert self._file is not None, "write after commit or abort"
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise disk_error(exc, self._directory, self.size + len(data)) from exc
 
     def commit(self) -> None:
         assert self._file is not None, "commit after commit or abort"
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        on_disk = os.fstat(self._file.fileno()).st_size
-        self._file.close()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            on_disk = os.fstat(self._file.fileno()).st_size
+            self._file.close()
+        except OSError as exc:
+            self.abort()
+            raise disk_error(exc, self._directory, self.size) from exc
         self._file = None
         if on_disk != self.size:
             self.abort()
