@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -524,3 +525,66 @@ def test_only_some_tables_with_ugly_names(
     backup = backuper.backup_mysql(mysql_url, tables=["order-items", "usérs"])
     assert sorted(backup.tables) == ["order-items", "usérs"]
     assert backuper.verify(backup, restore_test=mysql_url).status == "ok"
+
+
+def _start_cli_backup_mid_dump(
+    mysql_url: str, store: Path, temp: Path
+) -> tuple[subprocess.Popen[bytes], list[Path]]:
+    """A real autoops-backup process, returned once it is writing its dump; with the option
+    file(s) holding the password it wrote under ``temp``."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TMPDIR": str(temp), "AUTOOPS_PROGRESS": "0"}
+    env.pop("AUTOOPS_CONFIG", None)
+    child = subprocess.Popen(
+        [
+            sys.executable, str(root / "scripts" / "autoops-backup"), "mysql", "--url", mysql_url,
+            "--storage", str(store), "--compression", "gzip",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".partial") and p.stat().st_size > 0 for p in store.glob("*")):
+        assert time.monotonic() < deadline, "the backup never started writing"
+        assert child.poll() is None, "the backup finished before it could be stopped"
+        time.sleep(0.01)
+    return child, list(temp.glob("autoops-mysql-*"))
+
+
+@pytest.fixture
+def big_table(mysql_url: str) -> str:
+    with autoops.DbClient.from_url(mysql_url) as db:
+        db.execute("CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(200))")
+        db.execute("INSERT INTO big SELECT seq, REPEAT(MD5(seq), 6) FROM seq_1_to_400000")
+    return mysql_url
+
+
+def test_sigterm_mid_dump_removes_the_option_file_and_the_partial(
+    big_table: str, tmp_path: Path
+) -> None:
+    store, temp = tmp_path / "store", tmp_path / "tmp"
+    temp.mkdir()
+    child, option_dirs = _start_cli_backup_mid_dump(big_table, store, temp)
+    assert option_dirs, "the option file was not where the test looks"
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert b"Traceback" not in stderr
+    assert list(temp.iterdir()) == []
+    assert list(store.iterdir()) == []
+
+
+def test_the_next_run_removes_the_option_file_of_a_killed_backup(
+    big_table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, temp = tmp_path / "store", tmp_path / "tmp"
+    temp.mkdir()
+    child, option_dirs = _start_cli_backup_mid_dump(big_table, store, temp)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=30)
+    assert option_dirs
+    assert all(directory.exists() for directory in option_dirs)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    autoops.Backuper(autoops.LocalStorage(store)).backup_mysql(big_table, checksums=False)
+    assert list(temp.iterdir()) == []

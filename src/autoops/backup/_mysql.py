@@ -97,10 +97,39 @@ def _option_value(value: str) -> str:
     return f'"{escaped}"'
 
 
+_OPTION_PREFIX: Final = "autoops-mysql-"
+_OPTION_DIRECTORY_RE: Final = re.compile(rf"{_OPTION_PREFIX}(\d+)-[^/]+")
+
+
+def remove_stale_option_files() -> list[str]:
+    """Remove the option-file directories (they hold a password) of this user's autoops
+    processes that died without cleaning up (SIGKILL, power loss); returns their paths."""
+    removed = []
+    temp = tempfile.gettempdir()
+    with contextlib.suppress(OSError), os.scandir(temp) as entries:
+        for entry in entries:
+            match = _OPTION_DIRECTORY_RE.fullmatch(entry.name)
+            if match is None or not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+            log.info("removed %s, left by a backup process that died", entry.path)
+    return removed
+
+
 @contextlib.contextmanager
 def option_file(db: MySQLClient) -> Iterator[str]:
     """A ``[client]`` option file with the connection's credentials, 0600 in a 0700 temporary
-    directory, removed afterwards."""
+    directory, removed afterwards (and by the next run if this process is killed)."""
     url = db.url
     lines = ["[client]", f"user={_option_value(url.user)}"]
     if url.password is not None:
@@ -118,7 +147,9 @@ def option_file(db: MySQLClient) -> Iterator[str]:
             lines.append(f"{option}={_option_value(str(ssl[key]))}")
     if ssl and ssl.get("check_hostname"):
         lines.append("ssl-verify-server-cert")
-    directory = tempfile.mkdtemp(prefix="autoops-mysql-")
+    remove_stale_option_files()
+    # The writer's pid in the name lets a later run remove what a killed one left.
+    directory = tempfile.mkdtemp(prefix=f"{_OPTION_PREFIX}{os.getpid()}-")
     path = os.path.join(directory, "client.cnf")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -8,8 +8,10 @@ figures come from the catalogue, so a failed run still reports the last success.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-from collections.abc import Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
@@ -98,6 +100,21 @@ def _storage(args: argparse.Namespace, section: dict[str, Any], *, create: bool)
     if "://" in where:
         raise ConfigError(f"unknown storage {where!r}: use a directory or sftp://user@host/path")
     return LocalStorage(where, create=create)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (systemd, a timeout) ends the command as Ctrl-C does: the partial upload and the
+    option file holding the password are removed on the way out, and it exits 130."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _section(args: argparse.Namespace) -> dict[str, Any]:
@@ -212,9 +229,17 @@ def _take(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _stoppable(body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        with _sigterm_interrupts():
+            return body(args)
+
+    return run
+
+
 def main_backup(argv: Sequence[str] | None = None) -> int:
     """``autoops-backup``: take a backup, optionally test-restore it, prune, write metrics."""
-    return run_command("autoops-backup", _take, _backup_parser(), argv)
+    return run_command("autoops-backup", _stoppable(_take), _backup_parser(), argv)
 
 
 # autoops-restore --------------------------------------------------------------------------------
@@ -263,7 +288,7 @@ def _restore(args: argparse.Namespace) -> int:
 
 def main_restore(argv: Sequence[str] | None = None) -> int:
     """``autoops-restore``: restore one backup into a target."""
-    return run_command("autoops-restore", _restore, _restore_parser(), argv)
+    return run_command("autoops-restore", _stoppable(_restore), _restore_parser(), argv)
 
 
 # autoops-backups --------------------------------------------------------------------------------
@@ -339,4 +364,4 @@ def _backups(args: argparse.Namespace) -> int:
 
 def main_backups(argv: Sequence[str] | None = None) -> int:
     """``autoops-backups list|verify|prune``: the catalogue."""
-    return run_command("autoops-backups", _backups, _backups_parser(), argv)
+    return run_command("autoops-backups", _stoppable(_backups), _backups_parser(), argv)
