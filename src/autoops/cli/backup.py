@@ -11,11 +11,13 @@ import argparse
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from .._errors import ConfigError
+from .._config import redact_url
+from .._errors import AutoOpsError, ConfigError
 from .._metrics import MetricSample, write_textfile
 from .._ssh import SshOptions
 from ..backup import (
@@ -32,6 +34,7 @@ from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, s
 __all__ = ["main_backup", "main_backups", "main_restore"]
 
 log: Final = logging.getLogger("autoops.backup")
+EXIT_METRICS_NOT_WRITTEN: Final = 3
 _KEEP_RULES: Final = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 
@@ -70,7 +73,7 @@ def _policy(args: argparse.Namespace, section: dict[str, Any]) -> RetentionPolic
         if not configured:
             return None
         within_text = configured.pop("keep_within", None)
-        values = {f"keep_{rule}": int(configured.get(f"keep_{rule}", 0)) for rule in _KEEP_RULES}
+        values = {f"keep_{rule}": configured.get(f"keep_{rule}", 0) for rule in _KEEP_RULES}
     within = parse_duration(str(within_text)) if within_text is not None else None
     return RetentionPolicy(**values, keep_within=within)
 
@@ -117,8 +120,27 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+_TEXT_SETTINGS: Final = ("storage", "ssh_key", "known_hosts", "compression", "keep_within")
+
+
 def _section(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(settings_from(args).section("backup"))
+    """The ``[backup]`` table, each known key checked for its type, so a bad value is one
+    configuration error before anything runs rather than a traceback half way."""
+    settings = settings_from(args)
+    section = dict(settings.section("backup"))
+    where = f"[backup] in {settings.path}"
+    for key in _TEXT_SETTINGS:
+        if key in section and not isinstance(section[key], str):
+            raise ConfigError(
+                f"{where}: {key} must be a quoted string, got {section[key]!r}"
+                + (' (a duration like "7d")' if key == "keep_within" else "")
+            )
+    for rule in _KEEP_RULES:
+        value = section.get(f"keep_{rule}", 0)
+        # TOML's true is a bool, which Python would take for 1.
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}: keep_{rule} must be a whole number >= 0, got {value!r}")
+    return section
 
 
 def _metrics(path: str, backuper: Backuper, source: str, kind: str, succeeded: bool) -> None:
@@ -132,7 +154,10 @@ def _metrics(path: str, backuper: Backuper, source: str, kind: str, succeeded: b
             labels,
         ),
         MetricSample(
-            "autoops_backup_count", "complete backups in the catalogue", len(backups), labels
+            "autoops_backup_complete_backups",
+            "complete backups in the catalogue",
+            len(backups),
+            labels,
         ),
     ]
     if backups:
@@ -167,6 +192,10 @@ def _backup_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoops-backup",
         description="Take a verified backup of MySQL/MariaDB, Redis or SQLite, then prune.",
+        epilog="exit status: 0 the backup is stored (and pruned); 1 the backup failed, nothing "
+        "was stored; 2 usage or configuration error; 3 the backup is stored but the metrics file "
+        "could not be written (a warning on stderr); 130 stopped by SIGINT or SIGTERM, nothing "
+        "was stored",
     )
     parser.add_argument("kind", choices=["mysql", "redis", "sqlite"])
     parser.add_argument(
@@ -184,7 +213,11 @@ def _backup_parser() -> argparse.ArgumentParser:
         "redis:// URL of an empty db, or 'local' for an RDB snapshot or SQLite",
     )
     _add_policy_arguments(parser)
-    parser.add_argument("--metrics-file", metavar="PATH", help="write a Prometheus textfile")
+    parser.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write a Prometheus textfile (if that fails after the backup is stored: exit 3)",
+    )
     add_common_arguments(parser)
     return parser
 
@@ -192,13 +225,40 @@ def _backup_parser() -> argparse.ArgumentParser:
 def _take(args: argparse.Namespace) -> int:
     section = _section(args)
     settings = settings_from(args)
-    storage = _storage(args, section, create=True)
-    backuper = Backuper(storage, compression=args.compression or section.get("compression", "zstd"))
     policy = _policy(args, section)  # checked before the backup runs, not after
+    compression = args.compression or section.get("compression", "zstd")
     if args.kind == "redis":
         url = args.url or settings.require_cache_url()
     else:
         url = args.url or settings.require_db_url()
+    storage = _storage(args, section, create=True)
+    try:
+        backuper = Backuper(storage, compression=compression)
+        backup = _take_backup(args, backuper, policy, url)
+        if not args.metrics_file:
+            return EXIT_OK
+        try:
+            _metrics(args.metrics_file, backuper, backup.source, args.kind, succeeded=True)
+        except (AutoOpsError, OSError) as exc:
+            # The backup is stored and listed: a failing exporter path must not read as a
+            # failed backup (exit 1), nor go unnoticed (exit 0).
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            print(
+                f"autoops-backup: warning: backup {backup.id} stored in {storage.location}, but "
+                f"the metrics file {args.metrics_file} was not written: {reason}",
+                file=sys.stderr,
+            )
+            return EXIT_METRICS_NOT_WRITTEN
+        return EXIT_OK
+    finally:
+        storage.close()
+
+
+def _take_backup(
+    args: argparse.Namespace, backuper: Backuper, policy: RetentionPolicy | None, url: str
+) -> Backup:
+    """Back up, test-restore, prune; a failure after the backup was stored still updates the
+    metrics file (its last run failed)."""
     source = ""
     try:
         if args.kind == "mysql":
@@ -217,16 +277,15 @@ def _take(args: argparse.Namespace) -> int:
             plan = backuper.prune(policy, source=backup.source)
             for line in plan.lines():
                 log.info("%s", line)
-        if args.metrics_file:
-            _metrics(args.metrics_file, backuper, source, args.kind, succeeded=True)
-        log.info("backup %s stored in %s", backup.id, storage.location)
+        log.info("backup %s stored in %s", backup.id, backuper.storage.location)
+        return backup
     except BaseException:
         if args.metrics_file and source:
-            _metrics(args.metrics_file, backuper, source, args.kind, succeeded=False)
+            try:
+                _metrics(args.metrics_file, backuper, source, args.kind, succeeded=False)
+            except (AutoOpsError, OSError) as exc:
+                log.warning("the metrics file %s was not written: %s", args.metrics_file, exc)
         raise
-    finally:
-        storage.close()
-    return EXIT_OK
 
 
 def _stoppable(body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -280,7 +339,7 @@ def _restore(args: argparse.Namespace) -> int:
             backuper.restore_redis(backup, args.url, replace=args.replace)
         else:
             backuper.restore_sqlite(backup, args.url, replace=args.replace)
-        log.info("restored %s into %s", backup.id, args.url.split("@")[-1])
+        log.info("restored %s into %s", backup.id, redact_url(args.url))
     finally:
         storage.close()
     return EXIT_OK
