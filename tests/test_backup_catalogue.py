@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import stat
+import subprocess
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 import autoops
-from autoops.backup import TableStats
+from autoops.backup import BackupError, TableStats
 
 
 def _backup(
@@ -80,3 +85,128 @@ def test_a_malformed_manifest_is_skipped_not_fatal(
     storage.write_bytes("bad.manifest.json", b"{not json")
     assert autoops.Backuper(storage).list() == []
     assert "bad.manifest.json" in caplog.text
+
+
+def _good_document(backup_id: str) -> dict[str, object]:
+    document: dict[str, object] = json.loads(
+        _backup(backup_id, datetime(2026, 1, 1, tzinfo=UTC)).to_json()
+    )
+    return document
+
+
+MALFORMED = {
+    "tables-a-list": {"tables": [1, 2]},
+    "table-stats-not-an-object": {"tables": {"t": 5}},
+    "rows-a-string": {"tables": {"t": {"rows": "many", "checksum": None}}},
+    "size-a-string": {"size": "12"},
+    "size-a-bool": {"size": True},
+    "size-negative": {"size": -1},
+    "id-missing": {"id": None},
+    "started-not-a-time": {"started_at": "yesterday"},
+    "warnings-a-string": {"warnings": "disk almost full"},
+    "position-a-list": {"position": ["mysql-bin.000001", 4]},
+    "options-a-list": {"options": [1]},
+    "key-count-a-float": {"key_count": 1.5},
+    "data-file-outside": {"data_file": "../etc/passwd"},
+    "data-file-of-another-backup": {"data_file": "good.sql.zst"},
+    "sha256-not-hex": {"sha256": "x" * 64},
+}
+
+
+@pytest.mark.parametrize("change", list(MALFORMED.values()), ids=list(MALFORMED))
+def test_a_manifest_with_wrong_types_is_refused_naming_the_file(change: dict[str, object]) -> None:
+    document = {**_good_document("bad"), **change}
+    if change.get("id", "") is None:
+        del document["id"]
+    with pytest.raises(BackupError, match=r"bad\.manifest\.json"):
+        autoops.Backup.from_json(json.dumps(document).encode(), "bad.manifest.json")
+
+
+@pytest.fixture
+def store_with_one_bad_manifest(tmp_path: Path) -> Path:
+    """Two good backups of one source with their data, and a bad manifest whose data is there."""
+    storage = autoops.LocalStorage(tmp_path)
+    for day, backup_id in ((1, "good-old"), (2, "good")):
+        backup = _backup(backup_id, datetime(2026, 1, day, tzinfo=UTC))
+        storage.write_bytes(backup.data_file, b"abc")
+        storage.write_bytes(backup.manifest_file, backup.to_json())
+    storage.write_bytes("broken.sql.zst", b"data nobody can account for")
+    bad = {**_good_document("broken"), "tables": [1, 2]}
+    storage.write_bytes("broken.manifest.json", json.dumps(bad).encode())
+    storage.write_bytes("worse.manifest.json", b"\xff{not json")
+    return tmp_path
+
+
+def test_list_skips_a_malformed_manifest_with_a_warning_naming_it(
+    store_with_one_bad_manifest: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backuper = autoops.Backuper(autoops.LocalStorage(store_with_one_bad_manifest))
+    assert [b.id for b in backuper.list()] == ["good-old", "good"]
+    assert "broken.manifest.json" in caplog.text
+    assert "worse.manifest.json" in caplog.text
+
+
+def test_a_manifest_that_names_another_id_is_skipped(tmp_path: Path) -> None:
+    storage = autoops.LocalStorage(tmp_path)
+    backup = _backup("b1", datetime(2026, 1, 1, tzinfo=UTC))
+    storage.write_bytes("copy-of-b1.manifest.json", backup.to_json())
+    assert autoops.Backuper(storage).list() == []
+
+
+def test_prune_leaves_what_it_cannot_account_for(store_with_one_bad_manifest: Path) -> None:
+    backuper = autoops.Backuper(autoops.LocalStorage(store_with_one_bad_manifest))
+    plan = backuper.prune(autoops.RetentionPolicy(keep_last=1))
+    assert [b.id for b in plan.remove] == ["good-old"]
+    assert sorted(backuper.storage.names()) == [
+        "broken.manifest.json",
+        "broken.sql.zst",
+        "good.manifest.json",
+        "good.sql.zst",
+        "worse.manifest.json",
+    ]
+
+
+def test_the_freshness_check_reads_past_a_malformed_manifest(
+    store_with_one_bad_manifest: Path,
+) -> None:
+    backuper = autoops.Backuper(autoops.LocalStorage(store_with_one_bad_manifest))
+    result = autoops.BackupFreshnessCheck(
+        "backups", backuper, clock=lambda: datetime(2026, 1, 2, 1, tzinfo=UTC)
+    ).run()
+    assert result.status == autoops.CheckStatus.OK, result.summary
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def check_partial_reclaim(
+    storage: autoops.Storage, put: Callable[[str], object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only autoops's own partials of dead writers on this host go; the host name has dots."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "web1.example.com")
+    dead, alive = dead_pid(), os.getppid()
+    stale = f"mysql-x.sql.zst.web1.example.com.{dead}.partial"
+    kept = [
+        "notes.partial",
+        "report.2024.partial",
+        f"notes.{dead}.partial",
+        f"mysql-x.sql.zst.web2.example.com.{dead}.partial",
+        f"mysql-y.sql.zst.web1.example.com.{alive}.partial",
+        f"mysql-z.sql.zst.example.com.{dead}.partial",
+    ]
+    for name in [stale, *kept]:
+        put(name)
+    assert storage.clean_partials() == [stale]
+    assert sorted(storage.names()) == sorted(kept)
+
+
+def test_local_storage_reclaims_only_its_own_dead_partials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check_partial_reclaim(
+        autoops.LocalStorage(tmp_path), lambda name: (tmp_path / name).write_text("x"), monkeypatch
+    )

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -74,6 +75,10 @@ def _database(url: str) -> str:
     return url.rsplit("/", 1)[1]
 
 
+def _q(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
 def _definitions(admin: Admin, database: str) -> dict[str, Any]:
     """SHOW CREATE of every object and CHECKSUM TABLE of every table, database name removed."""
     found: dict[str, Any] = {}
@@ -82,12 +87,12 @@ def _definitions(admin: Admin, database: str) -> dict[str, Any]:
         cursor.execute("SHOW FULL TABLES")
         for name, kind in cursor.fetchall():
             if kind == "VIEW":
-                cursor.execute(f"SHOW CREATE VIEW `{name}`")
+                cursor.execute(f"SHOW CREATE VIEW {_q(name)}")
                 found[f"view {name}"] = cursor.fetchone()[1]  # type: ignore[index]
             else:
-                cursor.execute(f"SHOW CREATE TABLE `{name}`")
+                cursor.execute(f"SHOW CREATE TABLE {_q(name)}")
                 found[f"table {name}"] = cursor.fetchone()[1]  # type: ignore[index]
-                cursor.execute(f"CHECKSUM TABLE `{name}`")
+                cursor.execute(f"CHECKSUM TABLE {_q(name)}")
                 found[f"checksum {name}"] = cursor.fetchone()[1]  # type: ignore[index]
         for kind, name_query in [
             ("TRIGGER", "SHOW TRIGGERS"),
@@ -98,7 +103,7 @@ def _definitions(admin: Admin, database: str) -> dict[str, Any]:
             cursor.execute(name_query)
             names = [row[0] if kind == "TRIGGER" else row[1] for row in cursor.fetchall()]
             for name in names:
-                cursor.execute(f"SHOW CREATE {kind} `{name}`")
+                cursor.execute(f"SHOW CREATE {kind} {_q(name)}")
                 row = cursor.fetchone()
                 assert row is not None
                 text = row[2] if kind != "EVENT" else row[3]
@@ -476,3 +481,111 @@ def test_the_option_file_carries_credentials_and_tls_settings_privately() -> Non
     assert 'password="p\\"a\\\\ss"' in text
     assert 'ssl-ca="/etc/ca.pem"' in text
     assert not Path(path).exists()
+
+
+UGLY_SCHEMA = [
+    "CREATE TABLE `order-items` (id INT PRIMARY KEY, sku VARCHAR(20)) ENGINE=InnoDB",
+    "CREATE TABLE `2fa_codes` (id INT PRIMARY KEY, code CHAR(6)) ENGINE=InnoDB",
+    "CREATE TABLE `usérs` (id INT PRIMARY KEY, name VARCHAR(50)) ENGINE=InnoDB",
+    "CREATE TABLE `odd``name` (id INT PRIMARY KEY) ENGINE=InnoDB",
+    "INSERT INTO `order-items` VALUES (1, 'a-1'), (2, 'b-2')",
+    "INSERT INTO `2fa_codes` VALUES (1, '123456')",
+    "INSERT INTO `usérs` VALUES (1, 'Zoë'), (2, 'Jürgen')",
+    "INSERT INTO `odd``name` VALUES (7)",
+    "CREATE TABLE `100%s_done` (id INT PRIMARY KEY) ENGINE=InnoDB",
+    "INSERT INTO `100%s_done` VALUES (1), (2), (3)",
+    "CREATE VIEW `big-orders` AS SELECT id FROM `order-items` WHERE id > 1",
+    """CREATE TRIGGER `usérs-audit` AFTER INSERT ON `usérs` FOR EACH ROW
+        INSERT INTO `2fa_codes` VALUES (NEW.id + 100, '000000')""",
+    "CREATE FUNCTION `double-it`(x INT) RETURNS INT DETERMINISTIC RETURN x * 2",
+]
+
+
+def test_legal_but_ugly_names_round_trip_with_equal_checksums(
+    mysql_url: str, mysql_admin: Admin, second_db: str, tmp_path: Path
+) -> None:
+    source = _database(mysql_url)
+    _run_all(mysql_admin, source, UGLY_SCHEMA)
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_mysql(mysql_url)
+    assert backup.tables["order-items"].rows == 2
+    assert backup.tables["usérs"].rows == 2
+    assert backup.tables["odd`name"].rows == 1
+    assert backup.tables["100%s_done"].rows == 3
+    target_url = mysql_url.rsplit("/", 1)[0] + "/" + second_db
+    backuper.restore_mysql(backup, target_url)
+    assert _definitions(mysql_admin, second_db) == _definitions(mysql_admin, source)
+    assert backuper.verify(backup, restore_test=mysql_url).status == "ok"
+
+
+def test_only_some_tables_with_ugly_names(
+    mysql_url: str, mysql_admin: Admin, tmp_path: Path
+) -> None:
+    _run_all(mysql_admin, _database(mysql_url), UGLY_SCHEMA)
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_mysql(mysql_url, tables=["order-items", "usérs"])
+    assert sorted(backup.tables) == ["order-items", "usérs"]
+    assert backuper.verify(backup, restore_test=mysql_url).status == "ok"
+
+
+def _start_cli_backup_mid_dump(
+    mysql_url: str, store: Path, temp: Path
+) -> tuple[subprocess.Popen[bytes], list[Path]]:
+    """A real autoops-backup process, returned once it is writing its dump; with the option
+    file(s) holding the password it wrote under ``temp``."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TMPDIR": str(temp), "AUTOOPS_PROGRESS": "0"}
+    env.pop("AUTOOPS_CONFIG", None)
+    child = subprocess.Popen(
+        [
+            sys.executable, str(root / "scripts" / "autoops-backup"), "mysql", "--url", mysql_url,
+            "--storage", str(store), "--compression", "gzip",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".partial") and p.stat().st_size > 0 for p in store.glob("*")):
+        assert time.monotonic() < deadline, "the backup never started writing"
+        assert child.poll() is None, "the backup finished before it could be stopped"
+        time.sleep(0.01)
+    return child, list(temp.glob("autoops-mysql-*"))
+
+
+@pytest.fixture
+def big_table(mysql_url: str) -> str:
+    with autoops.DbClient.from_url(mysql_url) as db:
+        db.execute("CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(200))")
+        db.execute("INSERT INTO big SELECT seq, REPEAT(MD5(seq), 6) FROM seq_1_to_400000")
+    return mysql_url
+
+
+def test_sigterm_mid_dump_removes_the_option_file_and_the_partial(
+    big_table: str, tmp_path: Path
+) -> None:
+    store, temp = tmp_path / "store", tmp_path / "tmp"
+    temp.mkdir()
+    child, option_dirs = _start_cli_backup_mid_dump(big_table, store, temp)
+    assert option_dirs, "the option file was not where the test looks"
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert b"Traceback" not in stderr
+    assert list(temp.iterdir()) == []
+    assert list(store.iterdir()) == []
+
+
+def test_the_next_run_removes_the_option_file_of_a_killed_backup(
+    big_table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, temp = tmp_path / "store", tmp_path / "tmp"
+    temp.mkdir()
+    child, option_dirs = _start_cli_backup_mid_dump(big_table, store, temp)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=30)
+    assert option_dirs
+    assert all(directory.exists() for directory in option_dirs)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    autoops.Backuper(autoops.LocalStorage(store)).backup_mysql(big_table, checksums=False)
+    assert list(temp.iterdir()) == []

@@ -101,3 +101,26 @@ def test_sftp_storage_refuses_an_unknown_host_key(sshd: SshServer, tmp_path: Pat
     storage = autoops.SftpStorage(sshd.address, str(tmp_path / "r"), options=_options(sshd, empty))
     with pytest.raises(autoops.AuthenticationError, match="not in"):
         storage.names()
+
+
+def test_sftp_storage_reclaims_only_its_own_dead_partials(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_backup_catalogue import check_partial_reclaim
+
+    remote = tmp_path / "remote"
+    storage = autoops.SftpStorage(sshd.address, str(remote), options=_options(sshd))
+    storage.names()  # creates the directory
+    check_partial_reclaim(storage, lambda name: (remote / name).write_text("x"), monkeypatch)
+    storage.close()
+
+
+def test_a_reader_of_a_missing_sftp_catalogue_gets_an_error_not_a_new_directory(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    typo = tmp_path / "bakcups"
+    storage = autoops.SftpStorage(sshd.address, str(typo), options=_options(sshd), create=False)
+    with pytest.raises(autoops.ConfigError, match="no backup catalogue"):
+        autoops.Backuper(storage).list()
+    assert not typo.exists()
+    storage.close()

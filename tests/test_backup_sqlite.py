@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -65,4 +66,24 @@ def test_truncated_backup_fails_verify(tmp_path: Path) -> None:
     data.write_bytes(data.read_bytes()[:-10])
     with pytest.raises(BackupVerifyError, match="bytes; the manifest says"):
         backuper.verify(backup)
+    db.close()
+
+
+def test_a_restored_database_file_is_private(tmp_path: Path) -> None:
+    db = _make_db(tmp_path / "app.db")
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    backup = backuper.backup_sqlite(db)
+    target = tmp_path / "restored.db"
+    backuper.restore_sqlite(backup, target)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    db.close()
+
+
+def test_an_empty_backup_id_is_refused_even_with_one_backup(tmp_path: Path) -> None:
+    db = _make_db(tmp_path / "app.db")
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    backuper.backup_sqlite(db)
+    for empty in ("", "  "):
+        with pytest.raises(autoops.ConfigError, match="empty backup id"):
+            backuper.get(empty)
     db.close()

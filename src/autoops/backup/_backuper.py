@@ -23,7 +23,7 @@ from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import MANIFEST_SUFFIX, Backup, utc_now
 from ._pipeline import read_ahead
 from ._retention import RetentionPlan, RetentionPolicy
-from ._storage import Storage
+from ._storage import Storage, disk_error
 
 __all__ = ["Backuper"]
 
@@ -93,7 +93,7 @@ class Backuper:
             if not name.endswith(MANIFEST_SUFFIX):
                 continue
             try:
-                backup = Backup.from_json(self.storage.read_bytes(name), name)
+                backup = self._read_manifest(name)
             except BackupError as exc:
                 log.warning("skipping %s in %s: %s", name, self.storage.location, exc)
                 continue
@@ -104,6 +104,9 @@ class Backuper:
 
     def get(self, backup_id: str) -> Backup:
         """The backup with this id (or a unique id prefix)."""
+        if not backup_id.strip():
+            # As a prefix, "" would match the only backup there is and act on it.
+            raise ConfigError("empty backup id: give a backup id (see autoops-backups list)")
         name = backup_id + MANIFEST_SUFFIX
         names = self.storage.names()
         if name not in names:
@@ -115,7 +118,15 @@ class Backuper:
                     "see autoops-backups list"
                 )
             name = matches[0]
-        return Backup.from_json(self.storage.read_bytes(name), name)
+        return self._read_manifest(name)
+
+    def _read_manifest(self, name: str) -> Backup:
+        backup = Backup.from_json(self.storage.read_bytes(name), name)
+        # The manifest is rewritten under its id (verify): a copy under another name would
+        # make two catalogue entries of one backup.
+        if backup.manifest_file != name:
+            raise BackupError(f"manifest {name} describes backup {backup.id}, not its own name")
+        return backup
 
     # storing --------------------------------------------------------------------------------
 
@@ -386,7 +397,10 @@ class Backuper:
         if path.exists() and not replace:
             raise RestoreRefusedError(f"{path} exists; pass replace=True to overwrite it")
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            raise disk_error(exc, path.parent, backup.raw_size) from exc
         try:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in self._chunks_of(backup):
@@ -394,6 +408,9 @@ class Backuper:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(partial, path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise disk_error(exc, path.parent, backup.raw_size) from exc
         except BaseException:
             partial.unlink(missing_ok=True)
             raise

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from .._display import format_bytes, html_table
 from ._errors import BackupError
@@ -15,6 +16,7 @@ __all__ = ["MANIFEST_SUFFIX", "Backup", "TableStats"]
 
 MANIFEST_SUFFIX: Final = ".manifest.json"
 MANIFEST_VERSION: Final = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +34,59 @@ def _time(value: datetime) -> str:
 def _parse_time(value: Any, name: str, where: str) -> datetime:
     if not isinstance(value, str):
         raise BackupError(f"manifest {where}: {name} is missing or not a timestamp")
-    parsed = datetime.fromisoformat(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise BackupError(f"manifest {where}: {name} {value!r} is not a timestamp") from None
     if parsed.tzinfo is None:
         raise BackupError(f"manifest {where}: {name} has no time zone")
     return parsed.astimezone(UTC)
+
+
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
+_MISSING: Final = object()
+
+
+class _Fields:
+    """Typed reads of a manifest's fields; a missing or mistyped one raises :class:`BackupError`
+    naming the manifest and the field."""
+
+    def __init__(self, document: dict[str, Any], where: str) -> None:
+        self.document = document
+        self.where = where
+
+    def expect(self, value: Any, kind: type[T], name: str) -> T:
+        # bool is an int to Python, never a count or a text in a manifest.
+        if not isinstance(value, kind) or isinstance(value, bool):
+            shown = "missing" if value is _MISSING else f"a {type(value).__name__}"
+            raise BackupError(
+                f"manifest {self.where}: {name} should be a {kind.__name__}, is {shown}; the "
+                "file is damaged or was not written by autoops"
+            )
+        return value
+
+    def text(self, name: str, default: Any = _MISSING) -> str:
+        return self.expect(self.document.get(name, default), str, name)
+
+    def count(self, name: str) -> int:
+        value = self.expect(self.document.get(name, _MISSING), int, name)
+        if value < 0:
+            raise BackupError(f"manifest {self.where}: {name} is negative ({value})")
+        return value
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        return self.expect(self.document.get(name, {}), dict, name)
+
+    def tables(self) -> dict[str, TableStats]:
+        tables = {}
+        for table, stats in self.mapping("tables").items():
+            entry = self.expect(stats, dict, f"tables.{table}")
+            rows = self.expect(entry.get("rows", _MISSING), int, f"tables.{table}.rows")
+            checksum = entry.get("checksum")
+            if checksum is not None:
+                checksum = self.expect(checksum, int, f"tables.{table}.checksum")
+            tables[table] = TableStats(rows, checksum)
+        return tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +165,8 @@ class Backup:
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> Backup:
-        """Read a manifest; a malformed one raises :class:`BackupError` naming ``where``."""
+        """Read a manifest, checking every field's type; a malformed one raises
+        :class:`BackupError` naming ``where``."""
         try:
             document = json.loads(data)
         except ValueError as exc:
@@ -127,35 +179,46 @@ class Backup:
                 f"manifest {where} has version {version!r}; this autoops reads version "
                 f"{MANIFEST_VERSION}: upgrade autoops"
             )
-        try:
-            verified = document.get("verified_at")
-            return cls(
-                id=str(document["id"]),
-                kind=str(document["kind"]),
-                source=str(document["source"]),
-                started_at=_parse_time(document["started_at"], "started_at", where),
-                finished_at=_parse_time(document["finished_at"], "finished_at", where),
-                status=str(document["status"]),
-                size=int(document["size"]),
-                sha256=str(document["sha256"]),
-                data_file=str(document["data_file"]),
-                format=str(document["format"]),
-                compression=str(document["compression"]),
-                raw_size=int(document["raw_size"]),
-                verified_at=_parse_time(verified, "verified_at", where) if verified else None,
-                tool=str(document.get("tool", "")),
-                server_version=str(document.get("server_version", "")),
-                options=dict(document.get("options") or {}),
-                tables={
-                    str(name): TableStats(int(stats["rows"]), stats.get("checksum"))
-                    for name, stats in (document.get("tables") or {}).items()
-                },
-                position={str(k): str(v) for k, v in (document.get("position") or {}).items()},
-                key_count=document.get("key_count"),
-                warnings=tuple(str(text) for text in document.get("warnings") or ()),
+        fields = _Fields(document, where)
+        backup_id = fields.text("id")
+        data_file = fields.text("data_file")
+        # Prune and delete remove data_file: it must be this backup's own file in the storage.
+        if not data_file.startswith(backup_id + ".") or "/" in data_file or "\\" in data_file:
+            raise BackupError(
+                f"manifest {where}: data_file {data_file!r} is not a file of backup {backup_id!r}"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BackupError(f"manifest {where} is incomplete or malformed: {exc!r}") from None
+        sha256 = fields.text("sha256")
+        if not _SHA256.fullmatch(sha256):
+            raise BackupError(f"manifest {where}: sha256 is not 64 hex digits")
+        verified = document.get("verified_at")
+        return cls(
+            id=backup_id,
+            kind=fields.text("kind"),
+            source=fields.text("source"),
+            started_at=_parse_time(document.get("started_at"), "started_at", where),
+            finished_at=_parse_time(document.get("finished_at"), "finished_at", where),
+            status=fields.text("status"),
+            size=fields.count("size"),
+            sha256=sha256,
+            data_file=data_file,
+            format=fields.text("format"),
+            compression=fields.text("compression"),
+            raw_size=fields.count("raw_size"),
+            verified_at=_parse_time(verified, "verified_at", where) if verified else None,
+            tool=fields.text("tool", ""),
+            server_version=fields.text("server_version", ""),
+            options=fields.mapping("options"),
+            tables=fields.tables(),
+            position={
+                k: fields.expect(v, str, f"position.{k}")
+                for k, v in fields.mapping("position").items()
+            },
+            key_count=fields.count("key_count") if document.get("key_count") is not None else None,
+            warnings=tuple(
+                fields.expect(text, str, "warnings[]")
+                for text in fields.expect(document.get("warnings", []), list, "warnings")
+            ),
+        )
 
     def __repr__(self) -> str:
         verified = self.verified_at.isoformat(timespec="seconds") if self.verified_at else "never"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from ..db import MySQLClient, quote_identifier
+from ..db import MySQLClient
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import TableStats
 from ._pipeline import read_ahead
@@ -97,10 +97,39 @@ def _option_value(value: str) -> str:
     return f'"{escaped}"'
 
 
+_OPTION_PREFIX: Final = "autoops-mysql-"
+_OPTION_DIRECTORY_RE: Final = re.compile(rf"{_OPTION_PREFIX}(\d+)-[^/]+")
+
+
+def remove_stale_option_files() -> list[str]:
+    """Remove the option-file directories (they hold a password) of this user's autoops
+    processes that died without cleaning up (SIGKILL, power loss); returns their paths."""
+    removed = []
+    temp = tempfile.gettempdir()
+    with contextlib.suppress(OSError), os.scandir(temp) as entries:
+        for entry in entries:
+            match = _OPTION_DIRECTORY_RE.fullmatch(entry.name)
+            if match is None or not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+            log.info("removed %s, left by a backup process that died", entry.path)
+    return removed
+
+
 @contextlib.contextmanager
 def option_file(db: MySQLClient) -> Iterator[str]:
     """A ``[client]`` option file with the connection's credentials, 0600 in a 0700 temporary
-    directory, removed afterwards."""
+    directory, removed afterwards (and by the next run if this process is killed)."""
     settings = db.connection_settings
     lines = ["[client]", f"user={_option_value(settings.user)}"]
     if settings.password is not None:
@@ -119,7 +148,9 @@ def option_file(db: MySQLClient) -> Iterator[str]:
             lines.append("ssl")
         if tls.check_hostname and tls.verify != "none":
             lines.append("ssl-verify-server-cert")
-    directory = tempfile.mkdtemp(prefix="autoops-mysql-")
+    remove_stale_option_files()
+    # The writer's pid in the name lets a later run remove what a killed one left.
+    directory = tempfile.mkdtemp(prefix=f"{_OPTION_PREFIX}{os.getpid()}-")
     path = os.path.join(directory, "client.cnf")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -159,14 +190,22 @@ def _is_mariadb(db: MySQLClient) -> bool:
     return row is not None and "mariadb" in str(row["version"]).lower()
 
 
-def _non_transactional_tables(db: MySQLClient) -> list[str]:
+def _non_transactional_tables(db: MySQLClient) -> list[tuple[str, str]]:
+    """(table, engine) of every base table not on a transactional engine."""
     rows = db.query(
         "SELECT TABLE_NAME AS name, ENGINE AS engine FROM information_schema.TABLES "
         "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE' "
         "AND ENGINE NOT IN ('InnoDB', 'SEQUENCE') ORDER BY TABLE_NAME",
         (db.url.database,),
     )
-    return [f"{row['name']} ({row['engine']})" for row in rows]
+    return [(str(row["name"]), str(row["engine"])) for row in rows]
+
+
+def quote_server_name(name: str) -> str:
+    """Quote a name the server itself reported (from information_schema): any name the server
+    accepted is legal (``order-items``, ``2fa_codes``, ``usérs``), so it is quoted, never refused
+    as :func:`autoops.quote_identifier` refuses names typed by a user."""
+    return "`" + name.replace("`", "``") + "`"
 
 
 def read_table_stats(
@@ -186,7 +225,7 @@ def read_table_stats(
         for table in tables:
             if only and table not in only:
                 continue
-            quoted = quote_identifier(table)
+            quoted = quote_server_name(table)
             count_row = tx.query_one(f"SELECT COUNT(*) AS n FROM {quoted}")  # noqa: S608
             checksum = None
             if checksums:
@@ -261,9 +300,9 @@ class DumpRun:
                     f"no table {', '.join(missing)} in {db.url.database} on {dump_source(db)}"
                 )
         skipped = [
-            text
-            for text in _non_transactional_tables(db)
-            if not tables or text.split(" (", 1)[0] in tables
+            f"{name} ({engine})"
+            for name, engine in _non_transactional_tables(db)
+            if not tables or name in tables
         ]
         if skipped:
             run.warnings.append(
@@ -363,7 +402,7 @@ DEFINER_POLICIES: Final = ("keep", "strip")
 
 
 def _quoted(name: str) -> bytes:
-    return b"`" + name.encode("utf-8").replace(b"`", b"``") + b"`"
+    return quote_server_name(name).encode("utf-8")
 
 
 def rewrite_definitions(

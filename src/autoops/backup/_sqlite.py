@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sqlite3
@@ -16,6 +17,7 @@ from .._errors import ConfigError
 from ..db import SQLiteClient
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import TableStats
+from ._storage import disk_error
 
 __all__ = ["SQLiteSnapshot", "check_sqlite_copy", "restore_sqlite_file", "sqlite_stats"]
 
@@ -109,6 +111,12 @@ def restore_sqlite_file(chunks: Iterable[bytes], target: Path, *, replace: bool 
     with _private_directory() as directory:
         copy = directory / "restore.db"
         _write(chunks, copy)
+        # sqlite3 would create a new target with the umask's mode (0644): a restored copy of a
+        # backup is as private as the backup. An existing target keeps its owner's choice.
+        created = False
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            created = True
         source = sqlite3.connect(copy)
         destination = sqlite3.connect(target, timeout=30)
         try:
@@ -122,6 +130,14 @@ def restore_sqlite_file(chunks: Iterable[bytes], target: Path, *, replace: bool 
                 )
             source.backup(destination)
         except sqlite3.Error as exc:
+            destination.close()
+            if created:
+                # Half a new database is worse than none: nothing else can have used it yet.
+                for leftover in (target, target.with_name(target.name + "-journal")):
+                    leftover.unlink(missing_ok=True)
+            if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+                needed = copy.stat().st_size
+                raise disk_error(OSError(errno.ENOSPC, "full"), target.parent, needed) from exc
             raise BackupError(f"restoring into SQLite database {target} failed: {exc}") from exc
         finally:
             destination.close()

@@ -15,15 +15,17 @@ import hashlib
 import logging
 import os
 import posixpath
+import re
 import socket
 import stat
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .._display import format_bytes
 from .._errors import AutoOpsError, ConfigError, ConnectError
 from ._errors import BackupError, BackupVerifyError
 
-__all__ = ["LocalStorage", "SftpStorage", "Storage", "Upload"]
+__all__ = ["LocalStorage", "SftpStorage", "Storage", "Upload", "disk_error"]
 
 log: Final = logging.getLogger("autoops.backup")
 PARTIAL_SUFFIX: Final = ".partial"
@@ -39,15 +41,15 @@ def _partial_name(name: str) -> str:
 
 
 def _partial_owner_is_gone(name: str) -> bool:
-    """A partial file of this host whose writing process no longer runs (or another host's, which
-    is only reclaimed when it names this host: we cannot see other hosts' processes)."""
-    stem = name[: -len(PARTIAL_SUFFIX)]
-    host_and_pid = stem.rsplit(".", 2)
-    if len(host_and_pid) != 3 or not host_and_pid[2].isdigit():
-        return True
-    host, pid = host_and_pid[1], int(host_and_pid[2])
-    if host != socket.gethostname():
+    """True for a partial file this host's autoops wrote (``<name>.<this host>.<pid>.partial``)
+    whose writing process no longer runs. Any other ``*.partial`` is left alone: another host's
+    (whose processes we cannot see) and files autoops did not write."""
+    host = socket.gethostname()
+    # The host name is matched whole, not split on dots: web1.example.com has dots of its own.
+    owned = re.fullmatch(rf".+\.{re.escape(host)}\.(\d+){re.escape(PARTIAL_SUFFIX)}", name)
+    if owned is None:
         return False
+    pid = int(owned.group(1))
     if pid == os.getpid():
         return name not in _ACTIVE
     try:
@@ -57,6 +59,20 @@ def _partial_owner_is_gone(name: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+_NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_error(exc: OSError, directory: str | os.PathLike[str], needed: int) -> BackupError:
+    """A :class:`BackupError` for a local write that failed: a full disk (or quota) says where and
+    about how much was needed, so the reader knows what to free."""
+    if exc.errno in _NO_SPACE:
+        return BackupError(
+            f"no space left on {os.fspath(directory)}: needed about {format_bytes(needed)} or "
+            "more; free some space there or use another storage"
+        )
+    return BackupError(f"writing to {os.fspath(directory)} failed: {exc.strerror or exc}")
 
 
 class Upload(abc.ABC):
@@ -141,7 +157,8 @@ class Storage(abc.ABC):
             raise
 
     def clean_partials(self) -> list[str]:
-        """Remove partial files left by writers that died (on this host); returns their names."""
+        """Remove the partial files autoops writers on this host left when they died; returns
+        their names."""
         removed = []
         for name in self.names():
             if name.endswith(PARTIAL_SUFFIX) and _partial_owner_is_gone(name):
@@ -167,19 +184,31 @@ class _LocalUpload(Upload):
         self._directory = directory
         self._partial = directory / _partial_name(name)
         _ACTIVE.add(self._partial.name)
-        fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            _ACTIVE.discard(self._partial.name)
+            raise disk_error(exc, directory, 0) from exc
         self._file: IO[bytes] | None = os.fdopen(fd, "wb", buffering=_CHUNK)
 
     def _write(self, data: bytes) -> None:
         assert self._file is not None, "write after commit or abort"
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise disk_error(exc, self._directory, self.size + len(data)) from exc
 
     def commit(self) -> None:
         assert self._file is not None, "commit after commit or abort"
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        on_disk = os.fstat(self._file.fileno()).st_size
-        self._file.close()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            on_disk = os.fstat(self._file.fileno()).st_size
+            self._file.close()
+        except OSError as exc:
+            self.abort()
+            raise disk_error(exc, self._directory, self.size) from exc
         self._file = None
         if on_disk != self.size:
             self.abort()
@@ -210,13 +239,16 @@ def _fsync_directory(directory: Path) -> None:
 
 
 class LocalStorage(Storage):
-    """Backups in a local directory (created 0700 if missing)."""
+    """Backups in a local directory (created 0700 if missing; with ``create=False`` a missing
+    directory is a :class:`ConfigError`, for readers of a catalogue that must already exist)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path).expanduser().absolute()
         self.location = str(self.path)
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"backup storage {self.path} exists and is not a directory")
+        if not create and not self.path.exists():
+            raise ConfigError(_no_catalogue(self.location))
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -250,6 +282,13 @@ class LocalStorage(Storage):
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._file(name).unlink()
+
+
+def _no_catalogue(location: str) -> str:
+    return (
+        f"no backup catalogue at {location}: the directory does not exist; check the storage "
+        "path (only a backup creates it)"
+    )
 
 
 # SFTP -----------------------------------------------------------------------------------------
@@ -330,10 +369,11 @@ class SftpStorage(Storage):
 
     ``host`` is ``user@host:port``; ``options`` an :class:`autoops._ssh.SshOptions` (key file,
     known_hosts, timeouts). The remote SHA-256 is computed by ``sha256sum`` on the host when it
-    has one, else by reading the file back.
+    has one, else by reading the file back. The directory is created on first use, unless
+    ``create=False`` (then a missing one is a :class:`ConfigError`).
     """
 
-    def __init__(self, host: str, path: str, *, options: Any = None) -> None:
+    def __init__(self, host: str, path: str, *, options: Any = None, create: bool = True) -> None:
         from .._ssh import SshHost, SshOptions
 
         self.host = SshHost.parse(host)
@@ -344,6 +384,7 @@ class SftpStorage(Storage):
         self.location = (
             f"sftp://{self.host}{self.path if self.path.startswith('/') else '/' + self.path}"
         )
+        self.create_directory = create
         self._connection: Any = None
         self._sftp: Any = None
         self._has_sha256sum: bool | None = None
@@ -357,6 +398,9 @@ class SftpStorage(Storage):
             try:
                 self._sftp = self._connection.sftp()
                 self._make_directory()
+            except AutoOpsError:
+                self.close()
+                raise
             except Exception as exc:
                 self.close()
                 raise _sftp_error("open the backup directory", self.location, exc) from exc
@@ -370,6 +414,8 @@ class SftpStorage(Storage):
             try:
                 self._sftp.stat(current)
             except FileNotFoundError:
+                if not self.create_directory:
+                    raise ConfigError(_no_catalogue(self.location)) from None
                 self._sftp.mkdir(current, mode=0o700)
 
     def _call(self, action: str, fn: Any) -> Any:

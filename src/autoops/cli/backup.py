@@ -8,13 +8,16 @@ figures come from the catalogue, so a failed run still reports the last success.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-from collections.abc import Sequence
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from .._config import redact_url
-from .._errors import ConfigError
+from .._errors import AutoOpsError, ConfigError
 from .._metrics import MetricSample, write_textfile
 from .._ssh import SshOptions
 from ..backup import (
@@ -31,6 +34,7 @@ from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, s
 __all__ = ["main_backup", "main_backups", "main_restore"]
 
 log: Final = logging.getLogger("autoops.backup")
+EXIT_METRICS_NOT_WRITTEN: Final = 3
 _KEEP_RULES: Final = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 
@@ -69,12 +73,14 @@ def _policy(args: argparse.Namespace, section: dict[str, Any]) -> RetentionPolic
         if not configured:
             return None
         within_text = configured.pop("keep_within", None)
-        values = {f"keep_{rule}": int(configured.get(f"keep_{rule}", 0)) for rule in _KEEP_RULES}
+        values = {f"keep_{rule}": configured.get(f"keep_{rule}", 0) for rule in _KEEP_RULES}
     within = parse_duration(str(within_text)) if within_text is not None else None
     return RetentionPolicy(**values, keep_within=within)
 
 
-def _storage(args: argparse.Namespace, section: dict[str, Any]) -> Storage:
+def _storage(args: argparse.Namespace, section: dict[str, Any], *, create: bool) -> Storage:
+    """The storage named by --storage or [backup] storage; only a backup (``create``) makes a
+    missing directory, so a typo in a reading command is an error instead of an empty list."""
     where = args.storage or section.get("storage")
     if not where:
         raise ConfigError(
@@ -92,15 +98,49 @@ def _storage(args: argparse.Namespace, section: dict[str, Any]) -> Storage:
             known_hosts=args.known_hosts or section.get("known_hosts"),
         )
         return SftpStorage(
-            f"{user}{parts.hostname}:{parts.port or 22}", parts.path, options=options
+            f"{user}{parts.hostname}:{parts.port or 22}", parts.path, options=options, create=create
         )
     if "://" in where:
         raise ConfigError(f"unknown storage {where!r}: use a directory or sftp://user@host/path")
-    return LocalStorage(where)
+    return LocalStorage(where, create=create)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (systemd, a timeout) ends the command as Ctrl-C does: the partial upload and the
+    option file holding the password are removed on the way out, and it exits 130."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_TEXT_SETTINGS: Final = ("storage", "ssh_key", "known_hosts", "compression", "keep_within")
 
 
 def _section(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(settings_from(args).section("backup"))
+    """The ``[backup]`` table, each known key checked for its type, so a bad value is one
+    configuration error before anything runs rather than a traceback half way."""
+    settings = settings_from(args)
+    section = dict(settings.section("backup"))
+    where = f"[backup] in {settings.path}"
+    for key in _TEXT_SETTINGS:
+        if key in section and not isinstance(section[key], str):
+            raise ConfigError(
+                f"{where}: {key} must be a quoted string, got {section[key]!r}"
+                + (' (a duration like "7d")' if key == "keep_within" else "")
+            )
+    for rule in _KEEP_RULES:
+        value = section.get(f"keep_{rule}", 0)
+        # TOML's true is a bool, which Python would take for 1.
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}: keep_{rule} must be a whole number >= 0, got {value!r}")
+    return section
 
 
 def _metrics(path: str, backuper: Backuper, source: str, kind: str, succeeded: bool) -> None:
@@ -114,7 +154,10 @@ def _metrics(path: str, backuper: Backuper, source: str, kind: str, succeeded: b
             labels,
         ),
         MetricSample(
-            "autoops_backup_count", "complete backups in the catalogue", len(backups), labels
+            "autoops_backup_complete_backups",
+            "complete backups in the catalogue",
+            len(backups),
+            labels,
         ),
     ]
     if backups:
@@ -149,6 +192,10 @@ def _backup_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoops-backup",
         description="Take a verified backup of MySQL/MariaDB, Redis or SQLite, then prune.",
+        epilog="exit status: 0 the backup is stored (and pruned); 1 the backup failed, nothing "
+        "was stored; 2 usage or configuration error; 3 the backup is stored but the metrics file "
+        "could not be written (a warning on stderr); 130 stopped by SIGINT or SIGTERM, nothing "
+        "was stored",
     )
     parser.add_argument("kind", choices=["mysql", "redis", "sqlite"])
     parser.add_argument(
@@ -166,7 +213,11 @@ def _backup_parser() -> argparse.ArgumentParser:
         "redis:// URL of an empty db, or 'local' for an RDB snapshot or SQLite",
     )
     _add_policy_arguments(parser)
-    parser.add_argument("--metrics-file", metavar="PATH", help="write a Prometheus textfile")
+    parser.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write a Prometheus textfile (if that fails after the backup is stored: exit 3)",
+    )
     add_common_arguments(parser)
     return parser
 
@@ -174,13 +225,40 @@ def _backup_parser() -> argparse.ArgumentParser:
 def _take(args: argparse.Namespace) -> int:
     section = _section(args)
     settings = settings_from(args)
-    storage = _storage(args, section)
-    backuper = Backuper(storage, compression=args.compression or section.get("compression", "zstd"))
     policy = _policy(args, section)  # checked before the backup runs, not after
+    compression = args.compression or section.get("compression", "zstd")
     if args.kind == "redis":
         url = args.url or settings.require_cache_url()
     else:
         url = args.url or settings.require_db_url()
+    storage = _storage(args, section, create=True)
+    try:
+        backuper = Backuper(storage, compression=compression)
+        backup = _take_backup(args, backuper, policy, url)
+        if not args.metrics_file:
+            return EXIT_OK
+        try:
+            _metrics(args.metrics_file, backuper, backup.source, args.kind, succeeded=True)
+        except (AutoOpsError, OSError) as exc:
+            # The backup is stored and listed: a failing exporter path must not read as a
+            # failed backup (exit 1), nor go unnoticed (exit 0).
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            print(
+                f"autoops-backup: warning: backup {backup.id} stored in {storage.location}, but "
+                f"the metrics file {args.metrics_file} was not written: {reason}",
+                file=sys.stderr,
+            )
+            return EXIT_METRICS_NOT_WRITTEN
+        return EXIT_OK
+    finally:
+        storage.close()
+
+
+def _take_backup(
+    args: argparse.Namespace, backuper: Backuper, policy: RetentionPolicy | None, url: str
+) -> Backup:
+    """Back up, test-restore, prune; a failure after the backup was stored still updates the
+    metrics file (its last run failed)."""
     source = ""
     try:
         if args.kind == "mysql":
@@ -199,21 +277,28 @@ def _take(args: argparse.Namespace) -> int:
             plan = backuper.prune(policy, source=backup.source)
             for line in plan.lines():
                 log.info("%s", line)
-        if args.metrics_file:
-            _metrics(args.metrics_file, backuper, source, args.kind, succeeded=True)
-        log.info("backup %s stored in %s", backup.id, storage.location)
+        log.info("backup %s stored in %s", backup.id, backuper.storage.location)
+        return backup
     except BaseException:
         if args.metrics_file and source:
-            _metrics(args.metrics_file, backuper, source, args.kind, succeeded=False)
+            try:
+                _metrics(args.metrics_file, backuper, source, args.kind, succeeded=False)
+            except (AutoOpsError, OSError) as exc:
+                log.warning("the metrics file %s was not written: %s", args.metrics_file, exc)
         raise
-    finally:
-        storage.close()
-    return EXIT_OK
+
+
+def _stoppable(body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        with _sigterm_interrupts():
+            return body(args)
+
+    return run
 
 
 def main_backup(argv: Sequence[str] | None = None) -> int:
     """``autoops-backup``: take a backup, optionally test-restore it, prune, write metrics."""
-    return run_command("autoops-backup", _take, _backup_parser(), argv)
+    return run_command("autoops-backup", _stoppable(_take), _backup_parser(), argv)
 
 
 # autoops-restore --------------------------------------------------------------------------------
@@ -244,7 +329,7 @@ def _restore_parser() -> argparse.ArgumentParser:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    storage = _storage(args, _section(args))
+    storage = _storage(args, _section(args), create=False)
     try:
         backuper = Backuper(storage)
         backup = backuper.get(args.backup)
@@ -262,7 +347,7 @@ def _restore(args: argparse.Namespace) -> int:
 
 def main_restore(argv: Sequence[str] | None = None) -> int:
     """``autoops-restore``: restore one backup into a target."""
-    return run_command("autoops-restore", _restore, _restore_parser(), argv)
+    return run_command("autoops-restore", _stoppable(_restore), _restore_parser(), argv)
 
 
 # autoops-backups --------------------------------------------------------------------------------
@@ -301,7 +386,7 @@ def _row(backup: Backup) -> str:
 
 def _backups(args: argparse.Namespace) -> int:
     section = _section(args)
-    storage = _storage(args, section)
+    storage = _storage(args, section, create=False)
     try:
         backuper = Backuper(storage)
         if args.action == "list":
@@ -338,4 +423,4 @@ def _backups(args: argparse.Namespace) -> int:
 
 def main_backups(argv: Sequence[str] | None = None) -> int:
     """``autoops-backups list|verify|prune``: the catalogue."""
-    return run_command("autoops-backups", _backups, _backups_parser(), argv)
+    return run_command("autoops-backups", _stoppable(_backups), _backups_parser(), argv)
