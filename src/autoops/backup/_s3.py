@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from typing import IO, Any, Final
 from urllib.parse import urlsplit
 
@@ -32,10 +33,11 @@ from .._errors import AuthenticationError, AutoOpsError, ConfigError, ConnectErr
 from ._errors import BackupError, BackupVerifyError
 from ._storage import _ACTIVE, PARTIAL_SUFFIX, Storage, Upload, _partial_name
 
-__all__ = ["S3Storage"]
+__all__ = ["SETTINGS_KEYS", "S3Storage"]
 
 log: Final = logging.getLogger("autoops.backup")
 
+SETTINGS_KEYS: Final = ("endpoint_url", "region", "profile", "access_key_id", "secret_access_key")
 _MIN_PART: Final = 5 << 20  # S3's smallest part but the last
 _WRITER_METADATA: Final = "autoops-writer"
 _AUTH_CODES: Final = frozenset(
@@ -336,6 +338,16 @@ class S3Storage(Storage):
                 "[backup] settings"
             )
         return cls(parts.netloc, prefix=parts.path, **options)
+
+    @classmethod
+    def from_settings(cls, url: str, settings: Mapping[str, Any]) -> S3Storage:
+        """``s3://bucket/prefix`` with the S3 keys of a settings table (``[backup]``):
+        ``endpoint_url``, ``region``, ``profile``, ``access_key_id``, ``secret_access_key``."""
+        options = {key: settings[key] for key in SETTINGS_KEYS if settings.get(key) is not None}
+        for key, value in options.items():
+            if not isinstance(value, str):
+                raise ConfigError(f"[backup] {key} must be a string")
+        return cls.from_url(url, **options)
 
     @property
     def client(self) -> Any:
