@@ -311,7 +311,7 @@ def test_reordered_truncated_or_repeated_chunks_fail_authentication(
     header, chunks = _age_chunks(encryption, 4 * 65536 + 100)
     assert callable(tamper)
     damaged = header + b"".join(tamper(chunks))
-    with pytest.raises(autoops.BackupVerifyError, match="fails authentication|truncated"):
+    with pytest.raises(autoops.BackupVerifyError, match=r"fails authentication|truncated"):
         encryption.decrypt_bytes(damaged, "damaged.age")
 
 
