@@ -53,7 +53,8 @@ def _stored_bytes(storage_dir: Path) -> Iterator[tuple[str, bytes]]:
 
 
 @pytest.fixture
-def mysql_orders(mysql_db: autoops.DbClient) -> autoops.DbClient:
+def mysql_orders(mysql_db: autoops.DbClient) -> autoops.MySQLClient:
+    assert isinstance(mysql_db, autoops.MySQLClient)
     mysql_db.execute(
         "CREATE TABLE `order_items` (id BIGINT PRIMARY KEY, note VARCHAR(100), "
         "amount DECIMAL(10,2), created_at DATETIME) ENGINE=InnoDB"
@@ -187,7 +188,7 @@ def test_a_rotated_key_file_reads_old_backups_and_encrypts_new_ones_for_the_new_
 
 
 def test_storage_never_sees_table_data_or_names_and_the_restore_is_exact(
-    mysql_orders: autoops.DbClient, mysql_url: str, key: Path, tmp_path: Path
+    mysql_orders: autoops.MySQLClient, mysql_url: str, key: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
     backuper = autoops.Backuper(
@@ -230,7 +231,7 @@ def test_listing_and_pruning_need_no_key_but_verify_does_and_marks_nothing_corru
 
 
 def test_a_wrong_key_is_refused_before_the_target_database_is_touched(
-    mysql_orders: autoops.DbClient, mysql_url: str, key: Path, tmp_path: Path
+    mysql_orders: autoops.MySQLClient, mysql_url: str, key: Path, tmp_path: Path
 ) -> None:
     storage = autoops.LocalStorage(tmp_path / "store")
     backup = autoops.Backuper(
@@ -252,7 +253,7 @@ def _flip_byte(path: Path, offset: int) -> None:
 
 
 def test_a_flipped_byte_is_refused_and_verify_marks_the_backup_corrupt(
-    mysql_orders: autoops.DbClient, key: Path, tmp_path: Path
+    mysql_orders: autoops.MySQLClient, key: Path, tmp_path: Path
 ) -> None:
     storage = autoops.LocalStorage(tmp_path / "store")
     backuper = autoops.Backuper(storage, encryption=autoops.Encryption.from_keyfile(key))
@@ -268,7 +269,7 @@ def test_a_flipped_byte_is_refused_and_verify_marks_the_backup_corrupt(
 
 
 def test_tampering_with_a_forged_manifest_checksum_is_refused_by_authentication_first(
-    mysql_orders: autoops.DbClient, key: Path, tmp_path: Path
+    mysql_orders: autoops.MySQLClient, key: Path, tmp_path: Path
 ) -> None:
     """Even when the stored checksum is forged to match, every chunk is authenticated before
     the restore starts, so the damaged tail never reaches the database."""
