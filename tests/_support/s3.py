@@ -47,13 +47,18 @@ def _moto_server_program() -> str:
 
 
 @contextlib.contextmanager
-def moto_server(port: int | None = None) -> Iterator[MotoServer]:
-    """Start ``moto_server`` on 127.0.0.1 (a free port unless given); stop it by its PID."""
-    port = port or free_port()
+def moto_server(*, check_credentials: bool = False) -> Iterator[MotoServer]:
+    """Start ``moto_server`` on a free 127.0.0.1 port; stop it by its PID. With
+    ``check_credentials`` it checks every request's access key (and knows none), as S3 does."""
+    port = free_port()
+    env = dict(os.environ)
+    if check_credentials:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
     process = subprocess.Popen(
         [_moto_server_program(), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     server = MotoServer(f"http://127.0.0.1:{port}", port, process)
     try:

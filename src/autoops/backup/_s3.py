@@ -56,7 +56,7 @@ _DIGEST_CODES: Final = frozenset(
 )
 
 
-def _b64_sha256(data: bytes | memoryview) -> str:
+def _b64_sha256(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
@@ -118,16 +118,10 @@ class _S3Upload(Upload):
     def _write(self, data: bytes) -> None:
         self._buffer += data
         part_size = self._storage.part_size
-        if len(self._buffer) >= part_size:
-            view = memoryview(self._buffer)
-            start = 0
-            try:
-                while len(self._buffer) - start >= part_size:
-                    self._send_part(view[start : start + part_size])
-                    start += part_size
-            finally:
-                view.release()
-            del self._buffer[:start]
+        while len(self._buffer) >= part_size:
+            part = bytes(self._buffer[:part_size])
+            del self._buffer[:part_size]
+            self._send_part(part)
 
     def _begin(self) -> str:
         storage = self._storage
@@ -147,11 +141,10 @@ class _S3Upload(Upload):
         self._upload_id = str(response["UploadId"])
         return self._upload_id
 
-    def _send_part(self, data: memoryview) -> None:
+    def _send_part(self, body: bytes) -> None:
         upload_id = self._upload_id or self._begin()
         number = len(self._parts) + 1
-        checksum = _b64_sha256(data)
-        body = bytes(data)
+        checksum = _b64_sha256(body)
         response = self._storage.call(
             f"upload part {number} of {self._key}",
             lambda s3: s3.upload_part(
@@ -182,7 +175,7 @@ class _S3Upload(Upload):
             return
         try:
             if self._buffer or not self._parts:
-                self._send_part(memoryview(self._buffer))
+                self._send_part(bytes(self._buffer))
                 self._buffer.clear()
             self._check_parts()
             storage.call(
