@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pty
+import select
 import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +123,51 @@ def test_a_key_made_by_age_keygen_works(tmp_path: Path, age: str) -> None:
     encryption = autoops.Encryption.from_keyfile(tmp_path / "k")
     assert f"public key: {encryption.recipient}" in (tmp_path / "k").read_text()
     assert encryption.decrypt_bytes(encryption.encrypt_bytes(b"x"), "k") == b"x"
+
+
+def _age_on_a_terminal(age: str, arguments: list[str], passphrase: str) -> int:
+    """Run the age CLI on a pseudo-terminal (it reads passphrases only from one), answering
+    each passphrase prompt; returns its exit code."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: become age, or fail without running pytest's teardown
+        try:
+            os.execv(age, [age, *arguments])  # noqa: S606 (a fixed program, no shell)
+        finally:
+            os._exit(127)
+    seen = b""
+    answered = 0
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([terminal], [], [], 0.5)[0]:
+                continue
+            try:
+                data = os.read(terminal, 1024)
+            except OSError:  # EIO: age exited and closed the terminal
+                break
+            if not data:
+                break
+            seen += data
+            if seen.lower().count(b"passphrase") > answered:
+                answered = seen.lower().count(b"passphrase")
+                os.write(terminal, passphrase.encode() + b"\n")
+    finally:
+        os.close(terminal)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_passphrase_files_interoperate_with_the_age_cli_both_ways(age: str, tmp_path: Path) -> None:
+    passphrase = "correct horse battery staple"
+    encryption = autoops.Encryption.from_passphrase(passphrase, work_factor=12)
+    plaintext = os.urandom(100_000)
+    (tmp_path / "ours.age").write_bytes(encryption.encrypt_bytes(plaintext))
+    arguments = ["-d", "-o", str(tmp_path / "ours.out"), str(tmp_path / "ours.age")]
+    assert _age_on_a_terminal(age, arguments, passphrase) == 0
+    assert (tmp_path / "ours.out").read_bytes() == plaintext
+    (tmp_path / "plain").write_bytes(plaintext)
+    arguments = ["-p", "-o", str(tmp_path / "theirs.age"), str(tmp_path / "plain")]
+    assert _age_on_a_terminal(age, arguments, passphrase) == 0
+    assert encryption.decrypt_bytes((tmp_path / "theirs.age").read_bytes(), "age -p") == plaintext
 
 
 # keys ----------------------------------------------------------------------------------------

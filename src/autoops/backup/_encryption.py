@@ -503,11 +503,11 @@ class Encryption:
                 file_key = self._scrypt_unwrap(stanza, where)
                 if file_key is not None:
                     return file_key
-        needed = "a passphrase" if b"scrypt" in kinds else "an X25519 key"
+        needed = "passphrase" if b"scrypt" in kinds else "key"
         have = "the passphrase" if self._passphrase is not None else f"the key in {self.label}"
         raise EncryptionKeyError(
-            f"{where} cannot be decrypted with {have}: it was encrypted for {needed} this is not "
-            "(a wrong key or passphrase; an old key after rotation must stay in the key file)"
+            f"{where} cannot be decrypted with {have}: it was encrypted for another {needed} "
+            "(after a key rotation, keep the old key in the key file to read old backups)"
         )
 
     def _scrypt_key(self, salt: bytes, work_factor: int) -> bytes:
