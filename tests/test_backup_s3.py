@@ -274,6 +274,20 @@ def test_a_connection_cut_mid_upload_lists_nothing_and_the_next_backup_aborts_th
     assert sorted(direct.names()) == sorted([backup.data_file, backup.manifest_file])
 
 
+def test_a_reply_lost_on_the_way_is_retried_and_the_backup_completes(
+    moto: MotoServer,
+    bucket: str,
+    tcp_proxy: Callable[[str, int], TcpProxy],
+    tmp_path: Path,
+) -> None:
+    proxy = tcp_proxy("127.0.0.1", moto.port)
+    storage = _storage(f"http://127.0.0.1:{proxy.port}", bucket, max_attempts=3)
+    proxy.drop_next_reply()
+    backup = autoops.Backuper(storage).backup_sqlite(_sqlite_db(tmp_path / "app.db", 0))
+    assert proxy.accepted >= 2  # the first connection was cut, botocore opened another
+    assert [b.id for b in autoops.Backuper(storage).list()] == [backup.id]
+
+
 _WRITER = """
 import os, sys, time
 from autoops import S3Storage
