@@ -113,6 +113,7 @@ class _S3Upload(Upload):
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
+        self._leased = False
         self._finished = False
 
     def _write(self, data: bytes) -> None:
@@ -129,6 +130,7 @@ class _S3Upload(Upload):
         lease = {"key": self._key, **writer}
         _ACTIVE.add(self._lease)
         storage.put(self._lease, json.dumps(lease).encode("utf-8"))
+        self._leased = True
         response = storage.call(
             f"start the upload of {self._key}",
             lambda s3: s3.create_multipart_upload(
@@ -244,7 +246,7 @@ class _S3Upload(Upload):
                 )
 
     def _release_lease(self) -> None:
-        if self._upload_id is not None:
+        if self._leased:
             with contextlib.suppress(AutoOpsError):
                 self._storage.delete(self._lease)
         _ACTIVE.discard(self._lease)
@@ -255,6 +257,7 @@ class _S3Upload(Upload):
             return
         self._finished = True
         if self._upload_id is None:
+            self._release_lease()
             return
         try:
             self._storage.abort_upload(self._key, self._upload_id)
