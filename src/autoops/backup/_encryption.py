@@ -230,30 +230,30 @@ class _PayloadWriter:
         nonce = secrets.token_bytes(16)
         self.prefix = nonce
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-        self._buffer = bytearray()
+        self._pending = b""
         self._counter = 0
 
     def feed(self, data: bytes) -> bytes:
-        self._buffer += data
-        if len(self._buffer) <= _CHUNK:
+        if len(self._pending) + len(data) <= _CHUNK:
+            self._pending += data
             return b""
-        out = []
-        view = memoryview(self._buffer)
-        start = 0
-        while len(self._buffer) - start > _CHUNK:
-            out.append(self._seal(view[start : start + _CHUNK], last=False))
-            start += _CHUNK
-        view.release()
-        del self._buffer[:start]
-        return b"".join(out)
+        # Chunks are sealed straight from the caller's buffer, without copying it.
+        with memoryview(self._pending + data if self._pending else data) as buffer:
+            sealed = []
+            start = 0
+            while len(buffer) - start > _CHUNK:
+                sealed.append(self._seal(buffer[start : start + _CHUNK], last=False))
+                start += _CHUNK
+            self._pending = bytes(buffer[start:])
+        return b"".join(sealed)
 
     def finish(self) -> bytes:
-        sealed = self._seal(bytes(self._buffer), last=True)
-        self._buffer.clear()
+        sealed = self._seal(self._pending, last=True)
+        self._pending = b""
         return sealed
 
     def _seal(self, chunk: bytes | memoryview, *, last: bool) -> bytes:
-        sealed = self._aead.encrypt(_chunk_nonce(self._counter, last), bytes(chunk), None)
+        sealed = self._aead.encrypt(_chunk_nonce(self._counter, last), chunk, None)
         self._counter += 1
         return sealed
 
@@ -302,12 +302,17 @@ class _DecryptingReader:
         )
 
     def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or len(self._plain) < size):
-            self._plain += self._open_chunk()
-        if size < 0:
-            size = len(self._plain)
-        out, self._plain = self._plain[:size], self._plain[size:]
-        return out
+        parts = [self._plain]
+        held = len(self._plain)
+        while not self._done and (size < 0 or held < size):
+            parts.append(self._open_chunk())
+            held += len(parts[-1])
+        data = b"".join(parts)
+        if size < 0 or size >= len(data):
+            self._plain = b""
+            return data
+        self._plain = data[size:]
+        return data[:size]
 
     def close(self) -> None:
         self._handle.close()
