@@ -3,15 +3,20 @@
 MySQL: the 1,000,000-row ``users`` table, backup vs ``mariadb-dump ... | gzip -1 > file`` and
 restore vs ``gunzip -c file | mariadb db`` (into ``autoops_bench_restore``, dropped after).
 Redis: a logical dump and restore of 1,000,000 keys in db 12 (namespace ``autoops_bench_backup``,
-removed after) against the RDB snapshot of the whole server. Each figure is the median of
-``--rounds`` runs, the peers interleaved so machine noise falls on both.
+removed after) against the RDB snapshot of the whole server. Encryption: the same ``users``
+backup and restore with and without ``Encryption`` (age, X25519), and the cipher's own throughput.
+Each figure is the median of ``--rounds`` runs, the peers interleaved so machine noise falls on
+both; the load average is printed beside them (the machine may be shared).
 
-Run: ``.venv/bin/python benchmarks/bench_backup.py [--rounds 3] [--skip-redis]``
+Run: ``.venv/bin/python benchmarks/bench_backup.py [--rounds 3] [--skip-redis] [--skip-mysql]
+[--skip-encryption]``
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import statistics
 import subprocess
 import tempfile
@@ -207,12 +212,93 @@ def bench_redis(keys: int, work: Path) -> None:
         target.close()
 
 
+def bench_encryption(rounds: int, work: Path) -> None:
+    url = ensure_users_table()
+    target = ADMIN_URL.rsplit("/", 1)[0] + "/" + RESTORE_DB
+    encryption = autoops.Encryption.generate_key(work / "bench.key")
+    plain = autoops.Backuper(autoops.LocalStorage(work / "plain"), progress=False)
+    sealed = autoops.Backuper(
+        autoops.LocalStorage(work / "sealed"), progress=False, encryption=encryption
+    )
+    times: dict[str, list[float]] = {
+        "backup": [],
+        "backup+enc": [],
+        "restore": [],
+        "restore+enc": [],
+    }
+    backups: dict[str, autoops.Backup] = {}
+    for _ in range(rounds):
+        for label, backuper in (("backup", plain), ("backup+enc", sealed)):
+            if label in backups:
+                backuper.delete(backups[label])
+            started = time.perf_counter()
+            backups[label] = backuper.backup_mysql(url, tables=["users"])
+            times[label].append(time.perf_counter() - started)
+    for _ in range(rounds):
+        for label, backuper, backup in (
+            ("restore", plain, backups["backup"]),
+            ("restore+enc", sealed, backups["backup+enc"]),
+        ):
+            reset_restore_db()
+            started = time.perf_counter()
+            backuper.restore_mysql(backup, target)
+            times[label].append(time.perf_counter() - started)
+            assert restored_rows() == 1_000_000
+    drop_restore_db()
+    size = backups["backup"].size
+    print(f"Encryption, MySQL users (1,000,000 rows, {size / 1e6:.1f} MB zstd), load {load()}:")
+    for step in ("backup", "restore"):
+        mine, theirs = statistics.median(times[step + "+enc"]), statistics.median(times[step])
+        print(
+            f"  {step:7}: encrypted {mine:.2f} s, plain {theirs:.2f} s, "
+            f"ratio {mine / theirs:.2f}x ({(mine / theirs - 1) * 100:+.1f}%)"
+        )
+    bench_cipher(encryption)
+
+
+class _Identity:
+    """A compressor that does not compress, to time the cipher alone."""
+
+    level = 0
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> bytes:
+        return b""
+
+
+def bench_cipher(encryption: autoops.Encryption, mebibytes: int = 64) -> None:
+    """The cipher as the pipeline drives it: 1 MiB pieces in, 1 MiB reads out."""
+    piece = os.urandom(1 << 20)
+    started = time.perf_counter()
+    encoder = encryption.encoder(_Identity())
+    sealed = [encoder.feed(piece) for _ in range(mebibytes)]
+    sealed.append(encoder.finish())
+    encrypt_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    with encryption.open(io.BytesIO(b"".join(sealed)), "bench") as reader:
+        while reader.read(1 << 20):
+            pass
+    decrypt_seconds = time.perf_counter() - started
+    print(
+        f"  cipher alone ({mebibytes} MiB in 1 MiB pieces): encrypt "
+        f"{mebibytes / encrypt_seconds:,.0f} MiB/s, decrypt {mebibytes / decrypt_seconds:,.0f} "
+        f"MiB/s, load {load()}"
+    )
+
+
+def load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-redis", action="store_true")
     parser.add_argument("--redis-keys", type=int, default=1_000_000)
     parser.add_argument("--skip-mysql", action="store_true")
+    parser.add_argument("--skip-encryption", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="autoops-bench-backup-") as directory:
         work = Path(directory)
@@ -220,6 +306,8 @@ def main() -> None:
             bench_mysql(args.rounds, work)
         if not args.skip_redis:
             bench_redis(args.redis_keys, work)
+        if not args.skip_encryption:
+            bench_encryption(args.rounds, work)
 
 
 if __name__ == "__main__":

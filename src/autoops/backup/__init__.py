@@ -1,9 +1,11 @@
 """Backups of MySQL/MariaDB, Redis and SQLite: streamed, checksummed, verified, pruned."""
 
 from ._backuper import Backuper
-from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
+from ._encryption import Encryption
+from ._errors import BackupError, BackupVerifyError, EncryptionKeyError, RestoreRefusedError
 from ._model import Backup, TableStats
 from ._retention import RetentionDecision, RetentionPlan, RetentionPolicy
+from ._s3 import S3Storage
 from ._storage import LocalStorage, SftpStorage, Storage, Upload
 
 __all__ = [
@@ -11,11 +13,14 @@ __all__ = [
     "BackupError",
     "BackupVerifyError",
     "Backuper",
+    "Encryption",
+    "EncryptionKeyError",
     "LocalStorage",
     "RestoreRefusedError",
     "RetentionDecision",
     "RetentionPlan",
     "RetentionPolicy",
+    "S3Storage",
     "SftpStorage",
     "Storage",
     "TableStats",

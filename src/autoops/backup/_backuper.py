@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import logging
@@ -19,7 +20,8 @@ from .._progress import Progress
 from ..cache import CacheClient
 from ..db import MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
-from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
+from ._encryption import ENCRYPTED_SUFFIX, Encryption
+from ._errors import BackupError, BackupVerifyError, EncryptionKeyError, RestoreRefusedError
 from ._model import MANIFEST_SUFFIX, Backup, utc_now
 from ._pipeline import read_ahead
 from ._retention import RetentionPlan, RetentionPolicy
@@ -45,6 +47,10 @@ def _mysql_client(db: MySQLClient | str) -> Iterator[MySQLClient]:
             client.close()
 
 
+def _is_encrypted(backup: Backup) -> bool:
+    return backup.data_file.endswith(ENCRYPTED_SUFFIX)
+
+
 def _expect_kind(backup: Backup, kind: str) -> None:
     if backup.kind != kind:
         raise ConfigError(f"backup {backup.id} is a {backup.kind} backup, not {kind}")
@@ -67,6 +73,11 @@ class Backuper:
     ``compression`` is ``"zstd"`` (default) or ``"gzip"``; ``progress`` shows bytes and rate on a
     terminal (None: only when stderr is a terminal). A backup exists only once its manifest is
     written, after its data is stored and read back with a matching SHA-256.
+
+    With ``encryption`` (an :class:`Encryption`) every data file is stored as an age file and the
+    manifest's tables, options, position and warnings are sealed into it; ids, times, sizes,
+    source and checksums of the stored bytes stay readable, so listing, pruning and freshness
+    checks need no key, while restoring and verifying do.
     """
 
     def __init__(
@@ -76,9 +87,11 @@ class Backuper:
         compression: str = "zstd",
         compression_level: int | None = None,
         progress: bool | None = None,
+        encryption: Encryption | None = None,
     ) -> None:
         Compressor(compression, compression_level)  # validates the choice early
         self.storage = storage
+        self.encryption = encryption
         self.compression = compression
         self.compression_level = compression_level
         self.progress = progress
@@ -149,7 +162,12 @@ class Backuper:
         started = utc_now()
         backup_id = new_backup_id(kind, source, started)
         data_file = f"{backup_id}.{data_format}{suffix_for(self.compression)}"
-        compressor = Compressor(self.compression, self.compression_level)
+        compressor: Any = Compressor(self.compression, self.compression_level)
+        sealed_options: dict[str, Any] = {}
+        if self.encryption is not None:
+            data_file += ENCRYPTED_SUFFIX
+            compressor = self.encryption.encoder(compressor)
+            sealed_options = {"encryption": "age", "encrypted_for": self.encryption.recipient}
         raw_size = 0
         upload = self.storage.create(data_file)
         try:
@@ -188,10 +206,14 @@ class Backuper:
                 compression=self.compression,
                 raw_size=raw_size,
                 verified_at=finished,
-                options={"compression_level": compressor.level, **details.pop("options", {})},
+                options={
+                    "compression_level": compressor.level,
+                    **sealed_options,
+                    **details.pop("options", {}),
+                },
                 **details,
             )
-            self.storage.write_bytes(backup.manifest_file, backup.to_json())
+            self._update(backup)
         except BaseException:
             self.storage.delete(data_file)
             raise
@@ -257,6 +279,7 @@ class Backuper:
         from ._mysql import DEFINER_POLICIES, restore_stream, rewrite_definitions, source_database
 
         _expect_kind(backup, "mysql")
+        backup = self._unsealed(backup)
         if definer not in DEFINER_POLICIES:
             raise ConfigError(f"unknown definer policy {definer!r}; use 'keep' or 'strip'")
         with _mysql_client(db) as client:
@@ -371,6 +394,7 @@ class Backuper:
         from ._redis import redis_client, restore_logical
 
         _expect_kind(backup, "redis")
+        backup = self._unsealed(backup)
         self._check_stored(backup)
         if backup.format == "rdb":
             if isinstance(target, CacheClient) or (isinstance(target, str) and "://" in target):
@@ -475,6 +499,7 @@ class Backuper:
         from ._sqlite import restore_sqlite_file, sqlite_path
 
         _expect_kind(backup, "sqlite")
+        backup = self._unsealed(backup)
         self._check_stored(backup)
         target = sqlite_path(db if isinstance(db, SQLiteClient | str) else os.fspath(db))
         restore_sqlite_file(self._chunks_of(backup), target, replace=replace)
@@ -494,6 +519,12 @@ class Backuper:
             raise BackupVerifyError(
                 f"{where} has SHA-256 {digest}; the manifest says {backup.sha256}"
             )
+        if _is_encrypted(backup):
+            # Every chunk is authenticated before a restore writes its first byte, so a
+            # tampered file (even one whose manifest checksum was forged too) restores nothing.
+            self._encryption_for(backup).authenticate(
+                self.storage.open(backup.data_file), backup.data_file
+            )
 
     def verify(self, backup: Backup, *, restore_test: Any = False) -> Backup:
         """Check a backup's size and SHA-256 and that it decompresses whole; with
@@ -504,6 +535,7 @@ class Backuper:
 
         Success records ``verified_at`` and returns the updated backup; a mismatch marks the
         backup ``corrupt`` and raises :class:`BackupVerifyError`."""
+        backup = self._unsealed(backup)
         try:
             self._check_stored(backup)
             self._check_content(backup)
@@ -558,13 +590,63 @@ class Backuper:
         not verified keeps everything (see :class:`RetentionPolicy`)."""
         plan = policy.plan(self.list(source))
         if not dry_run:
+            self.storage.clean_partials()
             for backup in plan.remove:
                 self.delete(backup)
                 log.info("pruned backup %s of %s", backup.id, backup.source)
         return plan
 
     def _update(self, backup: Backup) -> None:
-        self.storage.write_bytes(backup.manifest_file, backup.to_json())
+        self.storage.write_bytes(backup.manifest_file, self._sealed(backup))
+
+    # encryption -------------------------------------------------------------------------------
+
+    def _encryption_for(self, backup: Backup) -> Encryption:
+        if self.encryption is None:
+            recipient = backup.options.get("encrypted_for", "a key")
+            raise EncryptionKeyError(
+                f"backup {backup.id} is encrypted (for {recipient}); pass "
+                "encryption=Encryption.from_keyfile(...) (--encryption-key) to read it"
+            )
+        return self.encryption
+
+    def _sealed(self, backup: Backup) -> bytes:
+        """The manifest as stored: an encrypted backup's tables, options, position and warnings
+        travel inside an age blob, the rest stays readable."""
+        if not _is_encrypted(backup) or "sealed" in backup.options:
+            return backup.to_json()
+        encryption = self._encryption_for(backup)
+        sealed = encryption.encrypt_bytes(backup.to_json())
+        readable = {key: backup.options[key] for key in ("encryption", "encrypted_for")}
+        readable["sealed"] = base64.b64encode(sealed).decode("ascii")
+        return dataclasses.replace(
+            backup, options=readable, tables={}, position={}, warnings=()
+        ).to_json()
+
+    def _unsealed(self, backup: Backup) -> Backup:
+        """The backup with its sealed manifest fields decrypted (as is when none are)."""
+        if "sealed" not in backup.options:
+            return backup
+        encryption = self._encryption_for(backup)
+        where = f"the manifest of {backup.id}"
+        try:
+            blob = base64.b64decode(str(backup.options["sealed"]), validate=True)
+        except ValueError:
+            raise BackupVerifyError(f"{where}: its sealed fields are not base64") from None
+        inner = Backup.from_json(encryption.decrypt_bytes(blob, where), where)
+        if (inner.id, inner.data_file, inner.sha256) != (
+            backup.id,
+            backup.data_file,
+            backup.sha256,
+        ):
+            raise BackupVerifyError(f"{where}: its sealed fields belong to another backup")
+        return dataclasses.replace(
+            backup,
+            options=inner.options,
+            tables=inner.tables,
+            position=inner.position,
+            warnings=inner.warnings,
+        )
 
     def delete(self, backup: Backup) -> None:
         """Remove a backup: its manifest first (so it stops existing), then its data."""
@@ -575,6 +657,8 @@ class Backuper:
         from ._compress import decompressed_chunks
 
         handle = self.storage.open(backup.data_file)
+        if _is_encrypted(backup):
+            handle = self._encryption_for(backup).open(handle, backup.data_file)
         try:
             yield from decompressed_chunks(handle, backup.compression, backup.data_file)
         finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._errors import AutoOpsError
 
-__all__ = ["BackupError", "BackupVerifyError", "RestoreRefusedError"]
+__all__ = ["BackupError", "BackupVerifyError", "EncryptionKeyError", "RestoreRefusedError"]
 
 
 class BackupError(AutoOpsError):
@@ -24,3 +24,8 @@ class BackupVerifyError(BackupError):
 
 class RestoreRefusedError(BackupError):
     """The restore target already holds data and ``replace=True`` was not given."""
+
+
+class EncryptionKeyError(BackupError):
+    """An encrypted backup cannot be opened: no key was given, or not the key (or passphrase) it
+    was encrypted for. The backup itself is not damaged; nothing was restored."""

@@ -23,8 +23,10 @@ from .._ssh import SshOptions
 from ..backup import (
     Backup,
     Backuper,
+    Encryption,
     LocalStorage,
     RetentionPolicy,
+    S3Storage,
     SftpStorage,
     Storage,
 )
@@ -42,12 +44,37 @@ def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         metavar="WHERE",
-        help="a local directory or sftp://user@host:port/path (default: [backup] storage)",
+        help="a local directory, sftp://user@host:port/path or s3://bucket/prefix (default: "
+        "[backup] storage; S3 endpoint_url, region and credentials come from [backup] or the "
+        "AWS environment)",
     )
     parser.add_argument("--ssh-key", metavar="PATH", help="private key for sftp:// storage")
     parser.add_argument(
         "--known-hosts", metavar="PATH", help="known_hosts for sftp:// storage (~/.ssh/...)"
     )
+    parser.add_argument(
+        "--encryption-key",
+        metavar="PATH",
+        help="age key file to encrypt new backups and read encrypted ones (default: [backup] "
+        "encryption_key; autoops-backup keygen PATH makes one)",
+    )
+    parser.add_argument(
+        "--passphrase-env",
+        metavar="VARIABLE",
+        help="encrypt with the passphrase in this environment variable instead of a key file",
+    )
+
+
+def _encryption(args: argparse.Namespace, section: dict[str, Any]) -> Encryption | None:
+    key_file = args.encryption_key or section.get("encryption_key")
+    variable = args.passphrase_env or section.get("encryption_passphrase_env")
+    if key_file and variable:
+        raise ConfigError("give an encryption key file or a passphrase variable, not both")
+    if key_file:
+        return Encryption.from_keyfile(str(key_file))
+    if variable:
+        return Encryption.from_environment(str(variable))
+    return None
 
 
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,8 +127,12 @@ def _storage(args: argparse.Namespace, section: dict[str, Any], *, create: bool)
         return SftpStorage(
             f"{user}{parts.hostname}:{parts.port or 22}", parts.path, options=options, create=create
         )
+    if where.startswith("s3://"):
+        return S3Storage.from_settings(where, section)
     if "://" in where:
-        raise ConfigError(f"unknown storage {where!r}: use a directory or sftp://user@host/path")
+        raise ConfigError(
+            f"unknown storage {where!r}: use a directory, sftp://user@host/path or s3://bucket/prefix"
+        )
     return LocalStorage(where, create=create)
 
 
@@ -197,7 +228,12 @@ def _backup_parser() -> argparse.ArgumentParser:
         "could not be written (a warning on stderr); 130 stopped by SIGINT or SIGTERM, nothing "
         "was stored",
     )
-    parser.add_argument("kind", choices=["mysql", "redis", "sqlite"])
+    parser.add_argument(
+        "kind",
+        choices=["mysql", "redis", "sqlite", "keygen"],
+        help="what to back up, or keygen to write a new encryption key file to PATH",
+    )
+    parser.add_argument("path", nargs="?", metavar="PATH", help="keygen: the key file to write")
     parser.add_argument(
         "--url", help="what to back up (default: [db] url, or [cache] url for redis)"
     )
@@ -222,9 +258,22 @@ def _backup_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _keygen(path: str | None) -> int:
+    if not path:
+        raise ConfigError("keygen needs the key file to write: autoops-backup keygen PATH")
+    encryption = Encryption.generate_key(path)
+    print(f"wrote {path} (public key {encryption.recipient}); keep a copy apart from the backups")
+    return EXIT_OK
+
+
 def _take(args: argparse.Namespace) -> int:
+    if args.kind == "keygen":
+        return _keygen(args.path)
+    if args.path is not None:
+        raise ConfigError(f"unexpected argument {args.path!r}: PATH is for keygen only")
     section = _section(args)
     settings = settings_from(args)
+    encryption = _encryption(args, section)
     policy = _policy(args, section)  # checked before the backup runs, not after
     compression = args.compression or section.get("compression", "zstd")
     if args.kind == "redis":
@@ -233,7 +282,7 @@ def _take(args: argparse.Namespace) -> int:
         url = args.url or settings.require_db_url()
     storage = _storage(args, section, create=True)
     try:
-        backuper = Backuper(storage, compression=compression)
+        backuper = Backuper(storage, compression=compression, encryption=encryption)
         backup = _take_backup(args, backuper, policy, url)
         if not args.metrics_file:
             return EXIT_OK
@@ -329,9 +378,11 @@ def _restore_parser() -> argparse.ArgumentParser:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    storage = _storage(args, _section(args), create=False)
+    section = _section(args)
+    encryption = _encryption(args, section)
+    storage = _storage(args, section, create=False)
     try:
-        backuper = Backuper(storage)
+        backuper = Backuper(storage, encryption=encryption)
         backup = backuper.get(args.backup)
         if backup.kind == "mysql":
             backuper.restore_mysql(backup, args.url, replace=args.replace, definer=args.definer)
@@ -386,9 +437,10 @@ def _row(backup: Backup) -> str:
 
 def _backups(args: argparse.Namespace) -> int:
     section = _section(args)
+    encryption = _encryption(args, section)
     storage = _storage(args, section, create=False)
     try:
-        backuper = Backuper(storage)
+        backuper = Backuper(storage, encryption=encryption)
         if args.action == "list":
             for backup in backuper.list(args.source):
                 print(backup.to_json().decode().replace("\n", "") if args.json else _row(backup))

@@ -102,7 +102,9 @@ def _build_check(name: str, table: Mapping[str, Any], top: Mapping[str, Any]) ->
             ),
         ),
         "backup": (
-            {"storage", "sources", "require_verified"},
+            # S3Storage's settings keys, spelled here so the backup package loads only when used
+            {"storage", "sources", "require_verified", "endpoint_url", "region", "profile"}
+            | {"access_key_id", "secret_access_key"},
             lambda: _backup_check(name, table, common),
         ),
         "sync": ({"url", "sync", "namespace"}, lambda: _sync_check(name, table, common)),
@@ -140,13 +142,19 @@ def _required(table: Mapping[str, Any], key: str, where: str) -> Any:
 
 
 def _backup_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -> Check:
-    from ..backup import Backuper, LocalStorage
+    from ..backup import Backuper, LocalStorage, S3Storage, Storage
     from ._freshness import BackupFreshnessCheck
 
     where = f"[monitor.checks.{name}]"
+    location = str(_required(table, "storage", where))
+    storage: Storage = (
+        S3Storage.from_settings(location, table)
+        if location.startswith("s3://")
+        else LocalStorage(location)
+    )
     return BackupFreshnessCheck(
         name,
-        Backuper(LocalStorage(_required(table, "storage", where))),
+        Backuper(storage),
         sources=_list_of(table, "sources", where),
         require_verified=table.get("require_verified", True),
         **common,
