@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import re
 import sys
 import time
@@ -124,9 +125,11 @@ def _add_health_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _health(args: argparse.Namespace) -> HealthCheck | None:
     timeout = args.health_timeout
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigError(f"--health-timeout must be a number of seconds above 0, got {timeout:g}")
     if args.health_url:
         return HealthCheck.http(args.health_url, contains=args.health_contains, timeout=timeout)
-    if args.health_tcp:
+    if args.health_tcp is not None:
         return HealthCheck.tcp(args.health_tcp, timeout=timeout)
     if args.health_command:
         return HealthCheck.command(args.health_command, timeout=timeout)
