@@ -50,6 +50,10 @@ class MySQLCheck(Check):
         if self.url.dialect != "mysql":
             raise ConfigError(f"check {name}: a mysql check needs a mysql:// URL, got {self.url}")
 
+    @property
+    def target(self) -> str:
+        return self.url.location
+
     def _client(self) -> DbClient:
         return DbClient.from_url(
             self.url,
@@ -116,7 +120,7 @@ class MySQLCheck(Check):
                 findings.metric(
                     f"{label}_rate",
                     rate,
-                    text=f"{rate * 60:.2f} {label.replace('_', ' ')}/min",
+                    text=f"{rate:.2f} {label.replace('_', ' ')}/s",
                     minimum=0,
                     series=f"{label}_per_second",
                 )

@@ -45,6 +45,10 @@ class RedisCheck(Check):
         if self.url.scheme == "memory":
             raise ConfigError(f"check {name}: a redis check needs a redis:// URL, got {self.url}")
 
+    @property
+    def target(self) -> str:
+        return self.url.location
+
     def measure(self, findings: CheckFindings) -> None:
         client = RedisCache.from_parsed(
             self.url,
