@@ -61,6 +61,8 @@ def test_mysql_slow_queries_are_a_rate_since_the_previous_run(
     rate = next(metric for metric in second.metrics if metric.label == "slow_queries_rate")
     assert rate.value > 0
     assert second.status is CheckStatus.WARNING
+    # The summary speaks in the metric's and the threshold's unit: per second.
+    assert f"{rate.value:.2f} slow queries/s (warning 0)" in second.summary
 
 
 def test_mysql_aborted_connects_count_failed_logins(mysql_url: str) -> None:
