@@ -230,3 +230,18 @@ def test_a_health_timeout_that_is_not_a_positive_number_exits_2_in_one_line(
     assert err.count("\n") == 1
     assert f"--health-timeout must be a number of seconds above 0, got {value}" in err
     assert "Traceback" not in err
+
+
+def test_on_a_terminal_paramiko_speaks_only_with_verbose(
+    config: Path, app: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+
+    assert main(["--config", str(config), "deploy", str(app), "--release-id", "r1"]) == 0
+    quiet = capsys.readouterr().err
+    assert main(["--config", str(config), "-v", "deploy", str(app), "--release-id", "r2"]) == 0
+    verbose = capsys.readouterr().err
+
+    assert "INFO autoops.deploy" in quiet
+    assert "paramiko" not in quiet
+    assert "paramiko.transport" in verbose

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import signal
 import sys
@@ -100,6 +101,8 @@ def _serve(monitor: Monitor, names: Sequence[str], where: str, notify: bool) -> 
 
 
 def _body(args: argparse.Namespace) -> int:
+    # Host checks and remediation connect over SSH: paramiko's INFO lines only with -v.
+    logging.getLogger("paramiko").setLevel(logging.NOTSET if args.verbose else logging.WARNING)
     settings = settings_from(args)
     monitor = monitor_from_settings(settings)
     textfile = args.textfile or settings.section("monitor").get("textfile")

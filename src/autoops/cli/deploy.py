@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import re
 import sys
@@ -191,6 +192,8 @@ def _show(text: str, args: argparse.Namespace) -> None:
 
 
 def _body(args: argparse.Namespace) -> int:
+    # paramiko logs every connection and login at INFO: on a terminal, a screenful per deploy.
+    logging.getLogger("paramiko").setLevel(logging.NOTSET if args.verbose else logging.WARNING)
     deployer = _deployer(args)
     if args.command == "releases":
         releases = deployer.releases()
