@@ -94,7 +94,7 @@ def _check_members(path: Path, members: list[tarfile.TarInfo]) -> frozenset[str]
     for member in members:
         name = _member_name(member.name)
         parent = posixpath.dirname(name)
-        if parent and _resolve(parent, {}) != _resolve(parent, links):
+        if links and parent and _resolve(parent, {}) != _resolve(parent, links):
             raise ConfigError(
                 f"artifact {path} holds {member.name!r} below a symlink: unpacking it would "
                 "write through the link"
@@ -109,7 +109,11 @@ def _check_members(path: Path, members: list[tarfile.TarInfo]) -> frozenset[str]
                 )
         elif member.islnk():
             target = member.linkname
-            if target.startswith("/") or ".." in target.split("/"):
+            if (
+                target.startswith("/")
+                or ".." in target.split("/")
+                or _resolve(target, links) is None
+            ):
                 raise ConfigError(
                     f"artifact {path} holds the hard link {member.name!r} -> {target!r}, "
                     "which points outside the release"
@@ -150,10 +154,10 @@ class Artifact:
             raise ConfigError(f"artifact {self.path} is not a readable tarball: {exc}") from exc
 
     def refuse_links_on(self, paths: Sequence[str], what: str) -> None:
-        """A ConfigError when a shared path is, or passes through, a symlink of the release:
-        replacing it would follow the link."""
+        """A ConfigError when a shared path passes through a symlink of the release: replacing
+        what lies below it would follow the link."""
         for path in paths:
-            parts = path.split("/")
+            parts = posixpath.normpath(path).split("/")
             for end in range(1, len(parts)):
                 prefix = "/".join(parts[:end])
                 if prefix in self.symlinks:
