@@ -91,10 +91,14 @@ def _check_members(path: Path, members: list[tarfile.TarInfo]) -> frozenset[str]
             )
         if member.issym():
             links[_member_name(raw)] = member.linkname
+    # Many members share a directory: each is resolved once.
+    through_link: dict[str, bool] = {}
     for member in members:
         name = _member_name(member.name)
         parent = posixpath.dirname(name)
-        if links and parent and _resolve(parent, {}) != _resolve(parent, links):
+        if links and parent and parent not in through_link:
+            through_link[parent] = _resolve(parent, {}) != _resolve(parent, links)
+        if through_link.get(parent):
             raise ConfigError(
                 f"artifact {path} holds {member.name!r} below a symlink: unpacking it would "
                 "write through the link"
@@ -138,9 +142,11 @@ class Artifact:
         than gzip), or take it as is if it is a tarball; anything else is a ConfigError, and so
         is an archive with a member outside the release (absolute, ``..``, a link pointing
         out, a device file)."""
-        artifact = cls._open(Path(source))
+        artifact, members = cls._open(Path(source))
         try:
-            artifact.symlinks = _check_members(Path(source), artifact._members())
+            artifact.symlinks = _check_members(
+                Path(source), artifact._members() if members is None else members
+            )
         except BaseException:
             artifact.close()
             raise
@@ -167,25 +173,34 @@ class Artifact:
                     )
 
     @classmethod
-    def _open(cls, path: Path) -> Artifact:
+    def _open(cls, path: Path) -> tuple[Artifact, list[tarfile.TarInfo] | None]:
+        """The artifact, and for a packed directory its members as packed (reading the tarball
+        back costs as much as packing it)."""
         if path.is_dir():
             temporary = tempfile.TemporaryDirectory(prefix="autoops-deploy-")
             tarball = Path(temporary.name) / "release.tar"
+            members: list[tarfile.TarInfo] = []
+
+            def keep(member: tarfile.TarInfo) -> tarfile.TarInfo:
+                members.append(member)
+                return member
+
             try:
                 with tarfile.open(tarball, "w") as archive:
                     for child in sorted(path.iterdir()):
-                        archive.add(child, arcname=child.name)
+                        archive.add(child, arcname=child.name, filter=keep)
             except OSError as exc:
                 temporary.cleanup()
                 raise ConfigError(f"cannot pack the artifact directory {path}: {exc}") from exc
-            return cls(tarball, tarball.stat().st_size, _sha256(tarball), _temporary=temporary)
+            packed = cls(tarball, tarball.stat().st_size, _sha256(tarball), _temporary=temporary)
+            return packed, members
         if path.is_file():
             if not path.name.endswith(_TARBALL_SUFFIXES):
                 raise ConfigError(
                     f"artifact {path} is neither a directory nor a tarball "
                     f"({', '.join(_TARBALL_SUFFIXES)})"
                 )
-            return cls(path, path.stat().st_size, _sha256(path))
+            return cls(path, path.stat().st_size, _sha256(path)), None
         raise ConfigError(f"artifact {path} does not exist")
 
     def close(self) -> None:
