@@ -45,8 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--key", help="SSH private key (default: agent and ~/.ssh)")
     parser.add_argument("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="-v: SSH (paramiko) too, -vv: debug"
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # autoops's own steps at INFO; paramiko's per-connection INFO lines only when asked for.
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("autoops").setLevel(min(logging.INFO, logging.getLogger().level))
 
     ports = args.port or [8080]
     if len(ports) not in {1, len(args.hosts)}:

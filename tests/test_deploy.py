@@ -4,10 +4,12 @@ small static app (python3 -m http.server started by the after_switch hook) on it
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import signal
 import socket
+import tarfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -632,4 +634,150 @@ def test_push_config_into_a_missing_directory_names_it(fleet: Fleet, template: P
     with pytest.raises(ConfigPushError, match="directory exists"):
         fleet.deployer().push_config(
             template, f"{fleet.base}/{{ssh_port}}/nowhere/app.conf", {"workers": 1}
+        )
+
+
+def test_an_artifact_linking_out_of_the_release_is_refused_and_nothing_outside_changes(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside" / "dir"
+    (outside / "uploads").mkdir(parents=True)
+    (outside / "uploads" / "important.txt").write_text("keep me\n")
+    app = fleet.app(tmp_path, 1)
+    os.symlink(outside, app / "storage")
+
+    with pytest.raises(ConfigError, match=r"'storage' -> .*outside the release"):
+        fleet.deployer(shared_dirs=["storage/uploads"]).deploy(app, release_id="r1")
+
+    assert (outside / "uploads" / "important.txt").read_text() == "keep me\n"
+    assert not (outside / "uploads").is_symlink()
+    for server in fleet.servers:
+        assert list((fleet.root(server)).iterdir()) == []
+
+
+def test_a_shared_dir_through_a_link_inside_the_release_is_refused(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    app = fleet.app(tmp_path, 1)
+    (app / "var" / "storage").mkdir(parents=True)
+    os.symlink("var/storage", app / "storage")
+
+    with pytest.raises(ConfigError, match="'storage/uploads' passes through 'storage'"):
+        fleet.deployer(shared_dirs=["storage/uploads"]).deploy(app, release_id="r1")
+
+    fleet.deployer(shared_dirs=["var/storage/uploads"]).deploy(app, release_id="r1")
+    for server in fleet.servers:
+        link = fleet.root(server) / "releases" / "r1" / "var" / "storage" / "uploads"
+        assert os.readlink(link) == f"{fleet.root(server)}/shared/var/storage/uploads"
+
+
+def test_a_failed_unpack_says_tars_reason_and_leaves_no_partial(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    artifact = tmp_path / "clash.tar"
+    with tarfile.open(artifact, "w") as archive:
+        for name in ("config", "config/app.ini"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            archive.addfile(info, io.BytesIO(b"x"))
+
+    with pytest.raises(DeployError) as caught:
+        fleet.deployer().deploy(artifact, release_id="r1")
+
+    first = caught.value.result.hosts[0]
+    assert first.error is not None
+    assert first.error.startswith("unpack: unpacking release r1 on ")
+    assert "config/app.ini: Cannot open: Not a directory" in first.error
+    assert "set -e" not in str(caught.value)
+    assert "Cannot open: Not a directory" in str(caught.value)
+    for server in fleet.servers:
+        assert list((fleet.root(server) / "releases").iterdir()) == []
+        assert not list(fleet.root(server).glob(".autoops-upload-*"))
+
+
+def test_a_missing_shared_file_leaves_no_partial_release(fleet: Fleet, tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match=r"shared file .*/shared/\.env is missing"):
+        fleet.deployer(shared_files=[".env"]).deploy(fleet.app(tmp_path, 1), release_id="r1")
+
+    for server in fleet.servers:
+        assert list((fleet.root(server) / "releases").iterdir()) == []
+        assert not list(fleet.root(server).glob(".autoops-upload-*"))
+
+
+def test_a_failing_hook_shows_its_own_stderr_in_the_table_and_the_error(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    hook = Hook(
+        'echo "npm ERR! code ENOTFOUND" >&2\necho "npm ERR! network unreachable" >&2\nexit 4',
+        phase="after_unpack",
+    )
+    with pytest.raises(DeployError) as caught:
+        fleet.deployer(hooks=[hook]).deploy(fleet.app(tmp_path, 1), release_id="r1")
+
+    message = str(caught.value)
+    assert "export " not in message
+    host = caught.value.result.hosts[0]
+    assert host.error is not None
+    assert "exited 4: npm ERR! network unreachable" in host.error
+    assert "npm ERR! code ENOTFOUND" in message
+    table = repr(caught.value.result)
+    assert "export " not in table
+    assert "| npm ERR! code ENOTFOUND" in table
+
+
+def test_an_unknown_host_key_names_the_host_the_file_and_ssh_keyscan(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    partial = tmp_path / "partial_known_hosts"
+    partial.write_text(fleet.servers[0].host_key_line + "\n")
+    second = fleet.servers[1]
+
+    with pytest.raises(DeployError) as caught:
+        fleet.deployer(known_hosts=str(partial)).deploy(fleet.app(tmp_path, 1))
+
+    message = str(caught.value)
+    assert f"the host key of {second.address} was refused" in message
+    assert str(partial) in message
+    assert f"ssh-keyscan -p {second.port} 127.0.0.1" in message
+    assert "nothing was changed" in message
+
+
+def test_a_changed_host_key_says_so_and_how_to_replace_it(fleet: Fleet, tmp_path: Path) -> None:
+    forged = tmp_path / "forged_known_hosts"
+    other_key = fleet.servers[1].host_key_line.split(" ", 1)[1]
+    first = fleet.servers[0]
+    forged.write_text(f"[127.0.0.1]:{first.port} {other_key}\n")
+
+    with pytest.raises(DeployError) as caught:
+        Deployer(
+            [first.address],
+            f"{fleet.base}/{{ssh_port}}",
+            key_filename=str(first.client_key),
+            known_hosts=str(forged),
+        ).deploy(fleet.app(tmp_path, 1))
+
+    message = str(caught.value)
+    assert f"the host key of {first.address} was refused: it has CHANGED" in message
+    assert f"ssh-keygen -f {forged} -R '[127.0.0.1]:{first.port}'" in message
+    assert fleet.current(first) is None
+
+
+@pytest.mark.parametrize(
+    ("deploy_to", "message"),
+    [
+        ("/", "root directory"),
+        ("//", "root directory"),
+        ("/srv/../etc", "not a normalized path .* '/etc'"),
+        ("/srv/./app", "not a normalized path"),
+        ("/srv//app", "not a normalized path"),
+        ("srv/app", "absolute"),
+        ("/srv/{APP}", r"\(for root@127.0.0.1:22\) is not a normalized path"),
+    ],
+)
+def test_a_deploy_to_that_is_root_or_not_normalized_is_refused(
+    deploy_to: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Deployer(
+            ["root@127.0.0.1:22"], deploy_to, host_vars={"root@127.0.0.1:22": {"APP": "../etc"}}
         )

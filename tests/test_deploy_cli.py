@@ -206,3 +206,42 @@ def test_dry_run_then_rollback_from_the_command_line(
 
     for server in hosts:
         assert current(tmp_path, server) == "releases/r1"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_a_health_timeout_that_is_not_a_positive_number_exits_2_in_one_line(
+    config: Path, app: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "--config",
+            str(config),
+            "deploy",
+            str(app),
+            "--health-tcp",
+            "80",
+            "--health-timeout",
+            value,
+        ]
+    )
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--health-timeout must be a number of seconds above 0, got {value}" in err
+    assert "Traceback" not in err
+
+
+def test_on_a_terminal_paramiko_speaks_only_with_verbose(
+    config: Path, app: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+
+    assert main(["--config", str(config), "deploy", str(app), "--release-id", "r1"]) == 0
+    quiet = capsys.readouterr().err
+    assert main(["--config", str(config), "-v", "deploy", str(app), "--release-id", "r2"]) == 0
+    verbose = capsys.readouterr().err
+
+    assert "INFO autoops.deploy" in quiet
+    assert "paramiko" not in quiet
+    assert "paramiko.transport" in verbose

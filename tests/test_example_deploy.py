@@ -46,3 +46,4 @@ def test_the_example_deploys_a_page_that_both_hosts_serve(
     for port in ports:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
             assert "hello from release" in response.read().decode()
+    assert "paramiko" not in result.stderr

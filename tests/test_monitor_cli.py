@@ -17,7 +17,8 @@ import pytest
 
 import autoops
 from _support.monitor_servers import SilentServer, WebServer
-from _support.sshd import free_port
+from _support.services import require_program
+from _support.sshd import SshServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "autoops-check"
@@ -149,7 +150,7 @@ timeout = 1
 def test_an_unknown_check_name_is_unknown_with_the_known_names(config: Path) -> None:
     done = run_check(config, "nope")
     assert done.returncode == 3
-    assert "no check called nope; known: cache, db, web, web-latency" in done.stdout
+    assert "no check called nope, known: cache, db, web, web-latency" in done.stdout
 
 
 def test_a_bad_threshold_in_the_config_is_unknown_and_names_it(tmp_path: Path) -> None:
@@ -237,3 +238,227 @@ critical = {{ lag = "3600" }}
     assert f"{backup.source}: newest verified successful backup {backup.id}" in lines[0]
     assert lines[1].startswith("items-sync OK: cache holds changes up to")
     assert done.returncode == 2
+
+
+@pytest.fixture
+def every_check_config(
+    tmp_path: Path,
+    mysql_db: autoops.DbClient,
+    mysql_url: str,
+    redis_url: str,
+    redis_namespace: str,
+    web: WebServer,
+    sshd: SshServer,
+) -> Path:
+    """One check of every type, with legal but ugly names, a backup catalogue under a path
+    with a space and an accent, and a tiny threshold."""
+    cache = autoops.CacheClient.from_url(redis_url, namespace=redis_namespace)
+    mysql_db.execute("CREATE TABLE order_items_2fa (id INT PRIMARY KEY, at TIMESTAMP(6) NOT NULL)")
+    mysql_db.execute("INSERT INTO order_items_2fa VALUES (1, NOW(6))")
+    autoops.CacheSync(
+        mysql_db,
+        cache,
+        table="order_items_2fa",
+        key="order-items:{id}",
+        updated_column="at",
+        progress=False,
+    ).run_once()
+    cache.close()
+    storage = tmp_path / "back ups" / "nächtlich"
+    autoops.Backuper(autoops.LocalStorage(storage), progress=False).backup_mysql(
+        mysql_db  # type: ignore[arg-type]
+    )
+    ugly_url = web.url("/?q=a%20b&x=%22y%22;z")
+    path = tmp_path / "autoops.toml"
+    path.write_text(f"""
+[monitor]
+deadline = 30
+
+[monitor.checks."db.primary:eu-1"]
+type = "mysql"
+url = "{mysql_url}"
+
+[monitor.checks.cache_2fa]
+type = "redis"
+url = "{redis_url}"
+
+[monitor.checks."web-front.example.com"]
+type = "http"
+url = "{ugly_url}"
+warning = {{ latency = "0.00005" }}
+
+[monitor.checks."tcp:5432"]
+type = "tcp"
+host = "127.0.0.1"
+port = {web.server_address[1]}
+
+[monitor.checks."host.local"]
+type = "host"
+host = "{sshd.address}"
+ssh_key = "{sshd.client_key}"
+known_hosts = "{sshd.known_hosts}"
+mounts = ["/"]
+
+[monitor.checks."nightly-backup"]
+type = "backup"
+storage = "{storage}"
+require_verified = false
+
+[monitor.checks."order-items-sync"]
+type = "sync"
+url = "{redis_url}"
+namespace = "{redis_namespace}"
+sync = "order_items_2fa"
+""")
+    return path
+
+
+def promtool_accepts(exposition: bytes) -> None:
+    require_program("/usr/bin/promtool", "prometheus")
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=exposition, capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_textfile_of_every_check_type_passes_promtool(
+    every_check_config: Path, tmp_path: Path
+) -> None:
+    textfile = tmp_path / "autoops.prom"
+
+    done = run_check(every_check_config, "--textfile", str(textfile))
+
+    assert len(done.stdout.splitlines()) == 7, done.stdout + done.stderr
+    exposition = textfile.read_bytes()
+    promtool_accepts(exposition)
+    assert b'autoops_backup_age_seconds{check="nightly-backup",source="mysql://' in exposition
+    assert b'autoops_check_status{check="db.primary:eu-1",kind="mysql"}' in exposition
+    assert b"autoops_sync_lag_seconds" in exposition
+
+
+def test_a_scrape_of_every_check_type_passes_promtool(every_check_config: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "AUTOOPS_CONFIG": str(every_check_config)}
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--serve", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                url = f"http://127.0.0.1:{port}/metrics"
+                with urllib.request.urlopen(url, timeout=30) as reply:
+                    body = reply.read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the endpoint never answered"
+                time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+    promtool_accepts(body)
+    assert b"autoops_backup_age_seconds{" in body
+
+
+def test_a_tiny_threshold_is_echoed_as_a_plain_number(every_check_config: Path) -> None:
+    done = run_check(every_check_config, "web-front.example.com")
+
+    assert "'latency'=" in done.stdout
+    assert ";0.00005" in done.stdout
+    assert "e-05" not in done.stdout
+
+
+def test_a_mistyped_backup_storage_is_unknown_and_never_created(tmp_path: Path) -> None:
+    missing = tmp_path / "bakcups"
+    path = tmp_path / "autoops.toml"
+    path.write_text(f'[monitor.checks.nightly]\ntype = "backup"\nstorage = "{missing}"\n')
+
+    done = run_check(path)
+
+    assert done.returncode == 3
+    assert done.stdout.startswith(
+        f"nightly UNKNOWN: cannot run: the backup catalogue {missing} does not exist"
+    )
+    assert not missing.exists()
+
+
+def test_a_refused_http_port_names_the_url(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/health?probe=1"
+    path = tmp_path / "autoops.toml"
+    path.write_text(f'[monitor.checks.web]\ntype = "http"\nurl = "{url}"\n')
+
+    done = run_check(path)
+
+    assert done.returncode == 2
+    assert done.stdout.startswith(f"web CRITICAL: {url}: ConnectionRefusedError")
+
+
+def test_a_summary_never_holds_a_semicolon_which_nagios_would_rewrite(tmp_path: Path) -> None:
+    path = tmp_path / "autoops.toml"
+    path.write_text(f"""
+[monitor.checks.db]
+type = "mysql"
+url = "mysql://nobody:wrong@127.0.0.1:{free_port()}/shop"
+timeout = 2
+
+[monitor.checks.cache]
+type = "redis"
+url = "redis://127.0.0.1:{free_port()}/0"
+timeout = 2
+""")
+    done = run_check(path)
+
+    assert done.returncode == 2
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        summary = line.split(" | ")[0]
+        assert ";" not in summary, line
+    assert "127.0.0.1" in lines[0]
+    json_done = run_check(path, "--format", "json")
+    for check in json.loads(json_done.stdout)["checks"]:
+        assert ";" not in check["summary"]
+
+
+def test_a_configuration_error_in_json_format_is_json_with_status_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "autoops.toml"
+    path.write_text('[monitor.checks.web]\ntype = "http"\nurl = "ftp://nowhere"\n')
+
+    done = run_check(path, "--format", "json")
+
+    assert done.returncode == 3
+    document = json.loads(done.stdout)
+    assert document["status"] == "UNKNOWN"
+    assert document["exit_code"] == 3
+    assert "configuration error" in document["error"]
+    assert "url must look like" in document["error"]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("--serve", "99999"),
+        ("--serve", "127.0.0.1:0"),
+        ("--serve", "127.0.0.1:http"),
+        ("--deadline", "nan"),
+        ("--deadline", "inf"),
+        ("--deadline", "-5"),
+        ("--deadline", "0"),
+    ],
+)
+def test_a_bad_serve_port_or_deadline_is_unknown_in_one_line(
+    tmp_path: Path, web: WebServer, arguments: tuple[str, str]
+) -> None:
+    config = tmp_path / "autoops.toml"
+    config.write_text(f'[monitor.checks.web]\ntype = "http"\nurl = "{web.url("/")}"\n')
+
+    done = run_check(config, *arguments, timeout=30)
+
+    assert done.returncode == 3
+    assert done.stdout.count("\n") == 1
+    assert done.stdout.startswith("autoops-check UNKNOWN: configuration error: ")
+    assert arguments[0] in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr

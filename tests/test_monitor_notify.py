@@ -274,3 +274,24 @@ def test_a_webhook_that_never_answers_fails_within_its_timeout() -> None:
     finally:
         silent.close()
     assert time.monotonic() - started < 3
+
+
+def test_the_webhook_payload_carries_when_the_check_was_last_ok(tmp_path: Path) -> None:
+    server = WebServer()
+    statuses = [OK, CRIT]
+    try:
+        for _ in range(2):
+            Monitor(
+                [ScriptedCheck("db", statuses)],
+                state_file=str(tmp_path / "s.json"),
+                notifiers=[WebhookNotifier(server.url("/hook"))],
+            ).run()
+    finally:
+        server.close()
+    saved = json.loads((tmp_path / "s.json").read_text())["checks"]["db"]["last_ok_at"]
+
+    [received] = server.received
+    assert received["json"]["subject"] == "db OK -> CRITICAL"
+    last_ok_at = received["json"]["result"]["last_ok_at"]
+    assert last_ok_at is not None
+    assert datetime.fromisoformat(last_ok_at) == datetime.fromtimestamp(saved, UTC)

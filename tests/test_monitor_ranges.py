@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from autoops import CheckStatus, ConfigError, ThresholdRange, Thresholds
+from autoops import CheckMetric, CheckResult, CheckStatus, ConfigError, ThresholdRange, Thresholds
 
 # Numbers as people write them in thresholds: integers and short decimals.
 numbers = st.one_of(
@@ -118,3 +118,34 @@ def test_the_worst_status_ranks_unknown_below_warning_and_critical() -> None:
     assert CheckStatus.worst([CheckStatus.UNKNOWN, CheckStatus.WARNING]) is CheckStatus.WARNING
     assert CheckStatus.worst([CheckStatus.OK, CheckStatus.UNKNOWN]) is CheckStatus.UNKNOWN
     assert CheckStatus.worst([]) is CheckStatus.OK
+
+
+# Thresholds as small as anyone sets them (a latency of 50 us), down to where floats still hold
+# them, where repr() would switch to exponents.
+tiny = st.floats(min_value=1e-12, max_value=1e-4, allow_nan=False).flatmap(
+    lambda magnitude: st.sampled_from([magnitude, -magnitude])
+)
+
+
+@given(number=st.one_of(tiny, numbers), inside=st.booleans(), open_start=st.booleans())
+def test_tiny_thresholds_print_without_an_exponent_and_parse_back(
+    number: float, inside: bool, open_start: bool
+) -> None:
+    start = -math.inf if open_start else min(number, 0.0)
+    original = ThresholdRange(start=start, end=number, inside=inside)
+
+    printed = str(original)
+
+    assert "e" not in printed.lower()
+    assert ThresholdRange.parse(printed) == original
+
+
+def test_a_tiny_threshold_reads_in_perfdata_and_json_as_a_plain_number() -> None:
+    metric = CheckMetric(
+        "latency", 0.0000123, "s", warning=ThresholdRange.parse("0.00005"), minimum=0
+    )
+    result = CheckResult("web", "http", CheckStatus.OK, "fine", (metric,))
+
+    assert metric.perfdata() == "'latency'=0.000012s;0.00005;;0"
+    assert result.to_dict()["metrics"][0]["warning"] == "0.00005"
+    assert ThresholdRange.parse(result.to_dict()["metrics"][0]["warning"]) == metric.warning

@@ -126,20 +126,23 @@ def _known_hosts_path(options: SshOptions) -> str:
 
 
 def _classify(exc: BaseException, host: SshHost, options: SshOptions) -> Failure:
+    known = _known_hosts_path(options)
+    keyscan = f"ssh-keyscan -p {host.port} {host.host} >> {known}"
     if isinstance(exc, paramiko.BadHostKeyException):
+        entry = host.host if host.port == 22 else f"[{host.host}]:{host.port}"
         return Failure(
             False,
             HostKeyError,
-            f"the host key of {host} has CHANGED from the one in {_known_hosts_path(options)}: "
-            "this may be an attack; verify the new key out of band before replacing the entry",
+            f"the host key of {host} was refused: it has CHANGED from the one in {known}. This "
+            "may be an attack; verify the new key out of band, then replace the entry "
+            f"(ssh-keygen -f {known} -R '{entry}'; {keyscan})",
         )
     if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
         return Failure(
             False,
             HostKeyError,
-            f"the host key of {host} is not in {_known_hosts_path(options)}; verify its "
-            f"fingerprint and add it (ssh-keyscan -p {host.port} {host.host}), or pass "
-            "trust_unknown_hosts=True to accept it knowingly",
+            f"the host key of {host} was refused: it is not in {known}; verify its fingerprint "
+            f"and add it ({keyscan}), or pass trust_unknown_hosts=True to accept it knowingly",
         )
     if isinstance(exc, paramiko.AuthenticationException):
         return Failure(

@@ -10,6 +10,9 @@ Exit codes are the Monitoring Plugins ones, not the other commands': 0 OK, 1 WAR
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
 import signal
 import sys
 import threading
@@ -26,6 +29,7 @@ from ..monitor import (
     results_as_nagios,
     write_prometheus,
 )
+from ..monitor._check import without_semicolons
 from ._common import add_common_arguments, settings_from, setup_logging
 
 __all__ = ["main"]
@@ -76,10 +80,9 @@ def _serve(monitor: Monitor, names: Sequence[str], where: str, notify: bool) -> 
     from prometheus_client import CollectorRegistry, start_http_server
 
     address, _, port_text = where.rpartition(":")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"--serve takes [ADDR:]PORT, got {where!r}") from None
+    port = int(port_text) if port_text.isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--serve takes [ADDR:]PORT with a port from 1 to 65535, got {where!r}")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CheckCollector(lambda: monitor.run(names, notify=notify)))
     try:
@@ -98,12 +101,16 @@ def _serve(monitor: Monitor, names: Sequence[str], where: str, notify: bool) -> 
 
 
 def _body(args: argparse.Namespace) -> int:
+    # Host checks and remediation connect over SSH: paramiko's INFO lines only with -v.
+    logging.getLogger("paramiko").setLevel(logging.NOTSET if args.verbose else logging.WARNING)
     settings = settings_from(args)
     monitor = monitor_from_settings(settings)
     textfile = args.textfile or settings.section("monitor").get("textfile")
     if args.deadline is not None:
-        if args.deadline <= 0:
-            raise ConfigError("--deadline must be above 0 seconds")
+        if not math.isfinite(args.deadline) or args.deadline <= 0:
+            raise ConfigError(
+                f"--deadline must be a number of seconds above 0, got {args.deadline:g}"
+            )
         monitor.deadline = args.deadline
     if args.list:
         for check in monitor.checks.values():
@@ -125,6 +132,21 @@ def _body(args: argparse.Namespace) -> int:
     return int(CheckStatus.worst(result.status for result in results))
 
 
+def _unknown(args: argparse.Namespace, text: str) -> int:
+    """Say why nothing could be checked, in the format asked for, and exit UNKNOWN."""
+    line = " ".join(without_semicolons(text).split())
+    if args.format == "json":
+        unknown = CheckStatus.UNKNOWN
+        print(
+            json.dumps(
+                {"status": unknown.name, "exit_code": int(unknown), "error": line, "checks": []}
+            )
+        )
+    else:
+        print(f"{_NAME} UNKNOWN: {line}")
+    return int(CheckStatus.UNKNOWN)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``autoops-check``; returns the worst status as the exit code."""
     args = build_parser().parse_args(argv)
@@ -132,11 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _body(args)
     except ConfigError as exc:
-        print(f"{_NAME} UNKNOWN: configuration error: {exc}")
-        return int(CheckStatus.UNKNOWN)
+        return _unknown(args, f"configuration error: {exc}")
     except AutoOpsError as exc:
-        print(f"{_NAME} UNKNOWN: {exc}")
-        return int(CheckStatus.UNKNOWN)
+        return _unknown(args, str(exc))
     except KeyboardInterrupt:
-        print(f"{_NAME} UNKNOWN: interrupted")
-        return int(CheckStatus.UNKNOWN)
+        return _unknown(args, "interrupted")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import math
 import re
 import sys
 import time
@@ -124,9 +126,11 @@ def _add_health_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _health(args: argparse.Namespace) -> HealthCheck | None:
     timeout = args.health_timeout
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ConfigError(f"--health-timeout must be a number of seconds above 0, got {timeout:g}")
     if args.health_url:
         return HealthCheck.http(args.health_url, contains=args.health_contains, timeout=timeout)
-    if args.health_tcp:
+    if args.health_tcp is not None:
         return HealthCheck.tcp(args.health_tcp, timeout=timeout)
     if args.health_command:
         return HealthCheck.command(args.health_command, timeout=timeout)
@@ -188,6 +192,8 @@ def _show(text: str, args: argparse.Namespace) -> None:
 
 
 def _body(args: argparse.Namespace) -> int:
+    # paramiko logs every connection and login at INFO: on a terminal, a screenful per deploy.
+    logging.getLogger("paramiko").setLevel(logging.NOTSET if args.verbose else logging.WARNING)
     deployer = _deployer(args)
     if args.command == "releases":
         releases = deployer.releases()

@@ -17,6 +17,7 @@ import contextlib
 import getpass
 import logging
 import os
+import posixpath
 import re
 import secrets
 import socket
@@ -87,6 +88,22 @@ class Hook:
             raise ConfigError(f"the {self.phase} hook has an empty command")
 
 
+def _check_root(root: str, where: str) -> str:
+    """``root`` if it is a normalized absolute path other than ``/``: a deploy removes and
+    replaces whole directories under it, so ``/srv/../etc`` or ``/`` must never reach a host."""
+    if not root.startswith("/"):
+        raise ConfigError(f"deploy_to {root!r}{where} must be an absolute path")
+    trimmed = root.rstrip("/")
+    if not trimmed:
+        raise ConfigError(f"deploy_to {root!r}{where} is the root directory; use e.g. /srv/app")
+    if posixpath.normpath(trimmed) != trimmed:
+        raise ConfigError(
+            f"deploy_to {root!r}{where} is not a normalized path (no '..', '.' or '//'); "
+            f"write it as {posixpath.normpath(trimmed)!r} if that is what you mean"
+        )
+    return trimmed
+
+
 def _check_relative(path: str, what: str) -> str:
     clean = path.strip().strip("/")
     if not clean or path.startswith("/") or ".." in clean.split("/"):
@@ -136,9 +153,7 @@ class Deployer:
         for host in hosts:
             SshHost.parse(host)
         self.hosts = list(hosts)
-        if not deploy_to.startswith("/"):
-            raise ConfigError(f"deploy_to {deploy_to!r} must be an absolute path")
-        self.deploy_to = deploy_to.rstrip("/") or "/"
+        self.deploy_to = _check_root(deploy_to, "")
         for name, value in {
             "concurrency": concurrency,
             "batch_size": batch_size,
@@ -185,9 +200,7 @@ class Deployer:
                 values[name] = str(value)
             variables[address] = values
         for address, values in variables.items():
-            root = expand(self.deploy_to, values, "deploy_to")
-            if not root.startswith("/"):
-                raise ConfigError(f"deploy_to for {address} expands to {root!r}, not absolute")
+            _check_root(expand(self.deploy_to, values, "deploy_to"), f" (for {address})")
         return variables
 
     @classmethod
@@ -253,7 +266,7 @@ class Deployer:
         try:
             work()
         except RemoteCommandError as exc:
-            result.fail(f"{result.phase}: {exc.args[0].splitlines()[0]}", exc.stderr_tail)
+            result.fail(f"{result.phase}: {str(exc).splitlines()[0]}", exc.stderr_tail)
         except AutoOpsError as exc:
             result.fail(f"{result.phase}: {exc}")
 
@@ -277,7 +290,8 @@ class Deployer:
             if hook.phase != phase or hook.once != once:
                 continue
             output = session.sh(
-                session.scripts.hook(directory, hook.command, self._environment(session, release))
+                session.scripts.hook(directory, hook.command, self._environment(session, release)),
+                what=f"hook {_first_line(hook.command)!r}",
             )
             log.debug(
                 "%s hook on %s said: %s", phase, session.address, output.stdout.strip()[-2000:]
@@ -316,7 +330,7 @@ class Deployer:
 
                 def take() -> None:
                     script = sessions[address].scripts.acquire_lock(owner, break_lock=break_lock)
-                    output = sessions[address].sh(script).stdout
+                    output = sessions[address].sh(script, what="taking the deploy lock").stdout
                     for line in output.splitlines():
                         if line.startswith("broke="):
                             log.warning(
@@ -366,7 +380,11 @@ class Deployer:
             doomed = (remove or {}).get(address, ())
             try:
                 script = session.scripts.release_lock(token, doomed)
-                output = session.sh(script, timeout=max(30.0, len(doomed) * 30.0)).stdout
+                output = session.sh(
+                    script,
+                    timeout=max(30.0, len(doomed) * 30.0),
+                    what="releasing the deploy lock",
+                ).stdout
                 results[address].lock_released = "released" in output.split()
             except AutoOpsError as exc:
                 log.error(
@@ -400,6 +418,8 @@ class Deployer:
         release = self._release_id(release_id)
         targets = self._targets(hosts)
         with Artifact.open(artifact) as packed:
+            packed.refuse_links_on(self.shared_dirs, "shared dir")
+            packed.refuse_links_on(self.shared_files, "shared file")
             return self._deploy(packed, release, targets, break_lock=break_lock, check=check)
 
     def _targets(self, hosts: Sequence[str] | None) -> list[str]:
@@ -438,7 +458,7 @@ class Deployer:
         try:
             states = self._lock_all(sessions, results, release, token, break_lock)
             if outcome.failed:
-                outcome.message = "not every host could be locked; nothing was changed"
+                outcome.message = _not_locked(outcome)
             else:
                 remove: dict[str, list[str]] = {}
                 try:
@@ -530,7 +550,7 @@ class Deployer:
             leftovers.append(release)
         if leftovers:
             log.warning("removing %s on %s before unpacking", leftovers, session.address)
-            session.sh(scripts.remove_releases(leftovers))
+            session.sh(scripts.remove_releases(leftovers), what="removing unfinished releases")
             state.releases = [r for r in state.releases if r not in leftovers]
         with self._phase(result, "upload"):
             upload(
@@ -548,7 +568,8 @@ class Deployer:
                     self.shared_dirs,
                     self.shared_files,
                     mark_prepared=None if has_hooks else _utc_now(),
-                )
+                ),
+                what=f"unpacking release {release}",
             )
         if has_hooks:
             with self._phase(result, "after_unpack"):
@@ -660,7 +681,7 @@ class Deployer:
         self, session: HostSession, release: str, *, mark_failed: str | None = None
     ) -> None:
         script = session.scripts.switch(release, _utc_now(), mark_failed=mark_failed)
-        output = session.sh(script).stdout.strip()
+        output = session.sh(script, what=f"switching to release {release}").stdout.strip()
         if output.splitlines()[-1:] != [f"releases/{release}"]:
             raise AutoOpsError(
                 f"after the switch, current on {session.address} points at {output!r}, "
@@ -720,7 +741,7 @@ class Deployer:
                 sessions, results, f"rollback-{to or 'previous'}", token, break_lock
             )
             if outcome.failed:
-                outcome.message = "not every host could be locked; nothing was changed"
+                outcome.message = _not_locked(outcome)
             else:
                 try:
                     self._parallel(
@@ -896,13 +917,29 @@ def _releases_to_remove(state: HostState, keep: int, rollback_target: str | None
     ]
 
 
+def _first_line(command: str) -> str:
+    lines = command.strip().splitlines()
+    return lines[0][:80] + (" ..." if len(lines) > 1 or len(lines[0]) > 80 else "")
+
+
+def _not_locked(outcome: DeployResult) -> str:
+    reasons = "; ".join(f"{host.host}: {host.error}" for host in outcome.failed)
+    return f"not every host could be locked ({reasons}); nothing was changed"
+
+
 def _summary(outcome: DeployResult) -> str:
+    """The exception's text: what happened, then each failed host's stderr tail (the failing
+    command's own words)."""
     failed = "; ".join(f"{host.host}: {host.error}" for host in outcome.failed)
     text = f"{outcome.action} of {outcome.release} failed"
     if outcome.message:
         text += f": {outcome.message}"
     elif failed:
         text += f": {failed}"
+    for host in outcome.failed:
+        if host.stderr_tail:
+            tail = "\n".join(f"    {line}" for line in host.stderr_tail.splitlines())
+            text += f"\n  stderr on {host.host}:\n{tail}"
     return text
 
 

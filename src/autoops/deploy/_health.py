@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 import urllib.error
@@ -51,8 +52,11 @@ class HealthCheck:
     def __post_init__(self) -> None:
         if self.kind not in {"http", "tcp", "command"}:
             raise ConfigError(f"unknown health check kind {self.kind!r}: use http, tcp or command")
-        if self.timeout <= 0 or self.interval <= 0:
-            raise ConfigError("health check timeout and interval must be above 0 seconds")
+        if not all(math.isfinite(value) and value > 0 for value in (self.timeout, self.interval)):
+            raise ConfigError(
+                "health check timeout and interval must be a number of seconds above 0, got "
+                f"{self.timeout} and {self.interval}"
+            )
         if self.kind == "http" and not self.target.startswith(("http://", "https://")):
             shown = redact_url(self.target)
             raise ConfigError(f"health check URL {shown!r} must start with http(s)://")

@@ -240,17 +240,25 @@ class Scripts:
             links.append(self._link(f"releases/{release}{PARTIAL_SUFFIX}", path))
         link_script = "\n".join(links)
         mismatch = f"the uploaded artifact's sha256 differs from the local {digest}"
+        # A failed step removes the half-made release and the upload (the trap), so nothing
+        # named .partial outlives the deploy that made it.
         return (
             "set -e\n"
             f"cd {root}\n"
             f"[ ! -e {final} ] || {_die(f'release {release} already exists', 66)}\n"
+            f"trap {q(f'rm -rf {partial} {upload}')} EXIT\n"
             f'actual="$(sha256sum {upload} | cut -d " " -f 1)"\n'
-            f'[ "$actual" = {q(digest)} ] || {{ rm -f {upload}; {_die(mismatch, 65)}; }}\n'
+            f'[ "$actual" = {q(digest)} ] || {_die(mismatch, 65)}\n'
             f"mkdir {partial}\n"
-            f"tar -xf {upload} -C {partial}\n"
+            # tar's own reason, without its closing "Exiting with failure status" line.
+            f'if ! errors="$(tar -xf {upload} -C {partial} 2>&1 >/dev/null)"; then\n'
+            '  printf "%s\\n" "$errors" | grep -v "Exiting with failure status" >&2 || true\n'
+            "  exit 68\n"
+            "fi\n"
             f"rm -f {upload}\n"
             f"{link_script}\n"
             f"mv -T {partial} {final}\n"
+            "trap - EXIT\n"
             + (f"{self.mark_prepared(release, mark_prepared)}\n" if mark_prepared else "")
         )
 
@@ -336,17 +344,29 @@ class HostSession:
         if channel is not None:
             channel.settimeout(self.options.command_timeout)
 
-    def sh(self, script: str, *, timeout: float | None = None, check: bool = True) -> CommandResult:
+    def sh(
+        self,
+        script: str,
+        *,
+        timeout: float | None = None,
+        check: bool = True,
+        what: str = "a deploy script",
+    ) -> CommandResult:
         """Run ``script`` with POSIX ``sh`` whatever the login shell is, in this host's
-        long-lived shell (started again if a timeout ended the last one)."""
+        long-lived shell (started again if a timeout ended the last one); a failure is named by
+        ``what``."""
         if self._shell is None or self._shell.broken:
             if self._shell is not None:
                 self._shell.close()
             self._shell = PersistentShell(self.connection, self.address)
-        return self._shell.run(script, timeout=timeout or self.options.command_timeout, check=check)
+        return self._shell.run(
+            script, timeout=timeout or self.options.command_timeout, check=check, what=what
+        )
 
     def state(self) -> HostState:
-        return HostState.parse(self.sh(self.scripts.state()).stdout)
+        return HostState.parse(
+            self.sh(self.scripts.state(), what="reading the deploy state").stdout
+        )
 
     def close(self) -> None:
         if self._shell is not None:

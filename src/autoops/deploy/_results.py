@@ -67,7 +67,7 @@ class HostDeployResult:
             self.outcome,
             self.current_release or "-",
             format_seconds(self.total_seconds),
-            self.error or "",
+            "\n".join(part for part in (self.error, self.stderr_tail) if part),
         )
 
 
@@ -82,7 +82,10 @@ def _text_table(rows: Sequence[Sequence[str]], columns: Sequence[str]) -> str:
     lines = []
     for row in [tuple(columns), *rows]:
         head = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1]))
-        lines.append(f"  {head}  {row[-1].splitlines()[0] if row[-1] else ''}".rstrip())
+        first, *more = row[-1].splitlines() or [""]
+        lines.append(f"  {head}  {first}".rstrip())
+        # The rest of the last cell (a remote stderr tail) goes below its row, indented.
+        lines.extend(f"      | {line}".rstrip() for line in more)
     return "\n".join(lines)
 
 

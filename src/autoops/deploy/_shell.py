@@ -46,8 +46,12 @@ class PersistentShell:
         self._channel.fileno()
         self.broken = False
 
-    def run(self, script: str, *, timeout: float, check: bool = True) -> CommandResult:
-        """Run ``script`` in a subshell; raise like :func:`autoops._ssh.run` does."""
+    def run(
+        self, script: str, *, timeout: float, check: bool = True, what: str = "a script"
+    ) -> CommandResult:
+        """Run ``script`` in a subshell; raise like :func:`autoops._ssh.run` does, naming the
+        failure by ``what`` (the script's text is ours, not what the reader needs) and by the
+        last line the script wrote to stderr."""
         if self.broken:
             raise ConnectError(f"the shell on {self.where} was lost earlier in this operation")
         token = self._token
@@ -62,7 +66,7 @@ class PersistentShell:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.broken = True
             raise ConnectError(f"the SSH connection to {self.where} failed: {exc}") from exc
-        stdout, stderr, status = self._collect(started + timeout, script, timeout)
+        stdout, stderr, status = self._collect(started + timeout, what, timeout)
         result = CommandResult(
             command=script,
             exit_code=status,
@@ -71,15 +75,16 @@ class PersistentShell:
             duration=time.monotonic() - started,
         )
         if check and not result.ok:
-            first = script.strip().splitlines()[0][:200] if script.strip() else ""
+            tail = tail_lines(stderr)
+            last = tail.splitlines()[-1] if tail else "(nothing on stderr)"
             raise RemoteCommandError(
-                f"command on {self.where} exited {status}: {first}\n{tail_lines(stderr)}",
+                f"{what} on {self.where} exited {status}: {last}\n{tail}".rstrip(),
                 exit_code=status,
-                stderr_tail=tail_lines(stderr),
+                stderr_tail=tail,
             )
         return result
 
-    def _collect(self, deadline: float, script: str, timeout: float) -> tuple[str, str, int]:
+    def _collect(self, deadline: float, what: str, timeout: float) -> tuple[str, str, int]:
         channel = self._channel
         out = bytearray()
         err = bytearray()
@@ -97,14 +102,13 @@ class PersistentShell:
             if channel.closed or channel.eof_received or channel.exit_status_ready():
                 self.broken = True
                 raise ConnectError(
-                    f"the SSH connection to {self.where} was lost while running "
-                    f"{script.strip()[:120]!r}"
+                    f"the SSH connection to {self.where} was lost while running {what}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.broken = True
                 raise RemoteCommandError(
-                    f"command on {self.where} timed out after {timeout} s: {script.strip()[:200]}",
+                    f"{what} on {self.where} timed out after {timeout} s",
                     exit_code=None,
                     stderr_tail=tail_lines(err.decode("utf-8", "replace")),
                 )

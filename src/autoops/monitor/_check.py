@@ -114,9 +114,11 @@ class CheckFindings:
         return CheckStatus.worst(status for status, _ in self.problems)
 
     def summary(self) -> str:
-        """One line: the problems, most serious first, then the notes."""
+        """One line: the problems, most serious first, then the notes; without ``;``, which
+        Nagios rewrites to ``:`` (autoops's own and drivers' messages use it)."""
         ordered = sorted(self.problems, key=lambda item: -item[0].severity)
-        return ", ".join([text for _, text in ordered] + self.notes) or "no findings"
+        text = ", ".join([text for _, text in ordered] + self.notes) or "no findings"
+        return without_semicolons(text)
 
 
 class Check(abc.ABC):
@@ -176,6 +178,12 @@ class Check(abc.ABC):
                 raise ConfigError(f"check {self.name}, threshold {metric!r}: {exc}") from None
         return merged
 
+    @property
+    def target(self) -> str:
+        """What the check looks at (a URL, ``host:port``, a path), named in its failures; no
+        password ever."""
+        return ""
+
     @abc.abstractmethod
     def measure(self, findings: CheckFindings) -> None:
         """Look at the target and record metrics, problems and notes in ``findings``."""
@@ -188,9 +196,9 @@ class Check(abc.ABC):
         try:
             self.measure(findings)
         except ConfigError as exc:
-            findings.problem(CheckStatus.UNKNOWN, f"cannot run: {exc}")
+            findings.problem(CheckStatus.UNKNOWN, f"cannot run: {self._at_target(str(exc))}")
         except (TimeoutError, AutoOpsError, OSError) as exc:
-            findings.problem(CheckStatus.CRITICAL, _describe(exc))
+            findings.problem(CheckStatus.CRITICAL, self._at_target(_describe(exc)))
         except Exception as exc:
             log.exception("check %s failed internally", self.name)
             findings.problem(
@@ -206,8 +214,17 @@ class Check(abc.ABC):
             started_at=started_at,
         )
 
+    def _at_target(self, text: str) -> str:
+        target = self.target
+        return f"{target}: {text}" if target and target not in text else text
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, timeout={self.timeout})"
+
+
+def without_semicolons(text: str) -> str:
+    """``text`` with each ``;`` made a ``,``, for Nagios output."""
+    return text.replace("; ", ", ").replace(";", ",")
 
 
 def _level(value: str | float | None, default: ThresholdRange | None) -> ThresholdRange | None:

@@ -104,6 +104,12 @@ class BackupFreshnessCheck(Check):
         self.require_verified = require_verified
         self._clock = clock or (lambda: datetime.now(UTC))
 
+    @property
+    def target(self) -> str:
+        # A Backuper says where through its storage; a catalogue of one's own may say it itself.
+        storage = getattr(self.catalogue, "storage", self.catalogue)
+        return str(getattr(storage, "location", ""))
+
     def measure(self, findings: CheckFindings) -> None:
         now = self._clock()
         backups = list(self.catalogue.list())
@@ -141,6 +147,7 @@ class BackupFreshnessCheck(Check):
             text=f"{source}: newest {wanted} backup {newest.id} is {_duration(age)} old",
             threshold="age",
             minimum=0,
+            series="age",
             labels={"source": source},
         )
         findings.metric(

@@ -69,6 +69,10 @@ class HostCheck(Check):
             raise ConfigError(f"check {name}: systemctl must name a command")
         self.systemctl = systemctl
 
+    @property
+    def target(self) -> str:
+        return str(self.host)
+
     def remote_script(self) -> str:
         """The one shell command run on the host; its sections are split on a marker line."""
         # Listed mounts are looked for among all of them, so a missing one is noticed rather than

@@ -64,6 +64,10 @@ class HttpCheck(Check):
         self.verify = verify
         self.ca_file = ca_file
 
+    @property
+    def target(self) -> str:
+        return redact_url(self.url)
+
     def _context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.ca_file)
         if not self.verify:
@@ -152,6 +156,10 @@ class TcpCheck(Check):
             raise ConfigError(f"check {name}: host must be a host name or address")
         self.host = host
         self.port = port
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
 
     def measure(self, findings: CheckFindings) -> None:
         started = time.perf_counter()

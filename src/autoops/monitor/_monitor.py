@@ -129,9 +129,6 @@ class Monitor:
             entry = dict(saved.get(measured.name, {}))
             entry["memory"] = memories.get(measured.name, {})
             result = self._remediate(entry, measured)
-            if notify:
-                self._notify(entry, result)
-            entry["status"] = result.status.name
             if result.status is CheckStatus.OK:
                 entry["last_ok_at"] = time.time()
             last_ok = entry.get("last_ok_at")
@@ -139,6 +136,10 @@ class Monitor:
                 result = dataclasses.replace(
                     result, last_ok_at=datetime.fromtimestamp(last_ok, UTC)
                 )
+            # Notified after last_ok_at is known: "down since when" is what a receiver needs.
+            if notify:
+                self._notify(entry, result)
+            entry["status"] = result.status.name
             changed[result.name] = entry
             final.append(result)
         if self.state_file is not None:

@@ -59,6 +59,10 @@ class MySQLCheck(Check):
             raise ConfigError(f"check {name}: a mysql check needs a mysql:// URL, got {settings}")
         self.settings = settings
 
+    @property
+    def target(self) -> str:
+        return self.settings.location
+
     def _client(self) -> DbClient:
         settings = dataclasses.replace(
             self.settings,
@@ -125,7 +129,7 @@ class MySQLCheck(Check):
                 findings.metric(
                     f"{label}_rate",
                     rate,
-                    text=f"{rate * 60:.2f} {label.replace('_', ' ')}/min",
+                    text=f"{rate:.2f} {label.replace('_', ' ')}/s",
                     minimum=0,
                     series=f"{label}_per_second",
                 )

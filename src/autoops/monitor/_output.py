@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final
 
@@ -38,6 +39,9 @@ _BASE_UNITS: Final = {
 }
 
 
+_INVALID_NAME_CHARACTERS: Final = re.compile(r"[^A-Za-z0-9_:]")
+
+
 def results_as_nagios(results: Sequence[CheckResult]) -> str:
     """One ``NAME STATUS: summary | perfdata`` line per result (a single check's output is a
     complete Nagios plugin output)."""
@@ -62,7 +66,8 @@ def metric_name(kind: str, metric: CheckMetric) -> str:
     """The Prometheus name of a check's metric, in base units: ``autoops_mysql_latency_seconds``
     (a counter's ``_total`` is added by the exposition)."""
     suffix, _ = _BASE_UNITS[metric.unit]
-    base = f"autoops_{kind}_{metric.series or metric.label}"
+    # A label can hold anything (a path, a URL); a metric name only [a-zA-Z0-9_:].
+    base = _INVALID_NAME_CHARACTERS.sub("_", f"autoops_{kind}_{metric.series or metric.label}")
     return base if base.endswith(suffix) else base + suffix
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Final
 
 from .._errors import ConfigError
@@ -24,8 +25,12 @@ _RANGE_RE: Final = re.compile(
 _GRAMMAR: Final = "use N, N:, ~:N, N:M or @N:M (for example 80, 10:, ~:5, 10:20, @10:20)"
 
 
-def _number_text(value: float) -> str:
-    return str(int(value)) if value.is_integer() else repr(value)
+def plain_number(value: float) -> str:
+    """``value`` in plain decimal, never with an exponent (``0.00005``, not ``5e-05``): the
+    range grammar, Nagios's and ours, has no exponents. Exact to the float's shortest repr."""
+    if value.is_integer():
+        return str(int(value))
+    return format(Decimal(repr(value)), "f")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +81,10 @@ class ThresholdRange:
 
     def __str__(self) -> str:
         prefix = "@" if self.inside else ""
-        end = "" if math.isinf(self.end) else _number_text(self.end)
+        end = "" if math.isinf(self.end) else plain_number(self.end)
         if self.start == 0 and not self.inside and end:
             return end
-        start = "~" if math.isinf(self.start) else _number_text(self.start)
+        start = "~" if math.isinf(self.start) else plain_number(self.start)
         return f"{prefix}{start}:{end}"
 
 

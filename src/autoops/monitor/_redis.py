@@ -57,6 +57,10 @@ class RedisCheck(Check):
             self.settings = parser.connection_settings
             parser.close()
 
+    @property
+    def target(self) -> str:
+        return self.settings.location
+
     def measure(self, findings: CheckFindings) -> None:
         settings = dataclasses.replace(
             self.settings, socket_timeout=self.timeout, connect_timeout=self.timeout

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from .._display import format_seconds, html_table
-from ._range import ThresholdRange, Thresholds
+from ._range import ThresholdRange, Thresholds, plain_number
 from ._status import CheckStatus
 
 __all__ = ["CheckMetric", "CheckResult"]
@@ -73,7 +73,10 @@ def format_number(value: float) -> str:
     if not math.isfinite(value):
         raise ValueError(f"perfdata cannot carry {value!r}")
     text = f"{value:.6f}".rstrip("0").rstrip(".")
-    return text if text not in {"", "-0"} else "0"
+    if text in {"", "0", "-0"}:
+        # Below a millionth: every digit rather than a rounded 0 (and never an exponent).
+        return plain_number(value) if value else "0"
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,7 @@ class CheckResult:
         line = f"{self.name} {self.status.name}: {self.summary}"
         if self.remediation:
             line += f" [remediation: {self.remediation}]"
-        line = line.replace("|", "/").replace("\n", " ")
+        line = line.replace("|", "/").replace("\n", " ").replace(";", ",")
         perfdata = " ".join(metric.perfdata() for metric in self.metrics)
         return f"{line} | {perfdata}" if perfdata else line
 

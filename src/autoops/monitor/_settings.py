@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 from .._config import Settings
 from .._errors import ConfigError
@@ -17,6 +18,9 @@ from ._mysql import MySQLCheck
 from ._notify import AlertPolicy, EmailNotifier, Notifier, WebhookNotifier
 from ._redis import RedisCheck
 from ._state import StateFile
+
+if TYPE_CHECKING:
+    from ._freshness import BackupCatalogue, BackupRecord
 
 __all__ = ["monitor_from_settings"]
 
@@ -141,20 +145,41 @@ def _required(table: Mapping[str, Any], key: str, where: str) -> Any:
     return table[key]
 
 
+class _ExistingCatalogue:
+    """The backups in a local storage directory that must already exist: a check only reads,
+    and a mistyped path created empty would read as "no backups at all"."""
+
+    def __init__(self, path: str, where: str) -> None:
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{where}: storage must be the backup directory's path")
+        self.location = os.path.abspath(os.path.expanduser(path))
+        self._where = where
+
+    def list(self, source: str | None = None) -> Sequence[BackupRecord]:
+        from ..backup import Backuper, LocalStorage
+
+        if not os.path.isdir(self.location):
+            raise ConfigError(
+                f"the backup catalogue {self.location} does not exist (storage of {self._where}); "
+                "check the path, or whether its disk is mounted"
+            )
+        return Backuper(LocalStorage(self.location)).list(source)
+
+
 def _backup_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -> Check:
-    from ..backup import Backuper, LocalStorage, S3Storage, Storage
+    from ..backup import Backuper, S3Storage
     from ._freshness import BackupFreshnessCheck
 
     where = f"[monitor.checks.{name}]"
-    location = str(_required(table, "storage", where))
-    storage: Storage = (
-        S3Storage.from_settings(location, table)
-        if location.startswith("s3://")
-        else LocalStorage(location)
+    location = _required(table, "storage", where)
+    catalogue: BackupCatalogue = (
+        Backuper(S3Storage.from_settings(location, table))
+        if isinstance(location, str) and location.startswith("s3://")
+        else _ExistingCatalogue(location, where)
     )
     return BackupFreshnessCheck(
         name,
-        Backuper(storage),
+        catalogue,
         sources=_list_of(table, "sources", where),
         require_verified=table.get("require_verified", True),
         **common,
