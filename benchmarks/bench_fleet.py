@@ -131,6 +131,7 @@ def main() -> None:
     import fabric  # noqa: F401
 
     import autoops.fleet  # noqa: F401
+
     figures: dict[tuple[str, int], float] = {}
     with tempfile.TemporaryDirectory(prefix="autoops-bench-fleet-") as temporary:
         workdir = Path(temporary)
