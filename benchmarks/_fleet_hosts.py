@@ -55,6 +55,7 @@ class FleetHosts:
 
 def start_hosts(workdir: Path, hosts: int, daemons: int = 5) -> FleetHosts:
     """Start ``daemons`` sshd (MaxStartups and MaxSessions raised) and make ``hosts`` users."""
+    workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o755)  # noqa: S103 - sshd reads authorized_keys as each user
     keygen(workdir / "client_key")
     servers = [make_server(workdir / f"sshd{i}", workdir / "client_key") for i in range(daemons)]
