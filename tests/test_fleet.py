@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import stat
 import subprocess
 import threading
@@ -353,3 +354,21 @@ def test_facts_from_an_unreachable_host_raise_unless_told_to_leave_it_out(hosts:
             fleet.facts()
         partial = fleet.facts(raise_on_failure=False)
     assert list(partial) == [servers[0].address, servers[2].address]
+
+
+def test_an_interrupted_run_stops_at_once_and_stops_the_commands(hosts: Hosts) -> None:
+    marker = f"2{os.getpid() % 1000}{time.monotonic_ns() % 100000}"
+    interrupt = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    interrupt.start()
+    with make_fleet(hosts) as fleet, pytest.raises(KeyboardInterrupt):
+        fleet.run(f"sleep {marker}", timeout=60)
+    interrupt.join()
+    assert time.monotonic() - started < 30  # not the 60 s timeout
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, check=False)
+        if left.returncode != 0:
+            break
+        time.sleep(0.2)
+    assert left.returncode != 0, "the interrupted commands still run on the hosts"

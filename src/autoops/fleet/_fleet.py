@@ -226,9 +226,16 @@ class Fleet:
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="autoops-fleet") as pool,
         ):
             futures = [pool.submit(guarded, host) for host in self.hosts]
-            for future in futures:
-                results.append(future.result())
-                progress.advance()
+            try:
+                for future in futures:
+                    results.append(future.result())
+                    progress.advance()
+            except BaseException:
+                # Ctrl-C: hosts not started never start, and closing the connections ends the
+                # running ones at once instead of at their timeouts.
+                pool.shutdown(wait=False, cancel_futures=True)
+                self.close()
+                raise
         return FleetResult(action, tuple(results), time.monotonic() - started)
 
     def _script(
