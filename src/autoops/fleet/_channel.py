@@ -169,6 +169,23 @@ def _collect(
     timeout: float,
     sink: OutputSink | None,
 ) -> ChannelOutcome:
+    try:
+        return _read_until_done(channel, transport, stdout, stderr, deadline, timeout, sink)
+    finally:
+        if sink is not None:  # print a last line that had no newline
+            sink("stdout", b"")
+            sink("stderr", b"")
+
+
+def _read_until_done(
+    channel: paramiko.Channel,
+    transport: paramiko.Transport,
+    stdout: OutputTail,
+    stderr: OutputTail,
+    deadline: float,
+    timeout: float,
+    sink: OutputSink | None,
+) -> ChannelOutcome:
     exited_at: float | None = None
     while True:
         busy = False
@@ -184,21 +201,8 @@ def _collect(
             if sink is not None:
                 sink("stderr", data)
             busy = True
-        if busy:
-            continue
         now = time.monotonic()
-        if channel.exit_status_ready():
-            exited_at = exited_at or now
-            if channel.eof_received or channel.closed or now - exited_at >= _DRAIN_SECONDS:
-                break
-        elif channel.closed or not transport.is_active():
-            return ChannelOutcome(
-                True,
-                None,
-                stdout,
-                stderr,
-                error=_LOST,
-            )
+        # Checked even while output flows, so a command that prints without end still times out.
         if now >= deadline:
             return ChannelOutcome(
                 True,
@@ -208,13 +212,18 @@ def _collect(
                 timed_out=True,
                 error=f"still running after the timeout of {timeout:g} s; stopped",
             )
+        if busy:
+            continue
+        if channel.exit_status_ready():
+            exited_at = exited_at or now
+            if channel.eof_received or channel.closed or now - exited_at >= _DRAIN_SECONDS:
+                break
+        elif channel.closed or not transport.is_active():
+            return ChannelOutcome(True, None, stdout, stderr, error=_LOST)
         wait = min(deadline - now, 0.5)
         if exited_at is not None:
             wait = min(wait, max(0.0, exited_at + _DRAIN_SECONDS - now))
         select.select([channel], [], [], wait)
-    if sink is not None:
-        sink("stdout", b"")
-        sink("stderr", b"")
     status = channel.recv_exit_status()
     if status < 0:  # paramiko's -1: the channel closed without an exit status
         return ChannelOutcome(True, None, stdout, stderr, error=_LOST)
