@@ -168,9 +168,10 @@ def test_a_command_that_never_ends_times_out_is_stopped_and_holds_no_one_up(
 def test_a_command_that_prints_without_end_still_times_out(hosts: Hosts) -> None:
     with make_fleet(hosts, max_output_bytes=4096) as fleet:
         result = fleet.run("yes flood", timeout=4)
-    assert {host.status for host in result} == {"timeout"}
+    outcomes = [(host.status, host.stdout_cut_bytes, host.error) for host in result]
+    assert {host.status for host in result} == {"timeout"}, outcomes
     # The deadline held while output was flowing (not only in a quiet moment).
-    assert any(host.stdout_cut_bytes > 0 for host in result)
+    assert any(host.stdout_cut_bytes > 0 for host in result), outcomes
 
 
 def test_a_host_whose_sshd_dies_mid_command_is_lost_and_never_rerun(
