@@ -1,7 +1,9 @@
 """Deploy a 10 MB artifact to 4 loopback sshd hosts: autoops vs ansible-playbook vs autoops with
-concurrency 1, and the time to roll 4 hosts back.
+concurrency 1, and the time to roll the hosts back. With ``--hosts N`` (say 50) the hosts are N
+local users behind 5 sshd processes (see _fleet_hosts.py), ansible runs with forks N, and the
+peak RSS of the deploying process is printed.
 
-Run: .venv/bin/python benchmarks/bench_deploy.py [--rounds 3]
+Run: .venv/bin/python benchmarks/bench_deploy.py [--rounds 3] [--hosts 50]
 
 ansible-core runs from its own virtualenv (default /tmp/autoops-bench-ansible, made with pip on
 first use); it gets the same hosts, key and known_hosts, pipelining on and the same steps: copy,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -23,15 +26,19 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _fleet_hosts import start_hosts  # noqa: E402
 from _support.sshd import SshServer, keygen, make_server  # noqa: E402
 from autoops import Deployer, HealthCheck  # noqa: E402
 
 ANSIBLE_VENV = Path(os.environ.get("AUTOOPS_BENCH_ANSIBLE", "/tmp/autoops-bench-ansible"))
 HOSTS = 4
+DAEMONS_FOR_USERS = 5
 ARTIFACT_BYTES = 10 * 1024 * 1024
 TARGET_RATIO = 0.33
 
@@ -110,14 +117,13 @@ def ensure_login_user(name: str, workdir: Path) -> None:
         shutil.chown(workdir / child, user=name)
 
 
-def write_inventory(
-    directory: Path, servers: list[SshServer], known_hosts: Path, user: str
-) -> Path:
-    key = servers[0].client_key
+def write_inventory(directory: Path, addresses: list[str], known_hosts: Path, key: Path) -> Path:
     lines = ["[all]"]
-    for index, server in enumerate(servers):
+    for index, address in enumerate(addresses):
+        user, _, rest = address.partition("@")
+        host, _, port = rest.rpartition(":")
         lines.append(
-            f"h{index} ansible_host=127.0.0.1 ansible_port={server.port} ansible_user={user} "
+            f"h{index} ansible_host={host} ansible_port={port} ansible_user={user} "
             f"deploy_to={directory}/ansible/h{index}"
         )
     lines += [
@@ -126,7 +132,7 @@ def write_inventory(
         f"ansible_ssh_common_args='-o UserKnownHostsFile={known_hosts} "
         "-o StrictHostKeyChecking=yes'",
         "ansible_python_interpreter=/usr/bin/python3",
-        f"ansible_remote_tmp=/tmp/ansible-{user}",
+        "ansible_remote_tmp=/tmp/ansible-{{ ansible_user }}",
     ]
     inventory = directory / "inventory.ini"
     inventory.write_text("\n".join(lines) + "\n")
@@ -134,13 +140,19 @@ def write_inventory(
 
 
 def run_ansible(
-    playbook: Path, inventory: Path, book: Path, artifact: Path, release: str, workdir: Path
+    playbook: Path,
+    inventory: Path,
+    book: Path,
+    artifact: Path,
+    release: str,
+    workdir: Path,
+    forks: int,
 ) -> float:
     environment = {
         **os.environ,
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_FORKS": str(HOSTS),
+        "ANSIBLE_FORKS": str(forks),
         "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-local"),
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(workdir / "ansible-cp"),
         "ANSIBLE_NOCOLOR": "1",
@@ -172,9 +184,25 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def prepare_user_dirs(workdir: Path, users: list[str]) -> None:
+    """Each user may write only its own deploy directories."""
+    for name in ("autoops", "autoops-serial", "ansible"):
+        (workdir / name).mkdir(exist_ok=True)
+    for index, user in enumerate(users):
+        for name, leaf in (("autoops", user), ("autoops-serial", user), ("ansible", f"h{index}")):
+            (workdir / name / leaf).mkdir(exist_ok=True)
+            shutil.chown(workdir / name / leaf, user=user)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--hosts",
+        type=int,
+        default=HOSTS,
+        help=f"hosts to deploy to (default {HOSTS}); above {HOSTS} they are local users",
+    )
     parser.add_argument(
         "--login-user",
         metavar="NAME",
@@ -183,48 +211,75 @@ def main() -> None:
     )
     args = parser.parse_args()
     playbook = ensure_ansible()
+    count = args.hosts
     with tempfile.TemporaryDirectory(prefix="autoops-bench-deploy-") as temporary:
         workdir = Path(temporary)
         os.chmod(workdir, 0o755)  # noqa: S103 - sshd sessions read the artifact and key
-        keygen(workdir / "client_key")
-        servers = [make_server(workdir / f"sshd{i}", workdir / "client_key") for i in range(HOSTS)]
-        for server in servers:
-            server.start()
-        try:
+        servers: list[SshServer]
+        if count > HOSTS:
+            fleet_hosts = start_hosts(workdir / "hosts", count, DAEMONS_FOR_USERS)
+            servers = fleet_hosts.servers
+            addresses = fleet_hosts.addresses(count)
+            key, known_hosts = fleet_hosts.key, fleet_hosts.known_hosts
+            prepare_user_dirs(workdir, fleet_hosts.users)
+            root_template = "{user}"
+            who = f"{count} local users (/bin/sh) behind {DAEMONS_FOR_USERS} sshd"
+        else:
+            keygen(workdir / "client_key")
+            key = workdir / "client_key"
+            servers = [make_server(workdir / f"sshd{i}", key) for i in range(count)]
+            for server in servers:
+                server.start()
             known_hosts = workdir / "known_hosts"
             known_hosts.write_text("".join(s.host_key_line + "\n" for s in servers))
-            artifact = make_artifact(workdir)
             user = args.login_user or servers[0].user
             if args.login_user:
                 ensure_login_user(args.login_user, workdir)
-            inventory = write_inventory(workdir, servers, known_hosts, user)
+            addresses = [f"{user}@127.0.0.1:{server.port}" for server in servers]
+            root_template = "{ssh_port}"
+            shell = "/bin/sh" if args.login_user else os.environ.get("SHELL", "the login shell")
+            who = f"{user} ({shell})"
+        try:
+            artifact = make_artifact(workdir)
+            inventory = write_inventory(workdir, addresses, known_hosts, key)
             book = workdir / "deploy.yml"
             book.write_text(PLAYBOOK)
 
-            def deployer(concurrency: int, name: str) -> Deployer:
+            def deployer(concurrency: int | None, name: str) -> Deployer:
+                # None: the Deployer's default concurrency, the figure users get.
+                options: dict[str, Any] = (
+                    {} if concurrency is None else {"concurrency": concurrency}
+                )
                 return Deployer(
-                    [f"{user}@127.0.0.1:{server.port}" for server in servers],
-                    f"{workdir}/{name}/{{ssh_port}}",
-                    key_filename=str(servers[0].client_key),
+                    addresses,
+                    f"{workdir}/{name}/{root_template}",
+                    key_filename=str(key),
                     known_hosts=str(known_hosts),
-                    concurrency=concurrency,
-                    batch_size=HOSTS,
+                    batch_size=count,
                     health_check=HealthCheck.command("test -f index.html", timeout=10),
                     progress=False,
+                    **options,
                 )
 
-            parallel = deployer(10, "autoops")
+            parallel = deployer(None, "autoops")
             serial = deployer(1, "autoops-serial")
             times: dict[str, list[float]] = {"autoops": [], "ansible": [], "serial": []}
+            print(f"load average at start: {load()}", flush=True)
             for round_number in range(args.rounds):
                 release = f"r{round_number}"
                 times["autoops"].append(
                     timed(partial(parallel.deploy, artifact, release_id=release))
                 )
                 times["ansible"].append(
-                    run_ansible(playbook, inventory, book, artifact, release, workdir)
+                    run_ansible(playbook, inventory, book, artifact, release, workdir, count)
                 )
                 times["serial"].append(timed(partial(serial.deploy, artifact, release_id=release)))
+                print(
+                    f"  round {round_number}: autoops {times['autoops'][-1]:.3f} s, ansible "
+                    f"{times['ansible'][-1]:.3f} s, concurrency 1 {times['serial'][-1]:.3f} s "
+                    f"(load {load()})",
+                    flush=True,
+                )
             rollback = timed(parallel.rollback)
         finally:
             for server in servers:
@@ -234,20 +289,26 @@ def main() -> None:
     ansible = statistics.median(times["ansible"])
     serial_time = statistics.median(times["serial"])
     ratio = autoops / ansible
-    shell = "/bin/sh" if args.login_user else os.environ.get("SHELL", "the login shell")
+    target = TARGET_RATIO if count <= HOSTS else 0.1
     print(
-        f"deploy of a {ARTIFACT_BYTES // (1024 * 1024)} MB artifact to {HOSTS} loopback hosts as "
-        f"{args.login_user or servers[0].user} ({shell}), median of {args.rounds} rounds"
+        f"deploy of a {ARTIFACT_BYTES // (1024 * 1024)} MB artifact to {count} loopback hosts as "
+        f"{who}, lock, checksum, atomic switch and a health check, median of {args.rounds} rounds"
     )
-    print(f"  autoops (concurrency 10)     {autoops:7.3f} s")
-    print(f"  ansible-playbook (forks {HOSTS})   {ansible:7.3f} s")
+    print(f"  autoops (concurrency {parallel.concurrency:<3})    {autoops:7.3f} s")
+    print(f"  ansible-playbook (forks {count:<3})  {ansible:7.3f} s")
     print(f"  autoops (concurrency 1)      {serial_time:7.3f} s")
     print(
         f"  autoops / ansible            {ratio:7.3f}x  "
-        f"(target <= {TARGET_RATIO}x: {'met' if ratio <= TARGET_RATIO else 'NOT met'})"
+        f"(target <= {target}x: {'met' if ratio <= target else 'NOT met'})"
     )
-    print(f"  autoops concurrency 1 / 10   {serial_time / autoops:7.2f}x")
-    print(f"  rollback of {HOSTS} hosts          {rollback:7.3f} s")
+    print(f"  autoops concurrency 1 / {parallel.concurrency:<3}  {serial_time / autoops:7.2f}x")
+    print(f"  rollback of {count} hosts         {rollback:7.3f} s")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS of the deploying process {peak:.0f} MiB; load {load()}")
+
+
+def load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
 """50 checks on loopback (MySQL, Redis, HTTP) through autoops-check: parallel wall time against
-the slowest single check, with the serial time for contrast.
+the slowest single check, with the serial time for contrast. ``--scale 500`` instead runs 500
+checks (TCP, HTTP, Redis, MySQL against local targets, 10% of them against targets that never
+answer) with a 2 s timeout at several ``max_parallel`` settings, and reports wall time against the
+target (the slowest timeout + 1 s), CPU seconds and peak RSS.
 
-Run: .venv/bin/python benchmarks/bench_monitor.py
+Run: .venv/bin/python benchmarks/bench_monitor.py [--scale 500]
 """
 
 from __future__ import annotations
 
+import argparse
 import http.server
 import json
 import os
+import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from autoops import CheckStatus, HttpCheck, MySQLCheck, RedisCheck, run_checks
+from autoops import CheckStatus, HttpCheck, MySQLCheck, RedisCheck, TcpCheck, run_checks
 from autoops.monitor import Check
 
 MYSQL_URL = os.environ.get("AUTOOPS_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/")
@@ -73,7 +79,122 @@ def config_text(checks: list[Check], web_url: str) -> str:
     return "\n".join(lines)
 
 
+class Tarpit:
+    """A listener that accepts connections and never says a word (a hung HTTP, Redis or MySQL
+    server), and one that never accepts past a full backlog (a TCP connect that hangs)."""
+
+    def __init__(self) -> None:
+        self.silent = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        self.full = socket.socket()
+        self.full.bind(("127.0.0.1", 0))
+        self.full.listen(0)
+        self.held: list[socket.socket] = []
+        self._filler: list[socket.socket] = []
+        for _ in range(3):  # fill the backlog; once it is full, further connects hang
+            try:
+                self._filler.append(socket.create_connection(self.full.getsockname(), timeout=0.5))
+            except OSError:
+                break
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.silent.accept()
+            except OSError:
+                return
+            self.held.append(connection)
+
+    @property
+    def silent_port(self) -> int:
+        port: int = self.silent.getsockname()[1]
+        return port
+
+    @property
+    def full_port(self) -> int:
+        port: int = self.full.getsockname()[1]
+        return port
+
+
+def scale_checks(count: int, timeout: float, web_url: str, tarpit: Tarpit) -> list[Check]:
+    """``count`` checks, a quarter of each kind but fewer MySQL ones (the shared server's
+    max_connections is shared with other work); every tenth points at the tarpit."""
+    redis_port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    web_port = int(web_url.rsplit(":", 1)[1].rstrip("/"))
+    silent = tarpit.silent_port
+    checks: list[Check] = []
+    for index in range(count):
+        hung = index % 10 == 9
+        kind = ("tcp", "http", "redis", "tcp", "http", "redis", "mysql")[index % 7]
+        name = f"{kind}{index}"
+        if kind == "tcp":
+            port = tarpit.full_port if hung else (redis_port if index % 2 else web_port)
+            checks.append(TcpCheck(name, "127.0.0.1", port, timeout=timeout))
+        elif kind == "http":
+            url = f"http://127.0.0.1:{silent}/" if hung else web_url
+            checks.append(HttpCheck(name, url, timeout=timeout))
+        elif kind == "redis":
+            url = f"redis://127.0.0.1:{silent}/0" if hung else REDIS_URL
+            checks.append(RedisCheck(name, url, timeout=timeout))
+        else:
+            url = f"mysql://root@127.0.0.1:{silent}/" if hung else MYSQL_URL
+            checks.append(MySQLCheck(name, url, timeout=timeout))
+    return checks
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def scale(count: int, timeout: float = 2.0) -> None:
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    web_url = f"http://127.0.0.1:{server.server_address[1]}/"
+    tarpit = Tarpit()
+    checks = scale_checks(count, timeout, web_url, tarpit)
+    kinds = {
+        kind: sum(c.kind == kind for c in checks) for kind in ("tcp", "http", "redis", "mysql")
+    }
+    print(
+        f"{count} checks ({', '.join(f'{n} {k}' for k, n in kinds.items())}), "
+        f"{count // 10} against targets that never answer, timeout {timeout:g} s; "
+        f"target: within {timeout + 1:g} s"
+    )
+    for max_parallel in (32, 128, 256, count):
+        started, cpu = time.perf_counter(), cpu_seconds()
+        results = run_checks(checks, max_parallel=max_parallel, deadline=60)
+        wall, used = time.perf_counter() - started, cpu_seconds() - cpu
+        bad = sum(result.status is not CheckStatus.OK for result in results)
+        print(
+            f"  max_parallel {max_parallel:4d}: {wall:6.3f} s wall, {used:6.3f} CPU s, "
+            f"{bad} not OK ({'met' if wall <= timeout + 1 else 'NOT met'}; load {load()})",
+            flush=True,
+        )
+        reasons: dict[str, int] = {}
+        for check, result in zip(checks, results, strict=True):
+            if result.status is not CheckStatus.OK:
+                key = f"{check.kind}: {result.summary[:70]}"
+                reasons[key] = reasons.get(key, 0) + 1
+        for reason, number in sorted(reasons.items(), key=lambda item: -item[1])[:4]:
+            print(f"      {number:4d} x {reason}")
+        time.sleep(timeout + 0.5)  # let abandoned checks finish before the next setting
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak RSS {peak:.0f} MiB")
+    server.shutdown()
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=int, metavar="N", help="run N checks at scale instead")
+    args = parser.parse_args()
+    if args.scale:
+        scale(args.scale)
+        return
     server = Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     web_url = f"http://127.0.0.1:{server.server_address[1]}/"

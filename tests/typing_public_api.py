@@ -48,3 +48,14 @@ def clients_from_settings(
     return autoops.DbClient.from_config(settings=settings), autoops.CacheClient.from_config(
         settings=settings
     )
+
+
+def fleet_disk_use(fleet: autoops.Fleet) -> dict[str, float]:
+    result: autoops.FleetResult = fleet.run(["df", "-P", "/"], timeout=30, env={"LC_ALL": "C"})
+    failed: list[str] = result.failed_hosts
+    status: autoops.HostStatus = result.hosts[0].status
+    facts: dict[str, autoops.HostFacts] = fleet.facts(raise_on_failure=False)
+    disks: tuple[autoops.DiskUsage, ...] = facts[fleet.hosts[0]].disks
+    ports: tuple[autoops.ListeningPort, ...] = facts[fleet.hosts[0]].listening
+    del failed, status, ports
+    return {host: info.disk("/").use_percent for host, info in facts.items()} if disks else {}

@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="accept host keys not in known_hosts (unsafe; logged)",
     )
-    parser.add_argument("--concurrency", type=int, help="hosts worked on at once (default 10)")
+    parser.add_argument("--concurrency", type=int, help="hosts worked on at once (default 50)")
     parser.add_argument(
         "--metrics",
         metavar="PATH",

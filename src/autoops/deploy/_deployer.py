@@ -133,7 +133,7 @@ class Deployer:
         connect_timeout: float = 10.0,
         command_timeout: float = 600.0,
         keepalive: int = 15,
-        concurrency: int = 10,
+        concurrency: int = 50,
         batch_size: int = 1,
         max_failures: int = 0,
         keep_releases: int = 5,
