@@ -20,7 +20,7 @@ from ..cache import CacheClient
 from ..db import MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
-from ._model import MANIFEST_SUFFIX, Backup, utc_now
+from ._model import MANIFEST_SUFFIX, Backup, backup_list, utc_now
 from ._pipeline import read_ahead
 from ._retention import RetentionPlan, RetentionPolicy
 from ._storage import Storage
@@ -100,7 +100,7 @@ class Backuper:
             if source is None or backup.source == source:
                 backups.append(backup)
         backups.sort(key=lambda backup: (backup.started_at, backup.id))
-        return backups
+        return backup_list(backups)
 
     def get(self, backup_id: str) -> Backup:
         """The backup with this id (or a unique id prefix)."""
