@@ -292,3 +292,31 @@ def test_php_reads_every_synced_column_type_with_one_date_format_per_column(
     seen = read_with_php(list(synced_keys), SYNC_FORMATS)
 
     assert seen == {key: php_view(value, SYNC_FORMATS) for key, value in synced_keys.items()}
+
+
+# the codec's modes on their own ------------------------------------------------------------
+
+
+def test_fraction_digits_refuses_to_cut_digits_off() -> None:
+    codec = autoops.JsonCodec(fraction_digits=3)
+
+    assert codec.encode(dt.datetime(2026, 1, 1, 0, 0, 0, 120_000)) == b'"2026-01-01T00:00:00.120"'
+    with pytest.raises(autoops.CodecError, match="more than 3 fraction digits"):
+        codec.encode(dt.datetime(2026, 1, 1, 0, 0, 0, 120_001))
+
+
+@pytest.mark.parametrize("digits", [-1, 7, 2.5, True])
+def test_fraction_digits_outside_0_to_6_is_a_config_error(digits: object) -> None:
+    with pytest.raises(autoops.ConfigError, match="fraction_digits"):
+        autoops.JsonCodec(fraction_digits=digits)  # type: ignore[arg-type]
+
+
+def test_safe_integers_keeps_other_encoding_errors_clear() -> None:
+    codec = autoops.JsonCodec(safe_integers=True)
+
+    assert codec.encode([2**53 - 1, -(2**53), 2**80]) == (
+        b'[9007199254740991,"-9007199254740992","1208925819614629174706176"]'
+    )
+    with pytest.raises(autoops.CodecError, match="a set has no JSON form"):
+        codec.encode({"ids": {2**60}})
+    assert repr(codec) == "JsonCodec(safe_integers=True)"
