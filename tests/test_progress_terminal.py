@@ -76,7 +76,9 @@ class Terminal:
         self._tmux("clear-history", "-t", "t")
 
     def close(self) -> None:
+        socket = self._tmux("display-message", "-p", "#{socket_path}").strip()
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], check=False, timeout=30)
+        Path(socket).unlink(missing_ok=True)  # kill-server leaves the socket file behind
 
 
 @pytest.fixture
