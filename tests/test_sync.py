@@ -202,14 +202,12 @@ def test_server_built_json_equals_codec_json_for_every_common_column_type(
     assert cached_rows(codec, "t:") == expected
 
 
-@pytest.mark.parametrize("column_type", ["FLOAT", "DOUBLE", "TIME(3)", "YEAR", "BIT(8)", "JSON"])
+@pytest.mark.parametrize("column_type", ["FLOAT", "DOUBLE", "YEAR", "BIT(8)"])
 def test_types_the_server_writes_differently_fall_back_to_the_codec(
     mysql_db: autoops.DbClient, cache: autoops.CacheClient, column_type: str
 ) -> None:
     mysql_db.execute(f"CREATE TABLE odd (id INT PRIMARY KEY, v {column_type})")
-    value = {"FLOAT": 1.1, "DOUBLE": 0.1, "TIME(3)": "-01:02:03.5", "YEAR": 2024}.get(
-        column_type, b"\x05" if column_type.startswith("BIT") else '{"a": [1, 2.5]}'
-    )
+    value = {"FLOAT": 1.1, "DOUBLE": 0.1, "YEAR": 2024}.get(column_type, b"\x05")
     mysql_db.execute("INSERT INTO odd VALUES (1, %s), (2, NULL)", (value,))
     sync = autoops.CacheSync(mysql_db, cache, table="odd", key="odd:{id}")
 
@@ -219,6 +217,74 @@ def test_types_the_server_writes_differently_fall_back_to_the_codec(
     assert cached_rows(cache, "odd:") == expected_cache(
         mysql_db, table="odd", columns=("id", "v"), key="odd:{id}"
     )
+
+
+SPECIAL_DDL = (
+    "CREATE TABLE two_factor_codes (id BIGINT PRIMARY KEY, at6 DATETIME(6), at0 DATETIME,"
+    " took TIME(3), doc JSON, ubig BIGINT UNSIGNED)"
+)
+MARKS6 = ", ".join(["%s"] * 6)
+SPECIAL_ROWS = [
+    (
+        2**53 + 1,
+        "2026-01-01 00:00:00",
+        "2026-01-01 00:00:00",
+        "-01:02:03",
+        '{"a": [1, 2.5]}',
+        2**64 - 1,
+    ),
+    (-(2**63), "2026-05-01 12:30:00.123456", None, "838:59:59.5", "null", 2**53 - 1),
+]
+
+
+@pytest.mark.parametrize("server_side", [True, False])
+def test_big_integers_are_strings_times_keep_their_width_and_json_is_embedded(
+    mysql_db: autoops.DbClient, cache: autoops.CacheClient, server_side: bool
+) -> None:
+    mysql_db.execute(SPECIAL_DDL)
+    mysql_db.executemany(f"INSERT INTO two_factor_codes VALUES ({MARKS6})", SPECIAL_ROWS)
+    sync = autoops.CacheSync(
+        mysql_db, cache, table="two_factor_codes", key="codes:{id}", server_side=server_side
+    )
+
+    sync.run_once()
+
+    assert sync.plan().server_side is server_side
+    assert cache.get("codes:9007199254740993") == {
+        "id": "9007199254740993",
+        "at6": "2026-01-01T00:00:00.000000",
+        "at0": "2026-01-01T00:00:00",
+        "took": "-01:02:03.000",
+        "doc": {"a": [1, 2.5]},
+        "ubig": "18446744073709551615",
+    }
+    assert cache.get("codes:-9223372036854775808") == {
+        "id": "-9223372036854775808",
+        "at6": "2026-05-01T12:30:00.123456",
+        "at0": None,
+        "took": "838:59:59.500",
+        "doc": None,
+        "ubig": 9007199254740991,
+    }
+
+
+@pytest.mark.parametrize("server_side", [True, False])
+def test_a_codec_made_with_safe_integers_false_keeps_big_integers_as_numbers(
+    mysql_db: autoops.DbClient, redis_url: str, redis_namespace: str, server_side: bool
+) -> None:
+    mysql_db.execute(SPECIAL_DDL)
+    mysql_db.executemany(f"INSERT INTO two_factor_codes VALUES ({MARKS6})", SPECIAL_ROWS)
+    cache = autoops.CacheClient.from_url(
+        redis_url, namespace=redis_namespace, codec=autoops.JsonCodec(safe_integers=False)
+    )
+    with cache:
+        autoops.CacheSync(
+            mysql_db, cache, table="two_factor_codes", key="codes:{id}", server_side=server_side
+        ).run_once()
+
+        value = cache.get("codes:9007199254740993")
+
+    assert (value["id"], value["ubig"]) == (2**53 + 1, 2**64 - 1)
 
 
 # incremental passes ---------------------------------------------------------------------------

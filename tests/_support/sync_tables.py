@@ -52,15 +52,47 @@ def expected_cache(
     deleted_column: str | None = None,
     key_column: str = "id",
 ) -> dict[str, Any]:
-    """What the cache must hold for ``table``: key -> the row as the codec writes it, decoded."""
-    codec = autoops.JsonCodec()
+    """What the cache must hold for ``table``: key -> the row as a sync writes it, decoded:
+    the codec's JSON with BIGINTs beyond 2**53 - 1 as strings, times at the column's declared
+    precision and JSON columns embedded (docs/clients.md)."""
+    codec = autoops.JsonCodec(safe_integers=True)
     quoted = ", ".join(db.quote_identifier(column) for column in columns)
     extra = f", {db.quote_identifier(deleted_column)} AS _gone" if deleted_column else ""
     rows = db.query(f"SELECT {quoted}{extra} FROM {db.quote_identifier(table)}")
+    digits: dict[str, int] = {}
+    documents: set[str] = set()
+    if db.dialect == "mysql":
+        for column in db.query(
+            "SELECT COLUMN_NAME AS name, DATA_TYPE AS type, DATETIME_PRECISION AS digits,"
+            " COLUMN_TYPE AS full_type FROM information_schema.COLUMNS"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+            (table,),
+        ):
+            if column["type"] in ("datetime", "timestamp", "time"):
+                digits[column["name"]] = column["digits"] or 0
+            if column["type"] == "json" or (
+                column["type"] == "longtext"
+                and db.query_one(
+                    "SELECT 1 AS y FROM information_schema.CHECK_CONSTRAINTS WHERE"
+                    " CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = %s AND CHECK_CLAUSE = %s",
+                    (table, f"json_valid(`{column['name']}`)"),
+                )
+            ):
+                documents.add(column["name"])
+
+    def value(name: str, raw: Any) -> Any:
+        if raw is None:
+            return None
+        if name in documents:
+            return orjson.loads(raw)
+        if name in digits:
+            text = orjson.loads(autoops.JsonCodec(fraction_digits=6).encode(raw))
+            whole, _, fraction = text.partition(".")
+            return f"{whole}.{fraction[: digits[name]]}" if digits[name] else whole
+        return orjson.loads(codec.encode(raw))
+
     return {
-        key.format(**{key_column: row[key_column]}): orjson.loads(
-            codec.encode({c: row[c] for c in columns})
-        )
+        key.format(**{key_column: row[key_column]}): {c: value(c, row[c]) for c in columns}
         for row in rows
         if not row.get("_gone")
     }

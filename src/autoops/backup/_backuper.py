@@ -22,7 +22,7 @@ from ..db import MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError, RestoreRefusedError
-from ._model import MANIFEST_SUFFIX, Backup, utc_now
+from ._model import MANIFEST_SUFFIX, Backup, backup_list, utc_now
 from ._pipeline import read_ahead
 from ._retention import RetentionPlan, RetentionPolicy
 from ._storage import Storage, disk_error
@@ -113,7 +113,7 @@ class Backuper:
             if source is None or backup.source == source:
                 backups.append(backup)
         backups.sort(key=lambda backup: (backup.started_at, backup.id))
-        return backups
+        return backup_list(backups)
 
     def get(self, backup_id: str) -> Backup:
         """The backup with this id (or a unique id prefix)."""

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
-from .._display import format_bytes, html_table
+from .._display import Numeric, ResultList, format_bytes, html_table
 from ._errors import BackupError
 
-__all__ = ["MANIFEST_SUFFIX", "Backup", "TableStats"]
+__all__ = ["MANIFEST_SUFFIX", "Backup", "TableStats", "backup_list"]
 
 MANIFEST_SUFFIX: Final = ".manifest.json"
 MANIFEST_VERSION: Final = 1
@@ -234,8 +234,8 @@ class Backup:
             ("source", self.source),
             ("status", self.status),
             ("started", self.started_at.isoformat(timespec="seconds")),
-            ("duration", f"{self.duration:.1f} s"),
-            ("size", format_bytes(self.size)),
+            ("duration", Numeric(f"{self.duration:.1f} s")),
+            ("size", Numeric(format_bytes(self.size))),
             ("sha256", self.sha256),
             (
                 "verified",
@@ -250,6 +250,24 @@ class Backup:
             columns=["table", "rows", "checksum"] if self.tables else None,
             body=[[name, s.rows, s.checksum] for name, s in self.tables.items()],
         )
+
+
+def backup_list(backups: Iterable[Backup]) -> ResultList[Backup]:
+    """``backups`` as a list that shows as one table (id, kind, source, status, size, ...)."""
+    return ResultList(
+        backups,
+        title="backups",
+        columns=["id", "kind", "source", "status", "started", "size", "verified"],
+        row=lambda backup: (
+            backup.id,
+            backup.kind,
+            backup.source,
+            backup.status,
+            backup.started_at.isoformat(timespec="seconds"),
+            Numeric(format_bytes(backup.size)),
+            backup.verified_at.isoformat(timespec="seconds") if backup.verified_at else "never",
+        ),
+    )
 
 
 def utc_now() -> datetime:

@@ -18,6 +18,16 @@ uuid.UUID                 string
 dict, list, tuple         object, array (dict keys must be strings)
 ========================  ==========================================================
 
+By default a fraction of a second is written only when it is not zero (Python's ``isoformat``).
+``fraction_digits=6`` (0 to 6) writes every datetime, time and timedelta with that many digits,
+so a consumer's fixed format (PHP's ``Y-m-d\\TH:i:s.u``) parses every value; CacheSync writes each
+column at its declared precision (``DATETIME(3)``: 3 digits).
+
+``safe_integers=True`` writes integers outside +/-(2**53 - 1) as strings (``"9007199254740993"``),
+the convention of Twitter's ``id_str`` and of Protobuf's JSON mapping of int64: JavaScript numbers
+are doubles and would round them silently. CacheSync turns it on unless its cache's codec was made
+with ``safe_integers=False``.
+
 Decoding is plain JSON: dates, decimals and bytes come back as the strings above.
 """
 
@@ -26,14 +36,19 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import functools
 import math
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import orjson
 
-from .._errors import CodecError
+from .._errors import CodecError, ConfigError
 
-__all__ = ["Codec", "JsonCodec", "RawCodec"]
+__all__ = ["Codec", "JsonCodec", "RawCodec", "fixed_fraction"]
+
+# Integers JavaScript (a double) holds exactly: Number.MAX_SAFE_INTEGER.
+_SAFE_INTEGER: Final = 2**53 - 1
 
 
 @runtime_checkable
@@ -51,7 +66,7 @@ class Codec(Protocol):
         ...
 
 
-def _timedelta_text(value: dt.timedelta) -> str:
+def _timedelta_text(value: dt.timedelta, digits: int | None = None) -> str:
     total = value.days * 86_400_000_000 + value.seconds * 1_000_000 + value.microseconds
     sign = "-" if total < 0 else ""
     total = abs(total)
@@ -59,7 +74,27 @@ def _timedelta_text(value: dt.timedelta) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     text = f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}"
-    return f"{text}.{micros:06d}" if micros else text
+    if digits is None:
+        return f"{text}.{micros:06d}" if micros else text
+    return _with_fraction(text, micros, digits, value)
+
+
+def _with_fraction(whole: str, micros: int, digits: int, value: object) -> str:
+    if micros % 10 ** (6 - digits):
+        raise CodecError(
+            f"{value!r} has more than {digits} fraction digits; raise fraction_digits to keep them"
+        )
+    return f"{whole}.{micros:06d}"[: len(whole) + 1 + digits] if digits else whole
+
+
+def fixed_fraction(value: dt.datetime | dt.time | dt.timedelta, digits: int) -> str:
+    """``value`` as the codec writes it, with exactly ``digits`` (0-6) fraction digits; a
+    :class:`~autoops.CodecError` if that would drop non-zero digits."""
+    if isinstance(value, dt.timedelta):
+        return _timedelta_text(value, digits)
+    text = value.isoformat(timespec="seconds")
+    end = 19 if isinstance(value, dt.datetime) else 8  # where the whole seconds end
+    return _with_fraction(text[:end], value.microsecond, digits, value) + text[end:]
 
 
 def _default(value: Any) -> Any:
@@ -78,6 +113,14 @@ def _default(value: Any) -> Any:
     raise TypeError(f"values of type {type(value).__name__} have no JSON form")
 
 
+def _default_fixed(value: Any, *, digits: int) -> Any:
+    if isinstance(value, dt.datetime | dt.time | dt.timedelta):
+        return fixed_fraction(value, digits)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return _default(value)
+
+
 def _has_non_finite(value: Any) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
@@ -88,15 +131,62 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
+def _integers_as_strings(value: Any) -> Any:
+    if isinstance(value, int) and not -_SAFE_INTEGER <= value <= _SAFE_INTEGER:
+        return str(int(value))
+    if isinstance(value, dict):
+        return {key: _integers_as_strings(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_integers_as_strings(item) for item in value]
+    return value
+
+
 class JsonCodec:
-    """Plain JSON (UTF-8, compact) with the conventions in this module's docstring."""
+    """Plain JSON (UTF-8, compact) with the conventions in this module's docstring.
+
+    ``fraction_digits`` (0-6) writes every datetime, time and timedelta with that many fraction
+    digits instead of only non-zero ones; ``safe_integers=True`` writes integers JavaScript cannot
+    hold exactly as strings (None: off here, on in CacheSync).
+    """
 
     name = "json"
 
+    def __init__(
+        self, *, safe_integers: bool | None = None, fraction_digits: int | None = None
+    ) -> None:
+        if fraction_digits is not None and (
+            isinstance(fraction_digits, bool)
+            or not isinstance(fraction_digits, int)
+            or not 0 <= fraction_digits <= 6
+        ):
+            raise ConfigError(
+                f"fraction_digits must be a whole number from 0 to 6, got {fraction_digits!r}"
+            )
+        self.safe_integers = safe_integers
+        self.fraction_digits = fraction_digits
+        # OPT_STRICT_INTEGER makes orjson refuse what JavaScript would round: the common case
+        # (no such integer) costs nothing, and only a refused value is walked and converted.
+        self._option = orjson.OPT_STRICT_INTEGER if safe_integers else 0
+        self._default: Callable[[Any], Any] = _default
+        if fraction_digits is not None:
+            self._option |= orjson.OPT_PASSTHROUGH_DATETIME
+            self._default = functools.partial(_default_fixed, digits=fraction_digits)
+
     def encode(self, value: Any) -> bytes:
         try:
-            data = orjson.dumps(value, default=_default)
+            try:
+                data = orjson.dumps(value, default=self._default, option=self._option)
+            except TypeError:
+                if not self.safe_integers:
+                    raise
+                data = orjson.dumps(
+                    _integers_as_strings(value),
+                    default=self._default,
+                    option=self._option & ~orjson.OPT_STRICT_INTEGER,
+                )
         except TypeError as exc:
+            if isinstance(exc.__cause__, CodecError):
+                raise exc.__cause__ from None
             reason = exc.__cause__ if isinstance(exc.__cause__, TypeError) else exc
             raise CodecError(f"cannot encode value as JSON: {reason}") from None
         # orjson writes NaN and infinities as null; refuse them instead of losing them silently.
@@ -116,7 +206,15 @@ class JsonCodec:
             ) from None
 
     def __repr__(self) -> str:
-        return "JsonCodec()"
+        options = [
+            f"{name}={value!r}"
+            for name, value in (
+                ("safe_integers", self.safe_integers),
+                ("fraction_digits", self.fraction_digits),
+            )
+            if value is not None
+        ]
+        return f"JsonCodec({', '.join(options)})"
 
 
 class RawCodec:

@@ -16,7 +16,7 @@ from .._retry import RetryPolicy
 from .._ssh import SshHost, SshOptions, connect, quote_command, run
 from ._check import Check
 from ._notify import AlertPolicy, Notifier, deliver
-from ._result import CheckResult
+from ._result import CheckResult, check_results
 from ._runner import run_checks
 from ._state import StateFile
 from ._status import CheckStatus
@@ -144,7 +144,7 @@ class Monitor:
             final.append(result)
         if self.state_file is not None:
             self.state_file.save(changed)
-        return final
+        return check_results(final)
 
     def _remediate(self, entry: dict[str, Any], result: CheckResult) -> CheckResult:
         remediation = self.remediations.get(result.name)

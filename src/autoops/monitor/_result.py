@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from .._display import format_seconds, html_table
+from .._display import Numeric, ResultList, format_quantity, format_seconds, html_table
 from ._range import ThresholdRange, Thresholds, plain_number
 from ._status import CheckStatus
 
-__all__ = ["CheckMetric", "CheckResult"]
+__all__ = ["CheckMetric", "CheckResult", "check_results"]
 
 
 #: Perfdata units of measure the Monitoring Plugins guidelines allow, and their Prometheus form.
@@ -50,6 +50,10 @@ class CheckMetric:
     def status(self) -> CheckStatus:
         """What the thresholds say about the value."""
         return Thresholds(self.warning, self.critical).evaluate(self.value)
+
+    def display(self) -> Numeric:
+        """The value for people: ``34.3 ms``, ``7.2 MiB``, ``12.5%``."""
+        return Numeric(format_quantity(self.value, self.unit))
 
     def perfdata(self) -> str:
         """``'label'=value[UOM];[warn];[crit];[min];[max]`` with trailing empty fields dropped."""
@@ -142,7 +146,7 @@ class CheckResult:
             ("status", self.status.name),
             ("summary", self.summary),
             ("kind", self.kind),
-            ("duration", format_seconds(self.duration)),
+            ("duration", Numeric(format_seconds(self.duration))),
         ]
         if self.remediation:
             rows.append(("remediation", self.remediation))
@@ -153,7 +157,7 @@ class CheckResult:
             body=[
                 (
                     metric.label,
-                    f"{format_number(metric.value)}{metric.unit}",
+                    metric.display(),
                     metric.warning or "",
                     metric.critical or "",
                     metric.status.name,
@@ -161,3 +165,19 @@ class CheckResult:
                 for metric in self.metrics
             ],
         )
+
+
+def check_results(results: Iterable[CheckResult]) -> ResultList[CheckResult]:
+    """``results`` as a list that shows as one table (check, status, summary, metrics)."""
+    return ResultList(
+        results,
+        title="check results",
+        columns=["check", "status", "summary", "metrics", "duration"],
+        row=lambda result: (
+            result.name,
+            result.status.name,
+            result.summary,
+            ", ".join(f"{metric.label} {metric.display()}" for metric in result.metrics),
+            Numeric(format_seconds(result.duration)),
+        ),
+    )

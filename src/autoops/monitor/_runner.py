@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from .._errors import ConfigError
 from ._check import Check
-from ._result import CheckResult
+from ._result import CheckResult, check_results
 from ._status import CheckStatus
 
 __all__ = ["run_checks"]
@@ -121,4 +121,4 @@ def run_checks(
             f"not run: the overall deadline of {deadline:g} s passed first",
             CheckStatus.UNKNOWN,
         )
-    return [result for result in results if result is not None]
+    return check_results(result for result in results if result is not None)

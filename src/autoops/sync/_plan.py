@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
+
 from .._errors import ConfigError
+from ..cache import Codec, JsonCodec
+from ..cache._codec import fixed_fraction
 from ..db import DbClient
 
 __all__ = ["Column", "KeyTemplate", "TablePlan", "inspect_table"]
@@ -27,11 +31,11 @@ _TEXT_TYPES: Final = frozenset(
 _BINARY_TYPES: Final = frozenset(
     {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
 )
-# The codec writes datetimes as ISO-8601 with a "T", and the fraction only when it is not zero.
-# (%% because these go into statements with pymysql placeholders.)
-_ISO_DATETIME: Final = (
-    "IF(MICROSECOND({c}) = 0, DATE_FORMAT({c}, '%%Y-%%m-%%dT%%H:%%i:%%s'), "
-    "DATE_FORMAT({c}, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f'))"
+# A BIGINT JavaScript cannot hold exactly becomes a JSON string (the codec's safe_integers):
+# IF() of a number and a string is a string, so both arms are JSON text that JSON_EXTRACT parses.
+_SAFE_BIGINT: Final = (
+    "JSON_EXTRACT(IF({c} BETWEEN -9007199254740991 AND 9007199254740991, CAST({c} AS CHAR), "
+    "JSON_QUOTE(CAST({c} AS CHAR))), '$')"
 )
 
 
@@ -102,11 +106,48 @@ class Column:
     integer: bool
     server_json: str | None
     """The MySQL expression writing this column's JSON value as the codec would, or None."""
+    to_json: Callable[[Any], Any] | None = None
+    """What the Python path hands the codec instead of the driver's value (None: the value):
+    times at the column's declared precision, a JSON column's text embedded as JSON."""
+
+
+def _fraction(digits: int) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if isinstance(value, dt.datetime | dt.timedelta | dt.time):
+            return fixed_fraction(value, digits)
+        return value
+
+    return convert
+
+
+def _embedded(value: Any) -> Any:
+    if isinstance(value, str | bytes):
+        return orjson.Fragment(value)
+    return value
+
+
+def _to_json(data_type: str, precision: int | None, is_json: bool) -> Callable[[Any], Any] | None:
+    if is_json:
+        return _embedded
+    if data_type in ("datetime", "timestamp", "time"):
+        return _fraction(precision or 0)
+    return None
 
 
 def _server_json(
-    quoted: str, data_type: str, charset: str | None, precision: int | None
+    quoted: str,
+    data_type: str,
+    charset: str | None,
+    precision: int | None,
+    *,
+    is_json: bool = False,
+    safe_integers: bool = True,
 ) -> str | None:
+    if is_json:
+        # The server parses and embeds the document, as the Python path's orjson.Fragment does.
+        return f"JSON_EXTRACT({quoted}, '$')"
+    if data_type == "bigint" and safe_integers:
+        return _SAFE_BIGINT.format(c=quoted)
     if data_type in _INTEGER_TYPES:
         return quoted
     if data_type in _TEXT_TYPES and charset not in (None, "binary"):
@@ -114,24 +155,24 @@ def _server_json(
     if data_type == "decimal":
         return f"CAST({quoted} AS CHAR)"
     if data_type in ("datetime", "timestamp"):
-        # CAST is much cheaper than DATE_FORMAT; it prints the column's own number of digits.
-        if precision == 0:
-            return f"REPLACE(CAST({quoted} AS CHAR), ' ', 'T')"
-        if precision == 6:
-            return f"REPLACE(TRIM(TRAILING '.000000' FROM CAST({quoted} AS CHAR)), ' ', 'T')"
-        return _ISO_DATETIME.format(c=quoted)
+        # CAST prints the column's declared number of fraction digits, as the Python path
+        # writes them (one width per column), and is much cheaper than DATE_FORMAT.
+        return f"REPLACE(CAST({quoted} AS CHAR), ' ', 'T')"
+    if data_type == "time":
+        return f"CAST({quoted} AS CHAR)"
     if data_type == "date":
         return f"DATE_FORMAT({quoted}, '%%Y-%%m-%%d')"
     if data_type in _BINARY_TYPES or (data_type in ("char", "varchar") and charset == "binary"):
         # MariaDB's TO_BASE64 breaks lines every 76 characters; Python's base64 does not.
         return f"REPLACE(TO_BASE64({quoted}), '\\n', '')"
-    # FLOAT/DOUBLE print differently, TIME and YEAR differ in form, JSON columns would be
-    # embedded rather than quoted, BIT and spatial types are binary: the codec encodes those.
+    # FLOAT/DOUBLE print differently, YEAR differs in form, BIT and spatial types are binary:
+    # the codec encodes those.
     return None
 
 
-def inspect_table(db: DbClient, table: str) -> list[Column]:
-    """The table's columns in order; a :class:`ConfigError` if the table does not exist."""
+def inspect_table(db: DbClient, table: str, *, safe_integers: bool = True) -> list[Column]:
+    """The table's columns in order; a :class:`ConfigError` if the table does not exist.
+    ``safe_integers``: the server writes BIGINTs beyond 2**53 - 1 as strings, as the codec."""
     quoted_table = db.quote_identifier(table)
     columns: list[Column] = []
     if db.dialect == "mysql":
@@ -150,12 +191,25 @@ def inspect_table(db: DbClient, table: str) -> list[Column]:
         for row in rows:
             data_type = str(row["data_type"]).lower()
             quoted = db.quote_identifier(str(row["name"]))
-            server = (
-                None
-                if row["is_json"]
-                else _server_json(quoted, data_type, row["charset"], row["precision_"])
+            is_json = bool(row["is_json"]) or data_type == "json"
+            precision = row["precision_"]
+            server = _server_json(
+                quoted,
+                data_type,
+                row["charset"],
+                precision,
+                is_json=is_json,
+                safe_integers=safe_integers,
             )
-            columns.append(Column(str(row["name"]), data_type, data_type in _INTEGER_TYPES, server))
+            columns.append(
+                Column(
+                    str(row["name"]),
+                    data_type,
+                    data_type in _INTEGER_TYPES,
+                    server,
+                    _to_json(data_type, precision, is_json),
+                )
+            )
     else:
         for row in db.query(f"PRAGMA table_info({quoted_table})"):
             data_type = str(row["type"]).lower()
@@ -195,9 +249,11 @@ class TablePlan:
         updated_column: str | None,
         deleted_column: str | None,
         server_side: bool,
+        codec: Codec | None = None,
     ) -> TablePlan:
-        """Resolve the names against the table; unknown names fail before anything is written."""
-        found = inspect_table(db, table)
+        """Resolve the names against the table; unknown names fail before anything is written.
+        ``codec`` is the cache's (its ``safe_integers`` decides how the server writes BIGINTs)."""
+        found = inspect_table(db, table, safe_integers=sync_safe_integers(codec))
         by_name = {column.name: column for column in found}
 
         def need(name: str, role: str) -> Column:
@@ -349,6 +405,25 @@ class TablePlan:
             sql = f"SET STATEMENT group_concat_max_len = 1073741824 FOR {sql}"
         return sql, list(key_parts)
 
+    def row_encoder(self, codec: Codec) -> Callable[[dict[str, Any]], bytes]:
+        """The Python path's encoding of a row's cached columns, the values the server path
+        writes: times at each column's precision, JSON embedded, safe integers by default."""
+        names = [column.name for column in self.cached]
+        if not isinstance(codec, JsonCodec):
+            return lambda row: codec.encode({name: row[name] for name in names})
+        if codec.safe_integers is None:
+            codec = JsonCodec(safe_integers=True, fraction_digits=codec.fraction_digits)
+        encode = codec.encode
+        fixes = [(column.name, column.to_json) for column in self.cached if column.to_json]
+
+        def encode_row(row: dict[str, Any]) -> bytes:
+            value = {name: row[name] for name in names}
+            for name, fix in fixes:
+                value[name] = fix(value[name])
+            return encode(value)
+
+        return encode_row
+
     def deleted_condition(self, db: DbClient) -> str:
         """SQL true for a soft-deleted row: a non-zero number, or any other non-NULL value."""
         assert self.deleted is not None
@@ -364,6 +439,12 @@ class TablePlan:
         if isinstance(value, bool | int):
             return value != 0
         return True
+
+
+def sync_safe_integers(codec: Codec | None) -> bool:
+    """Whether a sync writes BIGINTs beyond 2**53 - 1 as strings: yes unless its cache's
+    JsonCodec was made with ``safe_integers=False``."""
+    return not isinstance(codec, JsonCodec) or codec.safe_integers is not False
 
 
 def shift_back(value: Any, overlap: float) -> Any:

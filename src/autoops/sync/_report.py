@@ -144,11 +144,29 @@ class SyncStatus:
                 ("checkpoint committed at", self.checkpoint_committed_at),
                 ("last success at", self.last_success_at),
                 ("lag", "never synced" if lag is None else format_seconds(lag)),
-                ("last pass", self.last_pass),
+                ("last pass", describe_pass(self.last_pass)),
                 ("full pass in progress", self.full_pass_in_progress),
                 ("lock holder", self.lock_holder),
             ],
         )
+
+
+def describe_pass(summary: dict[str, Any] | None) -> str:
+    """``full: 300,000 rows read, 300,000 keys written, 0 deleted in 12.3 s`` from a stored
+    last-pass summary (fields may be missing in one written by an older version)."""
+    if not summary:
+        return "none yet"
+
+    def count(field: str) -> str:
+        value = summary.get(field)
+        return f"{value:,}" if isinstance(value, int) else "?"
+
+    duration = summary.get("duration_seconds")
+    took = f" in {format_seconds(duration)}" if isinstance(duration, int | float) else ""
+    return (
+        f"{summary.get('kind') or 'pass'}: {count('rows_read')} rows read, "
+        f"{count('keys_written')} keys written, {count('keys_deleted')} deleted{took}"
+    )
 
 
 def describe_holder(data: bytes | None) -> str | None:

@@ -93,8 +93,10 @@ def _checkpoint_value(record: dict[str, Any]) -> Any:
 
 class CacheSync:
     """Keep ``cache`` in step with ``table``: one key per row (``key="users:{id}"``), its value
-    the JSON object of the cached ``columns`` exactly as the cache's codec writes it, so
-    ``cache.get("users:7")`` returns the row as a dict.
+    the JSON object of the cached ``columns`` as the cache's codec writes it, so
+    ``cache.get("users:7")`` returns the row as a dict (BIGINTs beyond 2**53 - 1 as strings
+    unless the codec says ``safe_integers=False``, times at the column's declared precision, JSON
+    columns embedded: see docs/clients.md).
 
     A full pass pages the table by primary key; once it has finished, passes are incremental
     (rows whose ``updated_column`` is at or past the checkpoint less ``overlap`` seconds, so a row
@@ -189,6 +191,7 @@ class CacheSync:
                 updated_column=self.updated_column,
                 deleted_column=self.deleted_column,
                 server_side=self.server_side and isinstance(self.cache.codec, JsonCodec),
+                codec=self.cache.codec,
             )
         return self._plan
 
@@ -605,11 +608,10 @@ class CacheSync:
             low = last_pk
 
     def _encode(self, plan: TablePlan, rows: list[dict[str, Any]]) -> _Page:
-        names = [column.name for column in plan.cached]
         pk_name = plan.primary_key.name
         prefix = self.cache.key(self.template.prefix)
         suffix = self.template.suffix
-        encode = self.cache.codec.encode
+        encode = plan.row_encoder(self.cache.codec)
         deleted_name = plan.deleted.name if plan.deleted is not None else None
         items: list[tuple[str, bytes]] = []
         deletes: list[str] = []
@@ -625,7 +627,7 @@ class CacheSync:
             if deleted_name is not None and plan.is_deleted(row[deleted_name]):
                 deletes.append(key)
             else:
-                items.append((key, encode({name: row[name] for name in names})))
+                items.append((key, encode(row)))
                 pks.append(pk)
         last = rows[-1]
         page = _Page(
