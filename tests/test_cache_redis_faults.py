@@ -126,13 +126,19 @@ def test_right_credentials_work(acl_user: str) -> None:
 
 @pytest.fixture
 def replica(tmp_path: Path) -> Iterator[int]:
-    """A real Redis replica of the test server on a free port, promoted by the test."""
-    with redis_server(tmp_path, "--replicaof", REDIS_HOST, str(REDIS_PORT)) as port:
+    """A real Redis replica of a private, empty master, both on free ports, promoted by the
+    test (a replica of the shared server would copy whatever it holds, and wait on its size)."""
+    (tmp_path / "master").mkdir()
+    (tmp_path / "replica").mkdir()
+    with (
+        redis_server(tmp_path / "master", "--repl-diskless-sync-delay", "0") as master_port,
+        redis_server(tmp_path / "replica", "--replicaof", "127.0.0.1", str(master_port)) as port,
+    ):
         client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while client.info("replication").get("master_link_status") != "up":
             if time.monotonic() > deadline:
-                pytest.fail("the replica did not link to the test server within 10 s")
+                pytest.fail("the replica did not link to its master within 30 s")
             time.sleep(0.05)
         client.close()
         yield port
