@@ -20,10 +20,12 @@ WRITER = textwrap.dedent(
 
     state = StateFile(sys.argv[1])
     generation = 0
-    print("ready", flush=True)
     while True:
         generation += 1
         state.save({f"check{i}": {"generation": generation, "pad": "x" * 2000} for i in range(200)})
+        if generation == 1:
+            # Only once a whole file exists: a loaded machine may not finish one in 0.3 s.
+            print("ready", flush=True)
     """
 )
 
