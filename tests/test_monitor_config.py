@@ -65,6 +65,9 @@ to = ["ops@example.org"]
     assert monitor.deadline == 15
 
 
+TCP = '[monitor.checks.x]\ntype = "tcp"\nhost = "h"\nport = 1\n'
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -94,6 +97,18 @@ to = ["ops@example.org"]
             "command is required",
         ),
         ('[monitor.checks.x]\ntype = "mysql"\nurl = "redis://h/0"\n', "unknown database URL"),
+        (f"[monitor]\ndeadline = nan\n{TCP}", r"\[monitor\]: deadline must be a number"),
+        (f"[monitor]\ndeadline = inf\n{TCP}", r"\[monitor\]: deadline must be a number"),
+        (f"[monitor]\ndeadline = -1\n{TCP}", r"\[monitor\]: deadline must be a number"),
+        (f'[monitor]\ndeadline = "60"\n{TCP}', r"\[monitor\]: deadline must be a number"),
+        (f"[monitor]\nmax_parallel = 0\n{TCP}", "max_parallel must be a whole number"),
+        (f"[monitor]\nmax_parallel = 2.5\n{TCP}", "max_parallel must be a whole number"),
+        (f"[monitor]\nflap_window = true\n{TCP}", "flap_window must be a whole number"),
+        (f"{TCP}timeout = nan\n", r"\[monitor.checks.x\]: timeout must be a number"),
+        (
+            f'{TCP}[monitor.checks.x.remediate]\nhost = "h"\ncommand = "c"\nmin_interval = inf\n',
+            "min_interval must be a number",
+        ),
     ],
 )
 def test_each_mistake_is_a_config_error_naming_it(tmp_path: Path, text: str, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -71,7 +72,7 @@ def _build_check(name: str, table: Mapping[str, Any], top: Mapping[str, Any]) ->
     kind = table.get("type")
     common: dict[str, Any] = {"thresholds": _thresholds(table, where)}
     if "timeout" in table:
-        common["timeout"] = table["timeout"]
+        common["timeout"] = _positive(table, "timeout", where, 10.0)
     builders: dict[str, tuple[set[str], Callable[[], Check]]] = {
         "mysql": ({"url"}, lambda: MySQLCheck(name, _required(table, "url", where), **common)),
         "redis": ({"url"}, lambda: RedisCheck(name, _required(table, "url", where), **common)),
@@ -136,6 +137,20 @@ def _list_of(
     ):
         example = '["a", "b"]' if kind is str else "[200, 301]"
         raise ConfigError(f"{where}: {key} must be a list such as {example}")
+    return value
+
+
+def _positive(
+    table: Mapping[str, Any], key: str, where: str, default: float, *, whole: bool = False
+) -> Any:
+    """``table[key]`` as a finite number above zero (a whole one if ``whole``), else ``default``:
+    ``nan``, ``inf``, a string or a bool would otherwise surface deep inside a run."""
+    value = table.get(key, default)
+    wanted = "a whole number" if whole else "a number of seconds"
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        raise ConfigError(f"{where}: {key} must be {wanted} above 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{where}: {key} must be {wanted} above 0, got {value!r}")
     return value
 
 
@@ -271,8 +286,8 @@ def monitor_from_settings(settings: Settings) -> Monitor:
                 host=_required(fix, "host", where),
                 command=_required(fix, "command", where),
                 ssh=_ssh(fix, top),
-                min_interval=fix.get("min_interval", 900.0),
-                timeout=fix.get("timeout", 60.0),
+                min_interval=_positive(fix, "min_interval", where, 900.0),
+                timeout=_positive(fix, "timeout", where, 60.0),
             )
     notify = top.get("notify", [])
     if not isinstance(notify, list):
@@ -283,7 +298,7 @@ def monitor_from_settings(settings: Settings) -> Monitor:
         state_file=StateFile(state_file) if state_file else None,
         notifiers=[_notifier(index, table) for index, table in enumerate(notify)],
         remediations=remediations,
-        policy=AlertPolicy(window=top.get("flap_window", 10)),
-        deadline=top.get("deadline", 60.0),
-        max_parallel=top.get("max_parallel", 32),
+        policy=AlertPolicy(window=_positive(top, "flap_window", "[monitor]", 10, whole=True)),
+        deadline=_positive(top, "deadline", "[monitor]", 60.0),
+        max_parallel=_positive(top, "max_parallel", "[monitor]", 32, whole=True),
     )
