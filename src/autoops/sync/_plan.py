@@ -246,21 +246,47 @@ class TablePlan:
             selected=tuple(names),
         )
 
+    def keyset_where(
+        self, db: DbClient, lower: tuple[Any, Any] | None, upper: tuple[Any, Any] | None
+    ) -> tuple[str, list[Any]]:
+        """The rows between two ``(updated, pk)`` positions, in SQL: after ``lower`` (a pk of
+        None: every row at that time) and up to ``upper`` included (None: every row at that
+        time). Both None: every row."""
+        assert self.updated is not None
+        updated = db.quote_identifier(self.updated.name)
+        pk = db.quote_identifier(self.primary_key.name)
+        parts, params = [], []
+        if lower is not None:
+            if lower[1] is None:
+                parts.append(f"{updated} >= %s")
+                params.append(lower[0])
+            else:
+                parts.append(f"{updated} >= %s AND ({updated} > %s OR {pk} > %s)")
+                params += [lower[0], lower[0], lower[1]]
+        if upper is not None:
+            if upper[1] is None:
+                parts.append(f"{updated} <= %s")
+                params.append(upper[0])
+            else:
+                parts.append(f"{updated} <= %s AND ({updated} < %s OR {pk} <= %s)")
+                params += [upper[0], upper[0], upper[1]]
+        return " AND ".join(parts) or "1 = 1", params
+
     def select_sql(
         self,
         db: DbClient,
         *,
-        incremental: bool,
-        first: bool,
-        limit: int,
+        where: str,
+        order_by_updated: bool,
+        limit: int | None,
         key_parts: tuple[str, str],
     ) -> tuple[str, list[Any]]:
-        """One page's SELECT and its leading parameters (the caller appends the page bounds).
+        """A page's SELECT, one result row per table row, and its leading parameters (the
+        caller appends those of ``where``).
 
         ``key_parts`` is the full key prefix (namespace included) and suffix, for keys built by
-        the server.
-        Full passes page by primary key (``pk > last``); incremental passes by
-        ``(updated, pk)`` from the checkpoint less the overlap. Never OFFSET.
+        the server. Full passes page by primary key (``pk > last``); incremental passes by
+        ``(updated, pk)``. Never OFFSET.
         """
         quote = db.quote_identifier
         table = quote(self.table)
@@ -269,7 +295,7 @@ class TablePlan:
         if self.server_side:
             pairs = ", ".join(f"'{column.name}', {column.server_json}" for column in self.cached)
             fields = [f"{pk} AS pk"]
-            if incremental and self.updated is not None:
+            if self.updated is not None:
                 fields.append(f"{quote(self.updated.name)} AS updated")
             if self.deleted is not None:
                 fields.append(f"{self.deleted_condition(db)} AS deleted")
@@ -279,21 +305,27 @@ class TablePlan:
             select = ", ".join(fields)
         else:
             select = ", ".join(quote(name) for name in self.selected)
-        if incremental:
+        if order_by_updated:
             assert self.updated is not None
-            updated = quote(self.updated.name)
-            order = f"{updated}, {pk}"
-            where = (
-                f"{updated} >= %s"
-                if first
-                else f"{updated} >= %s AND ({updated} > %s OR {pk} > %s)"
-            )
+            order = f"{quote(self.updated.name)}, {pk}"
         else:
             order = pk
-            where = "1 = 1" if first else f"{pk} > %s"
+        tail = "" if limit is None else f" LIMIT {int(limit)}"
         return (
-            f"SELECT {select} FROM {table} WHERE {where} ORDER BY {order} LIMIT {int(limit)}",  # noqa: S608
+            f"SELECT {select} FROM {table} WHERE {where} ORDER BY {order}{tail}",  # noqa: S608
             params,
+        )
+
+    def versions_sql(self, db: DbClient, where: str, limit: int) -> str:
+        """The ``(pk, updated)`` pairs of the rows matching ``where``, from the index on the
+        updated column alone (it holds the primary key): what a pass remembers of the rows
+        that may still see a late commit."""
+        assert self.updated is not None
+        pk = db.quote_identifier(self.primary_key.name)
+        updated = db.quote_identifier(self.updated.name)
+        return (
+            f"SELECT {pk} AS pk, {updated} AS updated FROM {db.quote_identifier(self.table)} "  # noqa: S608
+            f"WHERE {where} LIMIT {int(limit)}"
         )
 
     def keys_in_range_sql(self, db: DbClient, *, first: bool) -> str:
@@ -328,22 +360,54 @@ class TablePlan:
         truncated GROUP_CONCAT).
         Parameters: the key prefix and suffix, then ``pk >`` (unless ``first``), then
         ``pk <=`` (when ``bounded``)."""
+        pk = db.quote_identifier(self.primary_key.name)
+        where = "1 = 1" if first else f"{pk} > %s"
+        if bounded:
+            where += f" AND {pk} <= %s"
+        return self._packed_sql(db, where, False, limit, key_parts)
+
+    def packed_changes_sql(
+        self, db: DbClient, *, where: str, limit: int, key_parts: tuple[str, str]
+    ) -> tuple[str, list[Any]]:
+        """:meth:`packed_page_sql` for an incremental page: the next ``limit`` rows matching
+        ``where`` in ``(updated, pk)`` order, with the last row's ``last_updated`` and
+        ``last_key`` (the page's keyset position). Parameters: the key prefix and suffix, then
+        those of ``where``."""
+        return self._packed_sql(db, where, True, limit, key_parts)
+
+    def _packed_sql(
+        self,
+        db: DbClient,
+        where: str,
+        by_updated: bool,
+        limit: int,
+        key_parts: tuple[str, str],
+    ) -> tuple[str, list[Any]]:
         quote = db.quote_identifier
         pk = quote(self.primary_key.name)
         pairs = ", ".join(f"'{column.name}', {column.server_json}" for column in self.cached)
         crlf = "CHAR(13, 10 USING ascii)"
-        where = "1 = 1" if first else f"{pk} > %s"
-        if bounded:
-            where += f" AND {pk} <= %s"
         hint = "" if self.mariadb else "/*+ SET_VAR(group_concat_max_len = 1073741824) */ "
+        inner, order, position = f"{pk} AS pk", pk, ""
+        if by_updated:
+            assert self.updated is not None
+            inner += f", {quote(self.updated.name)} AS u"
+            order = f"{quote(self.updated.name)}, {pk}"
+            position = (
+                "MAX(u) AS last_updated, "
+                "SUBSTRING_INDEX(GROUP_CONCAT(pk ORDER BY u, pk SEPARATOR ','), ',', -1) "
+                "AS last_key, "
+            )
         # Each RESP bulk string adds "$", the digits of its length and two CRLFs (5 + digits).
         sql = (
             f"SELECT {hint}COUNT(*) AS n, MIN(pk) AS first_pk, MAX(pk) AS last_pk, "  # noqa: S608
+            f"{position}"
             "SUM(LENGTH(k) + LENGTH(v) + LENGTH(LENGTH(k)) + LENGTH(LENGTH(v)) + 10) AS size, "
             f"CAST(GROUP_CONCAT('$', LENGTH(k), {crlf}, k, {crlf}, '$', LENGTH(v), {crlf}, v, "
             f"{crlf} SEPARATOR '') AS BINARY) AS packed "
-            f"FROM (SELECT {pk} AS pk, CONCAT(%s, {pk}, %s) AS k, JSON_OBJECT({pairs}) AS v "
-            f"FROM {quote(self.table)} WHERE {where} ORDER BY {pk} LIMIT {int(limit)}) AS page_rows"
+            f"FROM (SELECT {inner}, CONCAT(%s, {pk}, %s) AS k, JSON_OBJECT({pairs}) AS v "
+            f"FROM {quote(self.table)} WHERE {where} ORDER BY {order} LIMIT {int(limit)}) "
+            "AS page_rows"
         )
         if self.mariadb:
             sql = f"SET STATEMENT group_concat_max_len = 1073741824 FOR {sql}"
