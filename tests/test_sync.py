@@ -540,11 +540,20 @@ def test_bad_names_fail_before_anything_is_written(
     assert cached_rows(cache) == {}
 
 
-def test_an_unsafe_table_name_is_refused_at_construction(
+def test_a_table_name_is_quoted_so_it_cannot_carry_sql(
     users_db: autoops.DbClient, cache: autoops.CacheClient
 ) -> None:
-    with pytest.raises(autoops.ConfigError, match="not a plain SQL identifier"):
-        make_sync(users_db, cache, table="users; DROP TABLE users")
+    with pytest.raises(autoops.ConfigError, match="does not exist"):
+        make_sync(users_db, cache, table="users`; DROP TABLE users; --").run_once()
+    assert users_db.query_one("SELECT COUNT(*) AS n FROM users") == {"n": 1000}
+
+
+@pytest.mark.parametrize("table", ["users%s", "", "a" * 65, "users\0", "users "])
+def test_an_unusable_table_name_is_refused_at_construction(
+    users_db: autoops.DbClient, cache: autoops.CacheClient, table: str
+) -> None:
+    with pytest.raises(autoops.ConfigError, match="not a usable table or column name"):
+        make_sync(users_db, cache, table=table)
 
 
 def test_ttl_is_set_on_every_row_key(

@@ -43,6 +43,12 @@ def add_users(db: autoops.DbClient, ids: range, *, stamp: str | None = None) -> 
         )
 
 
+def quote(db: autoops.DbClient, name: str) -> str:
+    """Quote any legal name (``order-items``, ``usérs``) for ``db``'s dialect."""
+    mark = "`" if db.dialect == "mysql" else '"'
+    return mark + name.replace(mark, mark * 2) + mark
+
+
 def expected_cache(
     db: autoops.DbClient,
     *,
@@ -54,9 +60,9 @@ def expected_cache(
 ) -> dict[str, Any]:
     """What the cache must hold for ``table``: key -> the row as the codec writes it, decoded."""
     codec = autoops.JsonCodec()
-    quoted = ", ".join(db.quote_identifier(column) for column in columns)
-    extra = f", {db.quote_identifier(deleted_column)} AS _gone" if deleted_column else ""
-    rows = db.query(f"SELECT {quoted}{extra} FROM {db.quote_identifier(table)}")
+    quoted = ", ".join(quote(db, column) for column in columns)
+    extra = f", {quote(db, deleted_column)} AS _gone" if deleted_column else ""
+    rows = db.query(f"SELECT {quoted}{extra} FROM {quote(db, table)}")
     return {
         key.format(**{key_column: row[key_column]}): orjson.loads(
             codec.encode({c: row[c] for c in columns})

@@ -10,6 +10,7 @@ pymysql is pure Python and row decoding bounds the throughput.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any, Final
 from .._errors import ConfigError
 from ..db import DbClient
 
-__all__ = ["Column", "KeyTemplate", "TablePlan", "inspect_table"]
+__all__ = ["Column", "KeyTemplate", "TablePlan", "inspect_table", "quote_name"]
 
 _INTEGER_TYPES: Final = frozenset({"tinyint", "smallint", "mediumint", "int", "bigint"})
 _TEXT_TYPES: Final = frozenset(
@@ -33,6 +34,29 @@ _ISO_DATETIME: Final = (
     "IF(MICROSECOND({c}) = 0, DATE_FORMAT({c}, '%%Y-%%m-%%dT%%H:%%i:%%s'), "
     "DATE_FORMAT({c}, '%%Y-%%m-%%dT%%H:%%i:%%s.%%f'))"
 )
+
+
+def quote_name(db: DbClient, name: str) -> str:
+    """Quote a table or column name, ``schema.table`` allowed: any legal name (``order-items``,
+    ``usérs``, ``2fa_codes``), its quote characters doubled, so no name can carry SQL. Refused
+    (a :class:`ConfigError`): empty parts, parts over 64 characters or ending in a space, NUL,
+    and ``%`` (statements with parameters would read it as a placeholder)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"a table or column name must be a string, got {type(name).__name__}")
+    quote = "`" if db.dialect == "mysql" else '"'
+    parts = name.split(".", 1)
+    for part in parts:
+        if not part or len(part) > 64 or part != part.rstrip() or "\0" in part or "%" in part:
+            raise ConfigError(
+                f"{name!r} is not a usable table or column name: each part (schema.table) must "
+                "be 1 to 64 characters, not end in a space, and hold no NUL or '%'"
+            )
+    return ".".join(quote + part.replace(quote, quote * 2) + quote for part in parts)
+
+
+def _name_literal(name: str) -> str:
+    """A column name as a SQL string literal (the JSON object's key)."""
+    return "'" + name.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +156,10 @@ def _server_json(
 
 def inspect_table(db: DbClient, table: str) -> list[Column]:
     """The table's columns in order; a :class:`ConfigError` if the table does not exist."""
-    quoted_table = db.quote_identifier(table)
+    quoted_table = quote_name(db, table)
     columns: list[Column] = []
     if db.dialect == "mysql":
-        schema, _, name = table.rpartition(".")
+        schema, name = table.split(".", 1) if "." in table else ("", table)
         rows = db.query(
             "SELECT c.COLUMN_NAME AS name, c.DATA_TYPE AS data_type, "
             "c.CHARACTER_SET_NAME AS charset, c.DATETIME_PRECISION AS precision_, "
@@ -149,7 +173,7 @@ def inspect_table(db: DbClient, table: str) -> list[Column]:
         )
         for row in rows:
             data_type = str(row["data_type"]).lower()
-            quoted = db.quote_identifier(str(row["name"]))
+            quoted = quote_name(db, str(row["name"]))
             server = (
                 None
                 if row["is_json"]
@@ -229,7 +253,7 @@ class TablePlan:
             server_side
             and db.dialect == "mysql"
             and all(column.server_json is not None for column in cached)
-            and (key_column.integer or key_column.server_json == db.quote_identifier(primary_key))
+            and (key_column.integer or key_column.server_json == quote_name(db, primary_key))
         )
         mariadb = False
         if db.dialect == "mysql":
@@ -253,8 +277,8 @@ class TablePlan:
         None: every row at that time) and up to ``upper`` included (None: every row at that
         time). Both None: every row."""
         assert self.updated is not None
-        updated = db.quote_identifier(self.updated.name)
-        pk = db.quote_identifier(self.primary_key.name)
+        updated = quote_name(db, self.updated.name)
+        pk = quote_name(db, self.primary_key.name)
         parts, params = [], []
         if lower is not None:
             if lower[1] is None:
@@ -288,12 +312,14 @@ class TablePlan:
         the server. Full passes page by primary key (``pk > last``); incremental passes by
         ``(updated, pk)``. Never OFFSET.
         """
-        quote = db.quote_identifier
+        quote = functools.partial(quote_name, db)
         table = quote(self.table)
         pk = quote(self.primary_key.name)
         params: list[Any] = []
         if self.server_side:
-            pairs = ", ".join(f"'{column.name}', {column.server_json}" for column in self.cached)
+            pairs = ", ".join(
+                f"{_name_literal(column.name)}, {column.server_json}" for column in self.cached
+            )
             fields = [f"{pk} AS pk"]
             if self.updated is not None:
                 fields.append(f"{quote(self.updated.name)} AS updated")
@@ -321,27 +347,27 @@ class TablePlan:
         updated column alone (it holds the primary key): what a pass remembers of the rows
         that may still see a late commit."""
         assert self.updated is not None
-        pk = db.quote_identifier(self.primary_key.name)
-        updated = db.quote_identifier(self.updated.name)
+        pk = quote_name(db, self.primary_key.name)
+        updated = quote_name(db, self.updated.name)
         return (
-            f"SELECT {pk} AS pk, {updated} AS updated FROM {db.quote_identifier(self.table)} "  # noqa: S608
+            f"SELECT {pk} AS pk, {updated} AS updated FROM {quote_name(db, self.table)} "  # noqa: S608
             f"WHERE {where} LIMIT {int(limit)}"
         )
 
     def keys_in_range_sql(self, db: DbClient, *, first: bool) -> str:
         """The primary keys in ``(%s, %s]`` (or ``<= %s`` when ``first``), index only."""
-        pk = db.quote_identifier(self.primary_key.name)
+        pk = quote_name(db, self.primary_key.name)
         where = f"{pk} <= %s" if first else f"{pk} > %s AND {pk} <= %s"
-        return f"SELECT {pk} AS pk FROM {db.quote_identifier(self.table)} WHERE {where}"  # noqa: S608
+        return f"SELECT {pk} AS pk FROM {quote_name(db, self.table)} WHERE {where}"  # noqa: S608
 
     def boundary_sql(self, db: DbClient, *, first: bool, limit: int) -> str:
         """The last primary key of the next ``limit`` rows after ``%s`` (index only, cheap),
         so pages can be cut ahead and read by several connections at once."""
-        pk = db.quote_identifier(self.primary_key.name)
+        pk = quote_name(db, self.primary_key.name)
         where = "1 = 1" if first else f"{pk} > %s"
         return (
             f"SELECT COUNT(*) AS n, MAX(pk) AS last_pk FROM (SELECT {pk} AS pk "  # noqa: S608
-            f"FROM {db.quote_identifier(self.table)} WHERE {where} ORDER BY {pk} "
+            f"FROM {quote_name(db, self.table)} WHERE {where} ORDER BY {pk} "
             f"LIMIT {int(limit)}) AS page_keys"
         )
 
@@ -360,7 +386,7 @@ class TablePlan:
         truncated GROUP_CONCAT).
         Parameters: the key prefix and suffix, then ``pk >`` (unless ``first``), then
         ``pk <=`` (when ``bounded``)."""
-        pk = db.quote_identifier(self.primary_key.name)
+        pk = quote_name(db, self.primary_key.name)
         where = "1 = 1" if first else f"{pk} > %s"
         if bounded:
             where += f" AND {pk} <= %s"
@@ -383,9 +409,11 @@ class TablePlan:
         limit: int,
         key_parts: tuple[str, str],
     ) -> tuple[str, list[Any]]:
-        quote = db.quote_identifier
+        quote = functools.partial(quote_name, db)
         pk = quote(self.primary_key.name)
-        pairs = ", ".join(f"'{column.name}', {column.server_json}" for column in self.cached)
+        pairs = ", ".join(
+            f"{_name_literal(column.name)}, {column.server_json}" for column in self.cached
+        )
         crlf = "CHAR(13, 10 USING ascii)"
         hint = "" if self.mariadb else "/*+ SET_VAR(group_concat_max_len = 1073741824) */ "
         inner, order, position = f"{pk} AS pk", pk, ""
@@ -413,10 +441,16 @@ class TablePlan:
             sql = f"SET STATEMENT group_concat_max_len = 1073741824 FOR {sql}"
         return sql, list(key_parts)
 
+    def _json_pairs(self) -> str:
+        """The JSON_OBJECT arguments: each cached column's name and its server-built value."""
+        return ", ".join(
+            f"{_name_literal(column.name)}, {column.server_json}" for column in self.cached
+        )
+
     def deleted_condition(self, db: DbClient) -> str:
         """SQL true for a soft-deleted row: a non-zero number, or any other non-NULL value."""
         assert self.deleted is not None
-        column = db.quote_identifier(self.deleted.name)
+        column = quote_name(db, self.deleted.name)
         if self.deleted.integer:
             return f"({column} IS NOT NULL AND {column} <> 0)"
         return f"({column} IS NOT NULL)"

@@ -138,6 +138,10 @@ class SyncStatus:
     last_pass: dict[str, Any] | None
     full_pass_in_progress: bool
     lock_holder: str | None
+    horizon: str | None = None
+    """How the last pass bounded late commits: ``"open transactions"`` (INNODB_TRX and
+    PROCESSLIST), ``"fixed delay (no PROCESS privilege)"`` (``overlap`` seconds of the
+    database's clock) or ``"newest less overlap"`` (other databases and column types)."""
 
     def lag_seconds(self, now: dt.datetime | None = None) -> float | None:
         """Seconds from ``synced_as_of`` to ``now`` (default: the current time); None if no pass
@@ -165,6 +169,7 @@ class SyncStatus:
                 ("lag", "never synced" if lag is None else format_seconds(lag)),
                 ("last pass", self.last_pass),
                 ("full pass in progress", self.full_pass_in_progress),
+                ("late commits bounded by", self.horizon),
                 ("lock holder", self.lock_holder),
             ],
         )
@@ -216,4 +221,5 @@ def read_sync_status(cache: CacheClient, name: str) -> SyncStatus:
         ),
         full_pass_in_progress=full_data is not None,
         lock_holder=describe_holder(lock_data),
+        horizon=checkpoint.get("horizon"),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import functools
 import logging
 import math
 import queue
@@ -29,7 +30,7 @@ from ..cache._resp import pack_arguments
 from ..db import DbClient
 from ._census import KeyCensus, SeenKeys, all_within
 from ._lock import SyncLock
-from ._plan import KeyTemplate, TablePlan, shift_back
+from ._plan import KeyTemplate, TablePlan, quote_name, shift_back
 from ._report import SyncReport, SyncStatus, meta_key, read_sync_status, utc_now
 
 __all__ = ["CacheSync"]
@@ -217,7 +218,7 @@ class CacheSync:
         ):
             if identifier is not None:
                 try:
-                    db.quote_identifier(identifier)
+                    quote_name(db, identifier)
                 except ConfigError as exc:
                     raise ConfigError(f"CacheSync {what}: {exc}") from None
         if isinstance(columns, str) or isinstance(exclude, str):
@@ -489,7 +490,7 @@ class CacheSync:
         compares versions instead of reading those rows again."""
         if plan.updated is None:
             return None
-        quote = self.db.quote_identifier
+        quote = functools.partial(quote_name, self.db)
         updated, pk = quote(plan.updated.name), quote(plan.primary_key.name)
         row = self.db.query_one(
             f"SELECT {updated} AS updated, {pk} AS pk FROM {quote(self.table)} "  # noqa: S608
@@ -625,7 +626,7 @@ class CacheSync:
         assert plan.updated is not None
         where, params = plan.keyset_where(self.db, lower, upper)
         if since is not None:
-            where += f" AND {self.db.quote_identifier(plan.updated.name)} >= %s"
+            where += f" AND {quote_name(self.db, plan.updated.name)} >= %s"
             params.append(since)
         rows = self.db.query(plan.versions_sql(self.db, where, _WINDOW_LIMIT + 1), params)
         if len(rows) > _WINDOW_LIMIT:
@@ -686,7 +687,7 @@ class CacheSync:
     def _estimated_rows(self, plan: TablePlan) -> int | None:
         if self.db.dialect != "mysql":
             return None
-        schema, _, name = self.table.rpartition(".")
+        schema, name = self.table.split(".", 1) if "." in self.table else ("", self.table)
         row = self.db.query_one(
             "SELECT TABLE_ROWS AS n FROM information_schema.TABLES "
             "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s",
@@ -696,7 +697,7 @@ class CacheSync:
 
     def _read_pages(self, plan: TablePlan, cursor: Any) -> Generator[_Page, None, None]:
         """Full-pass pages, one result row per table row, by primary key after ``cursor``."""
-        pk = self.db.quote_identifier(plan.primary_key.name)
+        pk = quote_name(self.db, plan.primary_key.name)
         key_parts = (self.cache.key(self.template.prefix), self.template.suffix)
         while not self._stop.is_set():
             sql, params = plan.select_sql(
@@ -766,7 +767,7 @@ class CacheSync:
     def _read_keys(self, plan: TablePlan, keys: list[Any]) -> Generator[_Page, None, None]:
         """The rows with these primary keys, a thousand at a time."""
         key_parts = (self.cache.key(self.template.prefix), self.template.suffix)
-        pk = self.db.quote_identifier(plan.primary_key.name)
+        pk = quote_name(self.db, plan.primary_key.name)
         for start in range(0, len(keys), _RECONCILE_CHUNK):
             chunk = keys[start : start + _RECONCILE_CHUNK]
             sql, params = plan.select_sql(
@@ -1080,8 +1081,8 @@ class CacheSync:
 
     def _delete_missing(self, plan: TablePlan, lock: SyncLock, keys: dict[Any, bytes]) -> int:
         """Delete the keys (by primary key) whose rows the table no longer has."""
-        table = self.db.quote_identifier(self.table)
-        pk = self.db.quote_identifier(plan.primary_key.name)
+        table = quote_name(self.db, self.table)
+        pk = quote_name(self.db, plan.primary_key.name)
         alive = "" if plan.deleted is None else f" AND NOT {plan.deleted_condition(self.db)}"
         pks = list(keys)
         deleted = 0
