@@ -390,52 +390,45 @@ class TablePlan:
         where = "1 = 1" if first else f"{pk} > %s"
         if bounded:
             where += f" AND {pk} <= %s"
-        return self._packed_sql(db, where, False, limit, key_parts)
+        return self._packed_sql(db, where, limit, key_parts)
 
     def packed_changes_sql(
-        self, db: DbClient, *, where: str, limit: int, key_parts: tuple[str, str]
+        self, db: DbClient, *, where: str, key_parts: tuple[str, str]
     ) -> tuple[str, list[Any]]:
-        """:meth:`packed_page_sql` for an incremental page: the next ``limit`` rows matching
-        ``where`` in ``(updated, pk)`` order, with the last row's ``last_updated`` and
-        ``last_key`` (the page's keyset position). Parameters: the key prefix and suffix, then
-        those of ``where``."""
-        return self._packed_sql(db, where, True, limit, key_parts)
+        """:meth:`packed_page_sql` for an incremental page: every row matching ``where`` (a
+        range of ``(updated, pk)`` positions cut beforehand by :meth:`position_sql`).
+        Parameters: the key prefix and suffix, then those of ``where``."""
+        return self._packed_sql(db, where, None, key_parts)
+
+    def position_sql(self, db: DbClient, where: str, offset: int | None) -> str:
+        """The ``(updated, pk)`` position of the row ``offset`` rows into those matching
+        ``where``, in that order (None: the last row), from the index alone."""
+        assert self.updated is not None
+        updated = quote_name(db, self.updated.name)
+        pk = quote_name(db, self.primary_key.name)
+        order = f"{updated}, {pk}" if offset is not None else f"{updated} DESC, {pk} DESC"
+        return (
+            f"SELECT {updated} AS updated, {pk} AS pk FROM {quote_name(db, self.table)} "  # noqa: S608
+            f"WHERE {where} ORDER BY {order} LIMIT 1 OFFSET {int(offset or 0)}"
+        )
 
     def _packed_sql(
-        self,
-        db: DbClient,
-        where: str,
-        by_updated: bool,
-        limit: int,
-        key_parts: tuple[str, str],
+        self, db: DbClient, where: str, limit: int | None, key_parts: tuple[str, str]
     ) -> tuple[str, list[Any]]:
         quote = functools.partial(quote_name, db)
         pk = quote(self.primary_key.name)
-        pairs = ", ".join(
-            f"{_name_literal(column.name)}, {column.server_json}" for column in self.cached
-        )
+        pairs = self._json_pairs()
         crlf = "CHAR(13, 10 USING ascii)"
         hint = "" if self.mariadb else "/*+ SET_VAR(group_concat_max_len = 1073741824) */ "
-        inner, order, position = f"{pk} AS pk", pk, ""
-        if by_updated:
-            assert self.updated is not None
-            inner += f", {quote(self.updated.name)} AS u"
-            order = f"{quote(self.updated.name)}, {pk}"
-            position = (
-                "MAX(u) AS last_updated, "
-                "SUBSTRING_INDEX(GROUP_CONCAT(pk ORDER BY u, pk SEPARATOR ','), ',', -1) "
-                "AS last_key, "
-            )
+        tail = "" if limit is None else f" ORDER BY {pk} LIMIT {int(limit)}"
         # Each RESP bulk string adds "$", the digits of its length and two CRLFs (5 + digits).
         sql = (
             f"SELECT {hint}COUNT(*) AS n, MIN(pk) AS first_pk, MAX(pk) AS last_pk, "  # noqa: S608
-            f"{position}"
             "SUM(LENGTH(k) + LENGTH(v) + LENGTH(LENGTH(k)) + LENGTH(LENGTH(v)) + 10) AS size, "
             f"CAST(GROUP_CONCAT('$', LENGTH(k), {crlf}, k, {crlf}, '$', LENGTH(v), {crlf}, v, "
             f"{crlf} SEPARATOR '') AS BINARY) AS packed "
-            f"FROM (SELECT {inner}, CONCAT(%s, {pk}, %s) AS k, JSON_OBJECT({pairs}) AS v "
-            f"FROM {quote(self.table)} WHERE {where} ORDER BY {order} LIMIT {int(limit)}) "
-            "AS page_rows"
+            f"FROM (SELECT {pk} AS pk, CONCAT(%s, {pk}, %s) AS k, JSON_OBJECT({pairs}) AS v "
+            f"FROM {quote(self.table)} WHERE {where}{tail}) AS page_rows"
         )
         if self.mariadb:
             sql = f"SET STATEMENT group_concat_max_len = 1073741824 FOR {sql}"

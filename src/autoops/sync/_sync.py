@@ -721,48 +721,99 @@ class CacheSync:
     ) -> Generator[_Page, None, None]:
         """The rows after ``lower`` (up to ``upper``) in ``(updated, pk)`` order, paged by that
         pair: as packed pages built by the server when the full copy can use them."""
+        if self._packed_copy(plan):
+            yield from self._read_packed_changes(plan, lower, upper)
+            return
         key_parts = (self.cache.key(self.template.prefix), self.template.suffix)
-        packed = self._packed_copy(plan)
-        limit = self.batch_size
         while not self._stop.is_set():
             where, where_params = plan.keyset_where(self.db, lower, upper)
-            if packed:
-                sql, params = plan.packed_changes_sql(
-                    self.db, where=where, limit=limit, key_parts=key_parts
-                )
-                row = self.db.query_one(sql, [*params, *where_params])
-                if row is None or not row["n"]:
-                    return
-                data = row["packed"] or b""
-                if len(data) != int(row["size"]):
-                    if limit == 1:
-                        raise ConfigError(
-                            f"a row of {self.table!r} is too large to be read whole "
-                            "(max_allowed_packet); use server_side=False"
-                        )
-                    limit = max(1, limit // 2)
-                    continue
-                count = int(row["n"])
-                page = _Page(
-                    rows=count,
-                    last_pk=int(row["last_key"]),
-                    last_updated=row["last_updated"],
-                    item_count=count,
-                    packed=data,
-                )
-            else:
-                sql, params = plan.select_sql(
-                    self.db, where=where, order_by_updated=True, limit=limit, key_parts=key_parts
-                )
-                rows = self.db.query(sql, [*params, *where_params])
-                if not rows:
-                    return
-                count = len(rows)
-                page = self._encode_rows(plan, rows)
+            sql, params = plan.select_sql(
+                self.db,
+                where=where,
+                order_by_updated=True,
+                limit=self.batch_size,
+                key_parts=key_parts,
+            )
+            rows = self.db.query(sql, [*params, *where_params])
+            if not rows:
+                return
+            page = self._encode_rows(plan, rows)
             yield page
-            if count < limit:
+            if len(rows) < self.batch_size:
                 return
             lower = (page.last_updated, page.last_pk)
+
+    def _read_packed_changes(
+        self, plan: TablePlan, lower: tuple[Any, Any], upper: tuple[Any, Any] | None
+    ) -> Generator[_Page, None, None]:
+        """:meth:`_read_changes` as packed pages: each page's last position is cut first from
+        the index (``batch_size`` rows on, or the last row), then the range up to it is read
+        whole by one of ``readers`` connections, as the full copy does."""
+        pending: collections.deque[Future[list[_Page]]] = collections.deque()
+        low, exhausted = lower, False
+        try:
+            while not self._stop.is_set() and (pending or not exhausted):
+                while not exhausted and len(pending) < self.readers + 1:
+                    high = self._position(plan, low, upper, self.batch_size - 1)
+                    if high is None:
+                        exhausted = True
+                        high = self._position(plan, low, upper, None)
+                        if high is None:
+                            break
+                    pending.append(self._page_readers.submit(self._packed_changes, plan, low, high))
+                    low = high
+                if pending:
+                    yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            for future in pending:
+                with contextlib.suppress(BaseException):
+                    future.result()
+
+    def _position(
+        self,
+        plan: TablePlan,
+        lower: tuple[Any, Any],
+        upper: tuple[Any, Any] | None,
+        offset: int | None,
+    ) -> tuple[Any, Any] | None:
+        where, params = plan.keyset_where(self.db, lower, upper)
+        row = self.db.query_one(plan.position_sql(self.db, where, offset), params)
+        return None if row is None else (row["updated"], row["pk"])
+
+    def _packed_changes(
+        self, plan: TablePlan, low: tuple[Any, Any], high: tuple[Any, Any]
+    ) -> list[_Page]:
+        """The rows in ``(low, high]`` as one packed page, or, when the server had to cut its
+        GROUP_CONCAT short, as the two halves of the range."""
+        key_parts = (self.cache.key(self.template.prefix), self.template.suffix)
+        where, where_params = plan.keyset_where(self.db, low, high)
+        sql, params = plan.packed_changes_sql(self.db, where=where, key_parts=key_parts)
+        row = self.db.query_one(sql, [*params, *where_params])
+        if row is None or not row["n"]:
+            return []
+        count = int(row["n"])
+        packed = row["packed"] or b""
+        if len(packed) != int(row["size"]):
+            middle = self._position(plan, low, high, count // 2 - 1) if count > 1 else None
+            if middle is None or middle == high:
+                raise ConfigError(
+                    f"a row of {self.table!r} is too large to be read whole "
+                    "(max_allowed_packet); use server_side=False"
+                )
+            return self._packed_changes(plan, low, middle) + self._packed_changes(
+                plan, middle, high
+            )
+        return [
+            _Page(
+                rows=count,
+                last_pk=high[1],
+                last_updated=high[0],
+                item_count=count,
+                packed=packed,
+            )
+        ]
 
     def _read_keys(self, plan: TablePlan, keys: list[Any]) -> Generator[_Page, None, None]:
         """The rows with these primary keys, a thousand at a time."""
