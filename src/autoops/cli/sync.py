@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deleted-column", help="soft-delete column: truthy rows lose their key")
     parser.add_argument("--ttl", type=float, help="seconds each row key lives (default: forever)")
     parser.add_argument("--batch-size", type=int, help="rows per batch (default 5000)")
-    parser.add_argument("--overlap", type=float, help="seconds re-read before the checkpoint")
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        help="longest seconds a transaction may stay open after stamping a row and still be caught "
+        "(default 60)",
+    )
     parser.add_argument("--name", help="the sync's name in its lock and status keys")
     parser.add_argument("--namespace", help="cache key namespace")
     parser.add_argument("--lock-ttl", type=float, help="seconds the lock outlives a dead runner")

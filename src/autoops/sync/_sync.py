@@ -178,9 +178,11 @@ class CacheSync:
     the JSON object of the cached ``columns`` exactly as the cache's codec writes it, so
     ``cache.get("users:7")`` returns the row as a dict.
 
-    A full pass pages the table by primary key; once it has finished, passes are incremental
-    (rows whose ``updated_column`` is at or past the checkpoint less ``overlap`` seconds, so a row
-    committed late with an older time is not missed). Every batch is written in one atomic step
+    A full pass pages the table by primary key; once it has finished, passes are incremental:
+    the rows past the checkpoint's ``(updated_column, pk)`` position, each version read once, and
+    the rows of the last pass's late-commit window whose version changed (a transaction that
+    stamped a row earlier and committed later; ``overlap`` is the longest such a transaction may
+    stay open, see docs/sync.md). Every batch is written in one atomic step
     with the checkpoint that covers it, and only while this runner holds the sync's lock, so a
     crash or a second runner can neither skip rows nor write an older version over a newer one.
     Reconciliation (on full passes, or :meth:`reconcile`) deletes keys whose rows are gone;
