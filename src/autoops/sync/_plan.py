@@ -285,14 +285,16 @@ class TablePlan:
                 parts.append(f"{updated} >= %s")
                 params.append(lower[0])
             else:
-                parts.append(f"{updated} >= %s AND ({updated} > %s OR {pk} > %s)")
+                # This OR form, not "u >= a AND (u > a OR pk > b)": the optimizer turns it
+                # into an index range starting at (a, b) instead of scanning every row at a.
+                parts.append(f"({updated} > %s OR ({updated} = %s AND {pk} > %s))")
                 params += [lower[0], lower[0], lower[1]]
         if upper is not None:
             if upper[1] is None:
                 parts.append(f"{updated} <= %s")
                 params.append(upper[0])
             else:
-                parts.append(f"{updated} <= %s AND ({updated} < %s OR {pk} <= %s)")
+                parts.append(f"({updated} < %s OR ({updated} = %s AND {pk} <= %s))")
                 params += [upper[0], upper[0], upper[1]]
         return " AND ".join(parts) or "1 = 1", params
 
