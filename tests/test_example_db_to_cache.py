@@ -38,8 +38,9 @@ def test_with_no_configuration_it_runs_the_embedded_demo_and_says_so(tmp_path: P
     result = run_example(tmp_path, clean_env(), "--passes", "2", "--interval", "0")
     assert result.returncode == 0, result.stderr
     assert "demo on SQLite autoops-demo.db + memory cache" in result.stderr
-    assert "sync users: full pass, 1,061 rows read" in result.stderr
-    assert "sync users: incremental pass" in result.stderr
+    # A 1,000-row table: 1,000 rows read, each once; the quiet pass after it reads none.
+    assert "sync users: full pass, 1,000 rows read, 1,000 keys written" in result.stderr
+    assert "sync users: incremental pass, 0 rows read, 0 keys written" in result.stderr
     assert "password" not in result.stderr.split("user:1 is", 1)[1]
     assert (tmp_path / "autoops-demo.db").exists()
 

@@ -14,6 +14,7 @@ import pytest
 import autoops
 from _support.services import redis_test_url
 from _support.sync_tables import cached_rows, create_users, expected_cache
+from autoops.cli.sync import main
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "autoops-sync"
 ARGS = ["--table", "users", "--key", "users:{id}", "--exclude", "password_hash"]
@@ -117,7 +118,8 @@ def test_a_held_lock_exits_75_naming_the_holder(
     [
         (["--key", "users:{id}"], "no table given"),
         (["--table", "users", "--key", "users:{name}"], "must name the primary key"),
-        (["--table", "users; drop", "--key", "users:{id}"], "not a plain SQL identifier"),
+        (["--table", "users%s", "--key", "users:{id}"], "not a usable table or column name"),
+        (["--table", "users; drop", "--key", "users:{id}"], "does not exist"),
     ],
 )
 def test_bad_configuration_exits_2_with_one_clear_line(
@@ -180,3 +182,57 @@ def test_forever_stops_cleanly_on_sigterm(
     assert worker.wait(timeout=30) == 0
     assert cached_rows(cache) == expected_cache(users_db)
     assert autoops.read_sync_status(cache, "users").lock_holder is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--overlap", "nan"], "--overlap must be a finite number >= 0, got nan"),
+        (["--overlap=-1"], "--overlap must be a finite number >= 0"),
+        (["--lock-ttl", "inf"], "--lock-ttl must be a finite number >= 1, got inf"),
+        (["--ttl=-inf"], "--ttl must be a finite number above 0"),
+        (["--ttl", "0"], "--ttl must be a finite number above 0"),
+        (["--interval", "nan"], "--interval must be a finite number >= 0"),
+        (["--batch-size", "0"], "--batch-size must be a finite number >= 1"),
+    ],
+)
+def test_non_finite_or_negative_numbers_are_a_usage_error_in_one_line(
+    flags: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("AUTOOPS_DB_URL", "mysql://root@127.0.0.1:1/nowhere")
+    monkeypatch.setenv("AUTOOPS_CACHE_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.delenv("AUTOOPS_CONFIG", raising=False)
+
+    code = main([*ARGS, *flags])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("overlap = nan", "[sync] overlap must be a finite number >= 0, got nan"),
+        ("lock_ttl = inf", "[sync] lock_ttl must be a finite number >= 1, got inf"),
+        ("ttl = -5", "[sync] ttl must be a finite number above 0"),
+        ("batch_size = -1", "[sync] batch_size must be a finite number >= 1"),
+    ],
+)
+def test_non_finite_or_negative_numbers_in_the_sync_table_are_a_config_error(
+    setting: str, message: str, tmp_path: Path, mysql_url: str, cache: autoops.CacheClient
+) -> None:
+    config = tmp_path / "autoops.toml"
+    config.write_text(f'[sync]\ntable = "users"\nkey = "users:{{id}}"\n{setting}\n')
+
+    result = run_sync(mysql_url, cache, config=config)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr

@@ -43,6 +43,12 @@ def add_users(db: autoops.DbClient, ids: range, *, stamp: str | None = None) -> 
         )
 
 
+def quote(db: autoops.DbClient, name: str) -> str:
+    """Quote any legal name (``order-items``, ``usérs``) for ``db``'s dialect."""
+    mark = "`" if db.dialect == "mysql" else '"'
+    return mark + name.replace(mark, mark * 2) + mark
+
+
 def expected_cache(
     db: autoops.DbClient,
     *,
@@ -56,9 +62,9 @@ def expected_cache(
     the codec's JSON with BIGINTs beyond 2**53 - 1 as strings, times at the column's declared
     precision and JSON columns embedded (docs/clients.md)."""
     codec = autoops.JsonCodec(safe_integers=True)
-    quoted = ", ".join(db.quote_identifier(column) for column in columns)
-    extra = f", {db.quote_identifier(deleted_column)} AS _gone" if deleted_column else ""
-    rows = db.query(f"SELECT {quoted}{extra} FROM {db.quote_identifier(table)}")
+    quoted = ", ".join(quote(db, column) for column in columns)
+    extra = f", {quote(db, deleted_column)} AS _gone" if deleted_column else ""
+    rows = db.query(f"SELECT {quoted}{extra} FROM {quote(db, table)}")
     digits: dict[str, int] = {}
     documents: set[str] = set()
     if db.dialect == "mysql":

@@ -226,8 +226,9 @@ class CacheClient(abc.ABC):
         meta: list[tuple[str, bytes]],
     ) -> bool:
         """Atomically, and only while ``fence[0]`` holds ``fence[1]``: set ``items`` (with the
-        TTL), delete ``deletes`` and set ``meta`` (never expiring). Returns False, writing
-        nothing, when the fence no longer holds. Idempotent, so it may be retried whole."""
+        TTL, jittered per key as :meth:`set` does), delete ``deletes`` and set ``meta`` (never
+        expiring). Returns False, writing nothing, when the fence no longer holds. Idempotent,
+        so it may be retried whole."""
 
     @abc.abstractmethod
     def _ping(self) -> None: ...
@@ -257,7 +258,12 @@ class CacheClient(abc.ABC):
             raise ConfigError(
                 f"ttl must be a number of seconds above 0 or a timedelta, got {ttl!r}"
             )
-        milliseconds = seconds * 1000
+        return self._jittered(seconds * 1000)
+
+    def _jittered(self, milliseconds: float | None) -> int | None:
+        """``milliseconds`` shortened by a fresh draw of ``ttl_jitter`` (None stays None)."""
+        if milliseconds is None:
+            return None
         if self.ttl_jitter:
             milliseconds *= 1 - random.random() * self.ttl_jitter
         return max(1, int(milliseconds))

@@ -171,7 +171,7 @@ class MemoryCache(CacheClient):
             if self._store.live(fence[0], now) != fence[1]:
                 return False
             for key, value in items:
-                self._store.put(key, value, ttl_ms, now)
+                self._store.put(key, value, self._jittered(ttl_ms), now)
             for key in deletes:
                 self._store.data.pop(key, None)
             for key, value in meta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -26,17 +27,28 @@ return 0
 """
 # The fenced batch: rows, deletes and the caller's bookkeeping keys in one atomic step, applied
 # only while the caller still holds its lock, so a runner that lost its lock writes nothing.
-# ARGV: fence value, ttl ms (0: none), row count, delete count, meta count, then row pairs,
-# delete keys and meta pairs. unpack() runs in slices to stay under Lua's C stack limit.
+# ARGV: fence value, ttl ms (0: none), row count, delete count, meta count, ttl jitter (parts per
+# million), a random seed, then row pairs, delete keys and meta pairs. Each row's TTL is jittered
+# on its own (a Park-Miller generator seeded by the client: deterministic for the script, random
+# across calls), so the keys of one batch do not all expire at once. unpack() runs in slices to
+# stay under Lua's C stack limit.
 _WRITE_FENCED: Final = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 local ttl = tonumber(ARGV[2])
 local rows = tonumber(ARGV[3])
 local deletes = tonumber(ARGV[4])
 local metas = tonumber(ARGV[5])
-local first = 6
+local jitter = tonumber(ARGV[6]) / 1000000
+local state = tonumber(ARGV[7])
+local first = 8
 local last = first + 2 * rows - 1
-if ttl > 0 then
+if ttl > 0 and jitter > 0 then
+  for i = first, last, 2 do
+    state = (state * 16807) % 2147483647
+    local px = math.max(1, math.floor(ttl * (1 - jitter * state / 2147483647)))
+    redis.call('set', ARGV[i], ARGV[i + 1], 'px', px)
+  end
+elseif ttl > 0 then
   for i = first, last, 2 do redis.call('set', ARGV[i], ARGV[i + 1], 'px', ttl) end
 else
   for i = first, last, 1000 do redis.call('mset', unpack(ARGV, i, math.min(i + 999, last))) end
@@ -406,7 +418,8 @@ class RedisCache(CacheClient):
     ) -> bool:
         """:meth:`CacheClient._write_fenced` with rows and deletes already packed as RESP bulk
         strings (``pack_arguments``: key, value, key, value, ...; full keys), so a bulk writer
-        can splice bytes built elsewhere (even by the database) without touching each row."""
+        can splice bytes built elsewhere (even by the database) without touching each row.
+        Each row's TTL is ``ttl_ms`` shortened by its own draw of ``ttl_jitter``."""
         head = [
             b"EVAL",
             _WRITE_FENCED.encode(),
@@ -417,6 +430,8 @@ class RedisCache(CacheClient):
             b"%d" % item_count,
             b"%d" % delete_count,
             b"%d" % len(meta),
+            b"%d" % round(self.ttl_jitter * 1_000_000),
+            b"%d" % random.randrange(1, 2_147_483_647),
         ]
         count = len(head) + 2 * item_count + delete_count + 2 * len(meta)
         command = b"".join(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -52,6 +53,14 @@ _TABLE_KEYS: Final[Mapping[str, type | tuple[type, ...]]] = {
     "interval": (int, float),
     "metrics_file": str,
 }
+# The smallest value each number takes (and whether it may equal it); never NaN or infinite.
+_LOWEST: Final[Mapping[str, tuple[float, bool]]] = {
+    "ttl": (0, False),
+    "batch_size": (1, True),
+    "overlap": (0, True),
+    "lock_ttl": (1, True),
+    "interval": (0, True),
+}
 
 
 def _names(text: str) -> list[str]:
@@ -86,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deleted-column", help="soft-delete column: truthy rows lose their key")
     parser.add_argument("--ttl", type=float, help="seconds each row key lives (default: forever)")
     parser.add_argument("--batch-size", type=int, help="rows per batch (default 5000)")
-    parser.add_argument("--overlap", type=float, help="seconds re-read before the checkpoint")
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        help="longest seconds a transaction may stay open after stamping a row and still be caught "
+        "(default 60)",
+    )
     parser.add_argument("--name", help="the sync's name in its lock and status keys")
     parser.add_argument("--namespace", help="cache key namespace")
     parser.add_argument("--lock-ttl", type=float, help="seconds the lock outlives a dead runner")
@@ -106,11 +120,13 @@ def _options(args: argparse.Namespace, table: Mapping[str, Any]) -> dict[str, An
     merged: dict[str, Any] = {}
     for name, kind in _TABLE_KEYS.items():
         flag = getattr(args, name)
-        value = flag if flag is not None else table.get(name)
+        value: Any = flag if flag is not None else table.get(name)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, kind):
             raise ConfigError(f"[sync] {name} has the wrong type ({type(value).__name__})")
+        if name in _LOWEST:
+            _check_number(name, value, flag is not None)
         merged[name] = value
     for required in ("table", "key"):
         if required not in merged:
@@ -119,6 +135,14 @@ def _options(args: argparse.Namespace, table: Mapping[str, Any]) -> dict[str, An
                 "autoops.toml"
             )
     return merged
+
+
+def _check_number(name: str, value: Any, from_flag: bool) -> None:
+    lowest, inclusive = _LOWEST[name]
+    if not math.isfinite(value) or value < lowest or (value == lowest and not inclusive):
+        where = f"--{name.replace('_', '-')}" if from_flag else f"[sync] {name}"
+        bound = f">= {lowest:g}" if inclusive else f"above {lowest:g}"
+        raise ConfigError(f"{where} must be a finite number {bound}, got {value!r}")
 
 
 def _samples(name: str, report: SyncReport | None, cache: CacheClient) -> list[MetricSample]:

@@ -10,6 +10,7 @@ pymysql is pure Python and row decoding bounds the throughput.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from ..cache import Codec, JsonCodec
 from ..cache._codec import fixed_fraction
 from ..db import DbClient
 
-__all__ = ["Column", "KeyTemplate", "TablePlan", "inspect_table"]
+__all__ = ["Column", "KeyTemplate", "TablePlan", "inspect_table", "quote_name"]
 
 _INTEGER_TYPES: Final = frozenset({"tinyint", "smallint", "mediumint", "int", "bigint"})
 _TEXT_TYPES: Final = frozenset(
@@ -37,6 +38,29 @@ _SAFE_BIGINT: Final = (
     "JSON_EXTRACT(IF({c} BETWEEN -9007199254740991 AND 9007199254740991, CAST({c} AS CHAR), "
     "JSON_QUOTE(CAST({c} AS CHAR))), '$')"
 )
+
+
+def quote_name(db: DbClient, name: str) -> str:
+    """Quote a table or column name, ``schema.table`` allowed: any legal name (``order-items``,
+    ``usérs``, ``2fa_codes``), its quote characters doubled, so no name can carry SQL. Refused
+    (a :class:`ConfigError`): empty parts, parts over 64 characters or ending in a space, NUL,
+    and ``%`` (statements with parameters would read it as a placeholder)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"a table or column name must be a string, got {type(name).__name__}")
+    quote = "`" if db.dialect == "mysql" else '"'
+    parts = name.split(".", 1)
+    for part in parts:
+        if not part or len(part) > 64 or part != part.rstrip() or "\0" in part or "%" in part:
+            raise ConfigError(
+                f"{name!r} is not a usable table or column name: each part (schema.table) must "
+                "be 1 to 64 characters, not end in a space, and hold no NUL or '%'"
+            )
+    return ".".join(quote + part.replace(quote, quote * 2) + quote for part in parts)
+
+
+def _name_literal(name: str) -> str:
+    """A column name as a SQL string literal (the JSON object's key)."""
+    return "'" + name.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +197,10 @@ def _server_json(
 def inspect_table(db: DbClient, table: str, *, safe_integers: bool = True) -> list[Column]:
     """The table's columns in order; a :class:`ConfigError` if the table does not exist.
     ``safe_integers``: the server writes BIGINTs beyond 2**53 - 1 as strings, as the codec."""
-    quoted_table = db.quote_identifier(table)
+    quoted_table = quote_name(db, table)
     columns: list[Column] = []
     if db.dialect == "mysql":
-        schema, _, name = table.rpartition(".")
+        schema, name = table.split(".", 1) if "." in table else ("", table)
         rows = db.query(
             "SELECT c.COLUMN_NAME AS name, c.DATA_TYPE AS data_type, "
             "c.CHARACTER_SET_NAME AS charset, c.DATETIME_PRECISION AS precision_, "
@@ -190,7 +214,7 @@ def inspect_table(db: DbClient, table: str, *, safe_integers: bool = True) -> li
         )
         for row in rows:
             data_type = str(row["data_type"]).lower()
-            quoted = db.quote_identifier(str(row["name"]))
+            quoted = quote_name(db, str(row["name"]))
             is_json = bool(row["is_json"]) or data_type == "json"
             precision = row["precision_"]
             server = _server_json(
@@ -285,7 +309,7 @@ class TablePlan:
             server_side
             and db.dialect == "mysql"
             and all(column.server_json is not None for column in cached)
-            and (key_column.integer or key_column.server_json == db.quote_identifier(primary_key))
+            and (key_column.integer or key_column.server_json == quote_name(db, primary_key))
         )
         mariadb = False
         if db.dialect == "mysql":
@@ -302,30 +326,60 @@ class TablePlan:
             selected=tuple(names),
         )
 
+    def keyset_where(
+        self, db: DbClient, lower: tuple[Any, Any] | None, upper: tuple[Any, Any] | None
+    ) -> tuple[str, list[Any]]:
+        """The rows between two ``(updated, pk)`` positions, in SQL: after ``lower`` (a pk of
+        None: every row at that time) and up to ``upper`` included (None: every row at that
+        time). Both None: every row."""
+        assert self.updated is not None
+        updated = quote_name(db, self.updated.name)
+        pk = quote_name(db, self.primary_key.name)
+        parts, params = [], []
+        if lower is not None:
+            if lower[1] is None:
+                parts.append(f"{updated} >= %s")
+                params.append(lower[0])
+            else:
+                # This OR form, not "u >= a AND (u > a OR pk > b)": the optimizer turns it
+                # into an index range starting at (a, b) instead of scanning every row at a.
+                parts.append(f"({updated} > %s OR ({updated} = %s AND {pk} > %s))")
+                params += [lower[0], lower[0], lower[1]]
+        if upper is not None:
+            if upper[1] is None:
+                parts.append(f"{updated} <= %s")
+                params.append(upper[0])
+            else:
+                parts.append(f"({updated} < %s OR ({updated} = %s AND {pk} <= %s))")
+                params += [upper[0], upper[0], upper[1]]
+        return " AND ".join(parts) or "1 = 1", params
+
     def select_sql(
         self,
         db: DbClient,
         *,
-        incremental: bool,
-        first: bool,
-        limit: int,
+        where: str,
+        order_by_updated: bool,
+        limit: int | None,
         key_parts: tuple[str, str],
     ) -> tuple[str, list[Any]]:
-        """One page's SELECT and its leading parameters (the caller appends the page bounds).
+        """A page's SELECT, one result row per table row, and its leading parameters (the
+        caller appends those of ``where``).
 
         ``key_parts`` is the full key prefix (namespace included) and suffix, for keys built by
-        the server.
-        Full passes page by primary key (``pk > last``); incremental passes by
-        ``(updated, pk)`` from the checkpoint less the overlap. Never OFFSET.
+        the server. Full passes page by primary key (``pk > last``); incremental passes by
+        ``(updated, pk)``. Never OFFSET.
         """
-        quote = db.quote_identifier
+        quote = functools.partial(quote_name, db)
         table = quote(self.table)
         pk = quote(self.primary_key.name)
         params: list[Any] = []
         if self.server_side:
-            pairs = ", ".join(f"'{column.name}', {column.server_json}" for column in self.cached)
+            pairs = ", ".join(
+                f"{_name_literal(column.name)}, {column.server_json}" for column in self.cached
+            )
             fields = [f"{pk} AS pk"]
-            if incremental and self.updated is not None:
+            if self.updated is not None:
                 fields.append(f"{quote(self.updated.name)} AS updated")
             if self.deleted is not None:
                 fields.append(f"{self.deleted_condition(db)} AS deleted")
@@ -335,37 +389,43 @@ class TablePlan:
             select = ", ".join(fields)
         else:
             select = ", ".join(quote(name) for name in self.selected)
-        if incremental:
+        if order_by_updated:
             assert self.updated is not None
-            updated = quote(self.updated.name)
-            order = f"{updated}, {pk}"
-            where = (
-                f"{updated} >= %s"
-                if first
-                else f"{updated} >= %s AND ({updated} > %s OR {pk} > %s)"
-            )
+            order = f"{quote(self.updated.name)}, {pk}"
         else:
             order = pk
-            where = "1 = 1" if first else f"{pk} > %s"
+        tail = "" if limit is None else f" LIMIT {int(limit)}"
         return (
-            f"SELECT {select} FROM {table} WHERE {where} ORDER BY {order} LIMIT {int(limit)}",  # noqa: S608
+            f"SELECT {select} FROM {table} WHERE {where} ORDER BY {order}{tail}",  # noqa: S608
             params,
+        )
+
+    def versions_sql(self, db: DbClient, where: str, limit: int) -> str:
+        """The ``(pk, updated)`` pairs of the rows matching ``where``, from the index on the
+        updated column alone (it holds the primary key): what a pass remembers of the rows
+        that may still see a late commit."""
+        assert self.updated is not None
+        pk = quote_name(db, self.primary_key.name)
+        updated = quote_name(db, self.updated.name)
+        return (
+            f"SELECT {pk} AS pk, {updated} AS updated FROM {quote_name(db, self.table)} "  # noqa: S608
+            f"WHERE {where} LIMIT {int(limit)}"
         )
 
     def keys_in_range_sql(self, db: DbClient, *, first: bool) -> str:
         """The primary keys in ``(%s, %s]`` (or ``<= %s`` when ``first``), index only."""
-        pk = db.quote_identifier(self.primary_key.name)
+        pk = quote_name(db, self.primary_key.name)
         where = f"{pk} <= %s" if first else f"{pk} > %s AND {pk} <= %s"
-        return f"SELECT {pk} AS pk FROM {db.quote_identifier(self.table)} WHERE {where}"  # noqa: S608
+        return f"SELECT {pk} AS pk FROM {quote_name(db, self.table)} WHERE {where}"  # noqa: S608
 
     def boundary_sql(self, db: DbClient, *, first: bool, limit: int) -> str:
         """The last primary key of the next ``limit`` rows after ``%s`` (index only, cheap),
         so pages can be cut ahead and read by several connections at once."""
-        pk = db.quote_identifier(self.primary_key.name)
+        pk = quote_name(db, self.primary_key.name)
         where = "1 = 1" if first else f"{pk} > %s"
         return (
             f"SELECT COUNT(*) AS n, MAX(pk) AS last_pk FROM (SELECT {pk} AS pk "  # noqa: S608
-            f"FROM {db.quote_identifier(self.table)} WHERE {where} ORDER BY {pk} "
+            f"FROM {quote_name(db, self.table)} WHERE {where} ORDER BY {pk} "
             f"LIMIT {int(limit)}) AS page_keys"
         )
 
@@ -384,14 +444,41 @@ class TablePlan:
         truncated GROUP_CONCAT).
         Parameters: the key prefix and suffix, then ``pk >`` (unless ``first``), then
         ``pk <=`` (when ``bounded``)."""
-        quote = db.quote_identifier
-        pk = quote(self.primary_key.name)
-        pairs = ", ".join(f"'{column.name}', {column.server_json}" for column in self.cached)
-        crlf = "CHAR(13, 10 USING ascii)"
+        pk = quote_name(db, self.primary_key.name)
         where = "1 = 1" if first else f"{pk} > %s"
         if bounded:
             where += f" AND {pk} <= %s"
+        return self._packed_sql(db, where, limit, key_parts)
+
+    def packed_changes_sql(
+        self, db: DbClient, *, where: str, key_parts: tuple[str, str]
+    ) -> tuple[str, list[Any]]:
+        """:meth:`packed_page_sql` for an incremental page: every row matching ``where`` (a
+        range of ``(updated, pk)`` positions cut beforehand by :meth:`position_sql`).
+        Parameters: the key prefix and suffix, then those of ``where``."""
+        return self._packed_sql(db, where, None, key_parts)
+
+    def position_sql(self, db: DbClient, where: str, offset: int | None) -> str:
+        """The ``(updated, pk)`` position of the row ``offset`` rows into those matching
+        ``where``, in that order (None: the last row), from the index alone."""
+        assert self.updated is not None
+        updated = quote_name(db, self.updated.name)
+        pk = quote_name(db, self.primary_key.name)
+        order = f"{updated}, {pk}" if offset is not None else f"{updated} DESC, {pk} DESC"
+        return (
+            f"SELECT {updated} AS updated, {pk} AS pk FROM {quote_name(db, self.table)} "  # noqa: S608
+            f"WHERE {where} ORDER BY {order} LIMIT 1 OFFSET {int(offset or 0)}"
+        )
+
+    def _packed_sql(
+        self, db: DbClient, where: str, limit: int | None, key_parts: tuple[str, str]
+    ) -> tuple[str, list[Any]]:
+        quote = functools.partial(quote_name, db)
+        pk = quote(self.primary_key.name)
+        pairs = self._json_pairs()
+        crlf = "CHAR(13, 10 USING ascii)"
         hint = "" if self.mariadb else "/*+ SET_VAR(group_concat_max_len = 1073741824) */ "
+        tail = "" if limit is None else f" ORDER BY {pk} LIMIT {int(limit)}"
         # Each RESP bulk string adds "$", the digits of its length and two CRLFs (5 + digits).
         sql = (
             f"SELECT {hint}COUNT(*) AS n, MIN(pk) AS first_pk, MAX(pk) AS last_pk, "  # noqa: S608
@@ -399,7 +486,7 @@ class TablePlan:
             f"CAST(GROUP_CONCAT('$', LENGTH(k), {crlf}, k, {crlf}, '$', LENGTH(v), {crlf}, v, "
             f"{crlf} SEPARATOR '') AS BINARY) AS packed "
             f"FROM (SELECT {pk} AS pk, CONCAT(%s, {pk}, %s) AS k, JSON_OBJECT({pairs}) AS v "
-            f"FROM {quote(self.table)} WHERE {where} ORDER BY {pk} LIMIT {int(limit)}) AS page_rows"
+            f"FROM {quote(self.table)} WHERE {where}{tail}) AS page_rows"
         )
         if self.mariadb:
             sql = f"SET STATEMENT group_concat_max_len = 1073741824 FOR {sql}"
@@ -424,10 +511,16 @@ class TablePlan:
 
         return encode_row
 
+    def _json_pairs(self) -> str:
+        """The JSON_OBJECT arguments: each cached column's name and its server-built value."""
+        return ", ".join(
+            f"{_name_literal(column.name)}, {column.server_json}" for column in self.cached
+        )
+
     def deleted_condition(self, db: DbClient) -> str:
         """SQL true for a soft-deleted row: a non-zero number, or any other non-NULL value."""
         assert self.deleted is not None
-        column = db.quote_identifier(self.deleted.name)
+        column = quote_name(db, self.deleted.name)
         if self.deleted.integer:
             return f"({column} IS NOT NULL AND {column} <> 0)"
         return f"({column} IS NOT NULL)"

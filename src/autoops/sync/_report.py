@@ -14,7 +14,14 @@ from ._plan import META_PREFIX
 
 __all__ = ["SyncReport", "SyncStatus", "meta_key", "read_sync_status", "utc_now"]
 
-_LAST_PASS_FIELDS: Final = ("kind", "rows_read", "keys_written", "keys_deleted", "duration_seconds")
+_LAST_PASS_FIELDS: Final = (
+    "kind",
+    "rows_read",
+    "rows_reread",
+    "keys_written",
+    "keys_deleted",
+    "duration_seconds",
+)
 
 
 def utc_now() -> dt.datetime:
@@ -41,11 +48,17 @@ class SyncReport:
     kind: str
     """``"full"``, ``"incremental"`` or ``"reconcile"``."""
     rows_read: int
+    """Rows read from the table, each row version once."""
     keys_written: int
     keys_deleted: int
     duration_seconds: float
     started_at: dt.datetime
     checkpoint: Any
+    rows_reread: int = 0
+    """Rows read again because they may have joined the last pass's window by a late commit
+    and this process did not remember their versions (a new process, or a window too large)."""
+    rows_checked: int = 0
+    """Versions ``(pk, updated)`` of that window compared from the index (no row read)."""
     completed: bool = True
     resumed: bool = False
     server_side: bool = False
@@ -66,6 +79,8 @@ class SyncReport:
         return [
             ("kind", self.kind + ("" if self.completed else " (stopped early)")),
             ("rows read", format_count(self.rows_read)),
+            ("rows read again", format_count(self.rows_reread)),
+            ("versions checked", format_count(self.rows_checked)),
             ("keys written", format_count(self.keys_written)),
             ("keys deleted", format_count(self.keys_deleted)),
             ("duration", format_seconds(self.duration_seconds)),
@@ -77,8 +92,10 @@ class SyncReport:
 
     def __str__(self) -> str:
         done = "" if self.completed else ", stopped early"
+        again = f" (+{format_count(self.rows_reread)} read again)" if self.rows_reread else ""
         return (
-            f"sync {self.name}: {self.kind} pass{done}, {format_count(self.rows_read)} rows read, "
+            f"sync {self.name}: {self.kind} pass{done}, {format_count(self.rows_read)} rows read"
+            f"{again}, "
             f"{format_count(self.keys_written)} keys written, "
             f"{format_count(self.keys_deleted)} deleted in {format_seconds(self.duration_seconds)}"
             f" ({format_count(self.rows_per_second)} rows/s), checkpoint {self.checkpoint}"
@@ -87,6 +104,7 @@ class SyncReport:
     def __repr__(self) -> str:
         return (
             f"SyncReport(name={self.name!r}, kind={self.kind!r}, rows_read={self.rows_read}, "
+            f"rows_reread={self.rows_reread}, rows_checked={self.rows_checked}, "
             f"keys_written={self.keys_written}, keys_deleted={self.keys_deleted}, "
             f"duration_seconds={self.duration_seconds:.3f}, "
             f"rows_per_second={self.rows_per_second:.0f}, checkpoint={self.checkpoint!r}, "
@@ -101,6 +119,7 @@ class SyncReport:
         return {
             "kind": self.kind,
             "rows_read": self.rows_read,
+            "rows_reread": self.rows_reread,
             "keys_written": self.keys_written,
             "keys_deleted": self.keys_deleted,
             "duration_seconds": round(self.duration_seconds, 6),
@@ -119,6 +138,10 @@ class SyncStatus:
     last_pass: dict[str, Any] | None
     full_pass_in_progress: bool
     lock_holder: str | None
+    horizon: str | None = None
+    """How the last pass bounded late commits: ``"open transactions"`` (INNODB_TRX and
+    PROCESSLIST), ``"fixed delay (no PROCESS privilege)"`` (``overlap`` seconds of the
+    database's clock) or ``"newest less overlap"`` (other databases and column types)."""
 
     def lag_seconds(self, now: dt.datetime | None = None) -> float | None:
         """Seconds from ``synced_as_of`` to ``now`` (default: the current time); None if no pass
@@ -146,6 +169,7 @@ class SyncStatus:
                 ("lag", "never synced" if lag is None else format_seconds(lag)),
                 ("last pass", describe_pass(self.last_pass)),
                 ("full pass in progress", self.full_pass_in_progress),
+                ("late commits bounded by", self.horizon),
                 ("lock holder", self.lock_holder),
             ],
         )
@@ -215,4 +239,5 @@ def read_sync_status(cache: CacheClient, name: str) -> SyncStatus:
         ),
         full_pass_in_progress=full_data is not None,
         lock_holder=describe_holder(lock_data),
+        horizon=checkpoint.get("horizon"),
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import functools
 import logging
+import math
 import queue
 import random
 import signal
@@ -20,7 +22,7 @@ from typing import Any, Final
 
 import orjson
 
-from .._errors import AutoOpsError, ConfigError, LockHeldError
+from .._errors import AuthenticationError, AutoOpsError, ConfigError, LockHeldError, QueryError
 from .._progress import Progress
 from ..cache import CacheClient, JsonCodec, RedisCache
 from ..cache._client import TTL
@@ -28,7 +30,7 @@ from ..cache._resp import pack_arguments
 from ..db import DbClient
 from ._census import KeyCensus, SeenKeys, all_within
 from ._lock import SyncLock
-from ._plan import KeyTemplate, TablePlan, shift_back
+from ._plan import KeyTemplate, TablePlan, quote_name, shift_back
 from ._report import SyncReport, SyncStatus, meta_key, read_sync_status, utc_now
 
 __all__ = ["CacheSync"]
@@ -36,6 +38,26 @@ __all__ = ["CacheSync"]
 log = logging.getLogger("autoops.sync")
 
 _RECONCILE_CHUNK: Final = 1000
+# Past this many rows in the window, a process forgets their versions and the next pass reads
+# the window again (a memory bound: about 150 bytes a row).
+_WINDOW_LIMIT: Final = 100_000
+# Between a statement's start (the time it stamps rows with) and its transaction's start in
+# InnoDB (whose trx_started has whole seconds) lies parsing, table opening and rounding.
+_HORIZON_MARGIN: Final = dt.timedelta(seconds=2)
+_TIME_MS: Final = {True: "TIME_MS", False: "TIME * 1000 + 1000"}
+# The age of the oldest transaction that has written and of the oldest running statement that
+# may write (plain SELECTs and SHOWs cannot stamp a row). trx_started is in the system time zone.
+_OPEN_WORK_SQL: Final = (
+    "SELECT (SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_rows_modified > 0) "
+    "AS trx_count, "
+    "(SELECT TIMESTAMPDIFF(MICROSECOND, MIN(trx_started), "
+    "CONVERT_TZ(NOW(6), @@session.time_zone, 'SYSTEM')) FROM information_schema.INNODB_TRX "
+    "WHERE trx_rows_modified > 0) AS trx_us, "
+    "(SELECT MAX({time_ms}) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() "
+    "AND COMMAND IN ('Query', 'Execute') AND INFO NOT REGEXP "
+    "'^[[:space:]]*(SELECT|SHOW|SET STATEMENT group_concat_max_len = [0-9]+ FOR SELECT)') "
+    "AS statement_ms"
+)
 _QUEUE_DEPTH: Final = 2
 
 
@@ -57,6 +79,8 @@ class _Page:
 @dataclass(slots=True)
 class _Counts:
     rows_read: int = 0
+    rows_reread: int = 0
+    rows_checked: int = 0
     keys_written: int = 0
     keys_deleted: int = 0
 
@@ -69,26 +93,84 @@ class _Failed:
 _END: Final = object()
 
 
-def _checkpoint_record(value: Any, committed_at: dt.datetime) -> bytes:
-    stored: int | float | str
+def _stored(value: Any) -> tuple[str, int | float | str]:
     if isinstance(value, dt.datetime | dt.date):
-        kind, stored = ("datetime" if isinstance(value, dt.datetime) else "date"), value.isoformat()
-    elif isinstance(value, bool) or not isinstance(value, int | float | str):
+        kind = "datetime" if isinstance(value, dt.datetime) else "date"
+        return kind, value.isoformat()
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(
             f"updated_column holds values of type {type(value).__name__}; use a time or a number"
         )
-    else:
-        kind, stored = type(value).__name__, value
-    return orjson.dumps({"value": stored, "type": kind, "committed_at": committed_at.isoformat()})
+    return type(value).__name__, value
 
 
-def _checkpoint_value(record: dict[str, Any]) -> Any:
-    value = record.get("value")
-    if record.get("type") == "datetime" and isinstance(value, str):
+def _loaded(kind: Any, value: Any) -> Any:
+    if kind == "datetime" and isinstance(value, str):
         return dt.datetime.fromisoformat(value)
-    if record.get("type") == "date" and isinstance(value, str):
+    if kind == "date" and isinstance(value, str):
         return dt.date.fromisoformat(value)
     return value
+
+
+def _checkpoint_record(
+    position: tuple[Any, Any], settled: Any, horizon: str, committed_at: dt.datetime
+) -> dict[str, Any]:
+    """The stored checkpoint: the ``(updated, pk)`` position of the newest row written (its
+    ``value`` is what status shows), and ``settled``, the time before which every row was
+    committed and read (the window from it to the position is checked for late commits)."""
+    kind, stored = _stored(position[0])
+    return {
+        "value": stored,
+        "type": kind,
+        "pk": position[1],
+        "settled": None if settled is None else _stored(settled)[1],
+        "horizon": horizon,
+        "committed_at": committed_at.isoformat(),
+    }
+
+
+@dataclass(slots=True)
+class _State:
+    """Where incremental reading stands: rows up to ``position`` were written; rows stamped
+    before ``settled`` were all committed when they were read."""
+
+    position: tuple[Any, Any]
+    settled: Any
+
+    @classmethod
+    def load(cls, record: dict[str, Any], overlap: float) -> _State:
+        value = _loaded(record.get("type"), record.get("value"))
+        if "pk" not in record:
+            # A checkpoint written before positions were kept: the old overlap window.
+            return cls((value, None), shift_back(value, overlap))
+        return cls((value, record["pk"]), _loaded(record.get("type"), record.get("settled")))
+
+
+@dataclass(slots=True)
+class _Window:
+    """What this process remembers of the rows a late commit may still join: the ``(pk,
+    updated)`` versions between ``settled`` and ``position`` it has written, so the next pass
+    compares versions from the index instead of reading those rows again."""
+
+    position: tuple[Any, Any]
+    settled: Any
+    versions: dict[Any, Any]
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _ttl_ms(ttl: TTL | None) -> int | None:
+    """The TTL in milliseconds, before jitter: the cache jitters each key's expiry itself."""
+    if ttl is None:
+        return None
+    seconds = ttl.total_seconds() if isinstance(ttl, dt.timedelta) else ttl
+    if not _finite(seconds) or not seconds > 0:
+        raise ConfigError(
+            f"ttl must be a finite number of seconds above 0 or a timedelta, got {ttl!r}"
+        )
+    return max(1, int(seconds * 1000))
 
 
 class CacheSync:
@@ -98,9 +180,11 @@ class CacheSync:
     unless the codec says ``safe_integers=False``, times at the column's declared precision, JSON
     columns embedded: see docs/clients.md).
 
-    A full pass pages the table by primary key; once it has finished, passes are incremental
-    (rows whose ``updated_column`` is at or past the checkpoint less ``overlap`` seconds, so a row
-    committed late with an older time is not missed). Every batch is written in one atomic step
+    A full pass pages the table by primary key; once it has finished, passes are incremental:
+    the rows past the checkpoint's ``(updated_column, pk)`` position, each version read once, and
+    the rows of the last pass's late-commit window whose version changed (a transaction that
+    stamped a row earlier and committed later; ``overlap`` is the longest such a transaction may
+    stay open, see docs/sync.md). Every batch is written in one atomic step
     with the checkpoint that covers it, and only while this runner holds the sync's lock, so a
     crash or a second runner can neither skip rows nor write an older version over a newer one.
     Reconciliation (on full passes, or :meth:`reconcile`) deletes keys whose rows are gone;
@@ -138,19 +222,19 @@ class CacheSync:
         ):
             if identifier is not None:
                 try:
-                    db.quote_identifier(identifier)
+                    quote_name(db, identifier)
                 except ConfigError as exc:
                     raise ConfigError(f"CacheSync {what}: {exc}") from None
         if isinstance(columns, str) or isinstance(exclude, str):
             raise ConfigError("columns and exclude take a list of column names, not a string")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-        if isinstance(overlap, bool) or not isinstance(overlap, int | float) or overlap < 0:
-            raise ConfigError(f"overlap must be a number of seconds >= 0, got {overlap!r}")
+        if not _finite(overlap) or overlap < 0:
+            raise ConfigError(f"overlap must be a finite number of seconds >= 0, got {overlap!r}")
         if not isinstance(readers, int) or readers < 1:
             raise ConfigError(f"readers must be a whole number >= 1, got {readers!r}")
-        if not isinstance(lock_ttl, int | float) or lock_ttl < 1:
-            raise ConfigError(f"lock_ttl must be at least 1 second, got {lock_ttl!r}")
+        if not _finite(lock_ttl) or lock_ttl < 1:
+            raise ConfigError(f"lock_ttl must be a finite number of seconds >= 1, got {lock_ttl!r}")
         self.db = db
         self.cache = cache
         self.table = table
@@ -161,7 +245,7 @@ class CacheSync:
         self.primary_key = primary_key
         self.updated_column = updated_column
         self.deleted_column = deleted_column
-        self.ttl_ms = cache._ttl_ms(ttl)
+        self.ttl_ms = _ttl_ms(ttl)
         self.batch_size = batch_size
         self.overlap = float(overlap)
         self.name = name or table
@@ -170,6 +254,8 @@ class CacheSync:
         self.readers = readers
         self.progress = progress
         self._plan: TablePlan | None = None
+        self._window: _Window | None = None
+        self._process: bool | None = None
         self._stop = threading.Event()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autoops-sync-read")
         self._page_readers = ThreadPoolExecutor(
@@ -221,8 +307,10 @@ class CacheSync:
         batch and commits its checkpoint. After a failure the wait doubles (from at least a
         second), up to ``max_backoff``. A :class:`ConfigError` is raised at once: retrying
         cannot fix it."""
-        if not interval >= 0 or not 0 <= jitter < 1:
-            raise ConfigError("interval must be >= 0 seconds and jitter from 0 up to 1")
+        if not _finite(interval) or not interval >= 0 or not 0 <= jitter < 1:
+            raise ConfigError(
+                "interval must be a finite number of seconds >= 0 and jitter from 0 up to 1"
+            )
         self._stop.clear()
         failures = 0
         with self._signals_stop(handle_signals), self._watch(stop_event):
@@ -314,13 +402,10 @@ class CacheSync:
         clock = time.perf_counter()
         resumed = marker is not None
         if marker is None:
-            target = self._newest_updated(plan)
             marker = {
                 "phase": "copy",
                 "cursor": None,
-                "target": None
-                if target is None
-                else orjson.loads(_checkpoint_record(target, utc_now())),
+                "target": self._starting_point(plan),
                 "started_at": utc_now().isoformat(),
             }
         started = dt.datetime.fromisoformat(marker["started_at"])
@@ -359,7 +444,7 @@ class CacheSync:
                 pages = (
                     self._read_packed_pages(plan, marker["cursor"])
                     if self._packed_copy(plan)
-                    else self._read_pages(plan, None, marker["cursor"])
+                    else self._read_pages(plan, marker["cursor"])
                 )
                 for page in self._pipeline(pages):
                     marker["cursor"] = page.last_pk
@@ -403,27 +488,155 @@ class CacheSync:
         self._finish(lock, report, deletes=[full_key])
         return report
 
+    def _starting_point(self, plan: TablePlan) -> dict[str, Any] | None:
+        """The checkpoint a full pass starts from: the newest row's position and the settled
+        time before its copy reads anything. The versions of the rows between the two are
+        remembered (read from the index before the copy), so the catch-up after the copy
+        compares versions instead of reading those rows again."""
+        if plan.updated is None:
+            return None
+        quote = functools.partial(quote_name, self.db)
+        updated, pk = quote(plan.updated.name), quote(plan.primary_key.name)
+        row = self.db.query_one(
+            f"SELECT {updated} AS updated, {pk} AS pk FROM {quote(self.table)} "  # noqa: S608
+            f"ORDER BY {updated} DESC, {pk} DESC LIMIT 1"
+        )
+        if row is None or row["updated"] is None:
+            return None
+        position = (row["updated"], row["pk"])
+        settled, horizon = self._horizon(plan, position)
+        versions = self._versions(plan, (settled, None), position)
+        self._window = None if versions is None else _Window(position, settled, versions)
+        return _checkpoint_record(position, settled, horizon, utc_now())
+
     def _catch_up(
-        self, plan: TablePlan, lock: SyncLock, checkpoint: dict[str, Any], counts: _Counts
+        self, plan: TablePlan, lock: SyncLock, record: dict[str, Any], counts: _Counts
     ) -> tuple[Any, bool]:
-        """Write the rows changed since ``checkpoint`` less the overlap, each batch with its
-        checkpoint; returns the checkpoint as shown in reports and whether it ran to the end."""
-        newest = _checkpoint_value(checkpoint)
-        lower = shift_back(newest, self.overlap)
+        """Write what changed since the checkpoint ``record``, each batch with its checkpoint;
+        returns the checkpoint as shown in reports and whether it ran to the end.
+
+        First the window of the last pass (rows stamped from its settled time to its position,
+        which a transaction still open then may have joined since): with the versions
+        remembered, only rows whose version differs are read; otherwise the window is read
+        again (counted as re-reads). Then every row after the position. The new settled time
+        is the horizon taken before anything was read."""
+        state = _State.load(record, self.overlap)
+        horizon, source = self._horizon(plan, state.position)
+        window, self._window = self._window, None
+        if window is not None and (window.position, window.settled) != (
+            state.position,
+            state.settled,
+        ):
+            window = None
         checkpoint_key = self._meta("checkpoint")
-        completed = True
-        for page in self._pipeline(self._read_pages(plan, lower, None)):
-            if page.last_updated is not None and page.last_updated > newest:
-                newest = page.last_updated
-            record = _checkpoint_record(newest, utc_now())
-            self._write_page(lock, page, [(checkpoint_key, record)])
+        settled = horizon if state.settled is None else max(state.settled, horizon)
+        remembered: dict[Any, Any] | None = {}
+        position = state.position
+        pages: Generator[_Page, None, None]
+        if state.settled is not None and not state.settled > position[0]:
+            lower = (state.settled, None)
+            versions = self._versions(plan, lower, position)
+            reread = window is None or versions is None
+            if window is not None and versions is not None:
+                counts.rows_checked += len(versions)
+                known = window.versions
+                pages = self._read_keys(
+                    plan, [pk for pk, at in versions.items() if known.get(pk) != at]
+                )
+            else:
+                pages = self._read_changes(plan, lower, position)
+            remembered = None if versions is None else dict(versions)
+            meta = [(checkpoint_key, orjson.dumps(record))]
+            for page in self._pipeline(pages):
+                self._write_page(lock, page, meta)
+                if reread:
+                    counts.rows_reread += page.rows
+                else:
+                    counts.rows_read += page.rows
+                counts.keys_written += page.item_count
+                counts.keys_deleted += len(page.deletes)
+                if self._stop.is_set():
+                    return record["value"], False
+        unsettled = self._versions(plan, position, None, since=horizon)
+        if unsettled is None or remembered is None:
+            remembered = None
+        else:
+            remembered.update(unsettled)
+        for page in self._pipeline(self._read_changes(plan, position, None)):
+            position = (page.last_updated, page.last_pk)
+            current = _checkpoint_record(position, state.settled, source, utc_now())
+            self._write_page(lock, page, [(checkpoint_key, orjson.dumps(current))])
             counts.rows_read += page.rows
             counts.keys_written += page.item_count
             counts.keys_deleted += len(page.deletes)
             if self._stop.is_set():
-                completed = False
-                break
-        return orjson.loads(_checkpoint_record(newest, utc_now()))["value"], completed
+                return current["value"], False
+        final = _checkpoint_record(position, settled, source, utc_now())
+        self._write(lock, meta=[(checkpoint_key, orjson.dumps(final))])
+        if remembered is not None:
+            self._window = _Window(
+                position,
+                settled,
+                {pk: stamp for pk, stamp in remembered.items() if not stamp < settled},
+            )
+        return final["value"], True
+
+    def _horizon(self, plan: TablePlan, position: tuple[Any, Any]) -> tuple[Any, str]:
+        """The time before which every row is committed, taken before a pass reads, and how
+        it was found. On MySQL/MariaDB with a DATETIME/TIMESTAMP column: the server's clock
+        less the age of the oldest open transaction that has written (INNODB_TRX) or of the
+        oldest running statement (PROCESSLIST), less a margin, and never more than
+        ``overlap`` back; without the PROCESS privilege to see those, the clock less
+        ``overlap``. Otherwise the newest value less ``overlap``."""
+        assert plan.updated is not None
+        if self.db.dialect != "mysql" or plan.updated.data_type not in ("datetime", "timestamp"):
+            return shift_back(position[0], self.overlap), "newest less overlap"
+        row = self.db.query_one("SELECT NOW(6) AS now")
+        assert row is not None
+        now: dt.datetime = row["now"]
+        delay = dt.timedelta(seconds=self.overlap)
+        if self._process is not False:
+            try:
+                work = self.db.query_one(_OPEN_WORK_SQL.format(time_ms=_TIME_MS[plan.mariadb]))
+            except (AuthenticationError, QueryError) as exc:
+                log.warning(
+                    "sync %s: cannot see open transactions (%s); late commits are waited for "
+                    "a fixed %g s (overlap). Grant PROCESS to shorten that",
+                    self.name,
+                    exc,
+                    self.overlap,
+                )
+                self._process = False
+            else:
+                self._process = True
+                assert work is not None
+                if work["trx_count"] and work["trx_us"] is None:
+                    return now - delay, "fixed delay (open transactions unreadable)"
+                oldest = max(
+                    dt.timedelta(microseconds=int(work["trx_us"] or 0)),
+                    dt.timedelta(milliseconds=float(work["statement_ms"] or 0)),
+                )
+                return now - min(delay, oldest + _HORIZON_MARGIN), "open transactions"
+        return now - delay, "fixed delay (no PROCESS privilege)"
+
+    def _versions(
+        self,
+        plan: TablePlan,
+        lower: tuple[Any, Any] | None,
+        upper: tuple[Any, Any] | None,
+        since: Any = None,
+    ) -> dict[Any, Any] | None:
+        """The ``(pk -> updated)`` versions of the rows between two positions (and stamped at
+        or after ``since``), from the index; None when there are too many to remember."""
+        assert plan.updated is not None
+        where, params = plan.keyset_where(self.db, lower, upper)
+        if since is not None:
+            where += f" AND {quote_name(self.db, plan.updated.name)} >= %s"
+            params.append(since)
+        rows = self.db.query(plan.versions_sql(self.db, where, _WINDOW_LIMIT + 1), params)
+        if len(rows) > _WINDOW_LIMIT:
+            return None
+        return {row["pk"]: row["updated"] for row in rows}
 
     def _incremental_pass(
         self, plan: TablePlan, lock: SyncLock, checkpoint: dict[str, Any]
@@ -452,6 +665,8 @@ class CacheSync:
             name=self.name,
             kind=kind,
             rows_read=counts.rows_read,
+            rows_reread=counts.rows_reread,
+            rows_checked=counts.rows_checked,
             keys_written=counts.keys_written,
             keys_deleted=counts.keys_deleted,
             duration_seconds=time.perf_counter() - clock,
@@ -474,19 +689,10 @@ class CacheSync:
 
     # reading --------------------------------------------------------------------------------
 
-    def _newest_updated(self, plan: TablePlan) -> Any:
-        if plan.updated is None:
-            return None
-        column = self.db.quote_identifier(plan.updated.name)
-        row = self.db.query_one(
-            f"SELECT MAX({column}) AS newest FROM {self.db.quote_identifier(self.table)}"  # noqa: S608
-        )
-        return None if row is None else row["newest"]
-
     def _estimated_rows(self, plan: TablePlan) -> int | None:
         if self.db.dialect != "mysql":
             return None
-        schema, _, name = self.table.rpartition(".")
+        schema, name = self.table.split(".", 1) if "." in self.table else ("", self.table)
         row = self.db.query_one(
             "SELECT TABLE_ROWS AS n FROM information_schema.TABLES "
             "WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s",
@@ -494,31 +700,145 @@ class CacheSync:
         )
         return int(row["n"]) if row and row["n"] else None
 
-    def _read_pages(self, plan: TablePlan, lower: Any, cursor: Any) -> Generator[_Page, None, None]:
-        """Pages in key order: by primary key after ``cursor`` (full), or by (updated, pk) from
-        ``lower`` (incremental, when ``lower`` is not None)."""
-        incremental = lower is not None
-        limit = self.batch_size
+    def _read_pages(self, plan: TablePlan, cursor: Any) -> Generator[_Page, None, None]:
+        """Full-pass pages, one result row per table row, by primary key after ``cursor``."""
+        pk = quote_name(self.db, plan.primary_key.name)
         key_parts = (self.cache.key(self.template.prefix), self.template.suffix)
-        last_pk, last_updated = cursor, lower
-        first = cursor is None
         while not self._stop.is_set():
             sql, params = plan.select_sql(
-                self.db, incremental=incremental, first=first, limit=limit, key_parts=key_parts
+                self.db,
+                where="1 = 1" if cursor is None else f"{pk} > %s",
+                order_by_updated=False,
+                limit=self.batch_size,
+                key_parts=key_parts,
             )
-            if incremental:
-                params += [lower] if first else [last_updated, last_updated, last_pk]
-            elif not first:
-                params.append(last_pk)
-            rows = self.db.query(sql, params)
+            rows = self.db.query(sql, params if cursor is None else [*params, cursor])
             if not rows:
                 return
-            page = self._encode_server(plan, rows) if plan.server_side else self._encode(plan, rows)
+            page = self._encode_rows(plan, rows)
             yield page
-            if len(rows) < limit:
+            if len(rows) < self.batch_size:
                 return
-            first = False
-            last_pk, last_updated = page.last_pk, page.last_updated
+            cursor = page.last_pk
+
+    def _read_changes(
+        self, plan: TablePlan, lower: tuple[Any, Any], upper: tuple[Any, Any] | None
+    ) -> Generator[_Page, None, None]:
+        """The rows after ``lower`` (up to ``upper``) in ``(updated, pk)`` order, paged by that
+        pair: as packed pages built by the server when the full copy can use them."""
+        if self._packed_copy(plan):
+            yield from self._read_packed_changes(plan, lower, upper)
+            return
+        key_parts = (self.cache.key(self.template.prefix), self.template.suffix)
+        while not self._stop.is_set():
+            where, where_params = plan.keyset_where(self.db, lower, upper)
+            sql, params = plan.select_sql(
+                self.db,
+                where=where,
+                order_by_updated=True,
+                limit=self.batch_size,
+                key_parts=key_parts,
+            )
+            rows = self.db.query(sql, [*params, *where_params])
+            if not rows:
+                return
+            page = self._encode_rows(plan, rows)
+            yield page
+            if len(rows) < self.batch_size:
+                return
+            lower = (page.last_updated, page.last_pk)
+
+    def _read_packed_changes(
+        self, plan: TablePlan, lower: tuple[Any, Any], upper: tuple[Any, Any] | None
+    ) -> Generator[_Page, None, None]:
+        """:meth:`_read_changes` as packed pages: each page's last position is cut first from
+        the index (``batch_size`` rows on, or the last row), then the range up to it is read
+        whole by one of ``readers`` connections, as the full copy does."""
+        pending: collections.deque[Future[list[_Page]]] = collections.deque()
+        low, exhausted = lower, False
+        try:
+            while not self._stop.is_set() and (pending or not exhausted):
+                while not exhausted and len(pending) < self.readers + 1:
+                    high = self._position(plan, low, upper, self.batch_size - 1)
+                    if high is None:
+                        exhausted = True
+                        high = self._position(plan, low, upper, None)
+                        if high is None:
+                            break
+                    pending.append(self._page_readers.submit(self._packed_changes, plan, low, high))
+                    low = high
+                if pending:
+                    yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            for future in pending:
+                with contextlib.suppress(BaseException):
+                    future.result()
+
+    def _position(
+        self,
+        plan: TablePlan,
+        lower: tuple[Any, Any],
+        upper: tuple[Any, Any] | None,
+        offset: int | None,
+    ) -> tuple[Any, Any] | None:
+        where, params = plan.keyset_where(self.db, lower, upper)
+        row = self.db.query_one(plan.position_sql(self.db, where, offset), params)
+        return None if row is None else (row["updated"], row["pk"])
+
+    def _packed_changes(
+        self, plan: TablePlan, low: tuple[Any, Any], high: tuple[Any, Any]
+    ) -> list[_Page]:
+        """The rows in ``(low, high]`` as one packed page, or, when the server had to cut its
+        GROUP_CONCAT short, as the two halves of the range."""
+        key_parts = (self.cache.key(self.template.prefix), self.template.suffix)
+        where, where_params = plan.keyset_where(self.db, low, high)
+        sql, params = plan.packed_changes_sql(self.db, where=where, key_parts=key_parts)
+        row = self.db.query_one(sql, [*params, *where_params])
+        if row is None or not row["n"]:
+            return []
+        count = int(row["n"])
+        packed = row["packed"] or b""
+        if len(packed) != int(row["size"]):
+            middle = self._position(plan, low, high, count // 2 - 1) if count > 1 else None
+            if middle is None or middle == high:
+                raise ConfigError(
+                    f"a row of {self.table!r} is too large to be read whole "
+                    "(max_allowed_packet); use server_side=False"
+                )
+            return self._packed_changes(plan, low, middle) + self._packed_changes(
+                plan, middle, high
+            )
+        return [
+            _Page(
+                rows=count,
+                last_pk=high[1],
+                last_updated=high[0],
+                item_count=count,
+                packed=packed,
+            )
+        ]
+
+    def _read_keys(self, plan: TablePlan, keys: list[Any]) -> Generator[_Page, None, None]:
+        """The rows with these primary keys, a thousand at a time."""
+        key_parts = (self.cache.key(self.template.prefix), self.template.suffix)
+        pk = quote_name(self.db, plan.primary_key.name)
+        for start in range(0, len(keys), _RECONCILE_CHUNK):
+            chunk = keys[start : start + _RECONCILE_CHUNK]
+            sql, params = plan.select_sql(
+                self.db,
+                where=f"{pk} IN ({', '.join(['%s'] * len(chunk))})",
+                order_by_updated=False,
+                limit=None,
+                key_parts=key_parts,
+            )
+            rows = self.db.query(sql, [*params, *chunk])
+            if rows:
+                yield self._encode_rows(plan, rows)
+
+    def _encode_rows(self, plan: TablePlan, rows: list[dict[str, Any]]) -> _Page:
+        return self._encode_server(plan, rows) if plan.server_side else self._encode(plan, rows)
 
     def _packed_copy(self, plan: TablePlan) -> bool:
         return (
@@ -816,8 +1136,8 @@ class CacheSync:
 
     def _delete_missing(self, plan: TablePlan, lock: SyncLock, keys: dict[Any, bytes]) -> int:
         """Delete the keys (by primary key) whose rows the table no longer has."""
-        table = self.db.quote_identifier(self.table)
-        pk = self.db.quote_identifier(plan.primary_key.name)
+        table = quote_name(self.db, self.table)
+        pk = quote_name(self.db, plan.primary_key.name)
         alive = "" if plan.deleted is None else f" AND NOT {plan.deleted_condition(self.db)}"
         pks = list(keys)
         deleted = 0
