@@ -36,6 +36,15 @@ def test_progress_draws_counts_rate_and_percent_on_a_terminal() -> None:
     assert text.endswith("\n")
 
 
+def test_a_resumed_run_counts_earlier_work_toward_the_total_but_ends_on_its_own() -> None:
+    stream = Terminal()
+    with Progress("sync", total=200, stream=stream, min_interval=0, start=100) as progress:
+        progress.advance(50)
+    text = stream.getvalue()
+    assert "sync: 150 rows of 200 rows (75%)" in text
+    assert "sync: 50 rows in " in text.rsplit("\r", 1)[-1]
+
+
 def test_progress_in_bytes_uses_binary_units() -> None:
     stream = Terminal()
     with Progress("backup", unit="bytes", stream=stream, min_interval=0) as progress:

@@ -38,11 +38,15 @@ class Progress:
         stream: TextIO | None = None,
         enabled: bool | None = None,
         min_interval: float = 0.1,
+        start: int = 0,
     ) -> None:
         self.label = label
         self.total = total
         self.unit = unit
-        self.done = 0
+        # ``start``: work a resumed run finds already done; it counts toward ``total`` but not
+        # toward this run's rate or its final line.
+        self.start = start
+        self.done = start
         self._stream = stream if stream is not None else sys.stderr
         if enabled is None:
             enabled = os.environ.get("AUTOOPS_PROGRESS", "1") != "0" and _is_tty(self._stream)
@@ -75,9 +79,9 @@ class Progress:
 
     @property
     def rate(self) -> float:
-        """Units per second so far."""
+        """Units per second so far (this run's)."""
         elapsed = time.monotonic() - self._started
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return (self.done - self.start) / elapsed if elapsed > 0 else 0.0
 
     def _amount(self, value: float) -> str:
         return format_bytes(value) if self.unit == "bytes" else f"{format_count(value)} {self.unit}"
@@ -85,7 +89,7 @@ class Progress:
     def _running_text(self, now: float) -> list[str]:
         """The line's parts, most important first: later ones are dropped when narrow."""
         elapsed = now - self._started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = (self.done - self.start) / elapsed if elapsed > 0 else 0.0
         head = f"{self.label}: {self._amount(self.done)}"
         # Past the estimate (a table's TABLE_ROWS is one) a total and percentage would mislead.
         if self.total and self.done <= self.total:
@@ -101,9 +105,10 @@ class Progress:
 
     def _final_text(self) -> list[str]:
         elapsed = time.monotonic() - self._started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        this_run = self.done - self.start
+        rate = this_run / elapsed if elapsed > 0 else 0.0
         return [
-            f"{self.label}: {self._amount(self.done)} in {format_seconds(elapsed)}",
+            f"{self.label}: {self._amount(this_run)} in {format_seconds(elapsed)}",
             f"{self._amount(rate)}/s",
         ]
 

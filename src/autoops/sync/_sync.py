@@ -405,6 +405,7 @@ class CacheSync:
             marker = {
                 "phase": "copy",
                 "cursor": None,
+                "copied": 0,
                 "target": self._starting_point(plan),
                 "started_at": utc_now().isoformat(),
             }
@@ -438,8 +439,12 @@ class CacheSync:
         full_key = self._meta("full-pass")
         if marker["phase"] == "copy":
             log.info("sync %s: full pass %s", self.name, "resumed" if resumed else "started")
+            # A resumed copy counts the rows its earlier runs copied toward the table's total.
             with Progress(
-                f"sync {self.name}", total=self._estimated_rows(plan), enabled=self.progress
+                f"sync {self.name}",
+                total=self._estimated_rows(plan),
+                enabled=self.progress,
+                start=marker.get("copied", 0),
             ) as progress:
                 pages = (
                     self._read_packed_pages(plan, marker["cursor"])
@@ -448,6 +453,7 @@ class CacheSync:
                 )
                 for page in self._pipeline(pages):
                     marker["cursor"] = page.last_pk
+                    marker["copied"] = marker.get("copied", 0) + page.rows
                     self._write_page(lock, page, [(full_key, orjson.dumps(marker))])
                     if seen is not None and page.dense is not None:
                         seen.add_range(*page.dense)
