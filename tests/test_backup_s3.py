@@ -364,6 +364,7 @@ def test_the_commands_back_up_list_verify_and_restore_with_s3_settings(
     key = tmp_path / "backup.key"
     assert _run("autoops-backup", "keygen", str(key)).returncode == 0
     config = tmp_path / "autoops.toml"
+    config.touch(mode=0o600)  # it holds the secret key: others may not read it
     config.write_text(
         f"""
 [backup]
