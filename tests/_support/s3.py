@@ -9,14 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from _support.services import wait_for_port
 from _support.sshd import free_port
 
 # moto accepts any key pair unless told to check them; these are its documented test values.
@@ -62,15 +61,7 @@ def moto_server(*, check_credentials: bool = False) -> Iterator[MotoServer]:
     )
     server = MotoServer(f"http://127.0.0.1:{port}", port, process)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"moto_server on {port} did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, process, "moto_server", seconds=30)
         yield server
     finally:
         if process.poll() is None:

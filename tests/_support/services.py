@@ -82,6 +82,20 @@ def admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]
     )
 
 
+def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, seconds: float) -> None:
+    """Wait until ``process`` accepts connections on ``port`` of 127.0.0.1; a RuntimeError if
+    it exits first or takes longer than ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{name} on {port} did not start") from None
+            time.sleep(0.02)
+
+
 @contextlib.contextmanager
 def redis_server(
     directory: Path,
@@ -129,15 +143,7 @@ def redis_server(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"redis-server on {port} did not start") from None
-                time.sleep(0.02)
+        wait_for_port(port, process, "redis-server", seconds=10)
         yield port
     finally:
         process.terminate()

@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "add_common_arguments",
+    "add_ssh_arguments",
     "run_command",
     "settings_from",
     "setup_logging",
@@ -47,6 +48,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="print errors only, even on a terminal"
     )
+
+
+def add_ssh_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command working on hosts over SSH takes alike."""
+    parser.add_argument("--key", dest="key_filename", metavar="FILE", help="SSH private key")
+    parser.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to check keys")
+    parser.add_argument(
+        "--trust-unknown-hosts",
+        action="store_true",
+        default=None,
+        help="accept host keys not in known_hosts (unsafe; logged)",
+    )
+    parser.add_argument("--concurrency", type=int, help="hosts worked on at once (default 50)")
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:

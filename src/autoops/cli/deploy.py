@@ -22,7 +22,14 @@ from .._errors import ConfigError
 from .._metrics import MetricSample, write_textfile
 from ..deploy import ConfigPushError, Deployer, DeployError, DeployResult, HealthCheck, Hook
 from ..deploy._deployer import HOOK_PHASES
-from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, settings_from
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_common_arguments,
+    add_ssh_arguments,
+    run_command,
+    settings_from,
+)
 
 __all__ = ["main"]
 
@@ -41,15 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a host to work on (repeat; default: [deploy] hosts)",
     )
     parser.add_argument("--deploy-to", metavar="PATH", help="the directory holding releases/")
-    parser.add_argument("--key", dest="key_filename", metavar="FILE", help="SSH private key")
-    parser.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to check keys")
-    parser.add_argument(
-        "--trust-unknown-hosts",
-        action="store_true",
-        default=None,
-        help="accept host keys not in known_hosts (unsafe; logged)",
-    )
-    parser.add_argument("--concurrency", type=int, help="hosts worked on at once (default 50)")
+    add_ssh_arguments(parser)
     parser.add_argument(
         "--metrics",
         metavar="PATH",

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 
 from .._errors import ConfigError
 from ..fleet import Fleet
-from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, settings_from
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_common_arguments,
+    add_ssh_arguments,
+    run_command,
+    settings_from,
+)
 
 __all__ = ["main"]
 
@@ -32,15 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="USER@HOST:PORT[,...]",
         help="hosts to run on, comma-separated (repeat; default: [fleet] or [deploy] hosts)",
     )
-    parser.add_argument("--key", dest="key_filename", metavar="FILE", help="SSH private key")
-    parser.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to check keys")
-    parser.add_argument(
-        "--trust-unknown-hosts",
-        action="store_true",
-        default=None,
-        help="accept host keys not in known_hosts (unsafe; logged)",
-    )
-    parser.add_argument("--concurrency", type=int, help="hosts worked on at once (default 50)")
+    add_ssh_arguments(parser)
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds a host's command may run (600)"
     )
