@@ -32,6 +32,11 @@ _VERIFY_MODES: Final = {
 }
 # pymysql's error when it was told to use TLS and the server's greeting offers none.
 _SERVER_OFFERS_NO_TLS: Final = 2026
+# The client's own error codes (CR_*): the server did not refuse anything. Servers use 1000 to
+# 1999 and from 3000 on (MySQL refuses a connection without TLS it requires with 3159).
+_CLIENT_ERRORS: Final = range(2000, 3000)
+# Where a connection without TLS options found no TLS on offer (host:port or socket).
+_SERVERS_WITHOUT_TLS: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,15 @@ class DbConnectionSettings:
         arguments = self.pymysql_arguments()
         if self.tls is not None:
             return pymysql.connect(**arguments)
+        plaintext = {**arguments, "ssl": None, "ssl_disabled": True}
+        if self.location in _SERVERS_WITHOUT_TLS:
+            try:
+                return pymysql.connect(**plaintext)
+            except pymysql.err.OperationalError as exc:
+                if exc.args[0] in _CLIENT_ERRORS:
+                    raise  # the server never answered; TLS would not have helped
+                # Refused: perhaps the server requires TLS now. Ask it again below.
+                _SERVERS_WITHOUT_TLS.discard(self.location)
         # pymysql's default builds a context with the system's CAs on every connect (~40 ms CPU)
         # and then never checks the certificate; one shared context without CAs does the same.
         try:
@@ -136,7 +150,10 @@ class DbConnectionSettings:
         except pymysql.err.OperationalError as exc:
             if exc.args[0] != _SERVER_OFFERS_NO_TLS:
                 raise
-        return pymysql.connect(**{**arguments, "ssl": None, "ssl_disabled": True})
+        # That attempt ended after the server's greeting, which it counts in Aborted_connects;
+        # remembering the answer keeps it to one per server and process.
+        _SERVERS_WITHOUT_TLS.add(self.location)
+        return pymysql.connect(**plaintext)
 
 
 def tls_context(tls: TlsSettings, *, strict_x509: bool = True) -> ssl.SSLContext:
