@@ -22,7 +22,7 @@ import autoops
 from _support.certs import ServerTls, make_server_tls
 from _support.mariadb_pair import MARIADBD, MariaDbInstance, start_with_tls
 from _support.proxy import TcpProxy
-from _support.services import redis_server, require_program
+from _support.services import MYSQL_HOST, MYSQL_PORT, redis_server, require_program
 from _support.sync_tables import cached_rows, create_users, expected_cache, make_sync
 from autoops.backup import _redis as backup_redis
 
@@ -213,6 +213,59 @@ def test_a_client_built_from_another_clients_settings_connects_the_same_way(
 
 
 # clients -----------------------------------------------------------------------------------
+
+
+def test_a_mysql_url_without_tls_options_is_still_encrypted_to_a_server_that_requires_tls(
+    tls_mariadb: TlsMariaDb, tls_database: str
+) -> None:
+    """No TLS options means "TLS if the server offers it" (pymysql's default), not "no TLS"."""
+    url = tls_mariadb.url(tls_database).split("?", 1)[0]
+    for _ in range(2):  # the second connection reuses the first one's TLS context
+        with autoops.DbClient.from_url(url) as db:
+            row = db.query_one("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            assert row is not None
+            assert row["Value"]
+
+
+def test_a_server_without_tls_is_asked_once_and_again_when_it_starts_requiring_tls(
+    tls_mariadb: TlsMariaDb,
+) -> None:
+    """Asking for TLS from a server that has none ends the connect after its greeting (an
+    aborted connect to the server), so the answer is remembered; a refusal later asks again."""
+    proxy = TcpProxy(MYSQL_HOST, MYSQL_PORT)  # the shared server offers no TLS
+    try:
+        url = f"mysql://root@{proxy.address}/"
+        for _ in range(3):
+            with autoops.DbClient.from_url(url, retry=autoops.RetryPolicy.none()) as db:
+                assert db.query_one("SELECT 1 AS one") == {"one": 1}
+        assert proxy.accepted == 4  # one ended at the greeting, then three in the clear
+        proxy.target = ("127.0.0.1", tls_mariadb.server.port)  # now a TLS-only server
+        with autoops.DbClient.from_url(url, retry=autoops.RetryPolicy.none()) as db:
+            row = db.query_one("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            assert row is not None
+            assert row["Value"]
+    finally:
+        proxy.close()
+
+
+def test_a_rewritten_ca_file_is_read_again_by_the_next_connection(
+    tls_mariadb: TlsMariaDb, tls_database: str, tmp_path: Path
+) -> None:
+    """Contexts are shared between connections, but a rotated CA file is not missed."""
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(tls_mariadb.tls.ca_file.read_bytes())
+    url = tls_mariadb.url(tls_database).replace(
+        quote(str(tls_mariadb.tls.ca_file)), quote(str(ca_file))
+    )
+    with autoops.DbClient.from_url(url, retry=autoops.RetryPolicy.none()) as db:
+        assert db.query_one("SELECT 1 AS one") == {"one": 1}
+    foreign_ca = make_server_tls(tmp_path / "other").ca_file
+    ca_file.write_bytes(foreign_ca.read_bytes() + b"\n")
+    with (
+        autoops.DbClient.from_url(url, retry=autoops.RetryPolicy.none()) as db,
+        pytest.raises(autoops.ConnectError),
+    ):
+        db.query("SELECT 1")
 
 
 def test_mysql_client_verifies_the_server_and_talks_tls(

@@ -9,8 +9,11 @@ TLS cannot be dropped on the way. Both values hide the password in their repr an
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._config import REDACTED, Secret
 
@@ -21,6 +24,19 @@ if TYPE_CHECKING:
 __all__ = ["CacheConnectionSettings", "DbConnectionSettings", "TlsSettings"]
 
 VerifyMode = Literal["none", "optional", "required"]
+
+_VERIFY_MODES: Final = {
+    "none": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+# pymysql's error when it was told to use TLS and the server's greeting offers none.
+_SERVER_OFFERS_NO_TLS: Final = 2026
+# The client's own error codes (CR_*): the server did not refuse anything. Servers use 1000 to
+# 1999 and from 3000 on (MySQL refuses a connection without TLS it requires with 3159).
+_CLIENT_ERRORS: Final = range(2000, 3000)
+# Where a connection without TLS options found no TLS on offer (host:port or socket).
+_SERVERS_WITHOUT_TLS: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,23 +102,11 @@ class DbConnectionSettings:
 
     def pymysql_arguments(self) -> dict[str, Any]:
         """Keyword arguments for ``pymysql.connect`` (autocommit on, ``LOAD DATA LOCAL`` off);
-        they hold the password itself, so keep them out of logs."""
+        they hold the password itself, so keep them out of logs. With ``tls`` they hold an
+        ``ssl.SSLContext`` (TLS required); without, pymysql's own default (TLS if the server
+        offers it), which :meth:`open_connection` does more cheaply."""
         if self.dialect != "mysql":
             raise ValueError(f"{self.redacted()} is not a MySQL connection")
-        ssl: dict[str, Any] | None = None
-        if self.tls is not None:
-            ssl = {
-                "verify_mode": self.tls.verify,
-                "check_hostname": self.tls.check_hostname and self.tls.verify != "none",
-            }
-            # pymysql loads a client certificate whenever the "cert" key is present, even None.
-            for key, value in (
-                ("ca", self.tls.ca_file),
-                ("cert", self.tls.cert_file),
-                ("key", self.tls.key_file),
-            ):
-                if value:
-                    ssl[key] = value
         return {
             "host": self.host,
             "port": self.port,
@@ -114,16 +118,101 @@ class DbConnectionSettings:
             "read_timeout": self.read_timeout,
             "write_timeout": self.write_timeout,
             "unix_socket": self.unix_socket,
-            "ssl": ssl,
+            "ssl": tls_context(self.tls, strict_x509=False) if self.tls is not None else None,
             "autocommit": True,
             "local_infile": False,
         }
 
     def open_connection(self) -> pymysql.connections.Connection[Any]:
-        """A new pymysql connection with these settings (the caller closes it; not retried)."""
+        """A new pymysql connection with these settings (the caller closes it; not retried).
+
+        Without ``tls`` the connection is encrypted if the server offers TLS and in the clear if
+        it offers none (as pymysql does by default), the server's certificate unchecked.
+        """
         import pymysql
 
-        return pymysql.connect(**self.pymysql_arguments())
+        arguments = self.pymysql_arguments()
+        if self.tls is not None:
+            return pymysql.connect(**arguments)
+        plaintext = {**arguments, "ssl": None, "ssl_disabled": True}
+        if self.location in _SERVERS_WITHOUT_TLS:
+            try:
+                return pymysql.connect(**plaintext)
+            except pymysql.err.OperationalError as exc:
+                if exc.args[0] in _CLIENT_ERRORS:
+                    raise  # the server never answered; TLS would not have helped
+                # Refused: perhaps the server requires TLS now. Ask it again below.
+                _SERVERS_WITHOUT_TLS.discard(self.location)
+        # pymysql's default builds a context with the system's CAs on every connect (~40 ms CPU)
+        # and then never checks the certificate; one shared context without CAs does the same.
+        try:
+            return pymysql.connect(**{**arguments, "ssl": _opportunistic_tls_context()})
+        except pymysql.err.OperationalError as exc:
+            if exc.args[0] != _SERVER_OFFERS_NO_TLS:
+                raise
+        # That attempt ended after the server's greeting, which it counts in Aborted_connects;
+        # remembering the answer keeps it to one per server and process.
+        _SERVERS_WITHOUT_TLS.add(self.location)
+        return pymysql.connect(**plaintext)
+
+
+def tls_context(tls: TlsSettings, *, strict_x509: bool = True) -> ssl.SSLContext:
+    """The client context for these settings, shared by every connection made with them while
+    the files are unchanged: building one reads the CA store, which costs more CPU than the rest
+    of a connect. A rewritten CA, certificate or key file (a rotation) gives a new context.
+    ``strict_x509=False`` accepts the certificates MariaDB and MySQL make for themselves, which
+    fail Python's strict X.509 checks (pymysql relaxes them too)."""
+    return _build_tls_context(tls, _file_stamps(tls), strict_x509)
+
+
+def _file_stamps(tls: TlsSettings) -> tuple[tuple[int, int] | None, ...]:
+    stamps: list[tuple[int, int] | None] = []
+    for path in (tls.ca_file, tls.cert_file, tls.key_file):
+        try:
+            status = os.stat(path) if path else None
+        except OSError:
+            status = None  # building the context reports the missing file
+        stamps.append((status.st_mtime_ns, status.st_size) if status else None)
+    return tuple(stamps)
+
+
+@functools.lru_cache(maxsize=64)
+def _build_tls_context(
+    tls: TlsSettings, stamps: tuple[tuple[int, int] | None, ...], strict_x509: bool
+) -> ssl.SSLContext:
+    del stamps  # part of the cache key only
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if not strict_x509:
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    context.check_hostname = tls.check_hostname and tls.verify != "none"
+    context.verify_mode = _VERIFY_MODES[tls.verify]
+    if tls.cert_file:
+        context.load_cert_chain(tls.cert_file, keyfile=tls.key_file)
+    return context
+
+
+@functools.cache
+def _opportunistic_tls_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@functools.cache
+def _redis_version() -> str:
+    from redis.utils import get_lib_version
+
+    version: str = get_lib_version()  # type: ignore[no-untyped-call]
+    return version
+
+
+def _redis_driver_info() -> Any:
+    """What redis-py reports in ``CLIENT SETINFO``, with its version looked up once: left to
+    itself it reads the package metadata for every client and connection (~2 ms CPU each)."""
+    from redis.driver_info import DriverInfo
+
+    return DriverInfo(lib_version=_redis_version())
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +269,7 @@ class CacheConnectionSettings:
             "socket_connect_timeout": self.connect_timeout,
             "socket_keepalive": True,
             "client_name": self.client_name,
+            "driver_info": _redis_driver_info(),
         }
         if self.tls is not None:
             arguments.update(

@@ -173,7 +173,7 @@ class MySQLClient(DbClient):
         )
 
     def _connect(self) -> MySQLConnection:
-        return pymysql.connect(**self._settings.pymysql_arguments())
+        return self._settings.open_connection()
 
     def _is_alive(self, connection: MySQLConnection) -> bool:
         sock = getattr(connection, "_sock", None)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from .._config import redact_url
+from .._connection import TlsSettings, tls_context
 from .._errors import ConfigError
 from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._status import CheckStatus
@@ -69,11 +70,13 @@ class HttpCheck(Check):
         return redact_url(self.url)
 
     def _context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if not self.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return tls_context(
+            TlsSettings(
+                ca_file=self.ca_file,
+                verify="required" if self.verify else "none",
+                check_hostname=self.verify,
+            )
+        )
 
     def measure(self, findings: CheckFindings) -> None:
         parts = urlsplit(self.url)
