@@ -39,6 +39,7 @@ __all__ = [
     "RdbSnapshot",
     "redis_client",
     "restore_logical",
+    "restore_rdb",
     "verify_rdb_by_loading",
 ]
 
@@ -294,59 +295,126 @@ class RdbSnapshot:
             yield data
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _redis_server_program(error: type[BackupError]) -> str:
+    program = shutil.which("redis-server")
+    if program is None:
+        raise error(
+            "loading an RDB snapshot needs redis-server on PATH; install the Debian package "
+            "redis-server (or Redis itself) on the machine that runs the restore"
+        )
+    return program
+
+
+def _log_tail(directory: Path) -> str:
+    try:
+        text = (directory / "redis.log").read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return " | ".join(text.strip().splitlines()[-3:])
+
+
+@contextlib.contextmanager
+def _private_server(
+    chunks: Iterable[bytes], where: str, error: type[BackupError], *, databases: int = 16
+) -> Iterator[str]:
+    """A throwaway ``redis-server`` that has loaded the RDB (checking its CRC64), reached only
+    through a unix socket in a 0700 temporary directory; yields the socket's path. The server
+    is killed by its PID and the directory (the decompressed RDB with it) removed on the way out,
+    whatever happens inside."""
+    program = _redis_server_program(error)
+    directory = Path(tempfile.mkdtemp(prefix="autoops-rdb-"))
+    # A unix socket path must fit in sun_path (108 bytes): a long TMPDIR falls back to /tmp.
+    if len(str(directory / "redis.sock")) > 100:
+        shutil.rmtree(directory, ignore_errors=True)
+        directory = Path(tempfile.mkdtemp(prefix="autoops-rdb-", dir="/tmp"))
+    process: subprocess.Popen[bytes] | None = None
+    client: RedisCache | None = None
+    try:
+        fd = os.open(directory / "dump.rdb", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+        socket_path = directory / "redis.sock"
+        # No TCP port, no persistence, and only this user may open the socket: nobody else on
+        # the machine can read the snapshot's data while it is loaded.
+        argv = [
+            program, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
+            "--dir", str(directory), "--dbfilename", "dump.rdb", "--save", "",
+            "--appendonly", "no", "--databases", str(databases), "--daemonize", "no",
+            "--logfile", str(directory / "redis.log"),
+        ]  # fmt: skip
+        # A session of its own: a Ctrl-C at the terminal reaches this process, whose cleanup
+        # below stops the server, rather than both at once.
+        process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        client = RedisCache(unix_socket_path=str(socket_path), socket_timeout=60.0)
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise error(f"redis-server could not load {where}: {_log_tail(directory)}")
+            try:
+                # INFO is served while the RDB loads; other commands get -LOADING until done.
+                if int(client.redis.info("persistence").get("loading", 1)) == 0:
+                    break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise error(
+                        f"redis-server did not start to load {where}: {_log_tail(directory)}"
+                    ) from None
+            except redis.BusyLoadingError:
+                pass
+            time.sleep(0.05)
+        client.close()
+        yield str(socket_path)
+    finally:
+        if client is not None:
+            client.close()
+        if process is not None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def verify_rdb_by_loading(chunks: Iterable[bytes], where: str) -> int:
     """Load an RDB into a private ``redis-server`` (which checks its CRC64) and return its key
     count; the server and the file are removed afterwards."""
-    server = shutil.which("redis-server")
-    if server is None:
-        raise BackupVerifyError(
-            "a test restore of an RDB needs redis-server; install the Debian package redis-server"
-        )
-    directory = Path(tempfile.mkdtemp(prefix="autoops-rdb-"))
-    process: subprocess.Popen[bytes] | None = None
-    try:
-        path = directory / "dump.rdb"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-        port = _free_port()
-        argv = [
-            server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no",
-            "--logfile", str(directory / "redis.log"),
-        ]  # fmt: skip
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                log_text = (directory / "redis.log").read_text(errors="replace")
-                tail = "\n".join(log_text.strip().splitlines()[-3:])
-                raise BackupVerifyError(f"redis-server could not load {where}: {tail}")
-            try:
-                info = client.info("keyspace")
-                break
-            except redis.BusyLoadingError:
-                pass
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise BackupVerifyError(f"redis-server did not start to load {where}") from None
-            time.sleep(0.05)
-        client.close()
-        return sum(int(v.get("keys", 0)) for v in info.values() if isinstance(v, dict))
-    finally:
-        if process is not None:
-            process.kill()
-            process.wait()
-        shutil.rmtree(directory, ignore_errors=True)
+    with _private_server(chunks, where, BackupVerifyError) as socket_path:
+        server = redis.Redis(unix_socket_path=socket_path, socket_timeout=60)
+        try:
+            info = server.info("keyspace")
+        finally:
+            server.close()
+    return sum(int(v.get("keys", 0)) for v in info.values() if isinstance(v, dict))
+
+
+def restore_rdb(
+    chunks: Iterable[bytes],
+    cache: RedisCache,
+    db: int,
+    *,
+    replace: bool = False,
+    progress: Any = None,
+) -> int:
+    """Restore the keys of database ``db`` of an RDB snapshot into the client's database: a
+    private ``redis-server`` loads the snapshot, then its keys are moved across as a logical dump
+    (DUMP + PEXPIRETIME, then ``RESTORE ... REPLACE ABSTTL``), so expiries stay absolute and keys
+    already expired are skipped. Refused before anything is loaded when the target database holds
+    any key, unless ``replace``. Returns the number of keys restored."""
+    # Checked first so a refusal costs no decompression and no load.
+    _refuse_if_holding(cache, "*", replace=replace)
+    with _private_server(
+        chunks, "the RDB snapshot", BackupError, databases=max(1024, db + 1)
+    ) as socket_path:
+        server = RedisCache(unix_socket_path=socket_path, db=db, socket_timeout=60.0)
+        try:
+            dump = LogicalDump(cache=server, pattern="*")
+            restored = restore_logical(
+                dump.chunks(), cache, "*", replace=replace, progress=progress
+            )
+        finally:
+            server.close()
+    return len(restored)
 
 
 # logical dump ---------------------------------------------------------------------------------
@@ -503,6 +571,16 @@ def any_key_matches(cache: RedisCache, pattern: str) -> bool:
             return False
 
 
+def _refuse_if_holding(cache: RedisCache, pattern: str, *, replace: bool) -> None:
+    if replace or not any_key_matches(cache, pattern):
+        return
+    what = "keys" if pattern == "*" else f"keys matching {pattern!r}"
+    raise RestoreRefusedError(
+        f"{cache.location} already holds {what}; restore into an empty database or pass "
+        "replace=True (--replace) to overwrite the keys the backup also has"
+    )
+
+
 def restore_logical(
     chunks: Iterable[bytes],
     cache: RedisCache,
@@ -515,11 +593,7 @@ def restore_logical(
     """RESTORE every record into the client's database (``REPLACE ABSTTL``); keys already expired
     are skipped. Refuses when keys matching ``pattern`` exist unless ``replace``. Returns the
     restored key names."""
-    if not replace and any_key_matches(cache, pattern):
-        raise RestoreRefusedError(
-            f"{cache.location} already holds keys matching {pattern!r}; restore into an empty "
-            "database or pass replace=True (--replace) to overwrite them"
-        )
+    _refuse_if_holding(cache, pattern, replace=replace)
     restored: list[bytes] = []
     commands: list[bytes] = []
     server_seconds, micros = cache.redis.time()
