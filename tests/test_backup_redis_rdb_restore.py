@@ -282,7 +282,7 @@ def test_an_interrupted_restore_stops_its_server_and_removes_its_files(
         seen.extend(_servers_under(scratch))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("autoops.backup._redis.restore_logical", interrupted)
+    monkeypatch.setattr("autoops.backup._redis._restore_entries", interrupted)
     with pytest.raises(KeyboardInterrupt):
         backuper.restore_redis(backup, target_url)
     assert seen

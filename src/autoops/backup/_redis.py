@@ -33,6 +33,7 @@ from ..cache import CacheClient, RedisCache
 from ..cache._client import escape_glob
 from ..cache._resp import pack_command
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
+from ._pipeline import read_ahead
 
 __all__ = [
     "LogicalDump",
@@ -408,10 +409,14 @@ def restore_rdb(
     ) as socket_path:
         server = RedisCache(unix_socket_path=socket_path, db=db, socket_timeout=60.0)
         try:
+            # Checked again: keys may have been written while the snapshot loaded.
+            _refuse_if_holding(cache, "*", replace=replace)
             dump = LogicalDump(cache=server, pattern="*")
-            restored = restore_logical(
-                dump.chunks(), cache, "*", replace=replace, progress=progress
-            )
+            # The private server is dumped in a thread of its own, so that its DUMPs and the
+            # target's RESTOREs (most of the time is spent waiting on them) overlap.
+            batches = read_ahead(dump.entries(), depth=4)
+            entries = (entry for batch in batches for entry in batch)
+            restored = _restore_entries(entries, cache, progress=progress)
         finally:
             server.close()
     return len(restored)
@@ -438,9 +443,9 @@ class LogicalDump:
             pattern = f"{escape_glob(cache.namespace)}:*" if cache.namespace else "*"
         return cls(cache=cache, pattern=pattern)
 
-    def chunks(self) -> Iterator[bytes]:
-        """The dump: a header, one record per key (absolute expiry in ms), and a trailer with the
-        record count, so a truncated file is detected."""
+    def entries(self) -> Iterator[list[tuple[bytes, int, bytes]]]:
+        """``(key, expire_at_ms or -1, DUMP payload)`` of every key, a batch per SCAN step;
+        keys that vanish between SCAN and DUMP are counted in ``vanished``."""
         client = self.cache.redis
         wire = _Wire(self.cache) if _has_hiredis() else None
 
@@ -458,8 +463,6 @@ class LogicalDump:
             expiry_command = b"$11\r\nPEXPIRETIME" if absolute else b"$4\r\nPTTL"
             seconds, micros = client.time()
             clock_offset_ms = seconds * 1000 + micros // 1000 - int(time.time() * 1000)
-            yield _MAGIC
-            buffer = bytearray()
             cursor = 0
             while True:
                 cursor, scanned = client.scan(cursor, match=self.pattern, count=_SCAN_COUNT)
@@ -474,6 +477,7 @@ class LogicalDump:
                     )
                     replies = send(payload, 2 * len(keys))
                     now_ms = int(time.time() * 1000) + clock_offset_ms
+                    batch: list[tuple[bytes, int, bytes]] = []
                     for index, key in enumerate(keys):
                         payload, ttl = replies[2 * index], replies[2 * index + 1]
                         if payload is None or ttl == -2:
@@ -486,13 +490,9 @@ class LogicalDump:
                             expire_at = int(ttl)
                         else:
                             expire_at = now_ms + int(ttl)
-                        buffer += _RECORD + _RECORD_HEAD.pack(len(key)) + key
-                        buffer += _EXPIRY.pack(expire_at) + _RECORD_HEAD.pack(len(payload))
-                        buffer += payload
-                        self.key_count += 1
-                    if len(buffer) >= _CHUNK:
-                        yield bytes(buffer)
-                        buffer.clear()
+                        batch.append((key, expire_at, payload))
+                    self.key_count += len(batch)
+                    yield batch
                 if cursor == 0:
                     break
         except redis.RedisError as exc:
@@ -503,6 +503,20 @@ class LogicalDump:
         finally:
             if wire is not None:
                 wire.close()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The dump: a header, one record per key (absolute expiry in ms), and a trailer with the
+        record count, so a truncated file is detected."""
+        yield _MAGIC
+        buffer = bytearray()
+        for batch in self.entries():
+            for key, expire_at, payload in batch:
+                buffer += _RECORD + _RECORD_HEAD.pack(len(key)) + key
+                buffer += _EXPIRY.pack(expire_at) + _RECORD_HEAD.pack(len(payload))
+                buffer += payload
+            if len(buffer) >= _CHUNK:
+                yield bytes(buffer)
+                buffer.clear()
         yield bytes(buffer) + _END + _COUNT.pack(self.key_count)
 
 
@@ -594,6 +608,21 @@ def restore_logical(
     are skipped. Refuses when keys matching ``pattern`` exist unless ``replace``. Returns the
     restored key names."""
     _refuse_if_holding(cache, pattern, replace=replace)
+    return _restore_entries(
+        read_records(chunks, "the Redis dump"), cache, batch=batch, progress=progress
+    )
+
+
+def _restore_entries(
+    entries: Iterable[tuple[bytes, int, bytes]],
+    cache: RedisCache,
+    *,
+    batch: int = 5000,
+    progress: Any = None,
+) -> list[bytes]:
+    """``RESTORE key ttl payload REPLACE ABSTTL`` for each ``(key, expire_at_ms or -1,
+    payload)``, pipelined ``batch`` at a time; keys already expired on the target's clock are
+    skipped. Returns the restored key names."""
     restored: list[bytes] = []
     commands: list[bytes] = []
     server_seconds, micros = cache.redis.time()
@@ -611,7 +640,7 @@ def restore_logical(
         commands.clear()
 
     try:
-        for key, expire_at, payload in read_records(chunks, "the Redis dump"):
+        for key, expire_at, payload in entries:
             now_ms = int(time.time() * 1000) + clock_offset_ms
             if 0 <= expire_at <= now_ms:
                 continue
