@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -314,3 +315,37 @@ def test_the_restore_command_loads_an_rdb_into_a_redis_url(
     assert target.get("k") == b"v"
     assert target.pexpiretime("k") == raw.pexpiretime("k")
     target.close()
+
+
+def test_a_restore_command_stopped_by_sigterm_stops_its_server_and_removes_its_files(
+    source: tuple[str, redis.Redis], target_url: str, tmp_path: Path, scratch: Path
+) -> None:
+    url, raw = source
+    pipe = raw.pipeline(transaction=False)
+    for index in range(200_000):
+        pipe.set(f"key:{index}", b"x" * 100)
+    pipe.execute()
+    _, backup = _backup(tmp_path, url)
+    command = [
+        sys.executable, str(ROOT / "scripts" / "autoops-restore"), backup.id,
+        "--url", target_url, "--storage", str(tmp_path / "store"),
+    ]  # fmt: skip
+    restore = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "AUTOOPS_PROGRESS": "0", "TMPDIR": str(scratch)},
+    )
+    target = redis.Redis.from_url(target_url)
+    deadline = time.monotonic() + 60
+    # Stopped once keys arrive: the private server has loaded the snapshot and is being dumped.
+    while target.dbsize() == 0 and restore.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    target.close()
+    assert _servers_under(scratch), "the private redis-server was not running"
+    restore.send_signal(signal.SIGTERM)
+    _, stderr = restore.communicate(timeout=60)
+    assert restore.returncode == 130, stderr
+    assert _servers_under(scratch) == []
+    assert list(scratch.iterdir()) == []

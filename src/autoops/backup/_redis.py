@@ -331,10 +331,16 @@ def _private_server(
     process: subprocess.Popen[bytes] | None = None
     client: RedisCache | None = None
     try:
-        fd = os.open(directory / "dump.rdb", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
+        try:
+            fd = os.open(directory / "dump.rdb", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+        except OSError as exc:
+            raise error(
+                f"cannot write {where} to {directory} for a private redis-server to load: "
+                f"{exc.strerror or exc}; free space there or point TMPDIR at a larger disk"
+            ) from exc
         socket_path = directory / "redis.sock"
         # No TCP port, no persistence, and only this user may open the socket: nobody else on
         # the machine can read the snapshot's data while it is loaded.
