@@ -15,14 +15,17 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
 
 import autoops
+from _support.certs import make_server_tls
 from _support.proxy import TcpProxy
 from _support.services import REDIS_HOST, REDIS_PORT, redis_server, redis_test_url
 from autoops.backup import Backup, BackupError, RestoreRefusedError
+from autoops.backup._redis import restore_rdb
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DB = 3
@@ -348,4 +351,59 @@ def test_a_restore_command_stopped_by_sigterm_stops_its_server_and_removes_its_f
     _, stderr = restore.communicate(timeout=60)
     assert restore.returncode == 130, stderr
     assert _servers_under(scratch) == []
+    assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("hiredis", [True, False], ids=["hiredis", "redis-py-replies"])
+def test_an_rdb_restore_into_a_tls_server_sends_no_password_or_data_in_the_clear(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hiredis: bool
+) -> None:
+    if not hiredis:
+        # The path taken where hiredis is not installed: replies read through redis-py.
+        monkeypatch.setattr("autoops.backup._redis._has_hiredis", lambda: False)
+    password = "tls-S3cret/p@ss:w0rd#2"
+    marker = b"plaintext-marker-5d1e0b"
+    tls = make_server_tls(tmp_path / "certs")
+    directory = tmp_path / "tls-redis"
+    directory.mkdir()
+    with redis_server(directory, tls=tls, password=password) as port:
+        raw = redis.Redis(
+            port=port, db=SOURCE_DB, password=password, ssl=True, ssl_ca_certs=str(tls.ca_file)
+        )
+        raw.set("secret", marker, px=3_600_000)
+        raw.hset("hash", mapping={"field": marker})
+        ca = quote(str(tls.ca_file))
+        auth = quote(password, safe="")
+        backuper, backup = _backup(
+            tmp_path, f"rediss://:{auth}@127.0.0.1:{port}/{SOURCE_DB}?ssl_ca_certs={ca}"
+        )
+        relay = TcpProxy("127.0.0.1", port, record=True)
+        try:
+            target = f"rediss://:{auth}@127.0.0.1:{relay.port}/1?ssl_ca_certs={ca}"
+            assert backuper.restore_redis(backup, target) == 2
+        finally:
+            relay.close()
+        restored = redis.Redis(
+            port=port, db=1, password=password, ssl=True, ssl_ca_certs=str(tls.ca_file)
+        )
+        assert restored.get("secret") == marker
+        assert restored.pexpiretime("secret") == raw.pexpiretime("secret")
+        assert restored.hgetall("hash") == {b"field": marker}
+        restored.close()
+        raw.close()
+    assert len(relay.traffic) > 1_000
+    assert password.encode() not in relay.traffic
+    assert marker not in relay.traffic
+
+
+def test_a_snapshot_the_local_redis_server_cannot_load_is_a_clear_error(
+    target_url: str, scratch: Path
+) -> None:
+    # What a snapshot from a newer Redis looks like to an older redis-server: an RDB version
+    # it cannot read.
+    newer = b"REDIS0099" + b"\xfa\x09redis-ver\x059.9.9" + b"\xff" + b"\x00" * 8
+    with autoops.CacheClient.from_url(target_url) as target:
+        assert isinstance(target, autoops.RedisCache)
+        with pytest.raises(BackupError, match="redis-server could not load the RDB snapshot"):
+            restore_rdb([newer], target, 0)
     assert list(scratch.iterdir()) == []

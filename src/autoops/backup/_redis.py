@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import socket
 import struct
@@ -55,6 +56,7 @@ _SCAN_COUNT: Final = 5000
 _EOF_MARK_LENGTH: Final = 40
 _RDB_MAGIC: Final = b"REDIS"
 _RDB_EOF_OPCODE: Final = 0xFF
+_LOG_PREFIX: Final = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ [#*.-] ")
 
 
 @contextlib.contextmanager
@@ -311,7 +313,12 @@ def _log_tail(directory: Path) -> str:
         text = (directory / "redis.log").read_text(errors="replace")
     except OSError:
         return "(no log)"
-    return " | ".join(text.strip().splitlines()[-3:])
+    # "1234:M 30 Nov 2026 13:36:43.086 # message": the message only, without the server's
+    # warnings about the host (memory overcommit, THP), which say nothing about the snapshot.
+    messages = [
+        _LOG_PREFIX.sub("", line) for line in text.strip().splitlines() if "WARNING" not in line
+    ]
+    return " | ".join(messages[-2:]) or "(empty log)"
 
 
 @contextlib.contextmanager
@@ -359,7 +366,11 @@ def _private_server(
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise error(f"redis-server could not load {where}: {_log_tail(directory)}")
+                raise error(
+                    f"redis-server could not load {where}: {_log_tail(directory)}; a snapshot "
+                    "of a newer Redis needs a redis-server at least as new, one with module "
+                    "types a redis-server that loads those modules"
+                )
             try:
                 # INFO is served while the RDB loads; other commands get -LOADING until done.
                 if int(client.redis.info("persistence").get("loading", 1)) == 0:
