@@ -305,6 +305,8 @@ class CacheConnectionSettings:
         arguments.update(retry=Retry(NoBackoff(), 0), protocol=protocol)
         connection: redis.connection.AbstractConnection
         if self.unix_socket:
+            # TCP keepalive is a TCP socket option: redis-py's unix socket connection refuses it.
+            del arguments["socket_keepalive"]
             # The stubs miss that a unix socket connection needs no host.
             connection = redis.connection.UnixDomainSocketConnection(  # type: ignore[abstract, no-untyped-call]
                 path=self.unix_socket, **arguments

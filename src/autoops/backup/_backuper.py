@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from .._display import format_bytes, format_seconds
 from .._errors import ConfigError
@@ -49,6 +50,16 @@ def _mysql_client(db: MySQLClient | str) -> Iterator[MySQLClient]:
 
 def _is_encrypted(backup: Backup) -> bool:
     return backup.data_file.endswith(ENCRYPTED_SUFFIX)
+
+
+def _rdb_source_db(backup: Backup) -> int:
+    """The database an RDB backup was taken from, as its manifest records it; manifests written
+    before that was recorded fall back to the source URL's database, else 0."""
+    recorded = backup.options.get("db")
+    if isinstance(recorded, int):
+        return recorded
+    path = urlsplit(backup.source).path.strip("/")
+    return int(path) if path.isdigit() else 0
 
 
 def _expect_kind(backup: Backup, kind: str) -> None:
@@ -338,6 +349,8 @@ class Backuper:
                 if pattern is not None:
                     raise ConfigError("pattern= selects keys of a logical dump; use mode='logical'")
                 snapshot = RdbSnapshot(client, timeout=timeout)
+                # The snapshot holds every database; a restore takes the client's one from it.
+                db = client.connection_settings.db
                 return self._store(
                     kind="redis",
                     source=server,
@@ -346,7 +359,7 @@ class Backuper:
                     describe=lambda: {
                         "tool": "autoops SYNC (rdb-only)",
                         "server_version": snapshot.server_version,
-                        "options": {"mode": "rdb"},
+                        "options": {"mode": "rdb", "db": db},
                         "key_count": snapshot.key_count,
                     },
                     label=f"backup {server}",
@@ -385,23 +398,33 @@ class Backuper:
         *,
         replace: bool = False,
     ) -> int:
-        """Restore a Redis backup; returns the number of keys restored (or written, for an RDB).
+        """Restore a Redis backup into a Redis client or URL; returns the number of keys restored.
 
         A logical dump is RESTOREd into the target client's database (refused when keys matching
-        the dump's pattern exist there, unless ``replace``). An RDB snapshot cannot be loaded into
-        a running server: ``target`` is then a file path, written as the ``dump.rdb`` to start a
-        stopped server from (see docs/backup.md)."""
-        from ._redis import redis_client, restore_logical
+        the dump's pattern exist there, unless ``replace``). An RDB snapshot is loaded into a
+        private ``redis-server`` and the keys of the database it was taken from are RESTOREd into
+        the target client's database (refused when that database holds any key, unless
+        ``replace``, which overwrites colliding keys and leaves the others). With a file path as
+        ``target`` an RDB snapshot is written there instead, as the ``dump.rdb`` to start a
+        stopped server from (returns the snapshot's key count)."""
+        from ._redis import redis_client, restore_logical, restore_rdb
 
         _expect_kind(backup, "redis")
         backup = self._unsealed(backup)
         self._check_stored(backup)
         if backup.format == "rdb":
             if isinstance(target, CacheClient) or (isinstance(target, str) and "://" in target):
-                raise ConfigError(
-                    "an RDB snapshot cannot be loaded into a running Redis; pass a file path to "
-                    "write dump.rdb to, then start redis-server with it (docs/backup.md)"
-                )
+                with (
+                    redis_client(target) as client,
+                    self._progress(f"restore {backup.id}") as progress,
+                ):
+                    return restore_rdb(
+                        self._chunks_of(backup),
+                        client,
+                        _rdb_source_db(backup),
+                        replace=replace,
+                        progress=progress,
+                    )
             self._write_plain(backup, Path(os.fspath(target)), replace=replace)
             return backup.key_count or 0
         if isinstance(target, os.PathLike):

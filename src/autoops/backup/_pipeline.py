@@ -5,17 +5,18 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Final
+from typing import Final, TypeVar, cast
 
 __all__ = ["read_ahead"]
 
 _END_OF_STREAM: Final = object()
+_Item = TypeVar("_Item")
 
 
-def read_ahead(chunks: Iterable[bytes], depth: int = 8) -> Iterator[bytes]:
-    """Iterate ``chunks`` in a thread of its own, ``depth`` chunks ahead, so reading and
-    decompressing overlap with the consumer (as a separate ``gunzip`` process would); an error
-    in the producer is raised in the consumer."""
+def read_ahead(chunks: Iterable[_Item], depth: int = 8) -> Iterator[_Item]:
+    """Iterate ``chunks`` (byte chunks, or batches of anything) in a thread of its own,
+    ``depth`` items ahead, so reading and decompressing overlap with the consumer (as a separate
+    ``gunzip`` process would); an error in the producer is raised in the consumer."""
     pending: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -50,8 +51,7 @@ def read_ahead(chunks: Iterable[bytes], depth: int = 8) -> Iterator[bytes]:
                 return
             if isinstance(item, BaseException):
                 raise item
-            assert isinstance(item, bytes)
-            yield item
+            yield cast(_Item, item)
     finally:
         stop.set()
         # Bounded: a producer stuck in a read of a stalled source must not hang the caller.

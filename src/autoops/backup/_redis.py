@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import socket
 import struct
@@ -33,12 +34,14 @@ from ..cache import CacheClient, RedisCache
 from ..cache._client import escape_glob
 from ..cache._resp import pack_command
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
+from ._pipeline import read_ahead
 
 __all__ = [
     "LogicalDump",
     "RdbSnapshot",
     "redis_client",
     "restore_logical",
+    "restore_rdb",
     "verify_rdb_by_loading",
 ]
 
@@ -53,6 +56,7 @@ _SCAN_COUNT: Final = 5000
 _EOF_MARK_LENGTH: Final = 40
 _RDB_MAGIC: Final = b"REDIS"
 _RDB_EOF_OPCODE: Final = 0xFF
+_LOG_PREFIX: Final = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ [#*.-] ")
 
 
 @contextlib.contextmanager
@@ -294,59 +298,145 @@ class RdbSnapshot:
             yield data
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _redis_server_program(error: type[BackupError]) -> str:
+    program = shutil.which("redis-server")
+    if program is None:
+        raise error(
+            "loading an RDB snapshot needs redis-server on PATH; install the Debian package "
+            "redis-server (or Redis itself) on the machine that runs the restore"
+        )
+    return program
+
+
+def _log_tail(directory: Path) -> str:
+    try:
+        text = (directory / "redis.log").read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    # "1234:M 30 Nov 2026 13:36:43.086 # message": the message only, without the server's
+    # warnings about the host (memory overcommit, THP), which say nothing about the snapshot.
+    messages = [
+        _LOG_PREFIX.sub("", line) for line in text.strip().splitlines() if "WARNING" not in line
+    ]
+    return " | ".join(messages[-2:]) or "(empty log)"
+
+
+@contextlib.contextmanager
+def _private_server(
+    chunks: Iterable[bytes], where: str, error: type[BackupError], *, databases: int = 16
+) -> Iterator[str]:
+    """A throwaway ``redis-server`` that has loaded the RDB (checking its CRC64), reached only
+    through a unix socket in a 0700 temporary directory; yields the socket's path. The server
+    is killed by its PID and the directory (the decompressed RDB with it) removed on the way out,
+    whatever happens inside."""
+    program = _redis_server_program(error)
+    directory = Path(tempfile.mkdtemp(prefix="autoops-rdb-"))
+    # A unix socket path must fit in sun_path (108 bytes): a long TMPDIR falls back to /tmp.
+    if len(str(directory / "redis.sock")) > 100:
+        shutil.rmtree(directory, ignore_errors=True)
+        directory = Path(tempfile.mkdtemp(prefix="autoops-rdb-", dir="/tmp"))
+    process: subprocess.Popen[bytes] | None = None
+    client: RedisCache | None = None
+    try:
+        try:
+            fd = os.open(directory / "dump.rdb", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+        except OSError as exc:
+            raise error(
+                f"cannot write {where} to {directory} for a private redis-server to load: "
+                f"{exc.strerror or exc}; free space there or point TMPDIR at a larger disk"
+            ) from exc
+        socket_path = directory / "redis.sock"
+        # No TCP port, no persistence, and only this user may open the socket: nobody else on
+        # the machine can read the snapshot's data while it is loaded.
+        argv = [
+            program, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
+            "--dir", str(directory), "--dbfilename", "dump.rdb", "--save", "",
+            "--appendonly", "no", "--databases", str(databases), "--daemonize", "no",
+            "--logfile", str(directory / "redis.log"),
+        ]  # fmt: skip
+        # A session of its own: a Ctrl-C at the terminal reaches this process, whose cleanup
+        # below stops the server, rather than both at once.
+        process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        client = RedisCache(unix_socket_path=str(socket_path), socket_timeout=60.0)
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise error(
+                    f"redis-server could not load {where}: {_log_tail(directory)}; a snapshot "
+                    "of a newer Redis needs a redis-server at least as new, one with module "
+                    "types a redis-server that loads those modules"
+                )
+            try:
+                # INFO is served while the RDB loads; other commands get -LOADING until done.
+                if int(client.redis.info("persistence").get("loading", 1)) == 0:
+                    break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise error(
+                        f"redis-server did not start to load {where}: {_log_tail(directory)}"
+                    ) from None
+            except redis.BusyLoadingError:
+                pass
+            time.sleep(0.05)
+        client.close()
+        yield str(socket_path)
+    finally:
+        if client is not None:
+            client.close()
+        if process is not None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def verify_rdb_by_loading(chunks: Iterable[bytes], where: str) -> int:
     """Load an RDB into a private ``redis-server`` (which checks its CRC64) and return its key
     count; the server and the file are removed afterwards."""
-    server = shutil.which("redis-server")
-    if server is None:
-        raise BackupVerifyError(
-            "a test restore of an RDB needs redis-server; install the Debian package redis-server"
-        )
-    directory = Path(tempfile.mkdtemp(prefix="autoops-rdb-"))
-    process: subprocess.Popen[bytes] | None = None
-    try:
-        path = directory / "dump.rdb"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-        port = _free_port()
-        argv = [
-            server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no",
-            "--logfile", str(directory / "redis.log"),
-        ]  # fmt: skip
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                log_text = (directory / "redis.log").read_text(errors="replace")
-                tail = "\n".join(log_text.strip().splitlines()[-3:])
-                raise BackupVerifyError(f"redis-server could not load {where}: {tail}")
-            try:
-                info = client.info("keyspace")
-                break
-            except redis.BusyLoadingError:
-                pass
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise BackupVerifyError(f"redis-server did not start to load {where}") from None
-            time.sleep(0.05)
-        client.close()
-        return sum(int(v.get("keys", 0)) for v in info.values() if isinstance(v, dict))
-    finally:
-        if process is not None:
-            process.kill()
-            process.wait()
-        shutil.rmtree(directory, ignore_errors=True)
+    with _private_server(chunks, where, BackupVerifyError) as socket_path:
+        server = redis.Redis(unix_socket_path=socket_path, socket_timeout=60)
+        try:
+            info = server.info("keyspace")
+        finally:
+            server.close()
+    return sum(int(v.get("keys", 0)) for v in info.values() if isinstance(v, dict))
+
+
+def restore_rdb(
+    chunks: Iterable[bytes],
+    cache: RedisCache,
+    db: int,
+    *,
+    replace: bool = False,
+    progress: Any = None,
+) -> int:
+    """Restore the keys of database ``db`` of an RDB snapshot into the client's database: a
+    private ``redis-server`` loads the snapshot, then its keys are moved across as a logical dump
+    (DUMP + PEXPIRETIME, then ``RESTORE ... REPLACE ABSTTL``), so expiries stay absolute and keys
+    already expired are skipped. Refused before anything is loaded when the target database holds
+    any key, unless ``replace``. Returns the number of keys restored."""
+    # Checked first so a refusal costs no decompression and no load.
+    _refuse_if_holding(cache, "*", replace=replace)
+    with _private_server(
+        chunks, "the RDB snapshot", BackupError, databases=max(1024, db + 1)
+    ) as socket_path:
+        server = RedisCache(unix_socket_path=socket_path, db=db, socket_timeout=60.0)
+        try:
+            # Checked again: keys may have been written while the snapshot loaded.
+            _refuse_if_holding(cache, "*", replace=replace)
+            dump = LogicalDump(cache=server, pattern="*")
+            # The private server is dumped in a thread of its own, so that its DUMPs and the
+            # target's RESTOREs (most of the time is spent waiting on them) overlap.
+            batches = read_ahead(dump.entries(), depth=4)
+            entries = (entry for batch in batches for entry in batch)
+            restored = _restore_entries(entries, cache, progress=progress)
+        finally:
+            server.close()
+    return len(restored)
 
 
 # logical dump ---------------------------------------------------------------------------------
@@ -370,9 +460,9 @@ class LogicalDump:
             pattern = f"{escape_glob(cache.namespace)}:*" if cache.namespace else "*"
         return cls(cache=cache, pattern=pattern)
 
-    def chunks(self) -> Iterator[bytes]:
-        """The dump: a header, one record per key (absolute expiry in ms), and a trailer with the
-        record count, so a truncated file is detected."""
+    def entries(self) -> Iterator[list[tuple[bytes, int, bytes]]]:
+        """``(key, expire_at_ms or -1, DUMP payload)`` of every key, a batch per SCAN step;
+        keys that vanish between SCAN and DUMP are counted in ``vanished``."""
         client = self.cache.redis
         wire = _Wire(self.cache) if _has_hiredis() else None
 
@@ -390,8 +480,6 @@ class LogicalDump:
             expiry_command = b"$11\r\nPEXPIRETIME" if absolute else b"$4\r\nPTTL"
             seconds, micros = client.time()
             clock_offset_ms = seconds * 1000 + micros // 1000 - int(time.time() * 1000)
-            yield _MAGIC
-            buffer = bytearray()
             cursor = 0
             while True:
                 cursor, scanned = client.scan(cursor, match=self.pattern, count=_SCAN_COUNT)
@@ -406,6 +494,7 @@ class LogicalDump:
                     )
                     replies = send(payload, 2 * len(keys))
                     now_ms = int(time.time() * 1000) + clock_offset_ms
+                    batch: list[tuple[bytes, int, bytes]] = []
                     for index, key in enumerate(keys):
                         payload, ttl = replies[2 * index], replies[2 * index + 1]
                         if payload is None or ttl == -2:
@@ -418,13 +507,9 @@ class LogicalDump:
                             expire_at = int(ttl)
                         else:
                             expire_at = now_ms + int(ttl)
-                        buffer += _RECORD + _RECORD_HEAD.pack(len(key)) + key
-                        buffer += _EXPIRY.pack(expire_at) + _RECORD_HEAD.pack(len(payload))
-                        buffer += payload
-                        self.key_count += 1
-                    if len(buffer) >= _CHUNK:
-                        yield bytes(buffer)
-                        buffer.clear()
+                        batch.append((key, expire_at, payload))
+                    self.key_count += len(batch)
+                    yield batch
                 if cursor == 0:
                     break
         except redis.RedisError as exc:
@@ -435,6 +520,20 @@ class LogicalDump:
         finally:
             if wire is not None:
                 wire.close()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The dump: a header, one record per key (absolute expiry in ms), and a trailer with the
+        record count, so a truncated file is detected."""
+        yield _MAGIC
+        buffer = bytearray()
+        for batch in self.entries():
+            for key, expire_at, payload in batch:
+                buffer += _RECORD + _RECORD_HEAD.pack(len(key)) + key
+                buffer += _EXPIRY.pack(expire_at) + _RECORD_HEAD.pack(len(payload))
+                buffer += payload
+            if len(buffer) >= _CHUNK:
+                yield bytes(buffer)
+                buffer.clear()
         yield bytes(buffer) + _END + _COUNT.pack(self.key_count)
 
 
@@ -503,6 +602,16 @@ def any_key_matches(cache: RedisCache, pattern: str) -> bool:
             return False
 
 
+def _refuse_if_holding(cache: RedisCache, pattern: str, *, replace: bool) -> None:
+    if replace or not any_key_matches(cache, pattern):
+        return
+    what = "keys" if pattern == "*" else f"keys matching {pattern!r}"
+    raise RestoreRefusedError(
+        f"{cache.location} already holds {what}; restore into an empty database or pass "
+        "replace=True (--replace) to overwrite the keys the backup also has"
+    )
+
+
 def restore_logical(
     chunks: Iterable[bytes],
     cache: RedisCache,
@@ -515,11 +624,22 @@ def restore_logical(
     """RESTORE every record into the client's database (``REPLACE ABSTTL``); keys already expired
     are skipped. Refuses when keys matching ``pattern`` exist unless ``replace``. Returns the
     restored key names."""
-    if not replace and any_key_matches(cache, pattern):
-        raise RestoreRefusedError(
-            f"{cache.location} already holds keys matching {pattern!r}; restore into an empty "
-            "database or pass replace=True (--replace) to overwrite them"
-        )
+    _refuse_if_holding(cache, pattern, replace=replace)
+    return _restore_entries(
+        read_records(chunks, "the Redis dump"), cache, batch=batch, progress=progress
+    )
+
+
+def _restore_entries(
+    entries: Iterable[tuple[bytes, int, bytes]],
+    cache: RedisCache,
+    *,
+    batch: int = 5000,
+    progress: Any = None,
+) -> list[bytes]:
+    """``RESTORE key ttl payload REPLACE ABSTTL`` for each ``(key, expire_at_ms or -1,
+    payload)``, pipelined ``batch`` at a time; keys already expired on the target's clock are
+    skipped. Returns the restored key names."""
     restored: list[bytes] = []
     commands: list[bytes] = []
     server_seconds, micros = cache.redis.time()
@@ -537,7 +657,7 @@ def restore_logical(
         commands.clear()
 
     try:
-        for key, expire_at, payload in read_records(chunks, "the Redis dump"):
+        for key, expire_at, payload in entries:
             now_ms = int(time.time() * 1000) + clock_offset_ms
             if 0 <= expire_at <= now_ms:
                 continue

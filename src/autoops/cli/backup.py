@@ -361,7 +361,8 @@ def _restore_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--url",
         required=True,
-        help="target: mysql:// database, redis:// db, sqlite:/// file, or a path for an RDB",
+        help="target: mysql:// database, redis:// db (any Redis backup), sqlite:/// file, or a "
+        "path to write an RDB snapshot to",
     )
     parser.add_argument(
         "--replace", action="store_true", help="overwrite a target that already has data"
