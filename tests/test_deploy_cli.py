@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from _support.services import promtool_accepts
 from _support.sshd import SshServer
 from autoops.cli.deploy import main
 
@@ -87,6 +88,7 @@ def test_metrics_keep_the_last_success_time_through_a_failure(
     text = metrics.read_text()
     assert 'autoops_deploy_success{action="deploy"} 0.0' in text
     assert success_line in text
+    promtool_accepts(text)
 
 
 def test_a_failed_health_check_exits_1_with_the_table_on_stderr(

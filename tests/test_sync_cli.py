@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import autoops
-from _support.services import redis_test_url
+from _support.services import promtool_accepts, redis_test_url
 from _support.sync_tables import cached_rows, create_users, expected_cache
 from autoops.cli.sync import main
 
@@ -96,6 +96,7 @@ def test_metrics_file_holds_last_success_rows_duration_and_lag(
         'autoops_sync_last_run_success{sync="users"} 1.0',
     ):
         assert name in text
+    promtool_accepts(text)
 
 
 def test_a_held_lock_exits_75_naming_the_holder(

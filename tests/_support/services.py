@@ -82,6 +82,17 @@ def admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]
     )
 
 
+def promtool_accepts(exposition: str | bytes) -> None:
+    """Assert that ``promtool check metrics`` finds nothing wrong with a Prometheus exposition
+    (a textfile's content or a scrape); fails, under CI, when promtool is not installed."""
+    require_program("/usr/bin/promtool", "prometheus")
+    data = exposition.encode() if isinstance(exposition, str) else exposition
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=data, capture_output=True, check=False
+    )
+    assert checked.returncode == 0, (checked.stdout + checked.stderr).decode(errors="replace")
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, seconds: float) -> None:
     """Wait until ``process`` accepts connections on ``port`` of 127.0.0.1; a RuntimeError if
     it exits first or takes longer than ``seconds``."""
