@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from array import array
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
@@ -776,11 +776,7 @@ class CacheSync:
                 if pending:
                     yield from pending.popleft().result()
         finally:
-            for future in pending:
-                future.cancel()
-            for future in pending:
-                with contextlib.suppress(BaseException):
-                    future.result()
+            _abandon(pending)
 
     def _position(
         self,
@@ -879,11 +875,7 @@ class CacheSync:
                 if pending:
                     yield from pending.popleft().result()
         finally:
-            for future in pending:
-                future.cancel()
-            for future in pending:
-                with contextlib.suppress(BaseException):
-                    future.result()
+            _abandon(pending)
 
     def _packed_range(self, plan: TablePlan, low: Any, high: int) -> list[_Page]:
         """The rows with ``low < pk <= high`` as packed pages: one, unless the server had to
@@ -1208,3 +1200,14 @@ class CacheSync:
         finally:
             done.set()
             watcher.join()
+
+
+def _abandon(pending: Iterable[Future[Any]]) -> None:
+    """Cancel page reads not yet started and wait out the running ones, whatever they raise:
+    a pass that stops early leaves no reader working behind it."""
+    futures = list(pending)
+    for future in futures:
+        future.cancel()
+    for future in futures:
+        with contextlib.suppress(BaseException):
+            future.result()
