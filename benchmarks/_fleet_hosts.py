@@ -18,6 +18,7 @@ USER_PREFIX = "autoops-fleet-"
 
 
 def ensure_user(name: str) -> None:
+    """A local user whose login shell is plain /bin/sh, unlocked for key logins."""
     if subprocess.run(["id", name], capture_output=True, check=False).returncode != 0:
         subprocess.run(
             [

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _fleet_hosts import start_hosts  # noqa: E402
+from _fleet_hosts import ensure_user, start_hosts  # noqa: E402
 from _support.sshd import SshServer, keygen, make_server  # noqa: E402
 from autoops import Deployer, HealthCheck  # noqa: E402
 
@@ -98,20 +98,7 @@ def make_artifact(directory: Path) -> Path:
 def ensure_login_user(name: str, workdir: Path) -> None:
     """A local user whose login shell is plain /bin/sh (no .bashrc to source on every command),
     unlocked for key logins; its deploy directories are made writable for it."""
-    if subprocess.run(["id", name], capture_output=True, check=False).returncode != 0:
-        subprocess.run(
-            [
-                "useradd",
-                "--shell",
-                "/bin/sh",
-                "--home-dir",
-                f"/tmp/{name}-home",
-                "--create-home",
-                name,
-            ],
-            check=True,
-        )
-    subprocess.run(["usermod", "-p", "*", name], check=True)
+    ensure_user(name)
     for child in ("autoops", "autoops-serial", "ansible"):
         (workdir / child).mkdir(exist_ok=True)
         shutil.chown(workdir / child, user=name)

@@ -25,6 +25,7 @@ import redis
 
 import autoops
 from _users import DATABASE, admin_connection, database_url, ensure_users_table
+from bench_sync import clear
 
 REDIS_URL = os.environ.get("AUTOOPS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 NAMESPACE = "autoops_bench_sync_load"
@@ -39,17 +40,6 @@ def ensure_table(rows: int) -> None:
         cursor.execute(f"CREATE TABLE {TABLE} LIKE users")
         cursor.execute(f"INSERT INTO {TABLE} SELECT * FROM users WHERE id <= %s", (rows,))
     connection.close()
-
-
-def clear(client: redis.Redis, namespace: str) -> None:
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{namespace}:*", count=10_000):
-        batch.append(key)
-        if len(batch) >= 10_000:
-            client.unlink(*batch)
-            batch = []
-    if batch:
-        client.unlink(*batch)
 
 
 def make_sync(db: autoops.DbClient, cache: autoops.CacheClient) -> autoops.CacheSync:

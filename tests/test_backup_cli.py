@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import autoops
-from _support.services import promtool_accepts, redis_server
+from _support.services import promtool_accepts, redis_server, run_script
 from _support.sshd import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AUTOOPS_PROGRESS": "0"}
-    env.pop("AUTOOPS_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    return run_script(name, *args, timeout=60)
 
 
 @pytest.fixture

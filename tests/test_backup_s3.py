@@ -21,6 +21,7 @@ import pytest
 import autoops
 from _support.proxy import TcpProxy
 from _support.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, moto_server
+from _support.services import run_script
 from autoops.backup._s3 import _process_start, _writer_is_gone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -344,17 +345,7 @@ def test_a_reused_pid_does_not_keep_an_upload_alive(moto: MotoServer) -> None:
 
 
 def _run(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AUTOOPS_PROGRESS": "0"}
-    env.pop("AUTOOPS_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    return run_script(name, *args, timeout=120)
 
 
 def test_the_commands_back_up_list_verify_and_restore_with_s3_settings(

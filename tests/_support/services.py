@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,25 @@ def admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]
         user=parts.username or "root",
         password=parts.password or "",
         autocommit=True,
+    )
+
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def run_script(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run one of the commands (``scripts/autoops-backup`` ...) as a user would, in a process of
+    its own with no settings file from the environment, no progress line and no stdin."""
+    env = {**os.environ, "AUTOOPS_PROGRESS": "0"}
+    env.pop("AUTOOPS_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
     )
 
 
