@@ -29,7 +29,7 @@ from ..monitor import (
     results_as_nagios,
     write_prometheus,
 )
-from ..monitor._check import without_semicolons
+from ..monitor._result import without_semicolons
 from ._common import add_common_arguments, settings_from, setup_logging
 
 __all__ = ["main"]

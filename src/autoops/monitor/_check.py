@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Final
 
 from .._errors import AutoOpsError, ConfigError
 from ._range import ThresholdRange, Thresholds
-from ._result import CheckMetric, CheckResult
+from ._result import CheckMetric, CheckResult, without_semicolons
 from ._status import CheckStatus
 
 __all__ = ["Check", "CheckFindings", "DefaultThresholds", "ThresholdSpec"]
@@ -220,11 +220,6 @@ class Check(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, timeout={self.timeout})"
-
-
-def without_semicolons(text: str) -> str:
-    """``text`` with each ``;`` made a ``,``, for Nagios output."""
-    return text.replace("; ", ", ").replace(";", ",")
 
 
 def _level(value: str | float | None, default: ThresholdRange | None) -> ThresholdRange | None:

@@ -104,7 +104,7 @@ class CheckResult:
         line = f"{self.name} {self.status.name}: {self.summary}"
         if self.remediation:
             line += f" [remediation: {self.remediation}]"
-        line = line.replace("|", "/").replace("\n", " ").replace(";", ",")
+        line = without_semicolons(line.replace("|", "/").replace("\n", " "))
         perfdata = " ".join(metric.perfdata() for metric in self.metrics)
         return f"{line} | {perfdata}" if perfdata else line
 
@@ -181,3 +181,8 @@ def check_results(results: Iterable[CheckResult]) -> ResultList[CheckResult]:
             Numeric(format_seconds(result.duration)),
         ),
     )
+
+
+def without_semicolons(text: str) -> str:
+    """``text`` with each ``;`` made a ``,``: Nagios rewrites ``;`` in a plugin's output."""
+    return text.replace(";", ",")
