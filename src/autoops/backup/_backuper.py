@@ -17,14 +17,15 @@ from urllib.parse import urlsplit
 
 from .._display import format_bytes, format_seconds
 from .._errors import ConfigError
+from .._pipeline import read_ahead
 from .._progress import Progress
+from .._time import utc_now
 from ..cache import CacheClient
 from ..db import MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError, RestoreRefusedError
-from ._model import MANIFEST_SUFFIX, Backup, backup_list, utc_now
-from ._pipeline import read_ahead
+from ._model import MANIFEST_SUFFIX, Backup, backup_list
 from ._retention import RetentionPlan, RetentionPolicy
 from ._storage import Storage, disk_error
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .._pipeline import read_ahead
 from ..db import MySQLClient
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import TableStats
-from ._pipeline import read_ahead
 
 __all__ = [
     "DUMP_OPTIONS",

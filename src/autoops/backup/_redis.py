@@ -30,11 +30,11 @@ from typing import Any, Final
 import redis
 
 from .._errors import ConfigError
+from .._pipeline import read_ahead
 from ..cache import CacheClient, RedisCache
 from ..cache._client import escape_glob
 from ..cache._resp import pack_command
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
-from ._pipeline import read_ahead
 
 __all__ = [
     "LogicalDump",
