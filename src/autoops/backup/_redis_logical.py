@@ -14,6 +14,7 @@ from typing import Any, Final
 import redis
 
 from .._errors import ConfigError
+from .._resp import pack_per_key
 from ..cache import RedisCache
 from ..cache._client import escape_glob
 from ._engine import BackupEngine, Capture, RestoreJob
@@ -118,7 +119,7 @@ class LogicalDump:
             # PEXPIRETIME (Redis >= 7) gives the absolute expiry, exact however slow the reply;
             # older servers get PTTL added to the time the reply arrived.
             absolute = int(self.server_version.split(".", 1)[0] or 0) >= 7
-            expiry_command = b"$11\r\nPEXPIRETIME" if absolute else b"$4\r\nPTTL"
+            commands = (b"DUMP", b"PEXPIRETIME" if absolute else b"PTTL")
             seconds, micros = client.time()
             clock_offset_ms = seconds * 1000 + micros // 1000 - int(time.time() * 1000)
             cursor = 0
@@ -128,11 +129,7 @@ class LogicalDump:
                     keys: list[bytes] = [
                         k.encode() if isinstance(k, str) else bytes(k) for k in scanned
                     ]
-                    payload = b"".join(
-                        b"*2\r\n$4\r\nDUMP\r\n$%d\r\n%b\r\n*2\r\n%b\r\n$%d\r\n%b\r\n"
-                        % (len(key), key, expiry_command, len(key), key)
-                        for key in keys
-                    )
+                    payload = pack_per_key(commands, keys)
                     replies = send(payload, 2 * len(keys))
                     now_ms = int(time.time() * 1000) + clock_offset_ms
                     batch: list[tuple[bytes, int, bytes]] = []
@@ -303,6 +300,8 @@ def restore_entries(
             if 0 <= expire_at <= now_ms:
                 continue
             ttl = b"0" if expire_at < 0 else b"%d" % expire_at
+            # Written as one template with three slots: pack_command takes about 7 times as
+            # long per key, and a restore sends one command per key.
             commands.append(
                 b"*6\r\n$7\r\nRESTORE\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
                 b"$7\r\nREPLACE\r\n$6\r\nABSTTL\r\n"

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import redis
 
 from .._pipeline import read_ahead
+from .._resp import pack_command
 from ..cache import CacheClient, RedisCache
-from ..cache._resp import pack_command
 from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import Backup

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ConfigError, LockHeldError
+from .._resp import pack_arguments
 from ..cache import CacheClient, RedisCache
-from ..cache._resp import pack_arguments
 from ._lock import SyncLock
 from ._page import Page
 from ._plan import shift_back

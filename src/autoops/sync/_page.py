@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ConfigError
+from .._resp import pack_arguments
 from ..cache import CacheClient, RedisCache
-from ..cache._resp import pack_arguments
 from ._plan import KeyTemplate, TablePlan
 
 __all__ = ["Page", "encode_rows"]
