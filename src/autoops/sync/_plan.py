@@ -438,17 +438,21 @@ class TablePlan:
         limit: int,
         key_parts: tuple[str, str],
         bounded: bool = False,
+        only: str | None = None,
     ) -> tuple[str, list[Any]]:
         """A full-pass page as one row: the RESP bulk strings of every key and value, joined
         by the server (so the driver decodes one value per page, not two per row), with the
         row count, the first and last primary keys, the expected byte size (to detect a
-        truncated GROUP_CONCAT).
+        truncated GROUP_CONCAT). ``only``: a further condition on the rows (a window of
+        ``(updated, pk)`` positions), the page then holding ``limit`` rows that meet it.
         Parameters: the key prefix and suffix, then ``pk >`` (unless ``first``), then
-        ``pk <=`` (when ``bounded``)."""
+        ``pk <=`` (when ``bounded``), then those of ``only``."""
         pk = quote_name(db, self.primary_key.name)
         where = "1 = 1" if first else f"{pk} > %s"
         if bounded:
             where += f" AND {pk} <= %s"
+        if only is not None:
+            where += f" AND {only}"
         return self._packed_sql(db, where, limit, key_parts)
 
     def packed_changes_sql(
