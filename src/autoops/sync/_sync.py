@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -32,6 +32,9 @@ from ._census import KeyCensus, SeenKeys, all_within
 from ._lock import SyncLock
 from ._plan import KeyTemplate, TablePlan, quote_name, shift_back
 from ._report import SyncReport, SyncStatus, meta_key, read_sync_status, utc_now
+
+if TYPE_CHECKING:
+    from ._binlog import BinlogSync
 
 __all__ = ["CacheSync"]
 
@@ -211,6 +214,9 @@ class CacheSync:
         server_side: bool = True,
         readers: int = 2,
         progress: bool | None = None,
+        source: str = "poll",
+        server_id: int | None = None,
+        on_purged: str = "error",
     ) -> None:
         for what, identifier in (
             ("table", table),
@@ -261,6 +267,19 @@ class CacheSync:
         self._page_readers = ThreadPoolExecutor(
             max_workers=readers, thread_name_prefix="autoops-sync-page"
         )
+        if source not in ("poll", "binlog"):
+            raise ConfigError(f"source must be 'poll' or 'binlog', got {source!r}")
+        self.source = source
+        self._binlog: BinlogSync | None = None
+        if source == "binlog":
+            try:
+                from ._binlog import BinlogSync
+            except ImportError as exc:
+                raise ConfigError(
+                    f"source='binlog' needs mysql-replication ({exc}): pip install "
+                    "'autoops[binlog]'"
+                ) from None
+            self._binlog = BinlogSync(self, server_id=server_id, on_purged=on_purged)
 
     # public API -----------------------------------------------------------------------------
 
@@ -290,6 +309,8 @@ class CacheSync:
         """
         self._stop.clear()
         with self._signals_stop(handle_signals):
+            if self._binlog is not None:
+                return self._binlog.run_once(full)
             return self._run_pass(full)
 
     def run_forever(
@@ -314,6 +335,9 @@ class CacheSync:
         self._stop.clear()
         failures = 0
         with self._signals_stop(handle_signals), self._watch(stop_event):
+            if self._binlog is not None:
+                self._binlog.run_forever(interval=interval, on_report=on_report)
+                return
             while not self._stop.is_set() and not (stop_event and stop_event.is_set()):
                 delay = interval
                 try:
