@@ -31,33 +31,34 @@ def start_row_logged(workdir: Path, *extra: str) -> MariaDbInstance:
     require_program(MARIADBD, "mariadb-server")
     server = MariaDbInstance(free_port(), workdir / "row-logged")
     install_datadir(server.datadir)
-    server.start(f"--log-bin={server.datadir}/binlog", *ROW_LOG_OPTIONS, *extra)
+    restart(server, *extra)
     return server
+
+
+def restart(server: MariaDbInstance, *extra: str) -> None:
+    """Stop ``server`` (if running) and start it again with the row-logging options."""
+    server.stop()
+    server.start(f"--log-bin={server.datadir}/binlog", *ROW_LOG_OPTIONS, *extra)
 
 
 @contextmanager
 def scratch_database(server: MariaDbInstance) -> Iterator[autoops.DbClient]:
     """A database of its own on ``server`` for one test, dropped afterwards."""
     name = f"bl_{uuid.uuid4().hex[:10]}"
-    admin = server.connect()
+    execute(server, "", f"CREATE DATABASE `{name}`")
+    db = autoops.DbClient.from_url(f"{server.url}{name}")
     try:
-        with admin.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}`")
-        db = autoops.DbClient.from_url(f"{server.url}{name}")
-        try:
-            yield db
-        finally:
-            db.close()
-            with admin.cursor() as cursor:
-                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        yield db
     finally:
-        admin.close()
+        db.close()
+        # A connection of its own: a test may have restarted the server meanwhile.
+        execute(server, "", f"DROP DATABASE IF EXISTS `{name}`")
 
 
 def execute(server: MariaDbInstance, database: str, *statements: str) -> None:
     """Run statements on a connection of their own (autocommit; BEGIN/COMMIT as written)."""
     connection = pymysql.connect(
-        host="127.0.0.1", port=server.port, user="root", database=database, autocommit=True
+        host="127.0.0.1", port=server.port, user="root", database=database or None, autocommit=True
     )
     try:
         with connection.cursor() as cursor:

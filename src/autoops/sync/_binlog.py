@@ -206,6 +206,7 @@ class BinlogSync:
         self._plan: TablePlan | None = None
         self._end_checked = 0.0
         self._end: BinlogPosition | None = None
+        self._end_at = utc_now()
 
     # checks and positions -------------------------------------------------------------------
 
@@ -230,7 +231,15 @@ class BinlogSync:
             )
         self._end = BinlogPosition(str(row["File"]), int(row["Position"]))
         self._end_checked = time.monotonic()
+        self._end_at = utc_now()
         return self._end
+
+    def recent_end(self) -> tuple[BinlogPosition, dt.datetime]:
+        """The log's end as read at most a second ago, and when it was read."""
+        if self._end is None or time.monotonic() - self._end_checked >= _STATUS_EVERY:
+            self.binlog_end()
+        assert self._end is not None
+        return self._end, self._end_at
 
     def _logs(self) -> list[tuple[str, int]]:
         return [
@@ -787,6 +796,12 @@ class _Applier:
             if not due or (self.position == self.written and as_of is None):
                 return
         engine = self.engine
+        if behind is None:
+            end, read_at = engine.recent_end()
+            behind = engine.behind_bytes(self.position, end)
+            if behind == 0 and (as_of is None or as_of < read_at):
+                # Every change committed before the end was read is applied.
+                as_of = read_at
         if as_of is None and self.last_commit is not None and self.pending:
             as_of = self.last_commit
         items = [(key, value) for key, value in self.pending.items() if value is not None]
