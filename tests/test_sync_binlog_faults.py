@@ -111,6 +111,11 @@ class Writer:
             finally:
                 connection.close()
 
+    def more(self, count: int) -> Callable[[], bool]:
+        """A condition: ``count`` more writes done than now."""
+        target = self.writes + count
+        return lambda: self.writes > target
+
     def __enter__(self) -> Writer:
         self.thread.start()
         return self
@@ -181,13 +186,13 @@ def test_killing_the_binlog_connection_is_followed_again(
         with Writer(server, users.connection_settings.database) as writer:
             wait_until(lambda: bool(binlog_dump_threads(server)))
             for _ in range(3):
-                before = writer.writes
+                more = writer.more(50)
                 connection = server.connect()
                 with connection.cursor() as cursor:
                     for thread_id in binlog_dump_threads(server):
                         cursor.execute(f"KILL CONNECTION {thread_id}")
                 connection.close()
-                wait_until(lambda before=before: writer.writes > before + 50)
+                wait_until(more)
         wait_until(lambda: equal(users, cache))
 
 
@@ -204,11 +209,11 @@ def test_killing_the_redis_connections_is_retried(
         with Writer(server, users.connection_settings.database) as writer:
             wait_until(lambda: sync.status().checkpoint is not None)
             for _ in range(3):
-                before = writer.writes
+                more = writer.more(50)
                 for client in raw.client_list():
                     if client.get("name") == name:
                         raw.client_kill_filter(_id=client["id"])
-                wait_until(lambda before=before: writer.writes > before + 50)
+                wait_until(more)
         wait_until(lambda: equal(users, cache))
     cache.close()
     raw.close()
@@ -223,8 +228,7 @@ def test_a_restarted_database_is_followed_again_from_the_checkpoint(
             wait_until(lambda: sync.status().checkpoint is not None)
             wait_until(lambda: writer.writes > 100)
             restart(server)
-            before = writer.writes
-            wait_until(lambda: writer.writes > before + 100)
+            wait_until(writer.more(100))
         wait_until(lambda: equal(users, cache))
     assert sync.status().checkpoint.startswith("binlog.")  # type: ignore[union-attr]
 
@@ -260,8 +264,7 @@ def test_a_runner_killed_mid_stream_resumes_from_its_checkpoint(
         for _ in range(3):
             runner = subprocess.Popen(arguments)
             try:
-                before = writer.writes
-                wait_until(lambda before=before: writer.writes > before + 300)
+                wait_until(writer.more(300))
             finally:
                 runner.send_signal(signal.SIGKILL)
                 runner.wait()
