@@ -15,7 +15,7 @@ import pytest
 import autoops
 from _support.binlog import execute, scratch_database, start_row_logged
 from _support.mariadb_pair import MariaDbInstance
-from _support.sync_tables import cached_rows, create_users, expected_cache
+from _support.sync_tables import CACHED, cached_rows, create_users, expected_cache
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -424,3 +424,94 @@ def test_ugly_table_names_and_bigints_past_2_53_round_trip(
         columns = ("id", "näme", "amount", "big", "at", "doc", "raw")
         assert_cache_equals_table(db, cache, table=table, columns=columns, key=f"{table}:{{id}}")
         assert cache.get(f"{table}:18446744073709551615")["id"] == "18446744073709551615"
+
+
+# schema changes --------------------------------------------------------------------------------
+
+
+def test_rows_changed_after_add_column_carry_it_and_untouched_rows_keep_their_shape(
+    server: MariaDbInstance, synced: autoops.CacheSync, users: autoops.DbClient
+) -> None:
+    run(
+        server,
+        users,
+        "ALTER TABLE users ADD COLUMN plan VARCHAR(10) NOT NULL DEFAULT 'free'",
+        "UPDATE users SET plan = 'pro' WHERE id = 2",
+    )
+    synced.run_once()
+    assert synced.cache.get("users:2")["plan"] == "pro"
+    assert "plan" not in synced.cache.get("users:3")
+    synced.run_once(full=True)
+    assert_cache_equals_table(users, synced.cache, columns=(*CACHED, "plan"))
+
+
+def test_a_backlog_spanning_add_and_drop_column_is_decoded_with_the_columns_of_its_time(
+    server: MariaDbInstance, synced: autoops.CacheSync, users: autoops.DbClient
+) -> None:
+    run(
+        server,
+        users,
+        "UPDATE users SET username = 'before' WHERE id = 1",
+        "ALTER TABLE users ADD COLUMN plan VARCHAR(10) NOT NULL DEFAULT 'free'",
+        "UPDATE users SET username = 'between' WHERE id = 2",
+        "ALTER TABLE users DROP COLUMN email",
+        "UPDATE users SET username = 'after' WHERE id = 3",
+    )
+    synced.run_once()
+    first, second, third = (synced.cache.get(f"users:{pk}") for pk in (1, 2, 3))
+    assert first["username"] == "before"
+    assert "email" in first
+    assert "plan" not in first
+    assert second["username"] == "between"
+    assert second["plan"] == "free"
+    assert "email" in second
+    assert third["username"] == "after"
+    assert "email" not in third
+    assert third["plan"] == "free"
+
+
+def test_a_renamed_column_is_cached_under_its_new_name_from_the_next_change(
+    server: MariaDbInstance, synced: autoops.CacheSync, users: autoops.DbClient
+) -> None:
+    run(
+        server,
+        users,
+        "ALTER TABLE users RENAME COLUMN username TO login",
+        "UPDATE users SET login = 'renamed' WHERE id = 4",
+    )
+    synced.run_once()
+    value = synced.cache.get("users:4")
+    assert value["login"] == "renamed"
+    assert "username" not in value
+
+
+def test_dropping_a_configured_column_stops_the_sync_with_an_error_naming_it(
+    server: MariaDbInstance, users: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    sync = binlog_sync(users, cache, columns=["id", "username", "email"], exclude=[])
+    sync.run_once()
+    run(
+        server,
+        users,
+        "ALTER TABLE users DROP COLUMN email",
+        "UPDATE users SET username = 'x' WHERE id = 5",
+    )
+    with pytest.raises(autoops.ConfigError, match=r"no column 'email' any more.*--full"):
+        sync.run_once()
+    with pytest.raises(autoops.ConfigError, match=r"no column 'email'"):
+        sync.run_once()
+    assert cache.get("users:5")["username"] == "user5"
+
+
+def test_renaming_the_key_column_stops_the_sync_with_an_error_naming_the_template(
+    server: MariaDbInstance, synced: autoops.CacheSync, users: autoops.DbClient
+) -> None:
+    run(
+        server,
+        users,
+        "ALTER TABLE users RENAME COLUMN id TO user_id",
+        "UPDATE users SET username = 'x' WHERE user_id = 5",
+    )
+    with pytest.raises(autoops.ConfigError, match=r"no column 'id' any more.*'users:\{id\}'"):
+        synced.run_once()
+    assert synced.cache.get("users:5")["username"] == "user5"
