@@ -4,9 +4,13 @@ equal to the table."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -15,6 +19,7 @@ import pytest
 import autoops
 from _support.binlog import execute, scratch_database, start_row_logged
 from _support.mariadb_pair import MariaDbInstance
+from _support.services import promtool_accepts, redis_test_url
 from _support.sync_tables import CACHED, cached_rows, create_users, expected_cache
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -515,3 +520,50 @@ def test_renaming_the_key_column_stops_the_sync_with_an_error_naming_the_templat
     with pytest.raises(autoops.ConfigError, match=r"no column 'id' any more.*'users:\{id\}'"):
         synced.run_once()
     assert synced.cache.get("users:5")["username"] == "user5"
+
+
+# the command ------------------------------------------------------------------------------------
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "autoops-sync"
+
+
+def autoops_sync(
+    db_url: str, cache: autoops.CacheClient, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUTOOPS_DB_URL": db_url, "AUTOOPS_CACHE_URL": redis_test_url()}
+    env.pop("AUTOOPS_CONFIG", None)
+    command = [sys.executable, str(SCRIPT), *args, "--namespace", str(cache.namespace)]
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_autoops_sync_source_binlog_syncs_quietly_and_writes_its_metrics(
+    server: MariaDbInstance, users: autoops.DbClient, cache: autoops.CacheClient, tmp_path: Path
+) -> None:
+    url = f"{server.url}{users.connection_settings.database}"
+    metrics = tmp_path / "sync.prom"
+    arguments = ["--source", "binlog", "--table", "users", "--key", "users:{id}"]
+    arguments += ["--exclude", "password_hash", "--metrics-file", str(metrics)]
+    first = autoops_sync(url, cache, "--once", *arguments)
+    run(server, users, "DELETE FROM users WHERE id = 2", "UPDATE users SET username = 'z'")
+    second = autoops_sync(url, cache, "--once", *arguments)
+    assert (first.returncode, first.stdout, first.stderr) == (0, "", "")
+    assert (second.returncode, second.stdout, second.stderr) == (0, "", "")
+    assert_cache_equals_table(users, cache)
+    text = metrics.read_text()
+    assert 'autoops_sync_binlog_behind_bytes{sync="users"} 0.0' in text
+    assert 'autoops_sync_keys_deleted{sync="users"} 1.0' in text
+    promtool_accepts(text)
+
+
+def test_autoops_sync_source_binlog_without_a_binary_log_exits_2_naming_log_bin(
+    mysql_db: autoops.DbClient, mysql_url: str, cache: autoops.CacheClient
+) -> None:
+    create_users(mysql_db, 3)
+    result = autoops_sync(
+        mysql_url, cache, "--once", "--source", "binlog", "--table", "users", "--key", "u:{id}"
+    )
+    assert result.returncode == 2
+    assert "log_bin is OFF" in result.stderr
+    assert "Traceback" not in result.stderr
