@@ -192,6 +192,12 @@ class CacheSync:
     crash or a second runner can neither skip rows nor write an older version over a newer one.
     Reconciliation (on full passes, or :meth:`reconcile`) deletes keys whose rows are gone;
     ``deleted_column`` (soft deletes) deletes them during incremental passes too.
+
+    ``source="binlog"`` (MariaDB, the ``binlog`` extra) reads the binary log instead: a snapshot
+    with its matching binlog position, then every committed change, hard deletes included, each
+    batch written with its binlog checkpoint; ``server_id`` is the reader's replica id (default:
+    random), ``on_purged="full"`` re-snapshots when the checkpoint's log was purged (default: a
+    ConfigError). See docs/sync.md, "Binlog mode".
     """
 
     def __init__(
