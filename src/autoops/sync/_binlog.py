@@ -23,12 +23,14 @@ import pymysql
 
 from .._errors import AutoOpsError, ConfigError, ConnectError, LockHeldError
 from .._progress import Progress
+from .._resp import pack_arguments
+from .._time import utc_now
 from ..cache import JsonCodec, RedisCache
-from ..cache._resp import pack_arguments
 from ._binlog_stream import BinlogPosition, BinlogReader, EndOfLog, Transaction
+from ._checkpoint import lost_lock
 from ._lock import SyncLock
 from ._plan import TablePlan, quote_name
-from ._report import SyncReport, utc_now
+from ._report import SyncReport
 
 if TYPE_CHECKING:
     from ._sync import CacheSync
@@ -391,7 +393,7 @@ class BinlogSync:
             )
             log.info("sync %s: snapshot at %s", sync.name, position)
             with Progress(
-                f"sync {sync.name}", total=sync._estimated_rows(plan), enabled=sync.progress
+                f"sync {sync.name}", total=sync._pages.estimated_rows(), enabled=sync.progress
             ) as progress:
                 for items, deletes, pks in self._snapshot_pages(cursor, plan):
                     if sync._stop.is_set():
@@ -580,7 +582,7 @@ class BinlogSync:
         else:
             ok = cache._write_fenced(lock.fence, items, self.sync.ttl_ms, deletes, meta)
         if not ok:
-            self.sync._lost_lock(lock)
+            lost_lock(cache, lock, self.sync.name)
 
     def _checkpoint_record(self, position: BinlogPosition, behind: int | None) -> bytes:
         return orjson.dumps(
