@@ -567,3 +567,82 @@ def test_autoops_sync_source_binlog_without_a_binary_log_exits_2_naming_log_bin(
     assert result.returncode == 2
     assert "log_bin is OFF" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# the row decoder -----------------------------------------------------------------------------
+
+
+def read_changes(
+    server: MariaDbInstance, start: tuple[str, int], *, fast: bool
+) -> list[tuple[Any, Any]]:
+    """Every row change after ``start``, decoded by the sync's reader or by the library."""
+    from pymysqlreplication import BinLogStreamReader
+    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+    from autoops.sync._binlog_stream import _changes
+
+    stream = BinLogStreamReader(
+        {"host": "127.0.0.1", "port": server.port, "user": "root", "passwd": ""},
+        server_id=777_000_001 + fast,
+        log_file=start[0],
+        log_pos=start[1],
+        resume_stream=True,
+        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
+        enable_logging=False,
+    )
+    changes: list[tuple[Any, Any]] = []
+    for event in stream:
+        if fast:
+            changes += [(change.before, change.after) for change in _changes(event)]
+        elif isinstance(event, UpdateRowsEvent):
+            changes += [(row["before_values"], row["after_values"]) for row in event.rows]
+        elif isinstance(event, WriteRowsEvent):
+            changes += [(None, row["values"]) for row in event.rows]
+        else:
+            changes += [(row["values"], None) for row in event.rows]
+    stream.close()
+    return changes
+
+
+def test_the_fast_row_decoder_gives_the_librarys_values_for_every_type_it_takes(
+    server: MariaDbInstance, db: autoops.DbClient
+) -> None:
+    connection = server.connect()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW MASTER STATUS")
+        status = cursor.fetchone()
+    connection.close()
+    assert status is not None
+    run(
+        server,
+        db,
+        "CREATE TABLE typed (id BIGINT UNSIGNED PRIMARY KEY, t TINYINT, tu TINYINT UNSIGNED, "
+        "s SMALLINT, su SMALLINT UNSIGNED, m MEDIUMINT, mu MEDIUMINT UNSIGNED, i INT, "
+        "iu INT UNSIGNED, b BIGINT, f FLOAT, d DOUBLE, c CHAR(3), v VARCHAR(300), "
+        "l VARCHAR(10) CHARACTER SET latin1, vb VARBINARY(10), tx TEXT, bl BLOB, "
+        "dt0 DATETIME, dt1 DATETIME(1), dt3 DATETIME(3), dt6 DATETIME(6), ts0 TIMESTAMP NULL, "
+        "ts2 TIMESTAMP(2) NULL, ts5 TIMESTAMP(5) NULL, dd DATE) DEFAULT CHARSET = utf8mb4",
+        "INSERT INTO typed VALUES (18446744073709551615, -128, 255, -32768, 65535, -8388608, "
+        "16777215, -2147483648, 4294967295, -9223372036854775808, 1.5, -2.25e300, 'é', "
+        "REPEAT('ü', 300), 'ÿß', x'00ff', 'text ✓', x'deadbeef', '2026-01-02 03:04:05', "
+        "'9999-12-31 23:59:59.9', '1000-01-01 00:00:00.001', '2026-11-30 12:00:00.123456', "
+        "'2038-01-19 03:14:07', '1970-01-01 00:00:01.99', '2026-06-01 00:00:00.12345', "
+        "'2026-02-28')",
+        "INSERT INTO typed (id) VALUES (1)",
+        "UPDATE typed SET t = 127, v = '', dt6 = NULL, ts5 = '2030-01-01 00:00:00' WHERE id = 1",
+        "UPDATE typed SET id = 2, tx = NULL WHERE id = 18446744073709551615",
+        "DELETE FROM typed WHERE id = 2",
+    )
+    start = (str(status["File"]), int(status["Position"]))
+    fast = read_changes(server, start, fast=True)
+    assert len(fast) == 5
+    library = read_changes(server, start, fast=False)
+    differences = [
+        (index, image, name, value, (library[index][image] or {}).get(name))
+        for index, change in enumerate(fast)
+        for image in (0, 1)
+        for name, value in (change[image] or {}).items()
+        if value != (library[index][image] or {}).get(name)
+    ]
+    assert differences == []
+    assert fast == library

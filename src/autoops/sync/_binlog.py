@@ -753,18 +753,23 @@ class _Applier:
             self.engine.schema_changed()
         pending = self.pending
         position = transaction.end
+        shape: tuple[str, ...] | None = None
+        encoder: _Encoder | None = None
         for change in transaction.changes:
-            encoder = self.engine.encoder(change.columns, position)
+            # The changes of one row event share their column tuple: one lookup an event.
+            if change.columns is not shape or encoder is None:
+                shape = change.columns
+                encoder = self.engine.encoder(shape, position)
+            pk = encoder.pk
             self.counts.events += 1
-            old = self._key(encoder, change.before) if change.before is not None else None
-            after = change.after
+            before, after = change.before, change.after
             if after is None:
-                assert old is not None
-                pending[old] = None
+                assert before is not None
+                pending[self._key(encoder, before)] = None
                 continue
             key = self._key(encoder, after)
-            if old is not None and old != key:
-                pending[old] = None
+            if before is not None and before[pk] != after[pk]:
+                pending[self._key(encoder, before)] = None
             if encoder.deleted is not None and _is_deleted(after[encoder.deleted]):
                 pending[key] = None
                 continue

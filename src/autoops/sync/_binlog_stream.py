@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import BINLOG
 from pymysqlreplication.event import (
     GtidEvent,
     HeartbeatLogEvent,
@@ -33,6 +34,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from .._connection import DbConnectionSettings
 from .._errors import AuthenticationError, ConfigError, ConnectError, QueryError
+from ._binlog_rows import Reader, decode_images, fast_readers
 
 __all__ = [
     "BinlogPosition",
@@ -53,6 +55,7 @@ _FILE_NUMBER: Final = re.compile(r"\.(\d+)$")
 _ER_MASTER_FATAL_READING: Final = 1236
 _ER_ACCESS: Final = (1045, 1227, 1044, 1142)
 _QUEUE_ITEMS: Final = 2000
+_PARTIAL_UPDATE: Final = BINLOG.PARTIAL_UPDATE_ROWS_EVENT
 
 
 @dataclass(frozen=True, slots=True, order=False)
@@ -318,6 +321,22 @@ def _text(query: Any) -> str:
 
 def _changes(event: Any) -> Iterator[Change]:
     columns = tuple(column.name for column in event.columns)
+    images = 2 if isinstance(event, UpdateRowsEvent) else 1
+    table = event.table_map[event.table_id]
+    # Compiled once per table map (the library keeps one Table per map event).
+    if not hasattr(table, "_autoops_readers"):
+        table._autoops_readers = fast_readers(table)
+    readers: tuple[Reader, ...] | None = table._autoops_readers
+    if readers is not None and event.complete and event.event_type != _PARTIAL_UPDATE:
+        data = event.packet.read(event.event_size - event.packet.read_bytes)
+        for row in decode_images(data, readers, columns, images):
+            if images == 2:
+                yield Change(row[0], row[1], columns)
+            elif isinstance(event, WriteRowsEvent):
+                yield Change(None, row[0], columns)
+            else:
+                yield Change(row[0], None, columns)
+        return
     if isinstance(event, WriteRowsEvent):
         for row in event.rows:
             yield Change(None, row["values"], columns)
