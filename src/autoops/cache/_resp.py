@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["pack_arguments", "pack_command"]
+__all__ = ["pack_arguments", "pack_command", "unpack_arguments"]
 
 
 def pack_command(*args: bytes) -> bytes:
@@ -19,3 +19,22 @@ def pack_arguments(args: list[bytes]) -> bytes:
     """The RESP bulk strings of ``args`` without the array header, for splicing many arguments
     into one command whose header is written separately."""
     return b"".join([b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args])
+
+
+def unpack_arguments(data: bytes, count: int) -> list[bytes]:
+    """The first ``count`` bulk strings of ``data`` (as :func:`pack_arguments` writes them), for a
+    backend that stores packed rows without sending them on a wire. Malformed data raises
+    ValueError."""
+    values: list[bytes] = []
+    position = 0
+    for _ in range(count):
+        if data[position : position + 1] != b"$":
+            raise ValueError(f"packed arguments: expected '$' at byte {position}")
+        end = data.index(b"\r\n", position)
+        length = int(data[position + 1 : end])
+        start = end + 2
+        values.append(data[start : start + length])
+        position = start + length + 2
+        if data[position - 2 : position] != b"\r\n":
+            raise ValueError(f"packed arguments: argument at byte {start} is cut short")
+    return values

@@ -9,7 +9,7 @@ from typing import Any, Final
 import orjson
 
 from .._display import format_count, format_seconds, html_table
-from ..cache import CacheClient
+from ..cache import CacheBackend
 from ._plan import META_PREFIX
 
 __all__ = ["SyncReport", "SyncStatus", "meta_key", "read_sync_status", "utc_now"]
@@ -214,13 +214,13 @@ def _load(data: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def read_sync_status(cache: CacheClient, name: str) -> SyncStatus:
+def read_sync_status(cache: CacheBackend, name: str) -> SyncStatus:
     """The state of sync ``name`` (by default its table's name) as stored in ``cache``: the
     checkpoint and when it was committed, the last successful pass, and any running holder."""
     checkpoint_key, last_key, full_key, lock_key = (
         cache.key(meta_key(name, part)) for part in ("checkpoint", "last-pass", "full-pass", "lock")
     )
-    checkpoint_data, last_data, full_data, lock_data = cache._get_many(
+    checkpoint_data, last_data, full_data, lock_data = cache.get_many_raw(
         [checkpoint_key, last_key, full_key, lock_key]
     )
     checkpoint = _load(checkpoint_data) or {}

@@ -24,7 +24,7 @@ import orjson
 
 from .._errors import AuthenticationError, AutoOpsError, ConfigError, LockHeldError, QueryError
 from .._progress import Progress
-from ..cache import CacheClient, JsonCodec, RedisCache
+from ..cache import CacheClient, FencedBatch, JsonCodec
 from ..cache._client import TTL
 from ..cache._resp import pack_arguments
 from ..db import DbClient
@@ -72,7 +72,6 @@ class _Page:
     dense: tuple[int, int] | None = None
     item_count: int = 0
     packed: bytes = b""
-    items: list[tuple[str, bytes]] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
 
 
@@ -386,7 +385,7 @@ class CacheSync:
     def _run_pass(self, full: bool) -> SyncReport:
         plan = self.plan()
         with self._lock() as lock:
-            full_data, checkpoint_data = self.cache._get_many(
+            full_data, checkpoint_data = self.cache.get_many_raw(
                 [self._meta("full-pass"), self._meta("checkpoint")]
             )
             if full_data is not None:
@@ -477,7 +476,7 @@ class CacheSync:
         if marker["target"] is not None:
             # Rows changed while the copy ran (or while it was interrupted) after their page
             # was read: catch up from the checkpoint the copy started at.
-            stored = self.cache._get(self._meta("checkpoint"))
+            stored = self.cache.get_raw(self._meta("checkpoint"))
             record = orjson.loads(stored) if stored is not None else marker["target"]
             checkpoint, completed = self._catch_up(plan, lock, record, counts)
             if not completed:
@@ -843,12 +842,7 @@ class CacheSync:
         return self._encode_server(plan, rows) if plan.server_side else self._encode(plan, rows)
 
     def _packed_copy(self, plan: TablePlan) -> bool:
-        return (
-            plan.server_side
-            and plan.deleted is None
-            and plan.primary_key.integer
-            and isinstance(self.cache, RedisCache)
-        )
+        return plan.server_side and plan.deleted is None and plan.primary_key.integer
 
     def _read_packed_pages(self, plan: TablePlan, cursor: Any) -> Generator[_Page, None, None]:
         """Full-pass pages built whole by the server (see ``TablePlan.packed_page_sql``), cut
@@ -956,12 +950,9 @@ class CacheSync:
             item_count=len(items),
             deletes=deletes,
         )
-        if isinstance(self.cache, RedisCache):
-            page.packed = pack_arguments(
-                [part for key, value in items for part in (key.encode(), value)]
-            )
-        else:
-            page.items = items
+        page.packed = pack_arguments(
+            [part for key, value in items for part in (key.encode(), value)]
+        )
         return page
 
     def _encode_server(self, plan: TablePlan, rows: list[dict[str, Any]]) -> _Page:
@@ -979,16 +970,12 @@ class CacheSync:
             item_count=len(live),
             deletes=deletes,
         )
-        if isinstance(self.cache, RedisCache):
-            page.packed = b"".join(
-                [
-                    b"$%d\r\n%b\r\n$%d\r\n%b\r\n"
-                    % (len(row["k"]), row["k"], len(row["v"]), row["v"])
-                    for row in live
-                ]
-            )
-        else:
-            page.items = [(row["k"].decode(), row["v"]) for row in live]
+        page.packed = b"".join(
+            [
+                b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(row["k"]), row["k"], len(row["v"]), row["v"])
+                for row in live
+            ]
+        )
         return page
 
     def _pipeline(self, pages: Generator[_Page, None, None]) -> Iterator[_Page]:
@@ -1032,19 +1019,10 @@ class CacheSync:
     # writing --------------------------------------------------------------------------------
 
     def _write_page(self, lock: SyncLock, page: _Page, meta: list[tuple[str, bytes]]) -> None:
-        if isinstance(self.cache, RedisCache):
-            ok = self.cache.write_fenced_packed(
-                lock.fence,
-                page.packed,
-                page.item_count,
-                self.ttl_ms,
-                pack_arguments([key.encode() for key in page.deletes]),
-                len(page.deletes),
-                meta,
-            )
-        else:
-            ok = self.cache._write_fenced(lock.fence, page.items, self.ttl_ms, page.deletes, meta)
-        if not ok:
+        batch = FencedBatch(
+            lock.fence, page.packed, page.item_count, self.ttl_ms, page.deletes, meta
+        )
+        if not self.cache.write_fenced(batch):
             self._lost_lock(lock)
 
     def _write(
@@ -1054,7 +1032,9 @@ class CacheSync:
         deletes: list[str] | None = None,
         meta: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        if not self.cache._write_fenced(lock.fence, [], None, deletes or [], meta or []):
+        if not self.cache.write_fenced(
+            FencedBatch(lock.fence, deletes=deletes or (), meta=meta or ())
+        ):
             self._lost_lock(lock)
 
     def _lost_lock(self, lock: SyncLock) -> None:
@@ -1074,7 +1054,7 @@ class CacheSync:
         known = seen is not None and seen.usable and seen.upto is not None
         interval = seen.interval if known and seen is not None else None
         deleted = 0
-        for keys in self.cache._scan_prefix(prefix.decode(), 10_000):
+        for keys in self.cache.scan_prefix(prefix.decode(), 10_000):
             fast = interval is not None and not self.template.suffix
             if fast and interval is not None and all_within(keys, prefix, interval):
                 continue
