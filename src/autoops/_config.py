@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -601,3 +602,20 @@ def _warn_if_exposed(path: Path, sections: Mapping[str, Any]) -> None:
         mode & 0o777,
         path,
     )
+
+
+def renamed_setting(table: Mapping[str, Any], old: str, new: str, where: str) -> Any:
+    """``table[new]``, or ``table[old]`` with a :class:`FutureWarning` (shown to whoever runs the
+    command, unlike a DeprecationWarning) saying to rename it; both set is a :class:`ConfigError`.
+    None when neither is set."""
+    if old not in table:
+        return table.get(new)
+    if new in table:
+        raise ConfigError(f"{where}: {old} and {new} are the same setting; keep only {new}")
+    warnings.warn(
+        f"{where}: the setting {old} is now called {new}; rename it (the old name will stop "
+        "working in a future release)",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return table[old]
