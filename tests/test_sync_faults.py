@@ -71,7 +71,7 @@ def test_killing_the_database_connection_mid_pass_is_retried(
     report = sync.run_once()
 
     assert killed
-    assert report.completed
+    assert report.ok
     assert cached_rows(cache) == expected_cache(users_db)
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 
+from .._deprecation import renamed
 from .._display import format_count, format_seconds, html_table
 from ..cache import CacheBackend
 from ._plan import META_PREFIX
 
 __all__ = ["SyncReport", "SyncStatus", "meta_key", "read_sync_status", "utc_now"]
+
+SyncKind = Literal["full", "incremental", "reconcile"]
 
 _LAST_PASS_FIELDS: Final = (
     "kind",
@@ -41,12 +44,11 @@ def _parse_time(text: Any) -> dt.datetime | None:
 @dataclass(frozen=True, slots=True)
 class SyncReport:
     """The outcome of one pass: what was read, written and deleted, how fast, and where the
-    checkpoint stands. ``completed`` is False when a stop request ended the pass early (the
+    checkpoint stands. ``ok`` is False when a stop request ended the pass early (the
     checkpoint still covers every batch written, so the next pass resumes from it)."""
 
     name: str
-    kind: str
-    """``"full"``, ``"incremental"`` or ``"reconcile"``."""
+    kind: SyncKind
     rows_read: int
     """Rows read from the table, each row version once."""
     keys_written: int
@@ -59,10 +61,16 @@ class SyncReport:
     and this process did not remember their versions (a new process, or a window too large)."""
     rows_checked: int = 0
     """Versions ``(pk, updated)`` of that window compared from the index (no row read)."""
-    completed: bool = True
+    ok: bool = True
     resumed: bool = False
     server_side: bool = False
     """True when the database built the keys and JSON values (the fast path)."""
+
+    @property
+    def completed(self) -> bool:
+        """Deprecated: :attr:`ok`."""
+        renamed("SyncReport.completed", "SyncReport.ok")
+        return self.ok
 
     @property
     def rows_per_second(self) -> float:
@@ -77,7 +85,7 @@ class SyncReport:
 
     def _rows(self) -> list[tuple[str, object]]:
         return [
-            ("kind", self.kind + ("" if self.completed else " (stopped early)")),
+            ("kind", self.kind + ("" if self.ok else " (stopped early)")),
             ("rows read", format_count(self.rows_read)),
             ("rows read again", format_count(self.rows_reread)),
             ("versions checked", format_count(self.rows_checked)),
@@ -91,7 +99,7 @@ class SyncReport:
         ]
 
     def __str__(self) -> str:
-        done = "" if self.completed else ", stopped early"
+        done = "" if self.ok else ", stopped early"
         again = f" (+{format_count(self.rows_reread)} read again)" if self.rows_reread else ""
         return (
             f"sync {self.name}: {self.kind} pass{done}, {format_count(self.rows_read)} rows read"
@@ -108,7 +116,7 @@ class SyncReport:
             f"keys_written={self.keys_written}, keys_deleted={self.keys_deleted}, "
             f"duration_seconds={self.duration_seconds:.3f}, "
             f"rows_per_second={self.rows_per_second:.0f}, checkpoint={self.checkpoint!r}, "
-            f"lag_seconds={self.lag_seconds:.3f}, completed={self.completed})"
+            f"lag_seconds={self.lag_seconds:.3f}, ok={self.ok})"
         )
 
     def _repr_html_(self) -> str:

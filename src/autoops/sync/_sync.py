@@ -22,7 +22,9 @@ from typing import Any, Final
 
 import orjson
 
+from .._config import Settings
 from .._errors import AuthenticationError, AutoOpsError, ConfigError, LockHeldError, QueryError
+from .._metrics import write_textfile
 from .._progress import Progress
 from ..cache import CacheClient, FencedBatch, JsonCodec
 from ..cache._client import TTL
@@ -31,7 +33,8 @@ from ..db import DbClient
 from ._census import KeyCensus, SeenKeys, all_within
 from ._lock import SyncLock
 from ._plan import KeyTemplate, TablePlan, quote_name, shift_back
-from ._report import SyncReport, SyncStatus, meta_key, read_sync_status, utc_now
+from ._report import SyncKind, SyncReport, SyncStatus, meta_key, read_sync_status, utc_now
+from ._settings import sync_metrics, sync_settings
 
 __all__ = ["CacheSync"]
 
@@ -210,6 +213,8 @@ class CacheSync:
         server_side: bool = True,
         readers: int = 2,
         progress: bool | None = None,
+        interval: float = 60.0,
+        metrics_file: str | None = None,
     ) -> None:
         for what, identifier in (
             ("table", table),
@@ -234,6 +239,8 @@ class CacheSync:
             raise ConfigError(f"readers must be a whole number >= 1, got {readers!r}")
         if not _finite(lock_ttl) or lock_ttl < 1:
             raise ConfigError(f"lock_ttl must be a finite number of seconds >= 1, got {lock_ttl!r}")
+        if not _finite(interval) or interval < 0:
+            raise ConfigError(f"interval must be a finite number of seconds >= 0, got {interval!r}")
         self.db = db
         self.cache = cache
         self.table = table
@@ -252,6 +259,9 @@ class CacheSync:
         self.server_side = server_side
         self.readers = readers
         self.progress = progress
+        self.interval = float(interval)
+        self.metrics_file = metrics_file
+        self._owned: tuple[DbClient | CacheClient, ...] = ()
         self._plan: TablePlan | None = None
         self._window: _Window | None = None
         self._process: bool | None = None
@@ -262,6 +272,48 @@ class CacheSync:
         )
 
     # public API -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        db: DbClient | None = None,
+        cache: CacheClient | None = None,
+        **overrides: Any,
+    ) -> CacheSync:
+        """The sync ``autoops-sync`` runs: the ``[sync]`` table (``table``, ``key``, ``columns``,
+        ..., ``interval``, ``metrics_file``; keyword arguments that are not None win) on ``db``
+        and ``cache``, or on clients built from ``[db]`` and ``[cache]`` (with ``[sync]``'s
+        ``namespace``) that :meth:`close` then closes."""
+        options = sync_settings(settings.section("sync"), overrides)
+        namespace = options.pop("namespace", None)
+        owned: list[DbClient | CacheClient] = []
+        try:
+            if db is None:
+                db = DbClient.from_config(settings=settings)
+                owned.append(db)
+            if cache is None:
+                cache = CacheClient.from_config(settings=settings, namespace=namespace)
+                owned.append(cache)
+            sync = cls(db, cache, **options)
+        except BaseException:
+            for client in owned:
+                client.close()
+            raise
+        sync._owned = tuple(owned)
+        return sync
+
+    def write_metrics(self, report: SyncReport | None) -> None:
+        """Write the Prometheus textfile ``metrics_file`` (if set) after a pass: ``report``, or
+        None for a pass that failed. A failed write is logged, not raised: the pass's outcome
+        stands."""
+        if self.metrics_file is None:
+            return
+        try:
+            write_textfile(self.metrics_file, sync_metrics(self.name, report, self.cache))
+        except (OSError, AutoOpsError) as exc:
+            log.error("cannot write metrics to %s: %s", self.metrics_file, exc)
 
     def plan(self) -> TablePlan:
         """The columns and SQL this sync uses, resolved against the table (cached)."""
@@ -293,7 +345,7 @@ class CacheSync:
 
     def run_forever(
         self,
-        interval: float = 60.0,
+        interval: float | None = None,
         *,
         jitter: float = 0.1,
         max_backoff: float = 900.0,
@@ -301,11 +353,13 @@ class CacheSync:
         on_report: Callable[[SyncReport], None] | None = None,
         handle_signals: bool = True,
     ) -> None:
-        """Run passes every ``interval`` seconds (± ``jitter`` as a fraction) until
+        """Run passes every ``interval`` seconds (default: the sync's ``interval``; ± ``jitter``
+        as a fraction) until
         :meth:`stop`, ``stop_event``, SIGINT or SIGTERM; a pass being stopped finishes its
         batch and commits its checkpoint. After a failure the wait doubles (from at least a
         second), up to ``max_backoff``. A :class:`ConfigError` is raised at once: retrying
         cannot fix it."""
+        interval = self.interval if interval is None else interval
         if not _finite(interval) or not interval >= 0 or not 0 <= jitter < 1:
             raise ConfigError(
                 "interval must be a finite number of seconds >= 0 and jitter from 0 up to 1"
@@ -358,9 +412,12 @@ class CacheSync:
         return read_sync_status(self.cache, self.name)
 
     def close(self) -> None:
-        """Stop the reader thread (the clients stay open: they are the caller's)."""
+        """Stop the reader threads, and close the clients :meth:`from_settings` built (clients
+        passed in stay open: they are the caller's)."""
         self._reader.shutdown(wait=True)
         self._page_readers.shutdown(wait=True)
+        for client in self._owned:
+            client.close()
 
     def __enter__(self) -> CacheSync:
         return self
@@ -658,7 +715,7 @@ class CacheSync:
     def _report(
         self,
         plan: TablePlan,
-        kind: str,
+        kind: SyncKind,
         counts: _Counts,
         clock: float,
         started: dt.datetime,
@@ -677,7 +734,7 @@ class CacheSync:
             duration_seconds=time.perf_counter() - clock,
             started_at=started,
             checkpoint=checkpoint,
-            completed=completed,
+            ok=completed,
             resumed=resumed,
             server_side=plan.server_side,
         )
