@@ -1,0 +1,48 @@
+"""Names renamed for one vocabulary across results still answer, warning with the new name."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+import autoops
+from autoops import CheckResult, CheckStatus
+from autoops._ssh import CommandResult
+
+
+def test_a_check_results_duration_is_duration_seconds() -> None:
+    result = CheckResult("db", "mysql", CheckStatus.OK, "up", duration_seconds=0.25)
+    with pytest.warns(
+        DeprecationWarning, match=r"CheckResult.duration is deprecated.*\.duration_seconds"
+    ):
+        assert result.duration == 0.25
+
+
+def test_a_check_result_is_ok_when_its_status_is() -> None:
+    assert CheckResult("db", "mysql", CheckStatus.OK, "up").ok
+    assert not CheckResult("db", "mysql", CheckStatus.WARNING, "slow").ok
+
+
+def test_a_remote_commands_duration_is_duration_seconds() -> None:
+    result = CommandResult("true", 0, "", "", duration_seconds=0.5)
+    with pytest.warns(
+        DeprecationWarning, match=r"CommandResult.duration is deprecated.*\.duration_seconds"
+    ):
+        assert result.duration == 0.5
+
+
+def test_a_sync_reports_completed_is_ok() -> None:
+    report = autoops.SyncReport(
+        name="users",
+        kind="full",
+        rows_read=1,
+        keys_written=1,
+        keys_deleted=0,
+        duration_seconds=0.1,
+        started_at=dt.datetime.now(dt.UTC),
+        checkpoint=None,
+        ok=False,
+    )
+    with pytest.warns(DeprecationWarning, match=r"SyncReport.completed .* SyncReport.ok"):
+        assert report.completed is False
