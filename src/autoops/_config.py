@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ._errors import ConfigError
@@ -130,7 +130,8 @@ REDIS_OPTIONS: Final[Mapping[str, Converter]] = MappingProxyType(
 )
 MEMORY_OPTIONS: Final[Mapping[str, Converter]] = MappingProxyType({})
 
-DB_SCHEMES: Final = {
+Dialect = Literal["mysql", "sqlite"]
+DB_SCHEMES: Final[Mapping[str, Dialect]] = {
     "mysql": "mysql",
     "mysql+pymysql": "mysql",
     "mariadb": "mysql",
@@ -271,7 +272,7 @@ class DbUrl:
     """A parsed database URL: ``mysql://user:pass@host:3306/db?charset=utf8mb4`` or
     ``sqlite:///relative.db`` / ``sqlite:////absolute.db``. Its repr hides the password."""
 
-    dialect: str
+    dialect: Dialect
     host: str = ""
     port: int = 0
     user: str = ""

@@ -15,7 +15,7 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ._config import REDACTED, Secret
+from ._config import REDACTED, Dialect, Secret
 
 if TYPE_CHECKING:
     import pymysql.connections
@@ -65,7 +65,7 @@ class DbConnectionSettings:
     hide the password.
     """
 
-    dialect: Literal["mysql", "sqlite"]
+    dialect: Dialect
     host: str = ""
     port: int = 0
     unix_socket: str | None = None

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar
 
-from .._config import DbUrl, Settings, load_settings
+from .._config import DbUrl, Dialect, Settings, load_settings
 from .._connection import DbConnectionSettings
 from .._display import html_table
 from .._errors import (
@@ -87,7 +87,7 @@ class DbClient(abc.ABC):
     own connection.
     """
 
-    dialect: ClassVar[str]
+    dialect: ClassVar[Dialect]
 
     def __init__(self, url: DbUrl, *, retry: RetryPolicy | None = None) -> None:
         self.url = url

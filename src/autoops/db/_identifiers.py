@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from .._config import Dialect
 from .._errors import ConfigError
 
 __all__ = ["quote_identifier"]
@@ -13,7 +14,7 @@ _PLAIN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,63}")
 _QUOTES: Final = {"mysql": "`", "sqlite": '"'}
 
 
-def quote_identifier(name: str, dialect: str = "mysql") -> str:
+def quote_identifier(name: str, dialect: Dialect = "mysql") -> str:
     """Quote a table or column name (``users`` -> ```users```), or a dotted ``schema.table``.
 
     Anything but letters, digits, ``_`` and ``$`` (starting with a letter or ``_``, at most 64
