@@ -12,6 +12,7 @@ import pytest
 
 import autoops
 from autoops import ConfigError, ConnectError, IntegrityError, QueryError
+from autoops.db._identifiers import quote_any_name
 
 CREATE = {
     "mysql": "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(10,2),"
@@ -244,3 +245,10 @@ def test_a_dialect_class_refuses_another_dialects_connection_settings(tmp_path: 
     settings = autoops.DbConnectionSettings(dialect="sqlite", path=str(tmp_path / "x.db"))
     with pytest.raises(ConfigError, match="MySQLClient cannot open"):
         autoops.MySQLClient.from_connection_settings(settings)
+
+
+def test_any_name_the_server_accepts_is_quoted_as_it_is(db: autoops.DbClient) -> None:
+    name = quote_any_name('order`items "2026".v1', db.dialect)
+    db.execute(f"CREATE TABLE {name} (id INT PRIMARY KEY)")
+    db.execute(f"INSERT INTO {name} (id) VALUES (%s)", [7])
+    assert db.query(f"SELECT id FROM {name}") == [{"id": 7}]
