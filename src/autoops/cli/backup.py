@@ -14,30 +14,30 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 from .._config import redact_url
 from .._errors import AutoOpsError, ConfigError
-from .._metrics import MetricSample, write_textfile
-from .._ssh import SshOptions
+from .._metrics import write_textfile
 from ..backup import (
     Backup,
     Backuper,
     Encryption,
-    LocalStorage,
     RetentionPolicy,
-    S3Storage,
-    SftpStorage,
-    Storage,
 )
-from ..backup._retention import parse_duration
+from ..backup._settings import (
+    KEEP_RULES,
+    backup_metrics,
+    backup_section,
+    encryption_from_settings,
+    retention_from_settings,
+    storage_from_settings,
+)
 from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, settings_from
 
 __all__ = ["main_backup", "main_backups", "main_restore"]
 
 log: Final = logging.getLogger("autoops.backup")
 EXIT_METRICS_NOT_WRITTEN: Final = 3
-_KEEP_RULES: Final = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 
 def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,22 +65,10 @@ def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _encryption(args: argparse.Namespace, section: dict[str, Any]) -> Encryption | None:
-    key_file = args.encryption_key or section.get("encryption_key")
-    variable = args.passphrase_env or section.get("encryption_passphrase_env")
-    if key_file and variable:
-        raise ConfigError("give an encryption key file or a passphrase variable, not both")
-    if key_file:
-        return Encryption.from_keyfile(str(key_file))
-    if variable:
-        return Encryption.from_environment(str(variable))
-    return None
-
-
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     units = {"hourly": "hours", "daily": "days", "weekly": "weeks (Mon-Sun)"}
     units.update(monthly="months", yearly="years")
-    for rule in _KEEP_RULES:
+    for rule in KEEP_RULES:
         text = (
             "keep the N newest backups"
             if rule == "last"
@@ -93,47 +81,8 @@ def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _policy(args: argparse.Namespace, section: dict[str, Any]) -> RetentionPolicy | None:
-    values = {f"keep_{rule}": getattr(args, f"keep_{rule}") for rule in _KEEP_RULES}
-    within_text = args.keep_within
-    if not any(values.values()) and within_text is None:
-        configured = {k: v for k, v in section.items() if k.startswith("keep_")}
-        if not configured:
-            return None
-        within_text = configured.pop("keep_within", None)
-        values = {f"keep_{rule}": configured.get(f"keep_{rule}", 0) for rule in _KEEP_RULES}
-    within = parse_duration(str(within_text)) if within_text is not None else None
-    return RetentionPolicy(**values, keep_within=within)
-
-
-def _storage(args: argparse.Namespace, section: dict[str, Any], *, create: bool) -> Storage:
-    """The storage named by --storage or [backup] storage; only a backup (``create``) makes a
-    missing directory, so a typo in a reading command is an error instead of an empty list."""
-    where = args.storage or section.get("storage")
-    if not where:
-        raise ConfigError(
-            "no backup storage: pass --storage DIR or sftp://user@host/path, or set "
-            '[backup] storage = "..." in autoops.toml'
-        )
-    where = str(where)
-    if where.startswith("sftp://"):
-        parts = urlsplit(where)
-        if not parts.hostname or not parts.path:
-            raise ConfigError(f"bad SFTP storage {where!r}: use sftp://user@host:22/path")
-        user = f"{unquote(parts.username)}@" if parts.username else ""
-        options = SshOptions(
-            key_filename=args.ssh_key or section.get("ssh_key"),
-            known_hosts=args.known_hosts or section.get("known_hosts"),
-        )
-        return SftpStorage(
-            f"{user}{parts.hostname}:{parts.port or 22}", parts.path, options=options, create=create
-        )
-    if where.startswith("s3://"):
-        return S3Storage.from_settings(where, section)
-    if "://" in where:
-        raise ConfigError(
-            f"unknown storage {where!r}: use a directory, sftp://user@host/path or s3://bucket/prefix"
-        )
-    return LocalStorage(where, create=create)
+    flags = {f"keep_{rule}": getattr(args, f"keep_{rule}") for rule in KEEP_RULES}
+    return retention_from_settings(section, {**flags, "keep_within": args.keep_within})
 
 
 @contextlib.contextmanager
@@ -151,69 +100,22 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-_TEXT_SETTINGS: Final = ("storage", "ssh_key", "known_hosts", "compression", "keep_within")
-
-
 def _section(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``[backup]`` table, each known key checked for its type, so a bad value is one
-    configuration error before anything runs rather than a traceback half way."""
-    settings = settings_from(args)
-    section = dict(settings.section("backup"))
-    where = f"[backup] in {settings.path}"
-    for key in _TEXT_SETTINGS:
-        if key in section and not isinstance(section[key], str):
-            raise ConfigError(
-                f"{where}: {key} must be a quoted string, got {section[key]!r}"
-                + (' (a duration like "7d")' if key == "keep_within" else "")
-            )
-    for rule in _KEEP_RULES:
-        value = section.get(f"keep_{rule}", 0)
-        # TOML's true is a bool, which Python would take for 1.
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{where}: keep_{rule} must be a whole number >= 0, got {value!r}")
+    """The checked ``[backup]`` table with the storage and encryption flags laid over it."""
+    section = backup_section(settings_from(args))
+    flags = {
+        "storage": args.storage,
+        "key_filename": args.ssh_key,
+        "known_hosts": args.known_hosts,
+        "encryption_key": args.encryption_key,
+        "encryption_passphrase_env": args.passphrase_env,
+    }
+    section.update({name: value for name, value in flags.items() if value is not None})
     return section
 
 
 def _metrics(path: str, backuper: Backuper, source: str, kind: str, succeeded: bool) -> None:
-    backups = [b for b in backuper.list(source) if b.status == "ok"]
-    labels = {"kind": kind, "source": source}
-    samples = [
-        MetricSample(
-            "autoops_backup_last_run_success",
-            "1 if the last backup run succeeded, else 0",
-            1.0 if succeeded else 0.0,
-            labels,
-        ),
-        MetricSample(
-            "autoops_backup_complete_backups",
-            "complete backups in the catalogue",
-            len(backups),
-            labels,
-        ),
-    ]
-    if backups:
-        newest = backups[-1]
-        samples += [
-            MetricSample(
-                "autoops_backup_last_success_timestamp_seconds",
-                "when the newest complete backup finished (Unix time)",
-                newest.finished_at.timestamp(),
-                labels,
-            ),
-            MetricSample(
-                "autoops_backup_last_size_bytes",
-                "size of the newest complete backup as stored",
-                newest.size,
-                labels,
-            ),
-            MetricSample(
-                "autoops_backup_last_duration_seconds",
-                "how long the newest complete backup took",
-                newest.duration,
-                labels,
-            ),
-        ]
-    write_textfile(path, samples)
+    write_textfile(path, backup_metrics(backuper, source, kind, succeeded=succeeded))
 
 
 # autoops-backup ---------------------------------------------------------------------------------
@@ -273,14 +175,14 @@ def _take(args: argparse.Namespace) -> int:
         raise ConfigError(f"unexpected argument {args.path!r}: PATH is for keygen only")
     section = _section(args)
     settings = settings_from(args)
-    encryption = _encryption(args, section)
+    encryption = encryption_from_settings(section)
     policy = _policy(args, section)  # checked before the backup runs, not after
     compression = args.compression or section.get("compression", "zstd")
     if args.kind == "redis":
         url = args.url or settings.require_cache_url()
     else:
         url = args.url or settings.require_db_url()
-    storage = _storage(args, section, create=True)
+    storage = storage_from_settings(section, create=True)
     try:
         backuper = Backuper(storage, compression=compression, encryption=encryption)
         backup = _take_backup(args, backuper, policy, url)
@@ -380,8 +282,8 @@ def _restore_parser() -> argparse.ArgumentParser:
 
 def _restore(args: argparse.Namespace) -> int:
     section = _section(args)
-    encryption = _encryption(args, section)
-    storage = _storage(args, section, create=False)
+    encryption = encryption_from_settings(section)
+    storage = storage_from_settings(section, create=False)
     try:
         backuper = Backuper(storage, encryption=encryption)
         backup = backuper.get(args.backup)
@@ -438,8 +340,8 @@ def _row(backup: Backup) -> str:
 
 def _backups(args: argparse.Namespace) -> int:
     section = _section(args)
-    encryption = _encryption(args, section)
-    storage = _storage(args, section, create=False)
+    encryption = encryption_from_settings(section)
+    storage = storage_from_settings(section, create=False)
     try:
         backuper = Backuper(storage, encryption=encryption)
         if args.action == "list":
