@@ -46,3 +46,26 @@ def test_a_sync_reports_completed_is_ok() -> None:
     )
     with pytest.warns(DeprecationWarning, match=r"SyncReport.completed .* SyncReport.ok"):
         assert report.completed is False
+
+
+def test_a_backups_duration_is_duration_seconds() -> None:
+    started = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    backup = autoops.Backup(
+        id="sqlite-app-20260501T120000Z",
+        kind="sqlite",
+        source="app.db",
+        started_at=started,
+        finished_at=started + dt.timedelta(seconds=90),
+        status="ok",
+        size=1,
+        sha256="0" * 64,
+        data_file="sqlite-app-20260501T120000Z.db.zst",
+        format="sqlite",
+        compression="zstd",
+        raw_size=1,
+    )
+    assert backup.ok
+    with pytest.warns(
+        DeprecationWarning, match=r"Backup.duration is deprecated.*\.duration_seconds"
+    ):
+        assert backup.duration == backup.duration_seconds == 90

@@ -23,7 +23,7 @@ from ..db import MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError, RestoreRefusedError
-from ._model import MANIFEST_SUFFIX, Backup, backup_list, utc_now
+from ._model import MANIFEST_SUFFIX, Backup, BackupKind, backup_list, utc_now
 from ._pipeline import read_ahead
 from ._retention import RetentionPlan, RetentionPolicy
 from ._storage import Storage, disk_error
@@ -160,7 +160,7 @@ class Backuper:
     def _store(
         self,
         *,
-        kind: str,
+        kind: BackupKind,
         source: str,
         data_format: str,
         chunks: Callable[[], Iterator[bytes]],
@@ -235,7 +235,7 @@ class Backuper:
             self.storage.location,
             format_bytes(backup.size),
             format_bytes(raw_size),
-            format_seconds(backup.duration),
+            format_seconds(backup.duration_seconds),
         )
         for warning in backup.warnings:
             log.warning("backup %s: %s", backup.id, warning)

@@ -168,7 +168,7 @@ def backup_metrics(
             (
                 "autoops_backup_last_duration_seconds",
                 "how long the newest complete backup took",
-                newest.duration,
+                newest.duration_seconds,
             ),
         ):
             samples.append(MetricSample(metric, help_text, value, labels))
