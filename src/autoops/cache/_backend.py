@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .._resp import pack_arguments
 from ._codec import Codec
-from ._resp import pack_arguments
 
 __all__ = ["CacheBackend", "FencedBatch"]
 

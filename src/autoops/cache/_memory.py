@@ -10,11 +10,11 @@ from typing import Any, Final
 
 from .._config import CacheUrl
 from .._errors import ConfigError
+from .._resp import unpack_arguments
 from .._retry import RetryPolicy
 from ._backend import FencedBatch
 from ._client import COMMON_OPTIONS, CacheClient
 from ._codec import Codec
-from ._resp import unpack_arguments
 
 __all__ = ["MemoryCache"]
 

@@ -13,11 +13,11 @@ from redis.retry import Retry
 from .._config import REDIS_OPTIONS, CacheUrl, Secret, convert_options
 from .._connection import CacheConnectionSettings, TlsSettings, VerifyMode
 from .._errors import AuthenticationError, CodecError, ConfigError, ConnectError, QueryError
+from .._resp import pack_arguments, pack_command, pack_header
 from .._retry import Failure, RetryPolicy
 from ._backend import FencedBatch
 from ._client import CacheClient, escape_glob
 from ._codec import Codec
-from ._resp import pack_arguments, pack_command
 
 __all__ = ["RedisCache"]
 
@@ -471,7 +471,7 @@ class RedisCache(CacheClient):
         count = len(head) + 2 * batch.item_count + len(batch.deletes) + 2 * len(batch.meta)
         command = b"".join(
             [
-                b"*%d\r\n" % count,
+                pack_header(count),
                 pack_arguments(head),
                 batch.packed_items,
                 pack_arguments([key.encode() for key in batch.deletes]),

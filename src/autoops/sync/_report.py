@@ -10,10 +10,11 @@ import orjson
 
 from .._deprecation import renamed
 from .._display import format_count, format_seconds, html_table
+from .._time import utc_now
 from ..cache import CacheBackend
 from ._plan import META_PREFIX
 
-__all__ = ["SyncReport", "SyncStatus", "meta_key", "read_sync_status", "utc_now"]
+__all__ = ["SyncReport", "SyncStatus", "meta_key", "read_sync_status"]
 
 SyncKind = Literal["full", "incremental", "reconcile"]
 
@@ -25,11 +26,6 @@ _LAST_PASS_FIELDS: Final = (
     "keys_deleted",
     "duration_seconds",
 )
-
-
-def utc_now() -> dt.datetime:
-    """The current time, aware, in UTC."""
-    return dt.datetime.now(dt.UTC)
 
 
 def meta_key(name: str, part: str) -> str:
