@@ -10,7 +10,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from .._display import format_bytes, format_seconds
 from .._errors import ConfigError
@@ -23,7 +23,7 @@ from ._compress import Compressor, decompressed_chunks, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError
-from ._model import MANIFEST_SUFFIX, Backup, backup_list
+from ._model import MANIFEST_SUFFIX, Backup, Definer, backup_list
 from ._mysql import MySQLEngine, mysql_client
 from ._redis_link import redis_client
 from ._redis_logical import LogicalEngine
@@ -268,7 +268,7 @@ class Backuper:
         db: MySQLClient | str,
         *,
         replace: bool = False,
-        definer: str = "keep",
+        definer: Definer = "keep",
     ) -> None:
         """Load a MySQL backup into the client's database (which must be empty unless
         ``replace``), streaming through the ``mariadb``/``mysql`` client. ``definer="strip"``
@@ -282,7 +282,7 @@ class Backuper:
         self,
         cache: CacheClient | str,
         *,
-        mode: str = "rdb",
+        mode: Literal["rdb", "logical"] = "rdb",
         pattern: str | None = None,
         timeout: float = 60.0,
     ) -> Backup:
@@ -351,7 +351,9 @@ class Backuper:
                 self.storage.open(backup.data_file), backup.data_file
             )
 
-    def verify(self, backup: Backup, *, restore_test: Any = False) -> Backup:
+    def verify(
+        self, backup: Backup, *, restore_test: MySQLClient | CacheClient | str | bool | None = False
+    ) -> Backup:
         """Check a backup's size and SHA-256 and that it decompresses whole; with
         ``restore_test`` also restore it into scratch space and compare with the manifest:
         a MySQL client or URL (a scratch ``autoops_verify_*`` database is made and dropped), a

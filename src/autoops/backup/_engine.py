@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._progress import Progress
-from ._model import Backup, BackupKind
+from ._model import Backup, BackupKind, Definer
 
 __all__ = ["BackupEngine", "Capture", "RestoreJob"]
 
@@ -41,7 +41,7 @@ class RestoreJob:
     check_stored: Callable[[], None]
     progress: Callable[[], Progress]
     replace: bool = False
-    definer: str = "keep"
+    definer: Definer = "keep"
 
 
 class BackupEngine(ABC):

@@ -13,10 +13,20 @@ from .._deprecation import renamed
 from .._display import Numeric, ResultList, format_bytes, html_table
 from ._errors import BackupError
 
-__all__ = ["MANIFEST_SUFFIX", "Backup", "BackupKind", "BackupStatus", "TableStats", "backup_list"]
+__all__ = [
+    "MANIFEST_SUFFIX",
+    "Backup",
+    "BackupKind",
+    "BackupStatus",
+    "Definer",
+    "TableStats",
+    "backup_list",
+]
 
 BackupKind = Literal["mysql", "redis", "sqlite"]
 BackupStatus = Literal["ok", "corrupt"]
+# Who owns restored views, triggers and routines: their original DEFINER, or the restoring account.
+Definer = Literal["keep", "strip"]
 
 MANIFEST_SUFFIX: Final = ".manifest.json"
 MANIFEST_VERSION: Final = 1
