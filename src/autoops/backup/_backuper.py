@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from .._config import Settings
 from .._display import format_bytes, format_seconds
 from .._errors import ConfigError
 from .._pipeline import read_ahead
@@ -29,6 +30,12 @@ from ._redis_link import redis_client
 from ._redis_logical import LogicalEngine
 from ._redis_rdb import RdbEngine
 from ._retention import RetentionPlan, RetentionPolicy
+from ._settings import (
+    backup_section,
+    encryption_from_settings,
+    retention_from_settings,
+    storage_from_settings,
+)
 from ._sqlite import SQLiteEngine
 from ._storage import Storage
 
@@ -98,6 +105,7 @@ class Backuper:
         compression_level: int | None = None,
         progress: bool | None = None,
         encryption: Encryption | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         Compressor(compression, compression_level)  # validates the choice early
         self.storage = storage
@@ -105,6 +113,33 @@ class Backuper:
         self.compression = compression
         self.compression_level = compression_level
         self.progress = progress
+        self.retention = retention
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, create: bool = True, **overrides: Any
+    ) -> Backuper:
+        """The Backuper ``autoops-backup`` builds from ``[backup]``: its ``storage`` (a
+        directory, ``sftp://`` with ``key_filename`` and ``known_hosts``, or ``s3://`` with the
+        S3 keys), ``encryption_key`` or ``encryption_passphrase_env``, ``compression``, and the
+        ``keep_*`` rules as :attr:`retention`; keyword arguments that are not None win over the
+        table's keys. ``create`` makes a missing local directory (a backup does; a command that
+        only reads must not). Close ``backuper.storage`` when done."""
+        section = backup_section(settings)
+        section.update({key: value for key, value in overrides.items() if value is not None})
+        retention = retention_from_settings(section)  # checked before anything is opened
+        encryption = encryption_from_settings(section)
+        storage = storage_from_settings(section, create=create)
+        try:
+            return cls(
+                storage,
+                compression=section.get("compression", "zstd"),
+                encryption=encryption,
+                retention=retention,
+            )
+        except BaseException:
+            storage.close()
+            raise
 
     # catalogue ------------------------------------------------------------------------------
 
@@ -392,11 +427,21 @@ class Backuper:
     # retention ------------------------------------------------------------------------------
 
     def prune(
-        self, policy: RetentionPolicy, *, source: str | None = None, dry_run: bool = False
+        self,
+        policy: RetentionPolicy | None = None,
+        *,
+        source: str | None = None,
+        dry_run: bool = False,
     ) -> RetentionPlan:
-        """Apply ``policy`` per source (or to one ``source``) and remove what it does not keep,
-        manifest first; with ``dry_run`` only return the plan. A source whose newest backup is
-        not verified keeps everything (see :class:`RetentionPolicy`)."""
+        """Apply ``policy`` (default: :attr:`retention`) per source (or to one ``source``) and
+        remove what it does not keep, manifest first; with ``dry_run`` only return the plan. A
+        source whose newest backup is not verified keeps everything (see
+        :class:`RetentionPolicy`)."""
+        policy = policy if policy is not None else self.retention
+        if policy is None:
+            raise ConfigError(
+                "prune needs a retention policy: pass one, or set keep_* keys in [backup]"
+            )
         plan = policy.plan(self.list(source))
         if not dry_run:
             self.storage.clean_partials()

@@ -27,10 +27,7 @@ from ..backup import (
 from ..backup._settings import (
     KEEP_RULES,
     backup_metrics,
-    backup_section,
-    encryption_from_settings,
     retention_from_settings,
-    storage_from_settings,
 )
 from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, settings_from
 
@@ -80,9 +77,10 @@ def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _policy(args: argparse.Namespace, section: dict[str, Any]) -> RetentionPolicy | None:
+def _flag_policy(args: argparse.Namespace) -> RetentionPolicy | None:
+    """The policy of the --keep-* flags (it replaces [backup]'s keep_* whole), or None."""
     flags = {f"keep_{rule}": getattr(args, f"keep_{rule}") for rule in KEEP_RULES}
-    return retention_from_settings(section, {**flags, "keep_within": args.keep_within})
+    return retention_from_settings({}, {**flags, "keep_within": args.keep_within})
 
 
 @contextlib.contextmanager
@@ -100,18 +98,20 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _section(args: argparse.Namespace) -> dict[str, Any]:
-    """The checked ``[backup]`` table with the storage and encryption flags laid over it."""
-    section = backup_section(settings_from(args))
-    flags = {
-        "storage": args.storage,
-        "key_filename": args.ssh_key,
-        "known_hosts": args.known_hosts,
-        "encryption_key": args.encryption_key,
-        "encryption_passphrase_env": args.passphrase_env,
-    }
-    section.update({name: value for name, value in flags.items() if value is not None})
-    return section
+def _backuper(
+    args: argparse.Namespace, *, create: bool, compression: str | None = None
+) -> Backuper:
+    """:meth:`Backuper.from_settings` with the storage and encryption flags over ``[backup]``."""
+    return Backuper.from_settings(
+        settings_from(args),
+        create=create,
+        storage=args.storage,
+        key_filename=args.ssh_key,
+        known_hosts=args.known_hosts,
+        encryption_key=args.encryption_key,
+        encryption_passphrase_env=args.passphrase_env,
+        compression=compression,
+    )
 
 
 def _metrics(path: str, backuper: Backuper, source: str, kind: str, succeeded: bool) -> None:
@@ -173,18 +173,16 @@ def _take(args: argparse.Namespace) -> int:
         return _keygen(args.path)
     if args.path is not None:
         raise ConfigError(f"unexpected argument {args.path!r}: PATH is for keygen only")
-    section = _section(args)
     settings = settings_from(args)
-    encryption = encryption_from_settings(section)
-    policy = _policy(args, section)  # checked before the backup runs, not after
-    compression = args.compression or section.get("compression", "zstd")
+    flag_policy = _flag_policy(args)  # checked before the backup runs, not after
     if args.kind == "redis":
         url = args.url or settings.require_cache_url()
     else:
         url = args.url or settings.require_db_url()
-    storage = storage_from_settings(section, create=True)
+    backuper = _backuper(args, create=True, compression=args.compression)
+    storage = backuper.storage
     try:
-        backuper = Backuper(storage, compression=compression, encryption=encryption)
+        policy = flag_policy if flag_policy is not None else backuper.retention
         backup = _take_backup(args, backuper, policy, url)
         if not args.metrics_file:
             return EXIT_OK
@@ -281,11 +279,8 @@ def _restore_parser() -> argparse.ArgumentParser:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    section = _section(args)
-    encryption = encryption_from_settings(section)
-    storage = storage_from_settings(section, create=False)
+    backuper = _backuper(args, create=False)
     try:
-        backuper = Backuper(storage, encryption=encryption)
         backup = backuper.get(args.backup)
         if backup.kind == "mysql":
             backuper.restore_mysql(backup, args.url, replace=args.replace, definer=args.definer)
@@ -295,7 +290,7 @@ def _restore(args: argparse.Namespace) -> int:
             backuper.restore_sqlite(backup, args.url, replace=args.replace)
         log.info("restored %s into %s", backup.id, redact_url(args.url))
     finally:
-        storage.close()
+        backuper.storage.close()
     return EXIT_OK
 
 
@@ -339,11 +334,8 @@ def _row(backup: Backup) -> str:
 
 
 def _backups(args: argparse.Namespace) -> int:
-    section = _section(args)
-    encryption = encryption_from_settings(section)
-    storage = storage_from_settings(section, create=False)
+    backuper = _backuper(args, create=False)
     try:
-        backuper = Backuper(storage, encryption=encryption)
         if args.action == "list":
             for backup in backuper.list(args.source):
                 print(backup.to_json().decode().replace("\n", "") if args.json else _row(backup))
@@ -362,7 +354,8 @@ def _backups(args: argparse.Namespace) -> int:
                     failed += 1
                     print(f"FAILED   {backup.id}: {exc}")
             return EXIT_FAILURE if failed else EXIT_OK
-        policy = _policy(args, section)
+        policy = _flag_policy(args)
+        policy = policy if policy is not None else backuper.retention
         if policy is None:
             raise ConfigError("prune needs a policy: --keep-daily 7 ... or [backup] keep_* keys")
         plan = backuper.prune(policy, source=args.source, dry_run=args.dry_run)
@@ -373,7 +366,7 @@ def _backups(args: argparse.Namespace) -> int:
                 log.info("%s", line)
         return EXIT_OK
     finally:
-        storage.close()
+        backuper.storage.close()
 
 
 def main_backups(argv: Sequence[str] | None = None) -> int:
