@@ -69,3 +69,12 @@ def test_a_backups_duration_is_duration_seconds() -> None:
         DeprecationWarning, match=r"Backup.duration is deprecated.*\.duration_seconds"
     ):
         assert backup.duration == backup.duration_seconds == 90
+
+
+def test_a_deploys_seconds_are_duration_seconds() -> None:
+    host = autoops.HostDeployResult("web1", timings={"upload": 1.5, "switch": 0.5})
+    result = autoops.DeployResult("deploy", "r1", [host], duration_seconds=2.5)
+    with pytest.warns(DeprecationWarning, match=r"DeployResult.seconds is deprecated"):
+        assert result.seconds == 2.5
+    with pytest.warns(DeprecationWarning, match=r"HostDeployResult.total_seconds is deprecated"):
+        assert host.total_seconds == host.duration_seconds == 2.0
