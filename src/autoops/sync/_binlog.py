@@ -23,14 +23,13 @@ import pymysql
 
 from .._errors import AutoOpsError, ConfigError, ConnectError, LockHeldError
 from .._progress import Progress
-from .._resp import pack_arguments
 from .._time import utc_now
-from ..cache import JsonCodec, RedisCache
+from ..cache import FencedBatch, JsonCodec
 from ._binlog_stream import BinlogPosition, BinlogReader, EndOfLog, Transaction
 from ._checkpoint import lost_lock
 from ._lock import SyncLock
 from ._plan import TablePlan, quote_name
-from ._report import SyncReport
+from ._report import SyncKind, SyncReport
 
 if TYPE_CHECKING:
     from ._sync import CacheSync
@@ -335,8 +334,8 @@ class BinlogSync:
 
     def _starting_point(
         self, lock: SyncLock, full: bool, counts: _Counts
-    ) -> tuple[BinlogPosition, str]:
-        checkpoint_data, marker = self.sync.cache._get_many(
+    ) -> tuple[BinlogPosition, SyncKind]:
+        checkpoint_data, marker = self.sync.cache.get_many_raw(
             [self._meta("checkpoint"), self._meta("full-pass")]
         )
         record = orjson.loads(checkpoint_data) if checkpoint_data is not None else None
@@ -466,7 +465,7 @@ class BinlogSync:
         prefix = sync.cache.key(sync.template.prefix)
         namespace = len(sync.cache.key(""))
         gone: list[str] = []
-        for keys in sync.cache._scan_prefix(prefix, 10_000):
+        for keys in sync.cache.scan_prefix(prefix, 10_000):
             for raw in keys:
                 name = raw.decode()
                 value = sync.template.primary_key_of(name[namespace:], plan.primary_key.integer)
@@ -524,7 +523,7 @@ class BinlogSync:
         counts: _Counts,
         interval: float,
         on_report: Callable[[SyncReport], None] | None,
-        kind: str,
+        kind: SyncKind,
         progressed: threading.Event,
     ) -> None:
         applier = _Applier(self, lock, counts, start, progressed=progressed)
@@ -569,19 +568,8 @@ class BinlogSync:
         meta: list[tuple[str, bytes]],
     ) -> None:
         cache = self.sync.cache
-        if isinstance(cache, RedisCache):
-            ok = cache.write_fenced_packed(
-                lock.fence,
-                pack_arguments([part for key, value in items for part in (key.encode(), value)]),
-                len(items),
-                self.sync.ttl_ms,
-                pack_arguments([key.encode() for key in deletes]),
-                len(deletes),
-                meta,
-            )
-        else:
-            ok = cache._write_fenced(lock.fence, items, self.sync.ttl_ms, deletes, meta)
-        if not ok:
+        batch = FencedBatch.from_items(lock.fence, items, self.sync.ttl_ms, deletes, meta)
+        if not cache.write_fenced(batch):
             lost_lock(cache, lock, self.sync.name)
 
     def _checkpoint_record(self, position: BinlogPosition, behind: int | None) -> bytes:
@@ -622,7 +610,7 @@ class BinlogSync:
 
     def _report(
         self,
-        kind: str,
+        kind: SyncKind,
         counts: _Counts,
         clock: float,
         started: dt.datetime,
@@ -649,7 +637,7 @@ class BinlogSync:
             duration_seconds=time.perf_counter() - clock,
             started_at=started,
             checkpoint=None if position is None else str(position),
-            completed=completed,
+            ok=completed,
             events_read=counts.events,
             behind_bytes=behind,
             binlog_lag_seconds=lag,
