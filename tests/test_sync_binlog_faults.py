@@ -305,3 +305,19 @@ def test_a_checkpoint_purged_from_the_log_is_a_clear_error_naming_full(
     assert report.kind == "snapshot"
     assert cache.get("users:3")["username"] == "lost"
     assert equal(users, cache)
+
+
+def test_an_idle_table_followed_by_run_forever_never_shows_lag(
+    server: MariaDbInstance, users: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    sync = binlog_sync(users, cache)
+    check = autoops.SyncLagCheck("users", lambda: autoops.read_sync_status(cache, "users"))
+    with Follower(sync):
+        wait_until(lambda: sync.status().behind_bytes == 0)
+        time.sleep(6)  # nothing is written meanwhile
+        status = sync.status()
+        result = check.run()
+    lag = status.lag_seconds()
+    assert lag is not None
+    assert lag < 5  # refreshed while idle, not the 6 s since the last change
+    assert result.status is autoops.CheckStatus.OK, result.summary
