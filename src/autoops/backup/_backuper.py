@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import dataclasses
 import logging
@@ -20,11 +21,13 @@ from .._errors import ConfigError
 from .._progress import Progress
 from ..cache import CacheClient
 from ..db import MySQLClient, SQLiteClient
+from ._binlogs import ArchivedBinlog
 from ._compress import Compressor, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError, RestoreRefusedError
 from ._model import MANIFEST_SUFFIX, Backup, backup_list, utc_now
 from ._pipeline import read_ahead
+from ._pitr import BinlogPosition
 from ._retention import RetentionPlan, RetentionPolicy
 from ._storage import Storage, disk_error
 
@@ -282,18 +285,27 @@ class Backuper:
         *,
         replace: bool = False,
         definer: str = "keep",
+        until: datetime | BinlogPosition | str | None = None,
     ) -> None:
         """Load a MySQL backup into the client's database (which must be empty unless
         ``replace``), streaming through the ``mariadb``/``mysql`` client. ``definer="strip"``
         drops the ``DEFINER`` of views, triggers, routines and events so the restoring account
-        owns them (for a server where the original accounts do not exist)."""
+        owns them (for a server where the original accounts do not exist). With ``until`` (a
+        datetime, a :class:`BinlogPosition` or a GTID) the archived binary logs are then replayed
+        from the backup's position up to it (see :meth:`archive_binlogs`)."""
         from ._mysql import DEFINER_POLICIES, restore_stream, rewrite_definitions, source_database
 
         _expect_kind(backup, "mysql")
         backup = self._unsealed(backup)
         if definer not in DEFINER_POLICIES:
             raise ConfigError(f"unknown definer policy {definer!r}; use 'keep' or 'strip'")
-        with _mysql_client(db) as client:
+        with _mysql_client(db) as client, contextlib.ExitStack() as stack:
+            replay = None
+            if until is not None:
+                from ._pitr import prepare_replay
+
+                replay = prepare_replay(self, backup, until)
+                stack.callback(replay.close)
             self._check_stored(backup)
             with self._progress(f"restore {backup.id}") as progress:
                 chunks = self._chunks_of(backup)
@@ -306,6 +318,40 @@ class Backuper:
                         rename=rename if rename[0] != rename[1] else None,
                     )
                 restore_stream(chunks, client, replace=replace, progress=progress)
+            if replay is not None:
+                replay.apply(client, source_database(backup.source))
+
+    def archive_binlogs(self, db: MySQLClient | str) -> builtins.list[ArchivedBinlog]:
+        """Copy the server's binary logs that are new or have grown since the last run into the
+        storage (the active one up to its current end, replaced by later runs until the server
+        closes it); returns what this run wrote. Point-in-time recovery reaches as far as the
+        last run."""
+        from ._binlogs import archive_binlogs
+
+        with _mysql_client(db) as client:
+            return archive_binlogs(self, client)
+
+    def binlogs(self, source: str | None = None) -> builtins.list[ArchivedBinlog]:
+        """The archived binary logs (of one server, ``mysql://host:port``), oldest first."""
+        from ._binlogs import binlog_list, list_binlogs
+
+        return binlog_list(list_binlogs(self.storage, source))
+
+    def backup_before(
+        self, until: datetime | BinlogPosition | str, source: str | None = None
+    ) -> Backup:
+        """The newest complete MySQL backup (of ``source``) from which the archived binary logs
+        can reach ``until``: the starting point of a point-in-time restore."""
+        from ._pitr import backup_before
+
+        backups = [self._unsealed(b) if self.encryption else b for b in self.list(source)]
+        mysql_sources = {b.source for b in backups if b.kind == "mysql"}
+        if source is None and len(mysql_sources) > 1:
+            raise ConfigError(
+                "backups of several MySQL databases are stored here: name the one to restore "
+                f"(source=, --source): {', '.join(sorted(mysql_sources))}"
+            )
+        return backup_before(backups, until)
 
     def _test_restore_mysql(self, backup: Backup, server: MySQLClient | str) -> None:
         from ..db import DbClient
@@ -611,13 +657,30 @@ class Backuper:
         """Apply ``policy`` per source (or to one ``source``) and remove what it does not keep,
         manifest first; with ``dry_run`` only return the plan. A source whose newest backup is
         not verified keeps everything (see :class:`RetentionPolicy`)."""
-        plan = policy.plan(self.list(source))
+        from ._binlogs import list_binlogs, unneeded
+
+        everything = self.list()
+        plan = policy.plan(b for b in everything if source is None or b.source == source)
+        removed = {b.id for b in plan.remove}
+        kept = [self._readable(b) for b in everything if b.id not in removed]
+        plan = dataclasses.replace(plan, binlogs=unneeded(list_binlogs(self.storage), kept))
         if not dry_run:
             self.storage.clean_partials()
             for backup in plan.remove:
                 self.delete(backup)
                 log.info("pruned backup %s of %s", backup.id, backup.source)
+            for archive in plan.binlogs:
+                self.storage.delete(archive.manifest_file)
+                self.storage.delete(archive.data_file)
+                log.info("pruned binlog %s of %s", archive.server_file, archive.source)
         return plan
+
+    def _readable(self, backup: Backup) -> Backup:
+        """The backup unsealed when the key is at hand, else as listed (its position hidden)."""
+        if "sealed" in backup.options and self.encryption is not None:
+            with contextlib.suppress(EncryptionKeyError):
+                return self._unsealed(backup)
+        return backup
 
     def _update(self, backup: Backup) -> None:
         self.storage.write_bytes(backup.manifest_file, self._sealed(backup))
