@@ -6,12 +6,18 @@ each test works in a database and a storage of its own.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pymysql
 import pytest
@@ -235,3 +241,263 @@ def test_an_archive_that_does_not_reach_until_is_refused(
 
     with pytest.raises(BinlogGapError, match="run autoops-backup binlogs"):
         backuper.restore_mysql(full, _target(server, database), until=until)
+
+
+def test_an_archiver_killed_mid_file_resumes_without_a_hole(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    url = _url(server, database)
+    with server.connect().cursor() as cursor:
+        cursor.execute(f"USE `{database}`")
+        cursor.execute("CREATE TABLE big (id INT PRIMARY KEY, pad LONGTEXT)")
+        # Random text compresses poorly, so the copy takes long enough to be killed in.
+        for start in range(0, 40, 4):
+            cursor.executemany(
+                "INSERT INTO big VALUES (%s, %s)",
+                [(n, os.urandom(250_000).hex()) for n in range(start, start + 4)],
+            )
+        cursor.execute("SHOW MASTER STATUS")
+        big_file = cursor.fetchone()["File"]
+    _flush(server)
+    archiver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, autoops; "
+            "autoops.Backuper(autoops.LocalStorage(sys.argv[1])).archive_binlogs(sys.argv[2])",
+            str(store),
+            url,
+        ],
+    )
+    copies = Path(os.environ.get("TMPDIR", "/tmp"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and archiver.poll() is None:
+        started = list(copies.glob(f"autoops-binlog-{archiver.pid}-*/{big_file}"))
+        if started or any(p.name.endswith(".partial") for p in store.glob("*")):
+            archiver.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    assert archiver.wait() == -signal.SIGKILL
+    backuper = autoops.Backuper(autoops.LocalStorage(store))
+    assert big_file not in {a.server_file for a in backuper.binlogs()}
+
+    backuper.archive_binlogs(url)
+
+    assert not [p for p in store.iterdir() if p.name.endswith(".partial")]
+    assert not list(copies.glob(f"autoops-binlog-{archiver.pid}-*"))
+    with server.connect().cursor() as cursor:
+        cursor.execute("SHOW BINARY LOGS")
+        on_server = {row["Log_name"]: int(row["File_size"]) for row in cursor.fetchall()}
+    archived = {a.server_file: a for a in backuper.binlogs()}
+    assert {name: archived[name].end_position for name in on_server} == on_server
+    from autoops.backup._binlogs import chunks_of
+
+    copy = b"".join(chunks_of(backuper, archived[big_file]))
+    assert copy == (server.datadir / big_file).read_bytes()
+
+
+def test_retention_keeps_the_binlogs_from_the_oldest_kept_backup_on(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    writer = _writer(server, database)
+    backups = []
+    for batch in "abc":
+        _insert(writer, batch, 5)
+        backups.append(backuper.backup_mysql(_url(server, database)))
+        _flush(server)
+    backuper.archive_binlogs(_url(server, database))
+    before = [a.server_file for a in backuper.binlogs()]
+    needed_from = backups[1].position["binlog_file"]
+    assert before[0] < backups[0].position["binlog_file"] < needed_from
+
+    plan = backuper.prune(autoops.RetentionPolicy(keep_last=2), dry_run=True)
+    assert [b.id for b in plan.remove] == [backups[0].id]
+    assert [a.server_file for a in plan.binlogs] == [f for f in before if f < needed_from]
+    assert [line for line in plan.lines() if "binlog" in line]
+    assert [a.server_file for a in backuper.binlogs()] == before
+
+    backuper.prune(autoops.RetentionPolicy(keep_last=2))
+
+    assert [a.server_file for a in backuper.binlogs()] == [f for f in before if f >= needed_from]
+    names = {p.name for p in (tmp_path / "store").iterdir()}
+    assert {a.data_file for a in backuper.binlogs()} == {n for n in names if ".binlog.zst" in n}
+
+
+def test_passwords_never_reach_argv_the_environment_or_messages(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    user = f"pitr_{secrets.token_hex(3)}"
+    password = f"s3cret-{secrets.token_hex(4)}"
+    with server.connect().cursor() as cursor:
+        cursor.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+        cursor.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%'")
+    url = f"mysql://{user}:{password}@127.0.0.1:{server.port}/{database}"
+    target = _target(server, database).replace("root@", f"{user}:{password}@")
+    leaks: list[str] = []
+    tools_seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    argv = (entry / "cmdline").read_bytes()
+                    environment = (entry / "environ").read_bytes()
+                except OSError:
+                    continue
+                if b"mariadb" in argv:
+                    tools_seen.add(argv.split(b"\0")[0].decode(errors="replace"))
+                if password.encode() in argv + environment:
+                    leaks.append(argv.decode(errors="replace"))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+        full = backuper.backup_mysql(url)
+        _insert(_writer(server, database), "a", 5)
+        backuper.archive_binlogs(url)
+        until = _next_second()
+        backuper.archive_binlogs(url)
+        backuper.restore_mysql(full, target, until=until)
+        with pytest.raises(autoops.AutoOpsError) as refused:
+            backuper.archive_binlogs(url.replace(password, password + "-wrong"))
+    finally:
+        stop.set()
+        watcher.join()
+    assert leaks == []
+    assert any("mariadb-binlog" in tool for tool in tools_seen), tools_seen
+    assert password not in str(refused.value)
+    assert "Access denied" in str(refused.value)
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "store").glob("*.json"))
+    assert password.encode() not in stored
+    assert _rows(server, f"{database}_restored") == {"a": 5}
+
+
+def test_encrypted_binlogs_restore_with_the_key_and_refuse_without_it(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    key = autoops.Encryption.generate_key(tmp_path / "backup.key")
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"), encryption=key)
+    full = backuper.backup_mysql(_url(server, database))
+    _insert(_writer(server, database), "a", 5)
+    backuper.archive_binlogs(_url(server, database))
+    until = _next_second()
+    backuper.archive_binlogs(_url(server, database))
+    assert all(a.data_file.endswith(".binlog.zst.age") for a in backuper.binlogs())
+    keyless = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    sealed = keyless.get(full.id)
+
+    with pytest.raises(autoops.EncryptionKeyError):
+        keyless.restore_mysql(sealed, _target(server, database), until=until)
+    assert _tables(server, f"{database}_restored") == []
+
+    backuper.restore_mysql(full, _target(server, database), until=until)
+    assert _rows(server, f"{database}_restored") == {"a": 5}
+
+
+def test_a_fraction_of_a_second_is_refused(tmp_path: Path) -> None:
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    with pytest.raises(autoops.ConfigError, match="whole second"):
+        backuper.backup_before(datetime(2026, 11, 30, 10, 15, 0, 500000, tzinfo=UTC))
+
+
+# the commands ----------------------------------------------------------------------------------
+
+
+def _command(name: str, *args: str, tz: str = "UTC") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUTOOPS_PROGRESS": "0", "TZ": tz}
+    env.pop("AUTOOPS_CONFIG", None)
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    return subprocess.run(
+        [sys.executable, str(scripts / name), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+def test_restore_command_reads_a_naive_until_in_the_local_time_zone(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "store")
+    url = _url(server, database)
+    assert _command("autoops-backup", "mysql", "--url", url, "--storage", store).returncode == 0
+    _insert(_writer(server, database), "a", 5)
+    local = _next_second()
+    _insert(_writer(server, database), "b", 5)
+    archived = _command("autoops-backup", "binlogs", "--url", url, "--storage", store)
+    assert (archived.returncode, archived.stdout, archived.stderr) == (0, "", "")
+    zone = "America/New_York"
+    until = local.astimezone().astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+
+    restored = _command(
+        "autoops-restore", "--until", until, "--url", _target(server, database),
+        "--storage", store, tz=zone,
+    )  # fmt: skip
+
+    assert (restored.returncode, restored.stderr) == (0, "")
+    assert _rows(server, f"{database}_restored") == {"a": 5}
+    listing = _command("autoops-backups", "list", "--storage", store)
+    assert any(" binlog " in line and "active" in line for line in listing.stdout.splitlines())
+
+
+def test_a_gap_makes_the_restore_command_fail_naming_the_file(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    backuper = autoops.Backuper(autoops.LocalStorage(store))
+    full = backuper.backup_mysql(_url(server, database))
+    _flush(server)
+    _flush(server)
+    backuper.archive_binlogs(_url(server, database))
+    gone = backuper.binlogs()[-2]
+    (store / gone.manifest_file).unlink()
+
+    result = _command(
+        "autoops-restore", full.id, "--until", datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        "--url", _target(server, database), "--storage", str(store),
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert f"{gone.server_file} is missing" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_follow_keeps_archiving_until_sigterm(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    env = {**os.environ, "AUTOOPS_PROGRESS": "0"}
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    follower = subprocess.Popen(
+        [
+            sys.executable, str(scripts / "autoops-backup"), "binlogs", "--follow",
+            "--interval", "0.2", "--url", _url(server, database), "--storage", str(store),
+        ],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    backuper = autoops.Backuper(autoops.LocalStorage(store))
+    try:
+        _insert(_writer(server, database), "a", 3)
+        with server.connect().cursor() as cursor:
+            cursor.execute("SHOW MASTER STATUS")
+            status = cursor.fetchone()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            reached = {a.server_file: a.end_position for a in backuper.binlogs()}
+            if reached.get(status["File"], 0) >= status["Position"]:
+                break
+            time.sleep(0.1)
+        assert reached.get(status["File"], 0) >= status["Position"]
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        _, stderr = follower.communicate(timeout=30)
+    assert follower.returncode == 130, stderr

@@ -443,6 +443,8 @@ def archive_binlogs(backuper: Backuper, db: MySQLClient) -> list[ArchivedBinlog]
     storage = backuper.storage
     source = server_source(dump_source(db))
     storage.clean_partials()
+    # What the server had written before this instant is in the files listed after it.
+    run_started = utc_now()
     files = _server_files(db, source)
     archived = {a.server_file: a for a in list_binlogs(storage, source)}
     if archived and files:
@@ -469,6 +471,9 @@ def archive_binlogs(backuper: Backuper, db: MySQLClient) -> list[ArchivedBinlog]
                 written.append(closed)
                 continue
             if active and previous.end_position >= server_size:
+                # Unchanged, but the archive now reaches this run: the recovery point moves.
+                touched = replace(previous, archived_at=run_started)
+                storage.write_bytes(touched.manifest_file, touched.to_json())
                 continue
         written.append(_archive_one(backuper, db, source, server_file, complete=not active))
     for archive in written:

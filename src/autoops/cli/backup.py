@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
@@ -21,6 +22,7 @@ from .._errors import AutoOpsError, ConfigError
 from .._metrics import MetricSample, write_textfile
 from .._ssh import SshOptions
 from ..backup import (
+    ArchivedBinlog,
     Backup,
     Backuper,
     Encryption,
@@ -30,6 +32,7 @@ from ..backup import (
     SftpStorage,
     Storage,
 )
+from ..backup._binlogs import server_source
 from ..backup._retention import parse_duration
 from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, settings_from
 
@@ -230,8 +233,9 @@ def _backup_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "kind",
-        choices=["mysql", "redis", "sqlite", "keygen"],
-        help="what to back up, or keygen to write a new encryption key file to PATH",
+        choices=["mysql", "redis", "sqlite", "binlogs", "keygen"],
+        help="what to back up (binlogs: archive a MySQL/MariaDB server's binary logs for "
+        "point-in-time recovery), or keygen to write a new encryption key file to PATH",
     )
     parser.add_argument("path", nargs="?", metavar="PATH", help="keygen: the key file to write")
     parser.add_argument(
@@ -247,6 +251,18 @@ def _backup_parser() -> argparse.ArgumentParser:
         metavar="TARGET",
         help="after the backup, test-restore it: a mysql:// server URL (scratch database), a "
         "redis:// URL of an empty db, or 'local' for an RDB snapshot or SQLite",
+    )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="binlogs: keep running, archiving every --interval seconds, until SIGTERM",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="binlogs --follow: seconds between archive runs, the recovery point's lag (60)",
     )
     _add_policy_arguments(parser)
     parser.add_argument(
@@ -283,6 +299,8 @@ def _take(args: argparse.Namespace) -> int:
     storage = _storage(args, section, create=True)
     try:
         backuper = Backuper(storage, compression=compression, encryption=encryption)
+        if args.kind == "binlogs":
+            return _archive_binlogs(args, backuper, url)
         backup = _take_backup(args, backuper, policy, url)
         if not args.metrics_file:
             return EXIT_OK
@@ -301,6 +319,23 @@ def _take(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         storage.close()
+
+
+def _archive_binlogs(args: argparse.Namespace, backuper: Backuper, url: str) -> int:
+    """One archive run (for cron), or runs every ``--interval`` seconds with ``--follow``; a
+    failed run under --follow is logged and retried at the next interval."""
+    if args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    if not args.follow:
+        backuper.archive_binlogs(url)
+        return EXIT_OK
+    while True:
+        started = time.monotonic()
+        try:
+            backuper.archive_binlogs(url)
+        except AutoOpsError as exc:
+            log.error("archiving the binary logs failed: %s; trying again", exc)
+        time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
 
 
 def _take_backup(
@@ -357,7 +392,12 @@ def _restore_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoops-restore", description="Restore a backup into a database, Redis or a file."
     )
-    parser.add_argument("backup", help="backup id (or a unique prefix); see autoops-backups list")
+    parser.add_argument(
+        "backup",
+        nargs="?",
+        help="backup id (or a unique prefix); see autoops-backups list. With --until it may be "
+        "left out: the newest MySQL backup before that moment is taken",
+    )
     parser.add_argument(
         "--url",
         required=True,
@@ -373,6 +413,19 @@ def _restore_parser() -> argparse.ArgumentParser:
         default="keep",
         help="mysql: 'strip' makes the restoring account own views, triggers and routines",
     )
+    parser.add_argument(
+        "--until",
+        metavar="WHEN",
+        help="mysql: then replay the archived binary logs up to WHEN: a time ('2026-11-30 "
+        "10:15:00', this machine's time zone unless an offset like +02:00 is given; transactions "
+        "committed before it are restored, none at or after it), a binlog position "
+        "(binlog.000042:1234, replay stops before the event there) or a GTID (0-1-77, included)",
+    )
+    parser.add_argument(
+        "--source",
+        help="with --until and no backup id: the backed-up database (mysql://host:port/db, as "
+        "autoops-backups list shows) when the storage holds several",
+    )
     _add_storage_arguments(parser)
     add_common_arguments(parser)
     return parser
@@ -384,9 +437,19 @@ def _restore(args: argparse.Namespace) -> int:
     storage = _storage(args, section, create=False)
     try:
         backuper = Backuper(storage, encryption=encryption)
-        backup = backuper.get(args.backup)
+        if args.backup is None:
+            if args.until is None:
+                raise ConfigError("give a backup id, or --until to restore to a moment")
+            backup = backuper.backup_before(args.until, args.source)
+            log.info("restoring %s, the newest backup before %s", backup.id, args.until)
+        else:
+            backup = backuper.get(args.backup)
+        if args.until is not None and backup.kind != "mysql":
+            raise ConfigError(f"--until replays MySQL binary logs; {backup.id} is {backup.kind}")
         if backup.kind == "mysql":
-            backuper.restore_mysql(backup, args.url, replace=args.replace, definer=args.definer)
+            backuper.restore_mysql(
+                backup, args.url, replace=args.replace, definer=args.definer, until=args.until
+            )
         elif backup.kind == "redis":
             backuper.restore_redis(backup, args.url, replace=args.replace)
         else:
@@ -436,6 +499,16 @@ def _row(backup: Backup) -> str:
     )
 
 
+def _binlog_row(archive: ArchivedBinlog) -> str:
+    state = "complete" if archive.complete else "active"
+    last = archive.last_event_at.isoformat(timespec="seconds") if archive.last_event_at else "-"
+    return (
+        f"{archive.manifest_file.removesuffix('.binlog.json')}  binlog  {state:8}  "
+        f"{archive.size:>12}  {archive.start_position}..{archive.end_position}  "
+        f"last event {last}  {archive.source}"
+    )
+
+
 def _backups(args: argparse.Namespace) -> int:
     section = _section(args)
     encryption = _encryption(args, section)
@@ -445,6 +518,13 @@ def _backups(args: argparse.Namespace) -> int:
         if args.action == "list":
             for backup in backuper.list(args.source):
                 print(backup.to_json().decode().replace("\n", "") if args.json else _row(backup))
+            server = server_source(args.source) if args.source else None
+            for archive in backuper.binlogs(server):
+                print(
+                    archive.to_json().decode().replace("\n", "")
+                    if args.json
+                    else _binlog_row(archive)
+                )
             return EXIT_OK
         if args.action == "verify":
             backups = [backuper.get(i) for i in args.ids] if args.ids else backuper.list()
