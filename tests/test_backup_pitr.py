@@ -258,7 +258,9 @@ def test_an_archiver_killed_mid_file_resumes_without_a_hole(
                 [(n, os.urandom(250_000).hex()) for n in range(start, start + 4)],
             )
         cursor.execute("SHOW MASTER STATUS")
-        big_file = cursor.fetchone()["File"]
+        status = cursor.fetchone()
+        assert status is not None
+        big_file = status["File"]
     _flush(server)
     archiver = subprocess.Popen(
         [
@@ -490,6 +492,7 @@ def test_follow_keeps_archiving_until_sigterm(
         with server.connect().cursor() as cursor:
             cursor.execute("SHOW MASTER STATUS")
             status = cursor.fetchone()
+        assert status is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             reached = {a.server_file: a.end_position for a in backuper.binlogs()}
