@@ -475,7 +475,11 @@ def _backups_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="action", required=True)
     listing = commands.add_parser("list", help="list backups (oldest first)")
     listing.add_argument("--source")
-    listing.add_argument("--json", action="store_true", help="one JSON manifest per line")
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON manifest per line (backups, then archived binlogs: kind "binlog")',
+    )
     verify = commands.add_parser("verify", help="check checksums (and test-restore)")
     verify.add_argument("ids", nargs="*", help="backup ids (default: every backup)")
     verify.add_argument(
