@@ -24,6 +24,9 @@ import pytest
 
 import autoops
 from _support.mariadb_pair import MariaDbInstance, start_with_binlog
+from _support.services import promtool_accepts
+from _support.sshd import SshServer
+from autoops._ssh import SshOptions
 from autoops.backup import BinlogGapError, BinlogPosition
 
 TABLE = "`order-items`"
@@ -243,6 +246,55 @@ def test_an_archive_that_does_not_reach_until_is_refused(
         backuper.restore_mysql(full, _target(server, database), until=until)
 
 
+def test_the_active_binlog_is_copied_again_as_it_grows_and_completed_once_closed(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    backuper = autoops.Backuper(autoops.LocalStorage(store))
+    url = _url(server, database)
+    backuper.archive_binlogs(url)
+    first = backuper.binlogs()[-1]
+    assert not first.complete
+    _insert(_writer(server, database), "a", 10)
+
+    backuper.archive_binlogs(url)
+    grown = backuper.binlogs()[-1]
+    _flush(server)
+    backuper.archive_binlogs(url)
+    closed = next(a for a in backuper.binlogs() if a.server_file == first.server_file)
+
+    assert grown.server_file == first.server_file
+    assert grown.end_position > first.end_position
+    assert closed.complete
+    assert closed.end_position > grown.end_position  # the closing rotate event
+    assert not backuper.binlogs()[-1].complete
+    copies = [p.name for p in store.iterdir() if f"-{first.server_file}-" in p.name]
+    assert copies == [closed.data_file]
+
+
+def test_archive_and_restore_to_a_moment_over_sftp(
+    server: MariaDbInstance, database: str, sshd: SshServer, tmp_path: Path
+) -> None:
+    options = SshOptions(
+        key_filename=str(sshd.client_key), known_hosts=str(sshd.known_hosts), connect_timeout=5
+    )
+    storage = autoops.SftpStorage(sshd.address, str(tmp_path / "remote"), options=options)
+    backuper = autoops.Backuper(storage)
+    writer = _writer(server, database)
+    full = backuper.backup_mysql(_url(server, database))
+    _insert(writer, "a", 10)
+    backuper.archive_binlogs(_url(server, database))
+    _insert(writer, "b", 10)
+    until = _next_second()
+    _insert(writer, "c", 10)
+    backuper.archive_binlogs(_url(server, database))
+
+    backuper.restore_mysql(full, _target(server, database), until=until)
+
+    assert _rows(server, f"{database}_restored") == {"a": 10, "b": 10}
+    storage.close()
+
+
 def test_an_archiver_killed_mid_file_resumes_without_a_hole(
     server: MariaDbInstance, database: str, tmp_path: Path
 ) -> None:
@@ -449,6 +501,31 @@ def test_restore_command_reads_a_naive_until_in_the_local_time_zone(
     assert _rows(server, f"{database}_restored") == {"a": 5}
     listing = _command("autoops-backups", "list", "--storage", store)
     assert any(" binlog " in line and "active" in line for line in listing.stdout.splitlines())
+
+
+def test_binlogs_command_writes_the_recovery_point_to_a_metrics_file(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    metrics = tmp_path / "binlogs.prom"
+    before = time.time()
+
+    result = _command(
+        "autoops-backup", "binlogs", "--url", _url(server, database),
+        "--storage", str(tmp_path / "store"), "--metrics-file", str(metrics),
+    )  # fmt: skip
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    text = metrics.read_text()
+    promtool_accepts(text)
+    assert (
+        f'autoops_backup_binlog_last_run_success{{source="mysql://127.0.0.1:{server.port}"}} 1.0'
+        in text
+    )
+    point = next(
+        line for line in text.splitlines()
+        if line.startswith("autoops_backup_binlog_recovery_point_timestamp_seconds{")
+    )  # fmt: skip
+    assert before <= float(point.rsplit(" ", 1)[1]) <= time.time()
 
 
 def test_a_gap_makes_the_restore_command_fail_naming_the_file(

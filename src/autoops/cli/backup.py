@@ -324,18 +324,58 @@ def _take(args: argparse.Namespace) -> int:
 def _archive_binlogs(args: argparse.Namespace, backuper: Backuper, url: str) -> int:
     """One archive run (for cron), or runs every ``--interval`` seconds with ``--follow``; a
     failed run under --follow is logged and retried at the next interval."""
+    from ..backup._mysql import dump_source
+    from ..db import DbClient, MySQLClient
+
     if args.interval <= 0:
         raise ConfigError("--interval must be a positive number of seconds")
-    if not args.follow:
-        backuper.archive_binlogs(url)
-        return EXIT_OK
-    while True:
-        started = time.monotonic()
-        try:
-            backuper.archive_binlogs(url)
-        except AutoOpsError as exc:
-            log.error("archiving the binary logs failed: %s; trying again", exc)
-        time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+    with DbClient.from_url(url) as client:
+        if not isinstance(client, MySQLClient):
+            raise ConfigError(f"binlogs archives a MySQL/MariaDB server; got {redact_url(url)}")
+        source = server_source(dump_source(client))
+        while True:
+            started = time.monotonic()
+            try:
+                backuper.archive_binlogs(client)
+            except AutoOpsError as exc:
+                if args.metrics_file:
+                    _binlog_metrics(args.metrics_file, backuper, source, succeeded=False)
+                if not args.follow:
+                    raise
+                log.error("archiving the binary logs failed: %s; trying again", exc)
+            else:
+                if args.metrics_file:
+                    _binlog_metrics(args.metrics_file, backuper, source, succeeded=True)
+                if not args.follow:
+                    return EXIT_OK
+            time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+
+
+def _binlog_metrics(path: str, backuper: Backuper, source: str, *, succeeded: bool) -> None:
+    """How far the archive reaches (the recovery point) and whether the last run worked."""
+    labels = {"source": source}
+    samples = [
+        MetricSample(
+            "autoops_backup_binlog_last_run_success",
+            "1 if the last binlog archive run succeeded, else 0",
+            1.0 if succeeded else 0.0,
+            labels,
+        )
+    ]
+    archives = backuper.binlogs(source)
+    if archives:
+        samples.append(
+            MetricSample(
+                "autoops_backup_binlog_recovery_point_timestamp_seconds",
+                "the moment the binlog archive reaches: a restore can stop at any second before it",
+                max(a.archived_at for a in archives).timestamp(),
+                labels,
+            )
+        )
+    try:
+        write_textfile(path, samples)
+    except OSError as exc:
+        log.warning("the metrics file %s was not written: %s", path, exc.strerror or exc)
 
 
 def _take_backup(
