@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .._display import Numeric, ResultList, format_bytes
+from .._time import utc_now
 from ..db import MySQLClient
 from ._compress import Compressor, decompressed_chunks, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX
 from ._errors import BackupError, BackupVerifyError
-from ._model import utc_now
 from ._storage import PARTIAL_SUFFIX
 
 if TYPE_CHECKING:
