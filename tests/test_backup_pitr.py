@@ -356,6 +356,7 @@ def test_retention_keeps_the_binlogs_from_the_oldest_kept_backup_on(
 ) -> None:
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
     writer = _writer(server, database)
+    _flush(server)  # a file older than every backup, for prune to remove
     backups = []
     for batch in "abc":
         _insert(writer, batch, 5)
@@ -581,3 +582,23 @@ def test_follow_keeps_archiving_until_sigterm(
         follower.send_signal(signal.SIGTERM)
         _, stderr = follower.communicate(timeout=30)
     assert follower.returncode == 130, stderr
+
+
+def test_binlogs_purged_before_they_were_archived_are_named_in_a_warning(
+    server: MariaDbInstance, database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    backuper.archive_binlogs(_url(server, database))
+    newest = backuper.binlogs()[-1].sequence
+    for _ in range(3):
+        _flush(server)
+    with server.connect().cursor() as cursor:
+        cursor.execute("SHOW MASTER STATUS")
+        status = cursor.fetchone()
+        assert status is not None
+        cursor.execute(f"PURGE BINARY LOGS TO '{status['File']}'")
+
+    backuper.archive_binlogs(_url(server, database))
+
+    assert f"binary logs {newest + 1} to {newest + 2} of" in caplog.text
+    assert "were purged from the server before they were archived" in caplog.text

@@ -446,9 +446,25 @@ def archive_binlogs(backuper: Backuper, db: MySQLClient) -> list[ArchivedBinlog]
     # What the server had written before this instant is in the files listed after it.
     run_started = utc_now()
     files = _server_files(db, source)
-    archived = {a.server_file: a for a in list_binlogs(storage, source)}
-    if archived and files:
-        newest = max(a.sequence for a in archived.values())
+    names = set(storage.names())
+    prefix = f"binlog-{_slug(source)}-"
+    archived_files = [
+        name[len(prefix) : -len(BINLOG_MANIFEST_SUFFIX)]
+        for name in names
+        if name.startswith(prefix) and name.endswith(BINLOG_MANIFEST_SUFFIX)
+    ]
+    # Only the manifests of files the server still has are read: one request each on S3.
+    archived: dict[str, ArchivedBinlog] = {}
+    for server_file, _size in files:
+        name = manifest_name(source, server_file)
+        if name in names:
+            try:
+                archived[server_file] = ArchivedBinlog.from_json(storage.read_bytes(name), name)
+            except BackupError as exc:
+                log.warning("copying %s again: %s", server_file, exc)
+    numbers = [sequence_of(f) for f in archived_files if _SEQUENCE_RE.search(f)]
+    if numbers and files:
+        newest = max(numbers)
         oldest_on_server = sequence_of(files[0][0])
         if oldest_on_server > newest + 1:
             log.warning(
