@@ -31,7 +31,8 @@ from .._time import utc_now
 from ..db import MySQLClient
 from ._compress import Compressor, decompressed_chunks, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX
-from ._errors import BackupError, BackupVerifyError
+from ._errors import BackupError, BackupVerifyError, EncryptionKeyError
+from ._mysql import dump_source, option_file
 from ._storage import PARTIAL_SUFFIX
 
 if TYPE_CHECKING:
@@ -66,6 +67,12 @@ def sequence_of(server_file: str) -> int:
     if match is None:
         raise BackupError(f"{server_file!r} is not a binary log file name (base.NNNNNN)")
     return int(match.group(1))
+
+
+def _numbered(template: str, sequence: int) -> str:
+    """``template``'s file name with another number (``binlog.000042``, 7 -> ``binlog.000007``)."""
+    base, _, digits = template.rpartition(".")
+    return f"{base}.{sequence:0{len(digits)}d}"
 
 
 def server_source(source: str) -> str:
@@ -378,8 +385,6 @@ def _server_files(db: MySQLClient, where: str) -> list[tuple[str, int]]:
 def _fetch(db: MySQLClient, server_file: str, directory: Path, where: str) -> Path:
     """Copy one binlog file from the server with mariadb-binlog, as it is now, into
     ``directory``."""
-    from ._mysql import option_file
-
     tool = _binlog_tool()
     with option_file(db) as config, tempfile.TemporaryFile() as stderr:
         argv = [
@@ -438,8 +443,6 @@ def _store_file(backuper: Backuper, path: Path, data_file: str) -> tuple[int, st
 def archive_binlogs(backuper: Backuper, db: MySQLClient) -> list[ArchivedBinlog]:
     """Copy the server's binary logs that are new or have grown since the last run into the
     backuper's storage; returns the archives written by this run."""
-    from ._mysql import dump_source
-
     storage = backuper.storage
     source = server_source(dump_source(db))
     storage.clean_partials()
@@ -467,12 +470,15 @@ def archive_binlogs(backuper: Backuper, db: MySQLClient) -> list[ArchivedBinlog]
         newest = max(numbers)
         oldest_on_server = sequence_of(files[0][0])
         if oldest_on_server > newest + 1:
+            first, last = (_numbered(files[0][0], n) for n in (newest + 1, oldest_on_server - 1))
             log.warning(
-                "binary logs %d to %d of %s were purged from the server before they were "
-                "archived: point-in-time recovery cannot cross them; take a full backup",
-                newest + 1,
-                oldest_on_server - 1,
+                "%s of %s %s purged from the server before %s archived: point-in-time "
+                "recovery cannot cross %s; take a full backup",
+                first if first == last else f"{first} to {last}",
                 source,
+                "was" if first == last else "were",
+                "it was" if first == last else "they were",
+                "it" if first == last else "them",
             )
     written = []
     for index, (server_file, server_size) in enumerate(files):
@@ -596,8 +602,6 @@ def check_stored(backuper: Backuper, archive: ArchivedBinlog) -> None:
 
 def _encryption(backuper: Backuper, archive: ArchivedBinlog) -> Any:
     if backuper.encryption is None:
-        from ._errors import EncryptionKeyError
-
         raise EncryptionKeyError(
             f"the archived {archive.server_file} is encrypted; pass "
             "encryption=Encryption.from_keyfile(...) (--encryption-key) to read it"

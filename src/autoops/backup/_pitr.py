@@ -25,6 +25,7 @@ from .._errors import ConfigError
 from ..db import MySQLClient
 from ._binlogs import (
     ArchivedBinlog,
+    _numbered,
     check_stored,
     chunks_of,
     list_binlogs,
@@ -34,6 +35,7 @@ from ._binlogs import (
     server_source,
 )
 from ._errors import BackupError
+from ._mysql import _server_facts, dump_source, find_tools, option_file
 
 if TYPE_CHECKING:
     from ._backuper import Backuper
@@ -145,11 +147,6 @@ def _shown(until: datetime | BinlogPosition | _Gtid) -> str:
     return until.isoformat() if isinstance(until, datetime) else str(until)
 
 
-def _file_name(template: str, sequence: int) -> str:
-    base, _, digits = template.rpartition(".")
-    return f"{base}.{sequence:0{len(digits)}d}"
-
-
 def _coverage(archive: ArchivedBinlog) -> datetime | None:
     """Until when the archive holds every commit of its server in this file and before: the
     copy time for the active file, the closing rotate event's time for a closed one."""
@@ -168,8 +165,6 @@ class Replay:
 
     def apply(self, client: MySQLClient, source_database: str) -> None:
         """Replay the chain into the client's database with mariadb-binlog | mariadb."""
-        from ._mysql import _server_facts, dump_source, find_tools, option_file
-
         tool = shutil.which("mariadb-binlog") or shutil.which("mysqlbinlog")
         if tool is None:
             raise BackupError(
@@ -309,7 +304,7 @@ def _chain(
     sequence = first
     newest = max(archives, default=0)
     while True:
-        name = _file_name(template, sequence)
+        name = _numbered(template, sequence)
         archive = archives.get(sequence)
         if archive is None:
             if sequence <= newest:
