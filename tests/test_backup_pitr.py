@@ -614,3 +614,30 @@ def test_binlogs_purged_before_they_were_archived_are_named_in_a_warning(
 
     assert f"{lost[0]} to {lost[-1]} of mysql://127.0.0.1:{server.port}" in caplog.text
     assert "purged from the server before" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("binlog.000042:1234", BinlogPosition("binlog.000042", 1234)),
+        ("2026-11-30 10:15:00+01:00", datetime(2026, 11, 30, 9, 15, tzinfo=UTC)),
+        ("2026-11-30", datetime(2026, 11, 30).astimezone().astimezone(UTC)),
+    ],
+)
+def test_until_text_is_a_position_a_moment_or_a_day(text: str, expected: object) -> None:
+    from autoops.backup._pitr import parse_until
+
+    assert parse_until(text) == expected
+
+
+def test_until_text_of_three_numbers_is_a_gtid() -> None:
+    from autoops.backup._pitr import parse_until
+
+    assert str(parse_until("0-1-77")) == "0-1-77"
+
+
+def test_until_text_that_is_none_of_them_is_refused_saying_what_is_accepted() -> None:
+    from autoops.backup._pitr import parse_until
+
+    with pytest.raises(autoops.ConfigError, match=r"binlog\.000042:1234.*0-1-77"):
+        parse_until("yesterday")

@@ -74,6 +74,7 @@ class _Gtid:
 Until = datetime | BinlogPosition | str
 _POSITION_RE: Final = re.compile(r"(?P<file>[^:]+\.\d+):(?P<position>\d+)")
 _GTID_RE: Final = re.compile(r"(\d+)-(\d+)-(\d+)")
+_DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def parse_until(value: Until) -> datetime | BinlogPosition | _Gtid:
@@ -86,7 +87,8 @@ def parse_until(value: Until) -> datetime | BinlogPosition | _Gtid:
         text = value.strip()
         if match := _POSITION_RE.fullmatch(text):
             return BinlogPosition(match.group("file"), int(match.group("position")))
-        if match := _GTID_RE.fullmatch(text):
+        # 2026-11-30 is a day, not the GTID domain 2026, server 11, sequence 30.
+        if (match := _GTID_RE.fullmatch(text)) and not _DATE_RE.fullmatch(text):
             return _Gtid(*(int(part) for part in match.groups()))
         try:
             value = datetime.fromisoformat(text)
