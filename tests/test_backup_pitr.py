@@ -132,6 +132,32 @@ def test_restore_to_the_second_before_a_dropped_table(
     assert _rows(server, f"{database}_restored") == {"a": 50, "b": 30, "c": 20}
 
 
+def test_row_based_events_are_replayed_into_a_database_of_another_name(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    writer = _writer(server, database)
+    with writer.cursor() as cursor:
+        cursor.execute("SET SESSION binlog_format = ROW")
+    full = backuper.backup_mysql(_url(server, database))
+    _insert(writer, "a", 40)
+    with writer.cursor() as cursor:
+        cursor.execute(f"UPDATE {TABLE} SET sku = CONCAT(sku, '-x') WHERE id % 2 = 0")
+    until = _next_second()
+    with writer.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {TABLE}")
+    backuper.archive_binlogs(_url(server, database))
+
+    backuper.restore_mysql(full, _target(server, database), until=until)
+
+    assert _rows(server, f"{database}_restored") == {"a": 40}
+    with server.connect().cursor() as cursor:
+        cursor.execute(
+            f"SELECT COUNT(*) AS n FROM `{database}_restored`.{TABLE} WHERE sku LIKE '%-x'"
+        )
+        assert cursor.fetchone() == {"n": 20}
+
+
 def test_the_newest_backup_before_the_moment_is_chosen(
     server: MariaDbInstance, database: str, tmp_path: Path
 ) -> None:
