@@ -646,3 +646,26 @@ def test_the_fast_row_decoder_gives_the_librarys_values_for_every_type_it_takes(
     ]
     assert differences == []
     assert fast == library
+
+
+def test_a_server_id_a_connected_replica_uses_is_a_clash_and_a_config_error(
+    server: MariaDbInstance, users: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    from pymysqlreplication import BinLogStreamReader
+
+    replica = BinLogStreamReader(
+        {"host": "127.0.0.1", "port": server.port, "user": "root", "passwd": ""},
+        server_id=3_900_000_123,
+        report_slave="replica-host",
+        blocking=True,
+        enable_logging=False,
+    )
+    replica.fetchone()  # connects and registers the replica
+    try:
+        with pytest.raises(
+            autoops.ConfigError, match=r"server_id=3900000123 is already used by a replica"
+        ):
+            binlog_sync(users, cache, server_id=3_900_000_123).run_once()
+    finally:
+        replica.close()
+    assert cached_rows(cache) == {}
