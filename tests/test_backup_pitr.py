@@ -667,3 +667,24 @@ def test_until_text_that_is_none_of_them_is_refused_saying_what_is_accepted() ->
 
     with pytest.raises(autoops.ConfigError, match=r"binlog\.000042:1234.*0-1-77"):
         parse_until("yesterday")
+
+
+def test_a_reset_binary_log_is_refused_rather_than_taken_for_the_archived_one(
+    tmp_path: Path,
+) -> None:
+    other = start_with_binlog(tmp_path / "reset")
+    try:
+        backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+        with other.connect().cursor() as cursor:
+            cursor.execute("CREATE DATABASE shop")
+            cursor.execute("FLUSH BINARY LOGS")
+        backuper.archive_binlogs(other.url)
+        with other.connect().cursor() as cursor:
+            cursor.execute("RESET MASTER")
+            cursor.execute("CREATE DATABASE `2fa_codes`")
+            cursor.execute("FLUSH BINARY LOGS")
+
+        with pytest.raises(autoops.BackupError, match=r"binlog\.000001 .* was reset"):
+            backuper.archive_binlogs(other.url)
+    finally:
+        other.stop()

@@ -485,6 +485,13 @@ def archive_binlogs(backuper: Backuper, db: MySQLClient) -> list[ArchivedBinlog]
         active = index == len(files) - 1
         previous = archived.get(server_file)
         if previous is not None:
+            shrunk = previous.end_position > server_size
+            if shrunk or (previous.complete and previous.end_position != server_size):
+                raise BackupError(
+                    f"{server_file} on {source} is {server_size} bytes, but its archived copy "
+                    f"is {previous.end_position}: the server's binary log was reset "
+                    "(RESET MASTER) or this is another server; archive it into a new storage"
+                )
             if previous.complete:
                 continue
             if not active and previous.end_position == server_size:
