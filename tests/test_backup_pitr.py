@@ -555,6 +555,31 @@ def test_binlogs_command_writes_the_recovery_point_to_a_metrics_file(
     assert before <= float(point.rsplit(" ", 1)[1]) <= time.time()
 
 
+def test_verify_reads_every_archived_binlog_and_names_a_damaged_one(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    backuper = autoops.Backuper(autoops.LocalStorage(store))
+    _insert(_writer(server, database), "a", 5)
+    _flush(server)
+    backuper.archive_binlogs(_url(server, database))
+    assert backuper.verify_binlogs() == backuper.binlogs()
+    damaged = backuper.binlogs()[0]
+    data = bytearray((store / damaged.data_file).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (store / damaged.data_file).write_bytes(bytes(data))
+
+    result = _command("autoops-backups", "verify", "--storage", str(store))
+
+    assert result.returncode == 1
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1
+    assert f"binlog {damaged.server_file} of" in failed[0]
+    assert "SHA-256" in failed[0]
+    with pytest.raises(autoops.BackupVerifyError, match=damaged.data_file):
+        backuper.verify_binlogs()
+
+
 def test_a_gap_makes_the_restore_command_fail_naming_the_file(
     server: MariaDbInstance, database: str, tmp_path: Path
 ) -> None:

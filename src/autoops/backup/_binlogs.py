@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .._display import Numeric, ResultList, format_bytes
+from .._progress import Progress
 from .._time import utc_now
 from ..db import MySQLClient
 from ._compress import Compressor, decompressed_chunks, suffix_for
@@ -421,10 +422,14 @@ def _store_file(backuper: Backuper, path: Path, data_file: str) -> tuple[int, st
     upload = storage.create(data_file)
     raw = 0
     try:
-        with path.open("rb") as handle:
+        with (
+            path.open("rb") as handle,
+            Progress(f"archive {path.name}", unit="bytes", enabled=backuper.progress) as progress,
+        ):
             while chunk := handle.read(1 << 20):
                 raw += len(chunk)
                 upload.write(compressor.feed(chunk))
+                progress.advance(len(chunk))
         upload.write(compressor.finish())
         upload.commit()
     except BaseException:
@@ -625,6 +630,28 @@ def chunks_of(backuper: Backuper, archive: ArchivedBinlog) -> Iterator[bytes]:
         yield from decompressed_chunks(handle, archive.compression, archive.data_file)
     finally:
         handle.close()
+
+
+def verify_archive(backuper: Backuper, archive: ArchivedBinlog) -> None:
+    """Check an archived copy whole: size, SHA-256 (and authenticity), that it decompresses,
+    and that its events end exactly at the manifest's end position."""
+    check_stored(backuper, archive)
+    directory = private_directory("autoops-pitr-")
+    try:
+        path = Path(directory) / archive.server_file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks_of(backuper, archive):
+                handle.write(chunk)
+        events = read_events(path)
+        size = path.stat().st_size
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    if (events.end_position, size) != (archive.end_position, archive.end_position):
+        raise BackupVerifyError(
+            f"the archived {archive.server_file} of {archive.source} holds {size} bytes of "
+            f"events ending at {events.end_position}; its manifest says {archive.end_position}"
+        )
 
 
 # retention --------------------------------------------------------------------------------------
