@@ -477,7 +477,12 @@ def test_encrypted_binlogs_restore_with_the_key_and_refuse_without_it(
         keyless.restore_mysql(sealed, _target(server, database), until=until)
     assert _tables(server, f"{database}_restored") == []
 
-    backuper.restore_mysql(full, _target(server, database), until=until)
+    with pytest.raises(autoops.EncryptionKeyError, match="--encryption-key"):
+        keyless.backup_before(until)
+
+    chosen = backuper.backup_before(until)
+    assert chosen.id == full.id
+    backuper.restore_mysql(chosen, _target(server, database), until=until)
     assert _rows(server, f"{database}_restored") == {"a": 5}
 
 

@@ -370,6 +370,12 @@ class Backuper:
                 "backups of several MySQL databases are stored here: name the one to restore "
                 f"(source=, --source): {', '.join(sorted(mysql_sources))}"
             )
+        sealed = [b for b in backups if b.kind == "mysql" and "sealed" in b.options]
+        if sealed:
+            raise EncryptionKeyError(
+                f"{len(sealed)} MySQL backups here are encrypted, so their binlog positions are "
+                "sealed: pass encryption=Encryption.from_keyfile(...) (--encryption-key)"
+            )
         return backup_before(backups, until)
 
     # Redis ----------------------------------------------------------------------------------
