@@ -46,9 +46,16 @@ __all__ = [
     "BinlogEvents",
     "archive_binlogs",
     "binlog_list",
+    "check_stored",
+    "chunks_of",
     "list_binlogs",
+    "numbered_file",
+    "private_directory",
     "read_events",
+    "sequence_of",
     "server_source",
+    "unneeded",
+    "verify_archive",
 ]
 
 log: Final = logging.getLogger("autoops.backup")
@@ -70,7 +77,7 @@ def sequence_of(server_file: str) -> int:
     return int(match.group(1))
 
 
-def _numbered(template: str, sequence: int) -> str:
+def numbered_file(template: str, sequence: int) -> str:
     """``template``'s file name with another number (``binlog.000042``, 7 -> ``binlog.000007``)."""
     base, _, digits = template.rpartition(".")
     return f"{base}.{sequence:0{len(digits)}d}"
@@ -475,7 +482,9 @@ def archive_binlogs(backuper: Backuper, db: MySQLClient) -> list[ArchivedBinlog]
         newest = max(numbers)
         oldest_on_server = sequence_of(files[0][0])
         if oldest_on_server > newest + 1:
-            first, last = (_numbered(files[0][0], n) for n in (newest + 1, oldest_on_server - 1))
+            first, last = (
+                numbered_file(files[0][0], n) for n in (newest + 1, oldest_on_server - 1)
+            )
             log.warning(
                 "%s of %s %s purged from the server before %s archived: point-in-time "
                 "recovery cannot cross %s; take a full backup",
