@@ -24,6 +24,7 @@ import pytest
 
 import autoops
 from _support.mariadb_pair import MariaDbInstance, start_with_binlog
+from _support.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, moto_server
 from _support.services import promtool_accepts
 from _support.sshd import SshServer
 from autoops._ssh import SshOptions
@@ -319,6 +320,37 @@ def test_archive_and_restore_to_a_moment_over_sftp(
 
     assert _rows(server, f"{database}_restored") == {"a": 10, "b": 10}
     storage.close()
+
+
+def test_archive_and_restore_to_a_moment_in_s3(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    with moto_server() as moto:
+        bucket = f"autoops-pitr-{secrets.token_hex(4)}"
+        storage = autoops.S3Storage(
+            bucket,
+            prefix="db1",
+            endpoint_url=moto.endpoint_url,
+            region="us-east-1",
+            access_key_id=ACCESS_KEY_ID,
+            secret_access_key=SECRET_ACCESS_KEY,
+        )
+        storage.client.create_bucket(Bucket=bucket)
+        key = autoops.Encryption.generate_key(tmp_path / "backup.key")
+        backuper = autoops.Backuper(storage, encryption=key)
+        writer = _writer(server, database)
+        full = backuper.backup_mysql(_url(server, database))
+        _insert(writer, "a", 10)
+        backuper.archive_binlogs(_url(server, database))
+        _insert(writer, "b", 10)
+        until = _next_second()
+        _insert(writer, "c", 10)
+        backuper.archive_binlogs(_url(server, database))
+
+        backuper.restore_mysql(full, _target(server, database), until=until)
+
+        assert _rows(server, f"{database}_restored") == {"a": 10, "b": 10}
+        assert backuper.verify_binlogs() == backuper.binlogs()
 
 
 def test_an_archiver_killed_mid_file_resumes_without_a_hole(
