@@ -624,13 +624,16 @@ def test_a_gap_makes_the_restore_command_fail_naming_the_file(
     backuper = autoops.Backuper(autoops.LocalStorage(store))
     full = backuper.backup_mysql(_url(server, database))
     _flush(server)
+    _insert(_writer(server, database), "a", 5)
     _flush(server)
+    backuper.archive_binlogs(_url(server, database))
+    until = _next_second()  # after every rotation, so the whole chain is needed
     backuper.archive_binlogs(_url(server, database))
     gone = backuper.binlogs()[-2]
     (store / gone.manifest_file).unlink()
 
     result = _command(
-        "autoops-restore", full.id, "--until", datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        "autoops-restore", full.id, "--until", until.astimezone().isoformat(sep=" "),
         "--url", _target(server, database), "--storage", str(store),
     )  # fmt: skip
 
