@@ -22,7 +22,14 @@ from .._progress import Progress
 from .._time import utc_now
 from ..cache import CacheClient
 from ..db import MySQLClient, SQLiteClient
-from ._binlogs import ArchivedBinlog, archive_binlogs, binlog_list, list_binlogs, unneeded
+from ._binlogs import (
+    ArchivedBinlog,
+    archive_binlogs,
+    binlog_list,
+    list_binlogs,
+    unneeded,
+    verify_archive,
+)
 from ._compress import Compressor, decompressed_chunks, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._engine import BackupEngine, Capture, RestoreJob
@@ -342,6 +349,15 @@ class Backuper:
         """The archived binary logs (of one server, ``mysql://host:port``), oldest first."""
         return binlog_list(list_binlogs(self.storage, source))
 
+    def verify_binlogs(self, source: str | None = None) -> builtins.list[ArchivedBinlog]:
+        """Check every archived binlog (of one server) whole: size, SHA-256, decompression and
+        its events' end; returns them, or raises :class:`BackupVerifyError` naming the first
+        that fails."""
+        archives = list_binlogs(self.storage, source)
+        for archive in archives:
+            verify_archive(self, archive)
+        return archives
+
     def backup_before(
         self, until: datetime | BinlogPosition | str, source: str | None = None
     ) -> Backup:
@@ -353,6 +369,12 @@ class Backuper:
             raise ConfigError(
                 "backups of several MySQL databases are stored here: name the one to restore "
                 f"(source=, --source): {', '.join(sorted(mysql_sources))}"
+            )
+        sealed = [b for b in backups if b.kind == "mysql" and "sealed" in b.options]
+        if sealed:
+            raise EncryptionKeyError(
+                f"{len(sealed)} MySQL backups here are encrypted, so their binlog positions are "
+                "sealed: pass encryption=Encryption.from_keyfile(...) (--encryption-key)"
             )
         return backup_before(backups, until)
 

@@ -26,7 +26,7 @@ from ..backup import (
     Encryption,
     RetentionPolicy,
 )
-from ..backup._binlogs import server_source
+from ..backup._binlogs import server_source, verify_archive
 from ..backup._mysql import dump_source
 from ..backup._settings import (
     KEEP_RULES,
@@ -417,7 +417,9 @@ def _backups_parser() -> argparse.ArgumentParser:
         help='one JSON manifest per line (backups, then archived binlogs: kind "binlog")',
     )
     verify = commands.add_parser("verify", help="check checksums (and test-restore)")
-    verify.add_argument("ids", nargs="*", help="backup ids (default: every backup)")
+    verify.add_argument(
+        "ids", nargs="*", help="backup ids (default: every backup and archived binlog)"
+    )
     verify.add_argument(
         "--restore-test", metavar="TARGET", help="as autoops-backup --verify-restore"
     )
@@ -476,6 +478,14 @@ def _backups(args: argparse.Namespace) -> int:
                 except Exception as exc:
                     failed += 1
                     print(f"FAILED   {backup.id}: {exc}")
+            for archive in [] if args.ids else backuper.binlogs():
+                label = f"{archive.server_file} of {archive.source}"
+                try:
+                    verify_archive(backuper, archive)
+                    print(f"ok       binlog {label}")
+                except Exception as exc:
+                    failed += 1
+                    print(f"FAILED   binlog {label}: {exc}")
             return EXIT_FAILURE if failed else EXIT_OK
         policy = _flag_policy(args)
         policy = policy if policy is not None else backuper.retention
