@@ -17,12 +17,11 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from ..db import MySQLClient
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import TableStats
-from ._pipeline import read_ahead
 
 __all__ = [
     "DUMP_OPTIONS",
@@ -485,7 +484,8 @@ def restore_stream(
     replace: bool = False,
     progress: Any = None,
 ) -> None:
-    """Feed an SQL dump to the ``mariadb``/``mysql`` client for the client's database."""
+    """Load an SQL dump into the client's database: definitions through the ``mariadb``/``mysql``
+    client, table data on several connections (see :mod:`._mysql_load`)."""
     if not db.url.database:
         raise BackupError(f"the restore target {db.url.redacted()} names no database")
     if not replace and not database_is_empty(db):
@@ -493,9 +493,11 @@ def restore_stream(
             f"database {db.url.database} on {dump_source(db)} is not empty; restore into an empty "
             "database or pass replace=True (--replace) to overwrite what the dump contains"
         )
+    from ._mysql_load import load_dump
+
     version = str(_server_facts(db)["version"])
     tools = find_tools(version)
-    with option_file(db) as config, tempfile.TemporaryFile() as stderr:
+    with option_file(db) as config:
         argv = [
             tools.client,
             f"--defaults-extra-file={config}",
@@ -505,37 +507,8 @@ def restore_stream(
             "--",
             db.url.database,
         ]
-        process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-        stdin: IO[bytes] | None = process.stdin
-        assert stdin is not None
-        broken = False
-        try:
-            for chunk in read_ahead(chunks):
-                try:
-                    stdin.write(chunk)
-                except BrokenPipeError:
-                    broken = True
-                    break
-                if progress is not None:
-                    progress.advance(len(chunk))
-            with contextlib.suppress(BrokenPipeError):
-                stdin.close()
-            code = process.wait()
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        stderr.seek(0)
-        message = _tool_message(stderr.read().decode("utf-8", "replace"))
-    if message and code == 0 and not broken:
-        log.warning("%s said while restoring: %s", Path(tools.client).name, message)
-    elif code != 0 or broken:
-        raise BackupError(
-            f"{Path(tools.client).name} failed (exit {code}) restoring into "
-            f"{db.url.database} on {dump_source(db)}: {message or 'it stopped reading its input'}",
-            tool_message=message,
+        load_dump(
+            chunks, db, argv, where=f"{db.url.database} on {dump_source(db)}", progress=progress
         )
 
 
