@@ -13,13 +13,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from .._config import DbUrl
 from .._errors import ConfigError
 from ..db import SQLiteClient
+from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import TableStats
+from ._mysql import compare_stats
 from ._storage import disk_error
 
-__all__ = ["SQLiteSnapshot", "check_sqlite_copy", "restore_sqlite_file", "sqlite_stats"]
+__all__ = [
+    "SQLiteEngine",
+    "SQLiteSnapshot",
+    "check_sqlite_copy",
+    "restore_sqlite_file",
+    "sqlite_path",
+    "sqlite_stats",
+]
 
 _CHUNK: Final = 1 << 20
 
@@ -29,8 +39,6 @@ def sqlite_path(db: SQLiteClient | str) -> Path:
     if isinstance(db, SQLiteClient):
         text = db.url.path
     elif db.startswith("sqlite:"):
-        from .._config import DbUrl
-
         text = DbUrl.parse(db).path
     else:
         text = db
@@ -146,8 +154,6 @@ def restore_sqlite_file(chunks: Iterable[bytes], target: Path, *, replace: bool 
 
 def check_sqlite_copy(chunks: Iterable[bytes], expected: dict[str, TableStats], where: str) -> None:
     """Open a decompressed copy, run ``PRAGMA integrity_check`` and compare row counts."""
-    from ._mysql import compare_stats
-
     with _private_directory() as directory:
         copy = directory / "verify.db"
         _write(chunks, copy)
@@ -161,3 +167,39 @@ def check_sqlite_copy(chunks: Iterable[bytes], expected: dict[str, TableStats], 
             raise BackupVerifyError(f"{where} is not a valid SQLite database: {exc}") from exc
         finally:
             connection.close()
+
+
+class SQLiteEngine(BackupEngine):
+    """SQLite database copies (kind ``sqlite``, format ``sqlite``)."""
+
+    kind = "sqlite"
+    data_format = "sqlite"
+
+    def capture(self, db: SQLiteClient | str | os.PathLike[str]) -> Capture:
+        """A consistent copy of the database, taken with the online backup API."""
+        path = sqlite_path(db if isinstance(db, SQLiteClient | str) else os.fspath(db))
+        snapshot = SQLiteSnapshot(path)
+        return Capture(
+            kind=self.kind,
+            source=f"sqlite:///{path}",
+            data_format=self.data_format,
+            chunks=snapshot.chunks,
+            describe=lambda: {
+                "tool": "sqlite3 backup API",
+                "server_version": snapshot.version,
+                "tables": snapshot.tables,
+            },
+            label=f"backup {path}",
+        )
+
+    def restore(self, job: RestoreJob) -> None:
+        """Copy the backup into the database file ``job.target`` (empty unless replacing)."""
+        job.check_stored()
+        target = job.target
+        path = sqlite_path(target if isinstance(target, SQLiteClient | str) else os.fspath(target))
+        restore_sqlite_file(job.chunks(), path, replace=job.replace)
+
+    def test_restore(self, job: RestoreJob) -> None:
+        """Open the copy and compare its tables with the manifest's."""
+        backup = job.backup
+        check_sqlite_copy(job.chunks(), dict(backup.tables), backup.data_file)
