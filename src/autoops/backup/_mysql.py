@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from .._errors import ConfigError
-from .._pipeline import read_ahead
 from ..db import DbClient, MySQLClient
 from ..db._identifiers import quote_any_name
 from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import Backup, TableStats
+from ._mysql_load import load_dump, tool_message
 
 __all__ = [
     "DUMP_OPTIONS",
@@ -175,11 +175,6 @@ def dump_source(db: MySQLClient, tables: Sequence[str] = ()) -> str:
     where = f"localhost{socket_path}" if socket_path else f"{url.host}:{url.port}"
     label = f"mysql://{where}/{url.database}"
     return f"{label}?tables={','.join(tables)}" if tables else label
-
-
-def _tool_message(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return "\n".join(lines[-10:])
 
 
 def _server_facts(db: MySQLClient) -> dict[str, Any]:
@@ -367,7 +362,7 @@ class DumpRun:
                 process.stdout.close()
                 stats_thread.join()
             stderr.seek(0)
-            message = _tool_message(stderr.read().decode("utf-8", "replace"))
+            message = tool_message(stderr.read().decode("utf-8", "replace"))
         where = f"{self.db.url.database} on {dump_source(self.db)}"
         if code != 0:
             raise BackupError(
@@ -495,8 +490,6 @@ def restore_stream(
             f"database {db.url.database} on {dump_source(db)} is not empty; restore into an empty "
             "database or pass replace=True (--replace) to overwrite what the dump contains"
         )
-    from ._mysql_load import load_dump
-
     version = str(_server_facts(db)["version"])
     tools = find_tools(version)
     with option_file(db) as config:

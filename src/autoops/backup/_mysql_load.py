@@ -31,11 +31,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .._pipeline import read_ahead
 from ..db import MySQLClient
 from ._errors import BackupError
-from .._pipeline import read_ahead
 
-__all__ = ["LOAD_CONNECTIONS", "load_dump"]
+__all__ = ["LOAD_CONNECTIONS", "load_dump", "tool_message"]
 
 log: Final = logging.getLogger("autoops.backup")
 
@@ -49,6 +49,13 @@ _SYNC: Final = b"autoops-restore-sync-"
 # Deadlock and lock wait timeout: the statement (its own transaction) was rolled back whole.
 _RETRIED_ERRORS: Final = frozenset({1213, 1205})
 _ATTEMPTS: Final = 3
+
+
+def tool_message(text: str) -> str:
+    """The last ten non-empty lines a dump or client tool printed (never a password: the tools
+    read theirs from an option file)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-10:])
 
 
 def _table_of(statement: bytes) -> str:
@@ -260,10 +267,8 @@ class _Client:
             log.warning("%s said while restoring: %s", self.name, message)
 
     def message(self) -> str:
-        from ._mysql import _tool_message
-
         self._stderr.seek(0)
-        return _tool_message(self._stderr.read().decode("utf-8", "replace"))
+        return tool_message(self._stderr.read().decode("utf-8", "replace"))
 
     def failure(self) -> _Failure:
         code = self.process.wait()
