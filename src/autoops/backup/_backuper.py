@@ -19,7 +19,7 @@ from .._display import format_bytes, format_seconds
 from .._errors import ConfigError
 from .._progress import Progress
 from ..cache import CacheClient
-from ..db import MySQLClient, SQLiteClient
+from ..db import DbClient, MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError, RestoreRefusedError
@@ -244,16 +244,28 @@ class Backuper:
     # MySQL ----------------------------------------------------------------------------------
 
     def backup_mysql(
-        self, db: MySQLClient | str, *, checksums: bool = True, tables: Sequence[str] = ()
+        self,
+        db: MySQLClient | str,
+        *,
+        checksums: bool = True,
+        tables: Sequence[str] = (),
+        from_replica: DbClient | str | None = None,
     ) -> Backup:
         """Dump the client's database with ``mariadb-dump``/``mysqldump`` (consistent for InnoDB,
         with routines, events, triggers, binary-safe, utf8mb4) and store it. ``checksums`` records
         ``CHECKSUM TABLE`` of each table (read in a snapshot opened beside the dump's) for verify
-        to compare against; ``tables`` limits the dump to those tables."""
+        to compare against; ``tables`` limits the dump to those tables. ``from_replica`` (a URL
+        or client) reads everything from that replica of ``db`` instead, its SQL thread stopped
+        meanwhile, and records the primary's binlog position it matches."""
         from ._mysql import DUMP_OPTIONS, DumpRun, dump_source
+        from ._replica import dump_from_replica, replica_client
 
-        with _mysql_client(db) as client:
-            run = DumpRun.prepare(client, checksums=checksums, tables=tables)
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(_mysql_client(db))
+            reader = client
+            if from_replica is not None:
+                reader = stack.enter_context(replica_client(client, from_replica))
+            run = DumpRun.prepare(reader, checksums=checksums, tables=tables)
 
             def describe() -> dict[str, Any]:
                 return {
@@ -270,7 +282,7 @@ class Backuper:
                 kind="mysql",
                 source=source,
                 data_format="sql",
-                chunks=run.chunks,
+                chunks=run.chunks if reader is client else lambda: dump_from_replica(run),
                 describe=describe,
                 label=f"backup {source}",
             )

@@ -12,17 +12,21 @@ reads nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from .._errors import AutoOpsError, QueryError
-from ..db import MySQLClient
-from ..db._replicas import read_replica_status
+from .._errors import AutoOpsError, ConfigError, QueryError
+from ..db import DbClient, MySQLClient
+from ..db._replicas import read_replica_status, replica_settings
+
+if TYPE_CHECKING:
+    from ._mysql import DumpRun
 from ._errors import BackupError
 
-__all__ = ["applied_position"]
+__all__ = ["applied_position", "dump_from_replica", "replica_client"]
 
 log: Final = logging.getLogger("autoops.backup")
 _STOP_WAIT: Final = 30.0
@@ -120,3 +124,30 @@ def applied_position(replica: MySQLClient) -> Iterator[dict[str, str]]:
         raise
     if was_running:
         _sql_thread(replica, "START")
+
+
+@contextlib.contextmanager
+def replica_client(primary: MySQLClient, replica: str | DbClient) -> Iterator[MySQLClient]:
+    """A client for the replica's copy of the primary's database: a URL takes what it leaves
+    out (credentials, timeouts, TLS) from the primary's settings, as ``replicas=`` does."""
+    settings = dataclasses.replace(
+        replica_settings(primary.connection_settings, replica),
+        database=primary.connection_settings.database,
+    )
+    client = DbClient.from_connection_settings(settings, retry=primary.retry)
+    if not isinstance(client, MySQLClient):
+        raise ConfigError(f"from_replica must be a MySQL server, got {settings.redacted()}")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def dump_from_replica(run: DumpRun) -> Iterator[bytes]:
+    """The dump of ``run`` (whose client is the replica) with the SQL thread stopped, and the
+    primary's coordinates it matches as its position; the replica's own binary log, if it has
+    one, is not asked for."""
+    run.binlog = False
+    with applied_position(run.db) as position:
+        yield from run.chunks()
+        run.position.update(position)
