@@ -52,6 +52,7 @@ _TABLE_KEYS: Final[Mapping[str, type | tuple[type, ...]]] = {
     "lock_ttl": (int, float),
     "interval": (int, float),
     "metrics_file": str,
+    "read_from": str,
 }
 # The smallest value each number takes (and whether it may equal it); never NaN or infinite.
 _LOWEST: Final[Mapping[str, tuple[float, bool]]] = {
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--namespace", help="cache key namespace")
     parser.add_argument("--lock-ttl", type=float, help="seconds the lock outlives a dead runner")
     parser.add_argument("--interval", type=float, help="seconds between passes with --forever")
+    parser.add_argument(
+        "--read-from",
+        choices=("primary", "replica"),
+        help="read rows from a replica of [db] replicas within max_replica_lag (default primary)",
+    )
     parser.add_argument(
         "--metrics-file", help="Prometheus textfile to write after each pass (atomically)"
     )

@@ -29,6 +29,7 @@ from ._page import Page
 from ._plan import KeyTemplate, TablePlan, quote_name
 from ._reading import PageReader
 from ._reconcile import Reconciler
+from ._replica import ReadFrom, ReadPoint
 from ._report import SyncReport, SyncStatus, meta_key, read_sync_status
 from ._signals import forward_stop, stop_on_signals
 
@@ -69,6 +70,10 @@ class CacheSync:
     crash or a second runner can neither skip rows nor write an older version over a newer one.
     Reconciliation (on full passes, or :meth:`reconcile`) deletes keys whose rows are gone;
     ``deleted_column`` (soft deletes) deletes them during incremental passes too.
+
+    ``read_from="replica"`` (a client with ``replicas``) reads the rows from a replica that has
+    applied everything the primary had committed when the pass took its horizon, and from the
+    primary when none has within the client's ``max_replica_lag``.
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class CacheSync:
         server_side: bool = True,
         readers: int = 2,
         progress: bool | None = None,
+        read_from: ReadFrom = "primary",
     ) -> None:
         for what, identifier in (
             ("table", table),
@@ -137,6 +143,8 @@ class CacheSync:
         self._window: Window | None = None
         self._process: bool | None = None
         self._stop = threading.Event()
+        self.read_from = read_from
+        self._reads = ReadPoint(db, read_from, self.name)
         self._pages = PageReader(
             db,
             cache,
@@ -145,6 +153,7 @@ class CacheSync:
             batch_size=batch_size,
             readers=readers,
             stop=self._stop,
+            reads=self._reads,
         )
 
     # public API -----------------------------------------------------------------------------
@@ -238,6 +247,7 @@ class CacheSync:
                 None,
                 table=self.table,
                 name=self.name,
+                reads=self._reads,
             ).scan()
             return SyncReport(
                 name=self.name,
@@ -268,7 +278,8 @@ class CacheSync:
     def __repr__(self) -> str:
         return (
             f"CacheSync(table={self.table!r}, key={self.key_template!r}, "
-            f"name={self.name!r}, db={self.db!r}, cache={self.cache!r})"
+            f"name={self.name!r}, db={self.db!r}, cache={self.cache!r}"
+            + (f", read_from={self.read_from!r})" if self.read_from != "primary" else ")")
         )
 
     # passes ---------------------------------------------------------------------------------
@@ -281,6 +292,7 @@ class CacheSync:
 
     def _run_pass(self, full: bool) -> SyncReport:
         plan = self.plan()
+        self._reads.new_pass()
         with self._lock() as lock:
             full_data, checkpoint_data = self.cache._get_many(
                 [self._meta("full-pass"), self._meta("checkpoint")]
