@@ -197,9 +197,9 @@ def test_a_replica_behind_the_bound_is_skipped_and_used_again_when_it_catches_up
     pair: tuple[MariaDbInstance, MariaDbInstance],
 ) -> None:
     primary, replica = pair
-    # A delayed replica applies each event 3 s after the primary wrote it: while it waits,
-    # Seconds_Behind_Master grows to 3, then falls back to 0.
-    replica_sql(replica, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 3", "START SLAVE")
+    # A delayed replica applies each event 8 s after the primary wrote it: while it waits,
+    # Seconds_Behind_Master grows to 8, then falls back to 0.
+    replica_sql(replica, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 8", "START SLAVE")
     try:
         wait_running(replica)
         strict = client(primary, f"mysql://127.0.0.1:{replica.port}", max_replica_lag=1)
@@ -210,13 +210,13 @@ def test_a_replica_behind_the_bound_is_skipped_and_used_again_when_it_catches_up
             while int(str(replica_status(replica)["Seconds_Behind_Master"] or 0)) < 2:
                 assert time.monotonic() < deadline, "the delayed replica never fell behind"
                 time.sleep(0.1)
-            time.sleep(1.1)  # past the one second a lag reading is kept
+            # Neither client has read the lag yet, so both read it now.
             assert server_id(strict) == PRIMARY_ID
             stale = loose.query("SELECT id FROM `order-items` WHERE id = 100", replica_ok=True)
             assert server_id(loose) == REPLICA_ID
             assert stale == []  # within 60 s of lag: a stale answer was allowed
             wait_applied(primary, replica)
-            time.sleep(1.1)
+            time.sleep(1.1)  # past the one second a lag reading is kept
             assert server_id(strict) == REPLICA_ID
     finally:
         replica_sql(replica, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY = 0", "START SLAVE")
@@ -278,6 +278,37 @@ def test_a_replica_marked_down_is_tried_again_after_a_while(
             assert server_id(db) == PRIMARY_ID  # still marked down
             time.sleep(1.1)
             assert server_id(db) == REPLICA_ID
+
+
+def test_a_replica_that_dies_between_reads_hands_the_next_read_to_the_primary(
+    pair: tuple[MariaDbInstance, MariaDbInstance],
+) -> None:
+    primary, replica = pair
+    with (
+        TcpProxy("127.0.0.1", replica.port) as proxy,
+        client(primary, f"mysql://127.0.0.1:{proxy.port}", replica_retry_after=600) as db,
+    ):
+        assert server_id(db) == REPLICA_ID
+        # Its lag reading is still fresh: the read itself finds the replica gone.
+        proxy.refuse()
+        proxy.drop_all()
+        assert server_id(db) == PRIMARY_ID
+        assert "down" in db._repr_html_()
+
+
+def test_a_stream_whose_replica_fails_before_its_first_row_runs_on_the_primary(
+    pair: tuple[MariaDbInstance, MariaDbInstance],
+) -> None:
+    primary, replica = pair
+    with (
+        TcpProxy("127.0.0.1", replica.port) as proxy,
+        client(primary, f"mysql://127.0.0.1:{proxy.port}", replica_retry_after=600) as db,
+    ):
+        assert server_id(db) == REPLICA_ID
+        proxy.refuse()
+        proxy.drop_all()
+        rows = list(db.stream("SELECT @@server_id AS id", replica_ok=True))
+    assert rows == [{"id": PRIMARY_ID}]
 
 
 def test_a_replica_that_refuses_the_account_is_skipped_without_showing_the_password(
