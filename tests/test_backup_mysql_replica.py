@@ -252,3 +252,38 @@ def test_the_manifest_of_a_replica_backup_holds_no_password(pair: Pair, tmp_path
             text = path.read_text()
             assert PASSWORD not in text
             assert quote(PASSWORD, safe="") not in text
+
+
+def test_the_backup_command_takes_from_replica_from_the_settings_file(
+    pair: Pair, tmp_path: Path
+) -> None:
+    from autoops.cli.backup import main_backup
+
+    primary, replica = pair
+    settings = tmp_path / "autoops.toml"
+    settings.write_text(
+        f'[db]\nurl = "{backup_url(primary.port)}"\n'
+        f'[backup]\nstorage = "{tmp_path / "store"}"\n'
+        f'from_replica = "mysql://127.0.0.1:{replica.port}"\n'
+    )
+    settings.chmod(0o600)
+    assert main_backup(["mysql", "--config", str(settings)]) == 0
+    (backup,) = autoops.Backuper(autoops.LocalStorage(tmp_path / "store")).list()
+    assert backup.position["read_from"] == f"replica 127.0.0.1:{replica.port}"
+
+
+def test_the_backup_command_refuses_from_replica_for_redis(tmp_path: Path) -> None:
+    from autoops.cli.backup import main_backup
+
+    code = main_backup(
+        [
+            "redis",
+            "--url",
+            "redis://127.0.0.1:1/0",
+            "--storage",
+            str(tmp_path),
+            "--from-replica",
+            "mysql://127.0.0.1:2",
+        ]
+    )
+    assert code == 2

@@ -151,7 +151,14 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-_TEXT_SETTINGS: Final = ("storage", "ssh_key", "known_hosts", "compression", "keep_within")
+_TEXT_SETTINGS: Final = (
+    "storage",
+    "ssh_key",
+    "known_hosts",
+    "compression",
+    "keep_within",
+    "from_replica",
+)
 
 
 def _section(args: argparse.Namespace) -> dict[str, Any]:
@@ -243,6 +250,13 @@ def _backup_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pattern", help="redis logical dump: keys to take (default: all)")
     parser.add_argument("--tables", help="mysql: comma-separated tables (default: all)")
     parser.add_argument(
+        "--from-replica",
+        metavar="URL",
+        help="mysql: dump this replica of the server instead, recording the primary's binlog "
+        "position (a URL without user or password takes them from --url / [db] url; "
+        "default: [backup] from_replica)",
+    )
+    parser.add_argument(
         "--verify-restore",
         metavar="TARGET",
         help="after the backup, test-restore it: a mysql:// server URL (scratch database), a "
@@ -280,6 +294,9 @@ def _take(args: argparse.Namespace) -> int:
         url = args.url or settings.require_cache_url()
     else:
         url = args.url or settings.require_db_url()
+    args.from_replica = args.from_replica or section.get("from_replica")
+    if args.from_replica and args.kind != "mysql":
+        raise ConfigError(f"--from-replica is for mysql backups, not {args.kind}")
     storage = _storage(args, section, create=True)
     try:
         backuper = Backuper(storage, compression=compression, encryption=encryption)
@@ -312,7 +329,7 @@ def _take_backup(
     try:
         if args.kind == "mysql":
             tables = [t for t in (args.tables or "").split(",") if t]
-            backup = backuper.backup_mysql(url, tables=tables)
+            backup = backuper.backup_mysql(url, tables=tables, from_replica=args.from_replica)
         elif args.kind == "redis":
             backup = backuper.backup_redis(url, mode=args.mode, pattern=args.pattern)
         else:
