@@ -15,7 +15,7 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ._config import REDACTED, Secret
+from ._config import REDACTED, Dialect, Secret
 
 if TYPE_CHECKING:
     import pymysql.connections
@@ -65,7 +65,7 @@ class DbConnectionSettings:
     hide the password.
     """
 
-    dialect: Literal["mysql", "sqlite"]
+    dialect: Dialect
     host: str = ""
     port: int = 0
     unix_socket: str | None = None
@@ -129,7 +129,8 @@ class DbConnectionSettings:
         Without ``tls`` the connection is encrypted if the server offers TLS and in the clear if
         it offers none (as pymysql does by default), the server's certificate unchecked.
         """
-        import pymysql
+        # import autoops loads this module; the driver loads on first use.
+        import pymysql  # noqa: PLC0415
 
         arguments = self.pymysql_arguments()
         if self.tls is not None:
@@ -201,7 +202,7 @@ def _opportunistic_tls_context() -> ssl.SSLContext:
 
 @functools.cache
 def _redis_version() -> str:
-    from redis.utils import get_lib_version
+    from redis.utils import get_lib_version  # noqa: PLC0415  (the driver loads on first use)
 
     version: str = get_lib_version()  # type: ignore[no-untyped-call]
     return version
@@ -210,7 +211,7 @@ def _redis_version() -> str:
 def _redis_driver_info() -> Any:
     """What redis-py reports in ``CLIENT SETINFO``, with its version looked up once: left to
     itself it reads the package metadata for every client and connection (~2 ms CPU each)."""
-    from redis.driver_info import DriverInfo
+    from redis.driver_info import DriverInfo  # noqa: PLC0415  (the driver loads on first use)
 
     return DriverInfo(lib_version=_redis_version())
 
@@ -297,9 +298,10 @@ class CacheConnectionSettings:
         """A new redis-py connection with these settings, connected: TLS set up, ``AUTH`` and
         ``SELECT`` done. Not pooled and not retried; the caller disconnects it. RESP2 unless
         ``protocol=3``."""
-        import redis.connection
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        # import autoops loads this module; the driver loads on first use.
+        import redis.connection  # noqa: PLC0415
+        from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.retry import Retry  # noqa: PLC0415
 
         arguments = self._common_arguments()
         arguments.update(retry=Retry(NoBackoff(), 0), protocol=protocol)

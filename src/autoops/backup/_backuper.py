@@ -11,8 +11,9 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+from .._config import Settings
 from .._display import format_bytes, format_seconds
 from .._errors import ConfigError
 from .._pipeline import read_ahead
@@ -20,17 +21,23 @@ from .._progress import Progress
 from .._time import utc_now
 from ..cache import CacheClient
 from ..db import DbClient, MySQLClient, SQLiteClient
-from ._compress import Compressor, suffix_for
+from ._compress import Compressor, decompressed_chunks, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError
-from ._model import MANIFEST_SUFFIX, Backup, backup_list
+from ._model import MANIFEST_SUFFIX, Backup, Definer, backup_list
 from ._mysql import MySQLEngine, mysql_client
 from ._redis_link import redis_client
 from ._redis_logical import LogicalEngine
 from ._redis_rdb import RdbEngine
 from ._replica import replica_client
 from ._retention import RetentionPlan, RetentionPolicy
+from ._settings import (
+    backup_section,
+    encryption_from_settings,
+    retention_from_settings,
+    storage_from_settings,
+)
 from ._sqlite import SQLiteEngine
 from ._storage import Storage
 
@@ -100,6 +107,7 @@ class Backuper:
         compression_level: int | None = None,
         progress: bool | None = None,
         encryption: Encryption | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         Compressor(compression, compression_level)  # validates the choice early
         self.storage = storage
@@ -107,6 +115,33 @@ class Backuper:
         self.compression = compression
         self.compression_level = compression_level
         self.progress = progress
+        self.retention = retention
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, create: bool = True, **overrides: Any
+    ) -> Backuper:
+        """The Backuper ``autoops-backup`` builds from ``[backup]``: its ``storage`` (a
+        directory, ``sftp://`` with ``key_filename`` and ``known_hosts``, or ``s3://`` with the
+        S3 keys), ``encryption_key`` or ``encryption_passphrase_env``, ``compression``, and the
+        ``keep_*`` rules as :attr:`retention`; keyword arguments that are not None win over the
+        table's keys. ``create`` makes a missing local directory (a backup does; a command that
+        only reads must not). Close ``backuper.storage`` when done."""
+        section = backup_section(settings)
+        section.update({key: value for key, value in overrides.items() if value is not None})
+        retention = retention_from_settings(section)  # checked before anything is opened
+        encryption = encryption_from_settings(section)
+        storage = storage_from_settings(section, create=create)
+        try:
+            return cls(
+                storage,
+                compression=section.get("compression", "zstd"),
+                encryption=encryption,
+                retention=retention,
+            )
+        except BaseException:
+            storage.close()
+            raise
 
     # catalogue ------------------------------------------------------------------------------
 
@@ -229,7 +264,7 @@ class Backuper:
             self.storage.location,
             format_bytes(backup.size),
             format_bytes(raw_size),
-            format_seconds(backup.duration),
+            format_seconds(backup.duration_seconds),
         )
         for warning in backup.warnings:
             log.warning("backup %s: %s", backup.id, warning)
@@ -283,7 +318,7 @@ class Backuper:
         db: MySQLClient | str,
         *,
         replace: bool = False,
-        definer: str = "keep",
+        definer: Definer = "keep",
     ) -> None:
         """Load a MySQL backup into the client's database (which must be empty unless
         ``replace``), streaming through the ``mariadb``/``mysql`` client. ``definer="strip"``
@@ -297,7 +332,7 @@ class Backuper:
         self,
         cache: CacheClient | str,
         *,
-        mode: str = "rdb",
+        mode: Literal["rdb", "logical"] = "rdb",
         pattern: str | None = None,
         timeout: float = 60.0,
     ) -> Backup:
@@ -366,7 +401,9 @@ class Backuper:
                 self.storage.open(backup.data_file), backup.data_file
             )
 
-    def verify(self, backup: Backup, *, restore_test: Any = False) -> Backup:
+    def verify(
+        self, backup: Backup, *, restore_test: MySQLClient | CacheClient | str | bool | None = False
+    ) -> Backup:
         """Check a backup's size and SHA-256 and that it decompresses whole; with
         ``restore_test`` also restore it into scratch space and compare with the manifest:
         a MySQL client or URL (a scratch ``autoops_verify_*`` database is made and dropped), a
@@ -405,11 +442,21 @@ class Backuper:
     # retention ------------------------------------------------------------------------------
 
     def prune(
-        self, policy: RetentionPolicy, *, source: str | None = None, dry_run: bool = False
+        self,
+        policy: RetentionPolicy | None = None,
+        *,
+        source: str | None = None,
+        dry_run: bool = False,
     ) -> RetentionPlan:
-        """Apply ``policy`` per source (or to one ``source``) and remove what it does not keep,
-        manifest first; with ``dry_run`` only return the plan. A source whose newest backup is
-        not verified keeps everything (see :class:`RetentionPolicy`)."""
+        """Apply ``policy`` (default: :attr:`retention`) per source (or to one ``source``) and
+        remove what it does not keep, manifest first; with ``dry_run`` only return the plan. A
+        source whose newest backup is not verified keeps everything (see
+        :class:`RetentionPolicy`)."""
+        policy = policy if policy is not None else self.retention
+        if policy is None:
+            raise ConfigError(
+                "prune needs a retention policy: pass one, or set keep_* keys in [backup]"
+            )
         plan = policy.plan(self.list(source))
         if not dry_run:
             self.storage.clean_partials()
@@ -476,8 +523,6 @@ class Backuper:
         self.storage.delete(backup.data_file)
 
     def _chunks_of(self, backup: Backup) -> Iterable[bytes]:
-        from ._compress import decompressed_chunks
-
         handle = self.storage.open(backup.data_file)
         if _is_encrypted(backup):
             handle = self._encryption_for(backup).open(handle, backup.data_file)

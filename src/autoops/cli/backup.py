@@ -14,30 +14,28 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 from .._config import redact_url
 from .._errors import AutoOpsError, ConfigError
-from .._metrics import MetricSample, write_textfile
-from .._ssh import SshOptions
+from .._metrics import write_textfile
 from ..backup import (
     Backup,
     Backuper,
     Encryption,
-    LocalStorage,
     RetentionPolicy,
-    S3Storage,
-    SftpStorage,
-    Storage,
 )
-from ..backup._retention import parse_duration
+from ..backup._settings import (
+    KEEP_RULES,
+    backup_metrics,
+    backup_section,
+    retention_from_settings,
+)
 from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, settings_from
 
 __all__ = ["main_backup", "main_backups", "main_restore"]
 
 log: Final = logging.getLogger("autoops.backup")
 EXIT_METRICS_NOT_WRITTEN: Final = 3
-_KEEP_RULES: Final = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 
 def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,22 +63,10 @@ def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _encryption(args: argparse.Namespace, section: dict[str, Any]) -> Encryption | None:
-    key_file = args.encryption_key or section.get("encryption_key")
-    variable = args.passphrase_env or section.get("encryption_passphrase_env")
-    if key_file and variable:
-        raise ConfigError("give an encryption key file or a passphrase variable, not both")
-    if key_file:
-        return Encryption.from_keyfile(str(key_file))
-    if variable:
-        return Encryption.from_environment(str(variable))
-    return None
-
-
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     units = {"hourly": "hours", "daily": "days", "weekly": "weeks (Mon-Sun)"}
     units.update(monthly="months", yearly="years")
-    for rule in _KEEP_RULES:
+    for rule in KEEP_RULES:
         text = (
             "keep the N newest backups"
             if rule == "last"
@@ -92,48 +78,10 @@ def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _policy(args: argparse.Namespace, section: dict[str, Any]) -> RetentionPolicy | None:
-    values = {f"keep_{rule}": getattr(args, f"keep_{rule}") for rule in _KEEP_RULES}
-    within_text = args.keep_within
-    if not any(values.values()) and within_text is None:
-        configured = {k: v for k, v in section.items() if k.startswith("keep_")}
-        if not configured:
-            return None
-        within_text = configured.pop("keep_within", None)
-        values = {f"keep_{rule}": configured.get(f"keep_{rule}", 0) for rule in _KEEP_RULES}
-    within = parse_duration(str(within_text)) if within_text is not None else None
-    return RetentionPolicy(**values, keep_within=within)
-
-
-def _storage(args: argparse.Namespace, section: dict[str, Any], *, create: bool) -> Storage:
-    """The storage named by --storage or [backup] storage; only a backup (``create``) makes a
-    missing directory, so a typo in a reading command is an error instead of an empty list."""
-    where = args.storage or section.get("storage")
-    if not where:
-        raise ConfigError(
-            "no backup storage: pass --storage DIR or sftp://user@host/path, or set "
-            '[backup] storage = "..." in autoops.toml'
-        )
-    where = str(where)
-    if where.startswith("sftp://"):
-        parts = urlsplit(where)
-        if not parts.hostname or not parts.path:
-            raise ConfigError(f"bad SFTP storage {where!r}: use sftp://user@host:22/path")
-        user = f"{unquote(parts.username)}@" if parts.username else ""
-        options = SshOptions(
-            key_filename=args.ssh_key or section.get("ssh_key"),
-            known_hosts=args.known_hosts or section.get("known_hosts"),
-        )
-        return SftpStorage(
-            f"{user}{parts.hostname}:{parts.port or 22}", parts.path, options=options, create=create
-        )
-    if where.startswith("s3://"):
-        return S3Storage.from_settings(where, section)
-    if "://" in where:
-        raise ConfigError(
-            f"unknown storage {where!r}: use a directory, sftp://user@host/path or s3://bucket/prefix"
-        )
-    return LocalStorage(where, create=create)
+def _flag_policy(args: argparse.Namespace) -> RetentionPolicy | None:
+    """The policy of the --keep-* flags (it replaces [backup]'s keep_* whole), or None."""
+    flags = {f"keep_{rule}": getattr(args, f"keep_{rule}") for rule in KEEP_RULES}
+    return retention_from_settings({}, {**flags, "keep_within": args.keep_within})
 
 
 @contextlib.contextmanager
@@ -151,76 +99,24 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-_TEXT_SETTINGS: Final = (
-    "storage",
-    "ssh_key",
-    "known_hosts",
-    "compression",
-    "keep_within",
-    "from_replica",
-)
-
-
-def _section(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``[backup]`` table, each known key checked for its type, so a bad value is one
-    configuration error before anything runs rather than a traceback half way."""
-    settings = settings_from(args)
-    section = dict(settings.section("backup"))
-    where = f"[backup] in {settings.path}"
-    for key in _TEXT_SETTINGS:
-        if key in section and not isinstance(section[key], str):
-            raise ConfigError(
-                f"{where}: {key} must be a quoted string, got {section[key]!r}"
-                + (' (a duration like "7d")' if key == "keep_within" else "")
-            )
-    for rule in _KEEP_RULES:
-        value = section.get(f"keep_{rule}", 0)
-        # TOML's true is a bool, which Python would take for 1.
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{where}: keep_{rule} must be a whole number >= 0, got {value!r}")
-    return section
+def _backuper(
+    args: argparse.Namespace, *, create: bool, compression: str | None = None
+) -> Backuper:
+    """:meth:`Backuper.from_settings` with the storage and encryption flags over ``[backup]``."""
+    return Backuper.from_settings(
+        settings_from(args),
+        create=create,
+        storage=args.storage,
+        key_filename=args.ssh_key,
+        known_hosts=args.known_hosts,
+        encryption_key=args.encryption_key,
+        encryption_passphrase_env=args.passphrase_env,
+        compression=compression,
+    )
 
 
 def _metrics(path: str, backuper: Backuper, source: str, kind: str, succeeded: bool) -> None:
-    backups = [b for b in backuper.list(source) if b.status == "ok"]
-    labels = {"kind": kind, "source": source}
-    samples = [
-        MetricSample(
-            "autoops_backup_last_run_success",
-            "1 if the last backup run succeeded, else 0",
-            1.0 if succeeded else 0.0,
-            labels,
-        ),
-        MetricSample(
-            "autoops_backup_complete_backups",
-            "complete backups in the catalogue",
-            len(backups),
-            labels,
-        ),
-    ]
-    if backups:
-        newest = backups[-1]
-        samples += [
-            MetricSample(
-                "autoops_backup_last_success_timestamp_seconds",
-                "when the newest complete backup finished (Unix time)",
-                newest.finished_at.timestamp(),
-                labels,
-            ),
-            MetricSample(
-                "autoops_backup_last_size_bytes",
-                "size of the newest complete backup as stored",
-                newest.size,
-                labels,
-            ),
-            MetricSample(
-                "autoops_backup_last_duration_seconds",
-                "how long the newest complete backup took",
-                newest.duration,
-                labels,
-            ),
-        ]
-    write_textfile(path, samples)
+    write_textfile(path, backup_metrics(backuper, source, kind, succeeded=succeeded))
 
 
 # autoops-backup ---------------------------------------------------------------------------------
@@ -285,21 +181,19 @@ def _take(args: argparse.Namespace) -> int:
         return _keygen(args.path)
     if args.path is not None:
         raise ConfigError(f"unexpected argument {args.path!r}: PATH is for keygen only")
-    section = _section(args)
     settings = settings_from(args)
-    encryption = _encryption(args, section)
-    policy = _policy(args, section)  # checked before the backup runs, not after
-    compression = args.compression or section.get("compression", "zstd")
+    flag_policy = _flag_policy(args)  # checked before the backup runs, not after
     if args.kind == "redis":
         url = args.url or settings.require_cache_url()
     else:
         url = args.url or settings.require_db_url()
-    args.from_replica = args.from_replica or section.get("from_replica")
+    args.from_replica = args.from_replica or backup_section(settings).get("from_replica")
     if args.from_replica and args.kind != "mysql":
         raise ConfigError(f"--from-replica is for mysql backups, not {args.kind}")
-    storage = _storage(args, section, create=True)
+    backuper = _backuper(args, create=True, compression=args.compression)
+    storage = backuper.storage
     try:
-        backuper = Backuper(storage, compression=compression, encryption=encryption)
+        policy = flag_policy if flag_policy is not None else backuper.retention
         backup = _take_backup(args, backuper, policy, url)
         if not args.metrics_file:
             return EXIT_OK
@@ -396,11 +290,8 @@ def _restore_parser() -> argparse.ArgumentParser:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    section = _section(args)
-    encryption = _encryption(args, section)
-    storage = _storage(args, section, create=False)
+    backuper = _backuper(args, create=False)
     try:
-        backuper = Backuper(storage, encryption=encryption)
         backup = backuper.get(args.backup)
         if backup.kind == "mysql":
             backuper.restore_mysql(backup, args.url, replace=args.replace, definer=args.definer)
@@ -410,7 +301,7 @@ def _restore(args: argparse.Namespace) -> int:
             backuper.restore_sqlite(backup, args.url, replace=args.replace)
         log.info("restored %s into %s", backup.id, redact_url(args.url))
     finally:
-        storage.close()
+        backuper.storage.close()
     return EXIT_OK
 
 
@@ -454,11 +345,8 @@ def _row(backup: Backup) -> str:
 
 
 def _backups(args: argparse.Namespace) -> int:
-    section = _section(args)
-    encryption = _encryption(args, section)
-    storage = _storage(args, section, create=False)
+    backuper = _backuper(args, create=False)
     try:
-        backuper = Backuper(storage, encryption=encryption)
         if args.action == "list":
             for backup in backuper.list(args.source):
                 print(backup.to_json().decode().replace("\n", "") if args.json else _row(backup))
@@ -477,7 +365,8 @@ def _backups(args: argparse.Namespace) -> int:
                     failed += 1
                     print(f"FAILED   {backup.id}: {exc}")
             return EXIT_FAILURE if failed else EXIT_OK
-        policy = _policy(args, section)
+        policy = _flag_policy(args)
+        policy = policy if policy is not None else backuper.retention
         if policy is None:
             raise ConfigError("prune needs a policy: --keep-daily 7 ... or [backup] keep_* keys")
         plan = backuper.prune(policy, source=args.source, dry_run=args.dry_run)
@@ -488,7 +377,7 @@ def _backups(args: argparse.Namespace) -> int:
                 log.info("%s", line)
         return EXIT_OK
     finally:
-        storage.close()
+        backuper.storage.close()
 
 
 def main_backups(argv: Sequence[str] | None = None) -> int:

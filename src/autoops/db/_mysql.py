@@ -25,7 +25,7 @@ from .._errors import (
 from .._retry import Failure, RetryPolicy
 from ._client import DbClient, Row, _Lost
 from ._params import Params, check_mysql_placeholders
-from ._replicas import ReplicaSet, tls_from_options
+from ._replicas import REPLICA_OPTIONS, ReplicaSet, tls_from_options
 from ._rows import row_builder
 
 __all__ = ["MySQLClient"]
@@ -191,9 +191,7 @@ class MySQLClient(DbClient):
         allowed: dict[str, Converter] = {**MYSQL_OPTIONS, "stream_write_timeout": int}
         # Not URL query options: a list, and numbers given as numbers.
         replica_options: dict[str, Any] = {
-            name: options.pop(name)
-            for name in ("replicas", "max_replica_lag", "replica_retry_after")
-            if name in options
+            name: options.pop(name) for name in REPLICA_OPTIONS if name in options
         }
         merged: dict[str, Any] = {
             **url.options,
@@ -208,6 +206,25 @@ class MySQLClient(DbClient):
             database=url.database,
             retry=retry,
             **merged,
+        )
+
+    @classmethod
+    def _from_connection_settings(
+        cls, settings: DbConnectionSettings, *, retry: RetryPolicy | None
+    ) -> MySQLClient:
+        return cls(
+            host=settings.host,
+            port=settings.port,
+            unix_socket=settings.unix_socket,
+            user=settings.user,
+            password=settings.password,
+            database=settings.database,
+            charset=settings.charset,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            write_timeout=settings.write_timeout,
+            tls=settings.tls,
+            retry=retry,
         )
 
     def _connect(self) -> MySQLConnection:

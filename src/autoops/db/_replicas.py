@@ -18,20 +18,26 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from .._config import DbUrl
 from .._connection import DbConnectionSettings, TlsSettings
 from .._errors import AuthenticationError, AutoOpsError, ConfigError, ConnectError, QueryError
 from .._retry import RetryPolicy
+from ._client import DbClient, Row
 
-if TYPE_CHECKING:
-    from ._client import DbClient, Row
-
-__all__ = ["ReplicaSet", "read_replica_status", "replica_lag", "tls_from_options"]
+__all__ = [
+    "REPLICA_OPTIONS",
+    "ReplicaSet",
+    "read_replica_status",
+    "replica_lag",
+    "tls_from_options",
+]
 
 log: Final = logging.getLogger("autoops.db")
 
+# The keyword options (and [db] keys) of a client's replicas: not URL query options.
+REPLICA_OPTIONS: Final = ("replicas", "max_replica_lag", "replica_retry_after")
 # How long a lag reading is trusted: reads within it do not ask the replica again.
 LAG_READING_TTL: Final = 1.0
 # How soon a reading too old for a read that needs recent writes is taken again.
@@ -59,8 +65,6 @@ def replica_settings(primary: DbConnectionSettings, spec: object) -> DbConnectio
     """The connection settings of one replica. A URL names the server; what it leaves out (user
     and password, database, timeouts, TLS) is the primary's. Settings or a client are used as
     they are."""
-    from ._client import DbClient
-
     if isinstance(spec, DbClient):
         spec = spec.connection_settings
     if isinstance(spec, DbConnectionSettings):
