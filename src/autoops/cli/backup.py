@@ -12,24 +12,29 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 from .._config import redact_url
 from .._errors import AutoOpsError, ConfigError
-from .._metrics import write_textfile
+from .._metrics import MetricSample, write_textfile
 from ..backup import (
+    ArchivedBinlog,
     Backup,
     Backuper,
     Encryption,
     RetentionPolicy,
 )
+from ..backup._binlogs import server_source
+from ..backup._mysql import dump_source
 from ..backup._settings import (
     KEEP_RULES,
     backup_metrics,
     backup_section,
     retention_from_settings,
 )
+from ..db import DbClient, MySQLClient
 from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, settings_from
 
 __all__ = ["main_backup", "main_backups", "main_restore"]
@@ -133,8 +138,9 @@ def _backup_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "kind",
-        choices=["mysql", "redis", "sqlite", "keygen"],
-        help="what to back up, or keygen to write a new encryption key file to PATH",
+        choices=["mysql", "redis", "sqlite", "binlogs", "keygen"],
+        help="what to back up (binlogs: archive a MySQL/MariaDB server's binary logs for "
+        "point-in-time recovery), or keygen to write a new encryption key file to PATH",
     )
     parser.add_argument("path", nargs="?", metavar="PATH", help="keygen: the key file to write")
     parser.add_argument(
@@ -157,6 +163,18 @@ def _backup_parser() -> argparse.ArgumentParser:
         metavar="TARGET",
         help="after the backup, test-restore it: a mysql:// server URL (scratch database), a "
         "redis:// URL of an empty db, or 'local' for an RDB snapshot or SQLite",
+    )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="binlogs: keep running, archiving every --interval seconds, until SIGTERM",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="binlogs --follow: seconds between archive runs, the recovery point's lag (60)",
     )
     _add_policy_arguments(parser)
     parser.add_argument(
@@ -193,6 +211,8 @@ def _take(args: argparse.Namespace) -> int:
     backuper = _backuper(args, create=True, compression=args.compression)
     storage = backuper.storage
     try:
+        if args.kind == "binlogs":
+            return _archive_binlogs(args, backuper, url)
         policy = flag_policy if flag_policy is not None else backuper.retention
         backup = _take_backup(args, backuper, policy, url)
         if not args.metrics_file:
@@ -212,6 +232,60 @@ def _take(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         storage.close()
+
+
+def _archive_binlogs(args: argparse.Namespace, backuper: Backuper, url: str) -> int:
+    """One archive run (for cron), or runs every ``--interval`` seconds with ``--follow``; a
+    failed run under --follow is logged and retried at the next interval."""
+    if args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    with DbClient.from_url(url) as client:
+        if not isinstance(client, MySQLClient):
+            raise ConfigError(f"binlogs archives a MySQL/MariaDB server; got {redact_url(url)}")
+        source = server_source(dump_source(client))
+        while True:
+            started = time.monotonic()
+            try:
+                backuper.archive_binlogs(client)
+            except AutoOpsError as exc:
+                if args.metrics_file:
+                    _binlog_metrics(args.metrics_file, backuper, source, succeeded=False)
+                if not args.follow:
+                    raise
+                log.error("archiving the binary logs failed: %s; trying again", exc)
+            else:
+                if args.metrics_file:
+                    _binlog_metrics(args.metrics_file, backuper, source, succeeded=True)
+                if not args.follow:
+                    return EXIT_OK
+            time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+
+
+def _binlog_metrics(path: str, backuper: Backuper, source: str, *, succeeded: bool) -> None:
+    """How far the archive reaches (the recovery point) and whether the last run worked."""
+    labels = {"source": source}
+    samples = [
+        MetricSample(
+            "autoops_backup_binlog_last_run_success",
+            "1 if the last binlog archive run succeeded, else 0",
+            1.0 if succeeded else 0.0,
+            labels,
+        )
+    ]
+    archives = backuper.binlogs(source)
+    if archives:
+        samples.append(
+            MetricSample(
+                "autoops_backup_binlog_recovery_point_timestamp_seconds",
+                "the moment the binlog archive reaches: a restore can stop at any second before it",
+                max(a.archived_at for a in archives).timestamp(),
+                labels,
+            )
+        )
+    try:
+        write_textfile(path, samples)
+    except OSError as exc:
+        log.warning("the metrics file %s was not written: %s", path, exc.strerror or exc)
 
 
 def _take_backup(
@@ -268,7 +342,12 @@ def _restore_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoops-restore", description="Restore a backup into a database, Redis or a file."
     )
-    parser.add_argument("backup", help="backup id (or a unique prefix); see autoops-backups list")
+    parser.add_argument(
+        "backup",
+        nargs="?",
+        help="backup id (or a unique prefix); see autoops-backups list. With --until it may be "
+        "left out: the newest MySQL backup before that moment is taken",
+    )
     parser.add_argument(
         "--url",
         required=True,
@@ -284,6 +363,19 @@ def _restore_parser() -> argparse.ArgumentParser:
         default="keep",
         help="mysql: 'strip' makes the restoring account own views, triggers and routines",
     )
+    parser.add_argument(
+        "--until",
+        metavar="WHEN",
+        help="mysql: then replay the archived binary logs up to WHEN: a time ('2026-11-30 "
+        "10:15:00', this machine's time zone unless an offset like +02:00 is given; transactions "
+        "committed before it are restored, none at or after it), a binlog position "
+        "(binlog.000042:1234, replay stops before the event there) or a GTID (0-1-77, included)",
+    )
+    parser.add_argument(
+        "--source",
+        help="with --until and no backup id: the backed-up database (mysql://host:port/db, as "
+        "autoops-backups list shows) when the storage holds several",
+    )
     _add_storage_arguments(parser)
     add_common_arguments(parser)
     return parser
@@ -292,9 +384,19 @@ def _restore_parser() -> argparse.ArgumentParser:
 def _restore(args: argparse.Namespace) -> int:
     backuper = _backuper(args, create=False)
     try:
-        backup = backuper.get(args.backup)
+        if args.backup is None:
+            if args.until is None:
+                raise ConfigError("give a backup id, or --until to restore to a moment")
+            backup = backuper.backup_before(args.until, args.source)
+            log.info("restoring %s, the newest backup before %s", backup.id, args.until)
+        else:
+            backup = backuper.get(args.backup)
+        if args.until is not None and backup.kind != "mysql":
+            raise ConfigError(f"--until replays MySQL binary logs; {backup.id} is {backup.kind}")
         if backup.kind == "mysql":
-            backuper.restore_mysql(backup, args.url, replace=args.replace, definer=args.definer)
+            backuper.restore_mysql(
+                backup, args.url, replace=args.replace, definer=args.definer, until=args.until
+            )
         elif backup.kind == "redis":
             backuper.restore_redis(backup, args.url, replace=args.replace)
         else:
@@ -320,7 +422,11 @@ def _backups_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="action", required=True)
     listing = commands.add_parser("list", help="list backups (oldest first)")
     listing.add_argument("--source")
-    listing.add_argument("--json", action="store_true", help="one JSON manifest per line")
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON manifest per line (backups, then archived binlogs: kind "binlog")',
+    )
     verify = commands.add_parser("verify", help="check checksums (and test-restore)")
     verify.add_argument("ids", nargs="*", help="backup ids (default: every backup)")
     verify.add_argument(
@@ -344,12 +450,29 @@ def _row(backup: Backup) -> str:
     )
 
 
+def _binlog_row(archive: ArchivedBinlog) -> str:
+    state = "complete" if archive.complete else "active"
+    last = archive.last_event_at.isoformat(timespec="seconds") if archive.last_event_at else "-"
+    return (
+        f"{archive.manifest_file.removesuffix('.binlog.json')}  binlog  {state:8}  "
+        f"{archive.size:>12}  {archive.start_position}..{archive.end_position}  "
+        f"last event {last}  {archive.source}"
+    )
+
+
 def _backups(args: argparse.Namespace) -> int:
     backuper = _backuper(args, create=False)
     try:
         if args.action == "list":
             for backup in backuper.list(args.source):
                 print(backup.to_json().decode().replace("\n", "") if args.json else _row(backup))
+            server = server_source(args.source) if args.source else None
+            for archive in backuper.binlogs(server):
+                print(
+                    archive.to_json().decode().replace("\n", "")
+                    if args.json
+                    else _binlog_row(archive)
+                )
             return EXIT_OK
         if args.action == "verify":
             backups = [backuper.get(i) for i in args.ids] if args.ids else backuper.list()

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``autoops-sync``."""
     parser = argparse.ArgumentParser(
         prog="autoops-sync",
-        description="Keep Redis in step with a MySQL table: a full pass, then incremental ones.",
+        description="Keep Redis in step with a MySQL table: a full pass, then incremental ones "
+        "(--source binlog: a snapshot, then every committed change from the binary log).",
         epilog=(
             "URLs come from AUTOOPS_DB_URL / AUTOOPS_CACHE_URL or autoops.toml; every option "
             "below may also be set in its [sync] table. Exit codes: 0 ok, 1 failed, 2 usage, "
@@ -72,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="the sync's name in its lock and status keys")
     parser.add_argument("--namespace", help="cache key namespace")
     parser.add_argument("--lock-ttl", type=float, help="seconds the lock outlives a dead runner")
-    parser.add_argument("--interval", type=float, help="seconds between passes with --forever")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        help="seconds between passes with --forever (binlog: between reports and metrics)",
+    )
     parser.add_argument(
         "--read-from",
         choices=("primary", "replica"),
@@ -80,6 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--metrics-file", help="Prometheus textfile to write after each pass (atomically)"
+    )
+    parser.add_argument(
+        "--source",
+        choices=("poll", "binlog"),
+        help="poll the table (default) or follow the MySQL/MariaDB binary log",
+    )
+    parser.add_argument(
+        "--server-id", type=int, help="binlog mode: this reader's replica id (default: random)"
+    )
+    parser.add_argument(
+        "--on-purged",
+        choices=("error", "full"),
+        help="binlog mode: when the checkpoint's log was purged, stop (default) or take a new "
+        "snapshot",
     )
     return parser
 

@@ -13,7 +13,7 @@ from ._lock import SyncLock
 from ._page import Page
 from ._plan import shift_back
 
-__all__ = ["State", "Window", "checkpoint_record", "write", "write_page"]
+__all__ = ["State", "Window", "checkpoint_record", "lost_lock", "write", "write_page"]
 
 
 def _stored(value: Any) -> tuple[str, int | float | str]:
@@ -92,7 +92,7 @@ def write_page(
     """Write ``page`` and the ``meta`` keys (its checkpoint) in one fenced step."""
     batch = FencedBatch(lock.fence, page.packed, page.item_count, ttl_ms, page.deletes, meta)
     if not cache.write_fenced(batch):
-        _lost_lock(cache, lock, name)
+        lost_lock(cache, lock, name)
 
 
 def write(
@@ -105,10 +105,11 @@ def write(
 ) -> None:
     """Delete keys and write ``meta`` keys in one fenced step."""
     if not cache.write_fenced(FencedBatch(lock.fence, deletes=deletes or (), meta=meta or ())):
-        _lost_lock(cache, lock, name)
+        lost_lock(cache, lock, name)
 
 
-def _lost_lock(cache: CacheBackend, lock: SyncLock, name: str) -> None:
+def lost_lock(cache: CacheBackend, lock: SyncLock, name: str) -> None:
+    """Raise the :class:`LockHeldError` of a fenced write the lock's loss refused."""
     raise LockHeldError(
         f"sync {name} lost its lock {lock.key} in {cache.location} (it expired "
         "while this process was paused, or was taken over): the batch was not written. The "

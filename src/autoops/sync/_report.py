@@ -16,7 +16,7 @@ from ._plan import META_PREFIX
 
 __all__ = ["SyncReport", "SyncStatus", "meta_key", "read_sync_status"]
 
-SyncKind = Literal["full", "incremental", "reconcile"]
+SyncKind = Literal["full", "incremental", "reconcile", "snapshot", "stream"]
 
 _LAST_PASS_FIELDS: Final = (
     "kind",
@@ -61,6 +61,12 @@ class SyncReport:
     resumed: bool = False
     server_side: bool = False
     """True when the database built the keys and JSON values (the fast path)."""
+    events_read: int = 0
+    """Binlog mode: row changes read from the binary log (the snapshot's rows included)."""
+    behind_bytes: int | None = None
+    """Binlog mode: bytes of binary log between the checkpoint and the log's end."""
+    binlog_lag_seconds: float | None = None
+    """Binlog mode: the age of the oldest change not yet applied (0 at the log's end)."""
 
     @property
     def completed(self) -> bool:
@@ -76,7 +82,10 @@ class SyncReport:
     @property
     def lag_seconds(self) -> float:
         """How old the cache's view of the table is when the pass ends: it holds every change
-        committed before the pass started reading (within the overlap window)."""
+        committed before the pass started reading (within the overlap window). Binlog mode:
+        the age of the oldest change not yet applied, 0 at the log's end."""
+        if self.binlog_lag_seconds is not None:
+            return self.binlog_lag_seconds
         return self.duration_seconds
 
     def _rows(self) -> list[tuple[str, object]]:
@@ -145,7 +154,11 @@ class SyncStatus:
     horizon: str | None = None
     """How the last pass bounded late commits: ``"open transactions"`` (INNODB_TRX and
     PROCESSLIST), ``"fixed delay (no PROCESS privilege)"`` (``overlap`` seconds of the
-    database's clock) or ``"newest less overlap"`` (other databases and column types)."""
+    database's clock) or ``"newest less overlap"`` (other databases and column types);
+    ``"binary log"`` for binlog syncs."""
+    behind_bytes: int | None = None
+    """Binlog syncs: bytes of binary log between the checkpoint and the log's end when the
+    checkpoint was written (0: caught up); None for polling syncs."""
 
     def lag_seconds(self, now: dt.datetime | None = None) -> float | None:
         """Seconds from ``synced_as_of`` to ``now`` (default: the current time); None if no pass
@@ -244,4 +257,5 @@ def read_sync_status(cache: CacheBackend, name: str) -> SyncStatus:
         full_pass_in_progress=full_data is not None,
         lock_holder=describe_holder(lock_data),
         horizon=checkpoint.get("horizon"),
+        behind_bytes=checkpoint.get("behind_bytes"),
     )

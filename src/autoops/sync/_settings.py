@@ -33,6 +33,9 @@ SYNC_SETTINGS: Final[Mapping[str, type | tuple[type, ...]]] = {
     "interval": (int, float),
     "metrics_file": str,
     "read_from": str,
+    "source": str,
+    "server_id": int,
+    "on_purged": str,
 }
 # The smallest value each number takes (and whether it may equal it); never NaN or infinite.
 _LOWEST: Final[Mapping[str, tuple[float, bool]]] = {
@@ -41,6 +44,7 @@ _LOWEST: Final[Mapping[str, tuple[float, bool]]] = {
     "overlap": (0, True),
     "lock_ttl": (1, True),
     "interval": (0, True),
+    "server_id": (1, True),
 }
 
 
@@ -103,6 +107,15 @@ def sync_metrics(name: str, report: SyncReport | None, cache: CacheBackend) -> l
                 "autoops_sync_last_success_timestamp_seconds",
                 "Unix time the last successful pass finished",
                 status.last_success_at.timestamp(),
+                labels,
+            )
+        )
+    if status.behind_bytes is not None:
+        samples.append(
+            MetricSample(
+                "autoops_sync_binlog_behind_bytes",
+                "Bytes of binary log between the checkpoint and the log's end",
+                status.behind_bytes,
                 labels,
             )
         )

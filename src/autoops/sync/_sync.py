@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -36,6 +36,9 @@ from ._replica import ReadFrom, ReadPoint
 from ._report import SyncReport, SyncStatus, meta_key, read_sync_status
 from ._settings import sync_metrics, sync_settings
 from ._signals import forward_stop, stop_on_signals
+
+if TYPE_CHECKING:
+    from ._binlog import BinlogSync
 
 __all__ = ["CacheSync"]
 
@@ -78,6 +81,12 @@ class CacheSync:
     ``read_from="replica"`` (a client with ``replicas``) reads the rows from a replica that has
     applied everything the primary had committed when the pass took its horizon, and from the
     primary when none has within the client's ``max_replica_lag``.
+
+    ``source="binlog"`` (MariaDB, the ``binlog`` extra) reads the binary log instead: a snapshot
+    with its matching binlog position, then every committed change, hard deletes included, each
+    batch written with its binlog checkpoint; ``server_id`` is the reader's replica id (default:
+    random), ``on_purged="full"`` re-snapshots when the checkpoint's log was purged (default: a
+    ConfigError). See docs/sync.md, "Binlog mode".
     """
 
     def __init__(
@@ -103,6 +112,9 @@ class CacheSync:
         interval: float = 60.0,
         metrics_file: str | None = None,
         read_from: ReadFrom = "primary",
+        source: str = "poll",
+        server_id: int | None = None,
+        on_purged: str = "error",
     ) -> None:
         for what, identifier in (
             ("table", table),
@@ -166,6 +178,24 @@ class CacheSync:
             stop=self._stop,
             reads=self._reads,
         )
+        if source not in ("poll", "binlog"):
+            raise ConfigError(f"source must be 'poll' or 'binlog', got {source!r}")
+        if source == "binlog" and read_from != "primary":
+            raise ConfigError(
+                "read_from='replica' is for the polling sync; source='binlog' follows the "
+                "binary log of the server it connects to"
+            )
+        self.source = source
+        self._binlog: BinlogSync | None = None
+        if source == "binlog":
+            try:
+                from ._binlog import BinlogSync  # noqa: PLC0415  (an optional extra)
+            except ImportError as exc:
+                raise ConfigError(
+                    f"source='binlog' needs mysql-replication ({exc}): pip install "
+                    "'autoops[binlog]'"
+                ) from None
+            self._binlog = BinlogSync(self, server_id=server_id, on_purged=on_purged)
 
     # public API -----------------------------------------------------------------------------
 
@@ -237,6 +267,8 @@ class CacheSync:
         """
         self._stop.clear()
         with stop_on_signals(self._stop, self.name, enabled=handle_signals):
+            if self._binlog is not None:
+                return self._binlog.run_once(full)
             return self._run_pass(full)
 
     def run_forever(
@@ -266,6 +298,9 @@ class CacheSync:
             stop_on_signals(self._stop, self.name, enabled=handle_signals),
             forward_stop(stop_event, self._stop),
         ):
+            if self._binlog is not None:
+                self._binlog.run_forever(interval=interval, on_report=on_report)
+                return
             while not self._stop.is_set() and not (stop_event and stop_event.is_set()):
                 delay = interval
                 try:
