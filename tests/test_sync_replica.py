@@ -155,3 +155,10 @@ def test_an_unknown_read_from_is_a_clear_error(
 ) -> None:
     with pytest.raises(autoops.ConfigError, match="read_from"):
         make_sync(mysql_db, cache, read_from="standby")
+
+
+def test_read_from_replica_is_for_the_polling_sync(
+    db: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    with pytest.raises(autoops.ConfigError, match="polling sync"):
+        make_sync(db, cache, read_from="replica", source="binlog")
