@@ -109,6 +109,9 @@ class Writer:
     def run(self) -> None:
         connection = self.primary.connect()
         with connection.cursor() as cursor:
+            # As an application does: point-in-time recovery replays with --database, which
+            # under statement-based logging keeps only statements run in that database.
+            cursor.execute(f"USE `{DATABASE}`")
             while not self.stop.is_set():
                 cursor.execute(
                     f"INSERT INTO `{DATABASE}`.`order-items` (qty, note, at) "
@@ -287,3 +290,24 @@ def test_the_backup_command_refuses_from_replica_for_redis(tmp_path: Path) -> No
         ]
     )
     assert code == 2
+
+
+def test_point_in_time_recovery_replays_the_primarys_archived_binlogs_onto_a_replica_backup(
+    pair: Pair, scratch: MariaDbInstance, tmp_path: Path
+) -> None:
+    primary, replica = pair
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    with Writer(primary) as writer:
+        writer.wait_for(20)
+        backup = backuper.backup_mysql(
+            backup_url(primary.port), from_replica=f"mysql://127.0.0.1:{replica.port}"
+        )
+        writer.wait_for(writer.count + 40)
+    end = run_sql(primary, "SHOW MASTER STATUS")[0]
+    backuper.archive_binlogs(f"mysql://root@127.0.0.1:{primary.port}/{DATABASE}")
+    backuper.restore_mysql(
+        backup,
+        f"mysql://root@127.0.0.1:{scratch.port}/{DATABASE}",
+        until=autoops.BinlogPosition(str(end["File"]), int(str(end["Position"]))),
+    )
+    assert checksums(scratch) == checksums(primary)
