@@ -10,6 +10,7 @@ import itertools
 import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -162,3 +163,23 @@ def test_read_from_replica_is_for_the_polling_sync(
 ) -> None:
     with pytest.raises(autoops.ConfigError, match="polling sync"):
         make_sync(db, cache, read_from="replica", source="binlog")
+
+
+def test_the_settings_file_sends_the_sync_to_the_replica(
+    pair: Pair, db: autoops.DbClient, cache: autoops.CacheClient, tmp_path: Path
+) -> None:
+    primary, replica = pair
+    path = tmp_path / "autoops.toml"
+    path.write_text(
+        "[db]\n"
+        f'url = "mysql://root@127.0.0.1:{primary.port}/{db.url.database}"\n'
+        f'replicas = ["mysql://127.0.0.1:{replica.port}"]\n'
+        '[sync]\ntable = "users"\nkey = "users:{id}"\nupdated_column = "updated_at"\n'
+        'read_from = "replica"\n'
+    )
+    before = selects(replica)
+    with autoops.CacheSync.from_settings(autoops.load_settings(path), cache=cache) as sync:
+        assert sync.read_from == "replica"
+        sync.run_once()
+    assert selects(replica) > before
+    assert set(cached_rows(cache)) == set(expected_cache(db))
