@@ -21,7 +21,7 @@ from .._pipeline import read_ahead
 from .._progress import Progress
 from .._time import utc_now
 from ..cache import CacheClient
-from ..db import MySQLClient, SQLiteClient
+from ..db import DbClient, MySQLClient, SQLiteClient
 from ._binlogs import (
     ArchivedBinlog,
     archive_binlogs,
@@ -40,6 +40,7 @@ from ._pitr import BinlogPosition, backup_before, prepare_replay
 from ._redis_link import redis_client
 from ._redis_logical import LogicalEngine
 from ._redis_rdb import RdbEngine
+from ._replica import replica_client
 from ._retention import RetentionPlan, RetentionPolicy
 from ._settings import (
     backup_section,
@@ -299,14 +300,27 @@ class Backuper:
     # MySQL ----------------------------------------------------------------------------------
 
     def backup_mysql(
-        self, db: MySQLClient | str, *, checksums: bool = True, tables: Sequence[str] = ()
+        self,
+        db: MySQLClient | str,
+        *,
+        checksums: bool = True,
+        tables: Sequence[str] = (),
+        from_replica: DbClient | str | None = None,
     ) -> Backup:
         """Dump the client's database with ``mariadb-dump``/``mysqldump`` (consistent for InnoDB,
         with routines, events, triggers, binary-safe, utf8mb4) and store it. ``checksums`` records
         ``CHECKSUM TABLE`` of each table (read in a snapshot opened beside the dump's) for verify
-        to compare against; ``tables`` limits the dump to those tables."""
-        with mysql_client(db) as client:
-            return self._store(_MYSQL.capture(client, checksums=checksums, tables=tables))
+        to compare against; ``tables`` limits the dump to those tables. ``from_replica`` (a URL
+        or client) reads everything from that replica of ``db`` instead, its SQL thread stopped
+        meanwhile, and records the primary's binlog position it matches."""
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(mysql_client(db))
+            replica = None
+            if from_replica is not None:
+                replica = stack.enter_context(replica_client(client, from_replica))
+            return self._store(
+                _MYSQL.capture(client, checksums=checksums, tables=tables, from_replica=replica)
+            )
 
     def restore_mysql(
         self,

@@ -36,6 +36,7 @@ _TEXT_SETTINGS: Final = (
     "keep_within",
     "encryption_key",
     "encryption_passphrase_env",
+    "from_replica",
 )
 
 
