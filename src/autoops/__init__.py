@@ -78,11 +78,13 @@ if TYPE_CHECKING:
     )
     from .cache import (
         CacheClient,
+        ClusterCache,
         Codec,
         JsonCodec,
         MemoryCache,
         RawCodec,
         RedisCache,
+        SentinelCache,
     )
     from .db import (
         DbClient,
@@ -191,6 +193,8 @@ _LAZY: dict[str, str] = {
     "MemoryCache": ".cache",
     "RawCodec": ".cache",
     "RedisCache": ".cache",
+    "SentinelCache": ".cache",
+    "ClusterCache": ".cache",
     "DbClient": ".db",
     "MySQLClient": ".db",
     "Row": ".db",
@@ -292,6 +296,7 @@ __all__ = [
     "CheckMetric",
     "CheckResult",
     "CheckStatus",
+    "ClusterCache",
     "Codec",
     "CodecError",
     "ConfigError",
@@ -354,6 +359,7 @@ __all__ = [
     "S3Storage",
     "SQLiteClient",
     "Secret",
+    "SentinelCache",
     "Settings",
     "SftpStorage",
     "SshHost",

@@ -40,7 +40,8 @@ def escape_glob(text: str) -> str:
 
 
 class CacheClient(abc.ABC):
-    """A cache: Redis (``redis://``, ``rediss://``, ``unix://``) or in-process (``memory://``).
+    """A cache: Redis (``redis://``, ``rediss://``, ``unix://``), Redis Sentinel
+    (``redis+sentinel://``), Redis Cluster (``redis+cluster://``) or in-process (``memory://``).
 
     ``namespace`` prefixes every key with ``"<namespace>:"``. ``ttl_jitter`` (0 to 1) shortens
     each TTL by a random fraction up to that much, so keys written together do not all expire
@@ -87,9 +88,11 @@ class CacheClient(abc.ABC):
         **options: Any,
     ) -> CacheClient:
         """A client for ``redis://[user:pass@]host:6379/0``, ``rediss://...``,
-        ``unix:///path.sock?db=0`` or ``memory://[name]``; ``options`` override the URL's query
-        options (``socket_timeout``, ``connect_timeout``, ``max_connections``, ``ttl_jitter``,
-        ``chunk_size``, ...)."""
+        ``unix:///path.sock?db=0``, ``memory://[name]``,
+        ``redis+sentinel://[user:pass@]s1:26379,s2:26379/mymaster/0`` or
+        ``redis+cluster://[user:pass@]n1:7000,n2:7001`` (TLS: ``rediss+...``); ``options``
+        override the URL's query options (``socket_timeout``, ``connect_timeout``,
+        ``max_connections``, ``ttl_jitter``, ``chunk_size``, ...)."""
         from ._memory import MemoryCache
         from ._redis import RedisCache
 
@@ -107,6 +110,18 @@ class CacheClient(abc.ABC):
                 )
             return MemoryCache(
                 name=parsed.path or None, namespace=namespace, codec=codec, retry=retry, **common
+            )
+        if parsed.scheme.endswith("+sentinel"):
+            from ._sentinel import SentinelCache
+
+            return SentinelCache.from_parsed(
+                parsed, namespace=namespace, codec=codec, retry=retry, **common, **options
+            )
+        if parsed.scheme.endswith("+cluster"):
+            from ._cluster import ClusterCache
+
+            return ClusterCache.from_parsed(
+                parsed, namespace=namespace, codec=codec, retry=retry, **common, **options
             )
         return RedisCache.from_parsed(
             parsed, namespace=namespace, codec=codec, retry=retry, **common, **options
@@ -151,6 +166,40 @@ class CacheClient(abc.ABC):
         ``chunk_size``)."""
         from ._redis import RedisCache
 
+        if settings.topology == "sentinel":
+            from ._sentinel import SentinelCache
+
+            return SentinelCache(
+                sentinels=settings.hosts,
+                service=settings.service or "",
+                db=settings.db,
+                username=settings.username,
+                password=settings.password,
+                tls=settings.tls or False,
+                socket_timeout=settings.socket_timeout,
+                connect_timeout=settings.connect_timeout,
+                client_name=settings.client_name,
+                namespace=namespace,
+                codec=codec,
+                retry=retry,
+                **options,
+            )
+        if settings.topology == "cluster":
+            from ._cluster import ClusterCache
+
+            return ClusterCache(
+                nodes=settings.hosts,
+                username=settings.username,
+                password=settings.password,
+                tls=settings.tls or False,
+                socket_timeout=settings.socket_timeout,
+                connect_timeout=settings.connect_timeout,
+                client_name=settings.client_name,
+                namespace=namespace,
+                codec=codec,
+                retry=retry,
+                **options,
+            )
         return RedisCache(
             host=settings.host,
             port=settings.port,

@@ -1,0 +1,527 @@
+"""The Redis Cluster backend: redis-py's ``RedisCluster`` for routing, per-node pipelines for bulk.
+
+Single-key operations go through ``RedisCluster`` itself (it follows MOVED and ASK). Multi-key
+operations group keys by hash slot (a multi-key command must stay in one slot), then send each
+node's commands in one write on one of its connections, all nodes written before any is read,
+so a batch costs one round trip to the slowest node. A slot whose command comes back MOVED
+(failover, resharding) is resent after the slot table is rebuilt; ASK and TRYAGAIN (a slot
+migrating) fall back to single-key commands, which redis-py sends with ASKING. Only the slots
+that failed are resent, and every bulk command is idempotent, so a resend cannot apply twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.retry import Retry
+
+from .._config import REDIS_OPTIONS, CacheUrl, Secret, convert_options
+from .._connection import CacheConnectionSettings, TlsSettings
+from .._errors import ConfigError, ConnectError
+from .._retry import Failure, RetryPolicy
+from ._client import TTL, CacheClient, escape_glob
+from ._codec import Codec
+from ._redis import _DELETE_IF_EQUAL, _EXPIRE_IF_EQUAL, classify_redis_error, exchange
+from ._resp import pack_command
+from ._sentinel import _tls
+
+__all__ = ["ClusterCache"]
+
+CLUSTER_OPTIONS: Final = {"replica_ack_timeout": float}
+_MSET_CHUNK: Final = 1000
+# Replies that mean "this slot is elsewhere now": rebuild the slot table and resend.
+_MOVED: Final = (redis.exceptions.MovedError, redis.exceptions.ClusterDownError)
+# Replies that mean "this slot is migrating": single-key commands follow ASK.
+_MIGRATING: Final = (redis.exceptions.AskError, redis.exceptions.TryAgainError)
+
+
+class _NotReplicated(redis.exceptions.RedisError):
+    """A node's master had a replica, and none acknowledged the batch in time."""
+
+
+@dataclass
+class _Work:
+    """One slot's share of a bulk operation: its packed commands and, for the ASK fallback,
+    the same work as single-key calls."""
+
+    slot: int
+    commands: list[bytes]
+    single: Callable[[RedisCluster], Any]
+    replies: list[Any] = field(default_factory=list)
+
+
+class ClusterCache(CacheClient):
+    """A :class:`CacheClient` on a Redis Cluster (``redis+cluster://n1:7000,n2:7001``: seed
+    nodes; ``rediss+cluster://`` for TLS), through redis-py's ``RedisCluster``.
+
+    Same API and behaviour as :class:`RedisCache`; ``get_many``, ``set_many`` and
+    ``delete_prefix`` group keys by slot and pipeline them per node (SCAN runs on every master).
+    MOVED, ASK, TRYAGAIN, CLUSTERDOWN and a lost node during a failover are retried by the
+    client's :class:`RetryPolicy` after the slot table is rebuilt. Writes that carry a
+    checkpoint (``CacheSync``) wait for one replica of each node (``WAIT 1``, up to
+    ``replica_ack_timeout`` seconds) where the node's master has one. Cluster has database 0
+    only.
+    """
+
+    scheme = "redis+cluster"
+
+    def __init__(
+        self,
+        *,
+        nodes: Sequence[tuple[str, int]],
+        username: str | None = None,
+        password: str | Secret | None = None,
+        tls: bool | TlsSettings = False,
+        socket_timeout: float | None = 5.0,
+        connect_timeout: float | None = 5.0,
+        max_connections: int = 50,
+        client_name: str | None = None,
+        ssl_ca_certs: str | None = None,
+        ssl_cert_reqs: str = "required",
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_check_hostname: bool = True,
+        replica_ack_timeout: float = 5.0,
+        namespace: str | None = None,
+        codec: Codec | None = None,
+        retry: RetryPolicy | None = None,
+        ttl_jitter: float = 0.0,
+        chunk_size: int = 10_000,
+    ) -> None:
+        super().__init__(
+            namespace=namespace,
+            codec=codec,
+            retry=retry,
+            ttl_jitter=ttl_jitter,
+            chunk_size=chunk_size,
+        )
+        if not nodes:
+            raise ConfigError("ClusterCache needs at least one seed node host:port")
+        if not replica_ack_timeout > 0:
+            raise ConfigError(
+                f"replica_ack_timeout must be a number of seconds above 0, got "
+                f"{replica_ack_timeout!r}"
+            )
+        secret = password if isinstance(password, Secret) or password is None else Secret(password)
+        self._password = secret
+        tls_settings = _tls(tls, ssl_ca_certs, ssl_cert_reqs, ssl_certfile, ssl_keyfile,
+                            ssl_check_hostname)  # fmt: skip
+        self._settings = CacheConnectionSettings(
+            scheme="rediss+cluster" if tls_settings else "redis+cluster",
+            host=nodes[0][0],
+            port=nodes[0][1],
+            username=username or None,
+            password=secret,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            client_name=client_name,
+            tls=tls_settings,
+            hosts=tuple((str(host), int(port)) for host, port in nodes),
+        )
+        self._location = self._settings.location
+        self._ack_timeout_ms = max(1, int(replica_ack_timeout * 1000))
+        self._max_connections = max_connections
+        self._client: RedisCluster | None = None
+        self._client_lock = threading.Lock()
+        self._stale = False
+
+    @classmethod
+    def from_parsed(
+        cls,
+        url: CacheUrl,
+        *,
+        namespace: str | None = None,
+        codec: Codec | None = None,
+        retry: RetryPolicy | None = None,
+        **options: Any,
+    ) -> ClusterCache:
+        """Build from a parsed ``redis+cluster://`` URL; ``options`` override its query."""
+        common = {
+            name: options.pop(name) for name in ("ttl_jitter", "chunk_size") if name in options
+        }
+        allowed = {**REDIS_OPTIONS, **CLUSTER_OPTIONS}
+        merged = {**url.options, **convert_options(options, allowed, url.redacted())}
+        if int(merged.pop("db", 0)) != 0:
+            raise ConfigError(f"{url.redacted()}: Redis Cluster has only database 0")
+        return cls(
+            nodes=url.hosts,
+            username=url.user or None,
+            password=url.password,
+            tls=url.scheme.startswith("rediss"),
+            namespace=namespace,
+            codec=codec,
+            retry=retry,
+            **common,
+            **merged,
+        )
+
+    @property
+    def connection_settings(self) -> CacheConnectionSettings:
+        return self._settings
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    @property
+    def redis(self) -> RedisCluster:
+        """The underlying redis-py ``RedisCluster`` (made on first use), for commands this
+        class does not wrap. It does not retry beyond following MOVED and ASK."""
+        return self._call("redis cluster connect", self._cluster)  # type: ignore[no-any-return]
+
+    def _cluster(self) -> RedisCluster:
+        with self._client_lock:
+            if self._client is None:
+                kwargs = self._settings.redis_arguments()
+                for name in ("host", "port", "db"):
+                    kwargs.pop(name, None)
+                self._client = RedisCluster(
+                    startup_nodes=[
+                        ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                        for host, port in self._settings.hosts
+                    ],
+                    retry=Retry(NoBackoff(), 0),
+                    max_connections=self._max_connections,
+                    require_full_coverage=True,
+                    **kwargs,
+                )
+                self._stale = False
+            elif self._stale:
+                self._stale = False
+                self._client.nodes_manager.initialize()
+            return self._client
+
+    # retry ----------------------------------------------------------------------------------
+
+    def _classify(self, exc: BaseException, operation: str) -> Failure:
+        if isinstance(exc, _NotReplicated):
+            return Failure(
+                True,
+                ConnectError,
+                f"{operation}: no replica in the cluster at {self._location} acknowledged the "
+                f"batch within {self._ack_timeout_ms} ms ({exc}); check the replicas' links",
+            )
+        return classify_redis_error(exc, operation, self._location, self._password)
+
+    def _call(self, operation: str, fn: Callable[[], Any]) -> Any:
+        def attempt() -> Any:
+            try:
+                return fn()
+            except (redis.RedisError, OSError):
+                # The next attempt starts from a rebuilt slot table (a failover moved slots).
+                self._stale = True
+                raise
+
+        return self.retry.call(
+            attempt,
+            classify=lambda exc: self._classify(exc, operation),
+            operation=operation,
+            where=self._location,
+        )
+
+    def _keyed(self, operation: str, fn: Callable[[RedisCluster], Any]) -> Any:
+        return self._call(operation, lambda: fn(self._cluster()))
+
+    # bulk engine ----------------------------------------------------------------------------
+
+    def _run(self, operation: str, works: list[_Work], *, durable: bool = False) -> None:
+        """Send every slot's commands, pipelined per node; resend only failed slots (after
+        rebuilding the slot table) under the retry policy. ``durable`` ends each node's
+        pipeline with ``WAIT 1`` and fails the node's slots when its master has a replica and
+        none acknowledged."""
+        pending = list(works)
+
+        def attempt() -> None:
+            cluster = self._cluster()
+            by_node: dict[str, tuple[ClusterNode, list[_Work]]] = {}
+            for work in pending:
+                node = cluster.nodes_manager.get_node_from_slot(work.slot)
+                by_node.setdefault(node.name, (node, []))[1].append(work)
+            failed: list[_Work] = []
+            migrating: list[_Work] = []
+            first_error: BaseException | None = None
+            for node, node_works in by_node.values():
+                try:
+                    self._send_node(cluster, node, node_works, durable)
+                except (redis.ConnectionError, redis.TimeoutError, OSError, _NotReplicated) as exc:
+                    first_error = first_error or exc
+                    failed.extend(node_works)
+                    continue
+                for work in node_works:
+                    errors = [r for r in work.replies if isinstance(r, redis.ResponseError)]
+                    if not errors:
+                        continue
+                    if all(isinstance(error, _MIGRATING) for error in errors):
+                        migrating.append(work)
+                    elif all(isinstance(error, _MOVED + _MIGRATING) for error in errors):
+                        first_error = first_error or errors[0]
+                        failed.append(work)
+                    else:
+                        raise errors[0]
+            for work in migrating:
+                work.replies = [work.single(cluster)]
+            pending[:] = failed
+            if first_error is not None:
+                self._stale = True
+                raise first_error
+
+        self._call(operation, attempt)
+
+    def _send_node(
+        self, cluster: RedisCluster, node: ClusterNode, works: list[_Work], durable: bool
+    ) -> None:
+        commands = [command for work in works for command in work.commands]
+        if durable:
+            commands.append(pack_command(b"WAIT", b"1", b"%d" % self._ack_timeout_ms))
+        pool = cluster.get_redis_connection(node).connection_pool
+        replies = exchange(pool, b"".join(commands), len(commands))
+        if durable:
+            acks = replies.pop()
+            if isinstance(acks, int) and acks < 1 and self._node_has_replica(cluster, node):
+                raise _NotReplicated(f"WAIT 1 on {node.name} answered {acks}")
+        at = 0
+        for work in works:
+            work.replies = replies[at : at + len(work.commands)]
+            at += len(work.commands)
+
+    @staticmethod
+    def _node_has_replica(cluster: RedisCluster, node: ClusterNode) -> bool:
+        info = cluster.get_redis_connection(node).info("replication")
+        return int(info.get("connected_slaves", 0)) > 0
+
+    @staticmethod
+    def _by_slot(keys: Iterator[tuple[int, Any]] | list[tuple[int, Any]]) -> dict[int, list[Any]]:
+        groups: dict[int, list[Any]] = defaultdict(list)
+        for slot, item in keys:
+            groups[slot].append(item)
+        return groups
+
+    def _set_works(self, items: list[tuple[bytes, bytes]], ttl_ms: list[int] | None) -> list[_Work]:
+        works: list[_Work] = []
+        if ttl_ms is None:
+            groups = self._by_slot([(key_slot(key), (key, value)) for key, value in items])
+            for slot, pairs in groups.items():
+                commands = []
+                for start in range(0, len(pairs), _MSET_CHUNK):
+                    args = [b"MSET"]
+                    for key, value in pairs[start : start + _MSET_CHUNK]:
+                        args.append(key)
+                        args.append(value)
+                    commands.append(pack_command(*args))
+                works.append(_Work(slot, commands, _single_sets(pairs, None)))
+            return works
+        timed = self._by_slot(
+            [
+                (key_slot(key), (key, value, ms))
+                for (key, value), ms in zip(items, ttl_ms, strict=True)
+            ]
+        )
+        for slot, triples in timed.items():
+            commands = [
+                pack_command(b"SET", key, value, b"PX", b"%d" % ms) for key, value, ms in triples
+            ]
+            works.append(_Work(slot, commands, _single_sets_px(triples)))
+        return works
+
+    def _delete_works(self, keys: list[bytes]) -> list[_Work]:
+        groups = self._by_slot([(key_slot(key), key) for key in keys])
+        return [
+            _Work(slot, [pack_command(b"UNLINK", *slot_keys)], _single_unlink(slot_keys))
+            for slot, slot_keys in groups.items()
+        ]
+
+    # primitives -----------------------------------------------------------------------------
+
+    def _get(self, key: str) -> bytes | None:
+        return self._keyed("redis GET", lambda cluster: cluster.get(key))  # type: ignore[no-any-return]
+
+    def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        encoded = [key.encode("utf-8") for key in keys]
+        groups = self._by_slot([(key_slot(key), key) for key in dict.fromkeys(encoded)])
+        works = [
+            _Work(slot, [pack_command(b"MGET", *slot_keys)], _single_gets(slot_keys))
+            for slot, slot_keys in groups.items()
+        ]
+        self._run("redis MGET", works)
+        found: dict[bytes, bytes | None] = {}
+        for work, slot_keys in zip(works, groups.values(), strict=True):
+            found.update(zip(slot_keys, work.replies[0], strict=True))
+        return [found.get(key) for key in encoded]
+
+    def _set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
+        self._keyed("redis SET", lambda cluster: cluster.set(key, value, px=ttl_ms))
+
+    def _set_many(self, items: list[tuple[str, bytes]], ttl_ms: list[int] | None) -> None:
+        encoded = [(key.encode("utf-8"), value) for key, value in items]
+        self._run("redis set_many", self._set_works(encoded, ttl_ms))
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: TTL | None = None) -> int:
+        """Store every item; keys are grouped by slot across the whole mapping (so a slot's keys
+        go in one MSET) and sent in batches of about ``chunk_size`` keys, pipelined per node.
+        Returns how many were written. Values are all encoded before anything is sent."""
+        encode = self.codec.encode
+        prefix = self._prefix
+        items: list[tuple[bytes, bytes]] = []
+        for name, value in mapping.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"cache keys must be str, got {type(name).__name__}")
+            items.append(((prefix + name).encode("utf-8"), encode(value)))
+        items.sort(key=lambda item: key_slot(item[0]))
+        for start in range(0, len(items), self.chunk_size):
+            chunk = items[start : start + self.chunk_size]
+            ttls = None if ttl is None else [self._ttl_ms(ttl) or 1 for _ in chunk]
+            self._run("redis set_many", self._set_works(chunk, ttls))
+        return len(items)
+
+    def _delete(self, keys: list[str]) -> int:
+        works = self._delete_works([key.encode("utf-8") for key in keys])
+        self._run("redis UNLINK", works)
+        return sum(int(work.replies[0]) for work in works if _answered(work))
+
+    def _masters(self) -> list[ClusterNode]:
+        nodes: list[ClusterNode] = self._call(
+            "redis cluster nodes",
+            lambda: self._cluster().get_primaries(),  # type: ignore[no-untyped-call]
+        )
+        return nodes
+
+    def _scan_node(self, node: ClusterNode, pattern: str, count: int) -> Iterator[list[bytes]]:
+        cursor = 0
+
+        def scan(cursor: int) -> Any:
+            client = self._cluster().get_redis_connection(node)
+            return client.scan(cursor=cursor, match=pattern, count=count)
+
+        while True:
+            cursor, keys = self._call("redis SCAN", functools.partial(scan, cursor))
+            if keys:
+                yield keys
+            if cursor == 0:
+                return
+
+    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
+        pattern = escape_glob(prefix) + "*"
+        for node in self._masters():
+            yield from self._scan_node(node, pattern, count)
+
+    def _delete_matching(self, prefix: str) -> int:
+        deleted = 0
+        for keys in self._scan_prefix(prefix, 1000):
+            works = self._delete_works(keys)
+            self._run("redis UNLINK", works)
+            deleted += sum(int(work.replies[0]) for work in works if _answered(work))
+        return deleted
+
+    def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        return bool(
+            self._keyed("redis SET NX", lambda cluster: cluster.set(key, value, nx=True, px=ttl_ms))
+        )
+
+    def _delete_if_equal(self, key: str, value: bytes) -> bool:
+        return bool(
+            self._keyed(
+                "redis EVAL (release)",
+                lambda cluster: cluster.eval(_DELETE_IF_EQUAL, 1, key, value),
+            )
+        )
+
+    def _expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        return bool(
+            self._keyed(
+                "redis EVAL (renew)",
+                lambda cluster: cluster.eval(_EXPIRE_IF_EQUAL, 1, key, value, ttl_ms),
+            )
+        )
+
+    def _write_fenced(
+        self,
+        fence: tuple[str, bytes],
+        items: list[tuple[str, bytes]],
+        ttl_ms: int | None,
+        deletes: list[str],
+        meta: list[tuple[str, bytes]],
+    ) -> bool:
+        """The cluster's form of the fenced batch (its keys span slots, so no one script can
+        hold it): the fence is checked; rows and deletes go out per node, each node's pipeline
+        ending in ``WAIT 1`` where its master has a replica; only when every node has
+        acknowledged is the fence checked again and ``meta`` (the checkpoint) written, also
+        waited for. A checkpoint is therefore never ahead of its rows, on the masters or on a
+        promoted replica. What it cannot give: atomicity (a crash may leave a batch's rows
+        without its checkpoint; the next pass writes them again) and a fence over the rows
+        themselves (see docs/sync.md)."""
+        if self._get(fence[0]) != fence[1]:
+            return False
+        encoded = [(key.encode("utf-8"), value) for key, value in items]
+        ttls = None
+        if ttl_ms is not None:
+            ttls = [self._jittered(ttl_ms) or 1 for _ in encoded]
+        works = self._set_works(encoded, ttls)
+        works += self._delete_works([key.encode("utf-8") for key in deletes])
+        if works:
+            self._run("redis fenced batch write", works, durable=True)
+        if not meta:
+            return True
+        if self._get(fence[0]) != fence[1]:
+            return False
+        meta_works = self._set_works([(key.encode("utf-8"), value) for key, value in meta], None)
+        self._run("redis checkpoint write", meta_works, durable=True)
+        return True
+
+    def _ping(self) -> None:
+        self._call(
+            "redis PING",
+            lambda: self._cluster().ping(target_nodes=RedisCluster.PRIMARIES),
+        )
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _answered(work: _Work) -> bool:
+    return bool(work.replies) and isinstance(work.replies[0], int)
+
+
+def _single_sets(
+    pairs: list[tuple[bytes, bytes]], ttl: int | None
+) -> Callable[[RedisCluster], Any]:
+    def run(cluster: RedisCluster) -> None:
+        for key, value in pairs:
+            cluster.set(key, value, px=ttl)
+
+    return run
+
+
+def _single_sets_px(triples: list[tuple[bytes, bytes, int]]) -> Callable[[RedisCluster], Any]:
+    def run(cluster: RedisCluster) -> None:
+        for key, value, ms in triples:
+            cluster.set(key, value, px=ms)
+
+    return run
+
+
+def _single_unlink(keys: list[bytes]) -> Callable[[RedisCluster], Any]:
+    def run(cluster: RedisCluster) -> int:
+        return sum(int(cluster.unlink(key)) for key in keys)
+
+    return run
+
+
+def _single_gets(keys: list[bytes]) -> Callable[[RedisCluster], Any]:
+    def run(cluster: RedisCluster) -> list[Any]:
+        return [cluster.get(key) for key in keys]
+
+    return run
