@@ -32,7 +32,7 @@ from ._client import TTL, CacheClient, escape_glob
 from ._codec import Codec
 from ._redis import _DELETE_IF_EQUAL, _EXPIRE_IF_EQUAL, classify_redis_error, exchange
 from ._resp import pack_command
-from ._sentinel import _tls
+from ._sentinel import ReplicaCounts, _tls, ack_timeout_ms
 
 __all__ = ["ClusterCache"]
 
@@ -68,8 +68,8 @@ class ClusterCache(CacheClient):
     MOVED, ASK, TRYAGAIN, CLUSTERDOWN and a lost node during a failover are retried by the
     client's :class:`RetryPolicy` after the slot table is rebuilt. Writes that carry a
     checkpoint (``CacheSync``) wait for one replica of each node (``WAIT 1``, up to
-    ``replica_ack_timeout`` seconds) where the node's master has one. Cluster has database 0
-    only.
+    ``replica_ack_timeout`` seconds, 2 by default) where the node's master has one. Cluster has
+    database 0 only.
     """
 
     scheme = "redis+cluster"
@@ -90,7 +90,7 @@ class ClusterCache(CacheClient):
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
         ssl_check_hostname: bool = True,
-        replica_ack_timeout: float = 5.0,
+        replica_ack_timeout: float = 2.0,
         namespace: str | None = None,
         codec: Codec | None = None,
         retry: RetryPolicy | None = None,
@@ -128,7 +128,8 @@ class ClusterCache(CacheClient):
             hosts=tuple((str(host), int(port)) for host, port in nodes),
         )
         self._location = self._settings.location
-        self._ack_timeout_ms = max(1, int(replica_ack_timeout * 1000))
+        self._ack_timeout_ms = ack_timeout_ms(replica_ack_timeout, socket_timeout)
+        self._replicas = ReplicaCounts()
         self._max_connections = max_connections
         self._client: RedisCluster | None = None
         self._client_lock = threading.Lock()
@@ -280,23 +281,20 @@ class ClusterCache(CacheClient):
         self, cluster: RedisCluster, node: ClusterNode, works: list[_Work], durable: bool
     ) -> None:
         commands = [command for work in works for command in work.commands]
-        if durable:
+        wait = durable and self._replicas.count(node.name, cluster.get_redis_connection(node)) > 0
+        if wait:
             commands.append(pack_command(b"WAIT", b"1", b"%d" % self._ack_timeout_ms))
         pool = cluster.get_redis_connection(node).connection_pool
         replies = exchange(pool, b"".join(commands), len(commands))
-        if durable:
+        if wait:
             acks = replies.pop()
-            if isinstance(acks, int) and acks < 1 and self._node_has_replica(cluster, node):
+            if isinstance(acks, int) and acks < 1:
+                self._replicas.forget(node.name)
                 raise _NotReplicated(f"WAIT 1 on {node.name} answered {acks}")
         at = 0
         for work in works:
             work.replies = replies[at : at + len(work.commands)]
             at += len(work.commands)
-
-    @staticmethod
-    def _node_has_replica(cluster: RedisCluster, node: ClusterNode) -> bool:
-        info = cluster.get_redis_connection(node).info("replication")
-        return int(info.get("connected_slaves", 0)) > 0
 
     @staticmethod
     def _by_slot(keys: Iterator[tuple[int, Any]] | list[tuple[int, Any]]) -> dict[int, list[Any]]:

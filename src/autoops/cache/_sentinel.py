@@ -8,6 +8,8 @@ again, so a failover costs a retry, not an error.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -30,7 +32,7 @@ from ._redis import (
 )
 from ._resp import pack_command
 
-__all__ = ["SentinelCache"]
+__all__ = ["ReplicaCounts", "SentinelCache", "ack_timeout_ms"]
 
 # Options a Sentinel URL takes beyond a plain Redis URL's.
 SENTINEL_OPTIONS: Final = {"replica_ack_timeout": float}
@@ -38,6 +40,45 @@ SENTINEL_OPTIONS: Final = {"replica_ack_timeout": float}
 
 class _NotReplicated(redis.exceptions.RedisError):
     """No replica acknowledged a write that carries a checkpoint in time."""
+
+
+# How long a master's count of connected replicas is trusted before it is asked again.
+_REPLICA_COUNT_TTL: Final = 5.0
+
+
+def ack_timeout_ms(seconds: float, socket_timeout: float | None) -> int:
+    """``WAIT``'s timeout: ``seconds``, kept under half the socket timeout so a WAIT that runs
+    its course is an answer (0 replicas), never a socket timeout."""
+    if socket_timeout is not None:
+        seconds = min(seconds, socket_timeout / 2)
+    return max(1, int(seconds * 1000))
+
+
+class ReplicaCounts:
+    """How many replicas each master has connected (``INFO replication``), remembered for a
+    few seconds: a ``WAIT`` on a master without replicas would only wait out its timeout."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def count(self, name: str, client: redis.Redis) -> int:
+        """The replicas connected to the master ``client`` talks to, known as ``name``."""
+        now = time.monotonic()
+        with self._lock:
+            known = self._counts.get(name)
+        if known is not None and known[1] > now:
+            return known[0]
+        info = client.info("replication")
+        count = int(info.get("connected_slaves", 0)) if info.get("role") == "master" else 0
+        with self._lock:
+            self._counts[name] = (count, now + _REPLICA_COUNT_TTL)
+        return count
+
+    def forget(self, name: str) -> None:
+        """Ask again next time (a WAIT went unanswered: the count may be stale)."""
+        with self._lock:
+            self._counts.pop(name, None)
 
 
 class SentinelCache(RedisCache):
@@ -48,7 +89,7 @@ class SentinelCache(RedisCache):
     The URL's credentials are the Redis servers'; the sentinels are asked without them. A
     batch that carries a checkpoint (``CacheSync``) is followed by ``WAIT 1`` on the same
     connection while the master has a replica, and retried until one acknowledged it (up to
-    ``replica_ack_timeout`` seconds, default 5, per try), so a failover cannot leave a
+    ``replica_ack_timeout`` seconds, default 2, per try), so a failover cannot leave a
     checkpoint ahead of its rows.
     """
 
@@ -72,7 +113,7 @@ class SentinelCache(RedisCache):
         ssl_certfile: str | None = None,
         ssl_keyfile: str | None = None,
         ssl_check_hostname: bool = True,
-        replica_ack_timeout: float = 5.0,
+        replica_ack_timeout: float = 2.0,
         namespace: str | None = None,
         codec: Codec | None = None,
         retry: RetryPolicy | None = None,
@@ -115,7 +156,8 @@ class SentinelCache(RedisCache):
             service=service,
         )
         self._location = self._settings.location
-        self._ack_timeout_ms = max(1, int(replica_ack_timeout * 1000))
+        self._ack_timeout_ms = ack_timeout_ms(replica_ack_timeout, socket_timeout)
+        self._replicas = ReplicaCounts()
         kwargs = self._settings.redis_arguments()
         del kwargs["host"], kwargs["port"]
         sentinel_kwargs: dict[str, Any] = {
@@ -197,16 +239,15 @@ class SentinelCache(RedisCache):
         payload = b"".join([*commands, wait])
 
         def attempt() -> list[Any]:
+            if self._replicas.count("master", self._redis) == 0:
+                return self._send_packed_once(b"".join(commands), len(commands))
             replies = self._send_packed_once(payload, len(commands) + 1)
-            if int(replies[-1]) < 1 and self._connected_replicas() > 0:
+            if int(replies[-1]) < 1:
+                self._replicas.forget("master")
                 raise _NotReplicated(f"WAIT 1 answered {replies[-1]}")
             return replies[:-1]
 
         return self._call(operation, attempt)  # type: ignore[no-any-return]
-
-    def _connected_replicas(self) -> int:
-        info = self._redis.info("replication")
-        return int(info.get("connected_slaves", 0))
 
 
 def _tls(
