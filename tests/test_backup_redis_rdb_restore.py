@@ -25,7 +25,7 @@ from _support.certs import make_server_tls
 from _support.proxy import TcpProxy
 from _support.services import REDIS_HOST, REDIS_PORT, redis_server, redis_test_url
 from autoops.backup import Backup, BackupError, RestoreRefusedError
-from autoops.backup._redis import restore_rdb
+from autoops.backup._redis_rdb import restore_rdb
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DB = 3
@@ -286,7 +286,7 @@ def test_an_interrupted_restore_stops_its_server_and_removes_its_files(
         seen.extend(_servers_under(scratch))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("autoops.backup._redis._restore_entries", interrupted)
+    monkeypatch.setattr("autoops.backup._redis_rdb.restore_entries", interrupted)
     with pytest.raises(KeyboardInterrupt):
         backuper.restore_redis(backup, target_url)
     assert seen
@@ -360,7 +360,7 @@ def test_an_rdb_restore_into_a_tls_server_sends_no_password_or_data_in_the_clear
 ) -> None:
     if not hiredis:
         # The path taken where hiredis is not installed: replies read through redis-py.
-        monkeypatch.setattr("autoops.backup._redis._has_hiredis", lambda: False)
+        monkeypatch.setattr("autoops.backup._redis_logical._has_hiredis", lambda: False)
     password = "tls-S3cret/p@ss:w0rd#2"
     marker = b"plaintext-marker-5d1e0b"
     tls = make_server_tls(tmp_path / "certs")

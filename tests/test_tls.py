@@ -24,7 +24,7 @@ from _support.mariadb_pair import MARIADBD, MariaDbInstance, start_with_tls
 from _support.proxy import TcpProxy
 from _support.services import MYSQL_HOST, MYSQL_PORT, redis_server, require_program
 from _support.sync_tables import cached_rows, create_users, expected_cache, make_sync
-from autoops.backup import _redis as backup_redis
+from autoops.backup import _redis_logical as backup_redis
 
 # Characters a URL must escape, so the tests also prove the password survives every hand-over.
 PASSWORD = "tls-S3cret/p@ss:w0rd#1"

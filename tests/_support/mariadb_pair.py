@@ -65,6 +65,7 @@ class MariaDbInstance:
                     "--user=root",
                     "--innodb-buffer-pool-size=16M",
                     "--skip-log-error",
+                    f"--tmpdir={private_tmpdir(self.datadir)}",
                     *options,
                 ],
                 stdout=log,
@@ -90,6 +91,15 @@ class MariaDbInstance:
                 self.process.wait()
 
 
+def private_tmpdir(datadir: Path) -> Path:
+    """A temporary directory for one private server alone: mariadbd deletes every ``#sql*``
+    file in its tmpdir when it starts, so one left at /tmp wipes the temporary tables of the
+    shared server (and of other private ones) mid-query ("Error on delete of '/tmp/#sql-...'")."""
+    path = datadir.parent / f"tmp-{datadir.name}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def install_datadir(datadir: Path) -> None:
     """A fresh MariaDB data directory with root reachable by password over TCP."""
     subprocess.run(
@@ -100,6 +110,7 @@ def install_datadir(datadir: Path) -> None:
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
             "--user=root",
+            f"--tmpdir={private_tmpdir(datadir)}",
         ],
         check=True,
         capture_output=True,

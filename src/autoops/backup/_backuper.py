@@ -3,63 +3,42 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from .._display import format_bytes, format_seconds
 from .._errors import ConfigError
+from .._pipeline import read_ahead
 from .._progress import Progress
+from .._time import utc_now
 from ..cache import CacheClient
 from ..db import MySQLClient, SQLiteClient
 from ._compress import Compressor, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
-from ._errors import BackupError, BackupVerifyError, EncryptionKeyError, RestoreRefusedError
-from ._model import MANIFEST_SUFFIX, Backup, backup_list, utc_now
-from ._pipeline import read_ahead
+from ._engine import BackupEngine, Capture, RestoreJob
+from ._errors import BackupError, BackupVerifyError, EncryptionKeyError
+from ._model import MANIFEST_SUFFIX, Backup, backup_list
+from ._mysql import MySQLEngine, mysql_client
+from ._redis_link import redis_client
+from ._redis_logical import LogicalEngine
+from ._redis_rdb import RdbEngine
 from ._retention import RetentionPlan, RetentionPolicy
-from ._storage import Storage, disk_error
+from ._sqlite import SQLiteEngine
+from ._storage import Storage
 
 __all__ = ["Backuper"]
 
 log: Final = logging.getLogger("autoops.backup")
 
 
-@contextlib.contextmanager
-def _mysql_client(db: MySQLClient | str) -> Iterator[MySQLClient]:
-    """The client given, or one made from a URL and closed afterwards."""
-    from ..db import DbClient
-
-    client = DbClient.from_url(db) if isinstance(db, str) else db
-    try:
-        if not isinstance(client, MySQLClient):
-            raise ConfigError(f"expected a MySQL client or mysql:// URL, got {client!r}")
-        yield client
-    finally:
-        if isinstance(db, str):
-            client.close()
-
-
 def _is_encrypted(backup: Backup) -> bool:
     return backup.data_file.endswith(ENCRYPTED_SUFFIX)
-
-
-def _rdb_source_db(backup: Backup) -> int:
-    """The database an RDB backup was taken from, as its manifest records it; manifests written
-    before that was recorded fall back to the source URL's database, else 0."""
-    recorded = backup.options.get("db")
-    if isinstance(recorded, int):
-        return recorded
-    path = urlsplit(backup.source).path.strip("/")
-    return int(path) if path.isdigit() else 0
 
 
 def _expect_kind(backup: Backup, kind: str) -> None:
@@ -76,6 +55,26 @@ def new_backup_id(kind: str, source: str, started_at: datetime) -> str:
     """``<kind>-<source slug>-<UTC time>-<random>``: sortable by time, unique, file-name safe."""
     stamp = started_at.strftime("%Y%m%dT%H%M%S%fZ")
     return f"{kind}-{_slug(source)}-{stamp}-{secrets.token_hex(2)}"
+
+
+_MYSQL: Final = MySQLEngine()
+_RDB: Final = RdbEngine()
+_LOGICAL: Final = LogicalEngine()
+_SQLITE: Final = SQLiteEngine()
+# The engine of a backup is the first here that handles it (the RDB engine before the logical
+# one, which takes every other Redis backup).
+ENGINES: Final[tuple[BackupEngine, ...]] = (_MYSQL, _RDB, _LOGICAL, _SQLITE)
+
+
+def _find_engine(backup: Backup) -> BackupEngine | None:
+    return next((engine for engine in ENGINES if engine.handles(backup)), None)
+
+
+def _engine_for(backup: Backup) -> BackupEngine:
+    engine = _find_engine(backup)
+    if engine is None:
+        raise BackupError(f"backup {backup.id} is of an unknown format {backup.format!r}")
+    return engine
 
 
 class Backuper:
@@ -157,18 +156,11 @@ class Backuper:
     def _progress(self, label: str) -> Progress:
         return Progress(label, unit="bytes", enabled=self.progress)
 
-    def _store(
-        self,
-        *,
-        kind: str,
-        source: str,
-        data_format: str,
-        chunks: Callable[[], Iterator[bytes]],
-        describe: Callable[[], dict[str, Any]],
-        label: str,
-    ) -> Backup:
-        """Stream ``chunks()`` through the compressor into the storage, check it back, then write
-        the manifest built from ``describe()`` (called after the data is complete)."""
+    def _store(self, capture: Capture) -> Backup:
+        """Stream the capture's ``chunks()`` through the compressor into the storage, check it
+        back, then write the manifest built from its ``describe()`` (called after the data is
+        complete)."""
+        kind, source, data_format = capture.kind, capture.source, capture.data_format
         self.storage.clean_partials()
         started = utc_now()
         backup_id = new_backup_id(kind, source, started)
@@ -182,10 +174,10 @@ class Backuper:
         raw_size = 0
         upload = self.storage.create(data_file)
         try:
-            with self._progress(label) as progress:
+            with self._progress(capture.label) as progress:
                 # The source is read in its own thread while this one compresses, hashes and
                 # writes, as a shell pipeline's separate processes would.
-                for chunk in read_ahead(chunks()):
+                for chunk in read_ahead(capture.chunks()):
                     raw_size += len(chunk)
                     upload.write(compressor.feed(chunk))
                     progress.advance(len(chunk))
@@ -202,7 +194,7 @@ class Backuper:
                     f"but {upload.sha256} was written; the storage is corrupting data"
                 )
             finished = utc_now()
-            details = describe()
+            details = capture.describe()
             backup = Backup(
                 id=backup_id,
                 kind=kind,
@@ -241,6 +233,23 @@ class Backuper:
             log.warning("backup %s: %s", backup.id, warning)
         return backup
 
+    # restoring ------------------------------------------------------------------------------
+
+    def _job(self, backup: Backup, target: Any, **choices: Any) -> RestoreJob:
+        return RestoreJob(
+            backup,
+            target,
+            chunks=lambda: self._chunks_of(backup),
+            check_stored=lambda: self._check_stored(backup),
+            progress=lambda: self._progress(f"restore {backup.id}"),
+            **choices,
+        )
+
+    def _restore(self, backup: Backup, kind: str, target: Any, **choices: Any) -> int | None:
+        _expect_kind(backup, kind)
+        backup = self._unsealed(backup)
+        return _engine_for(backup).restore(self._job(backup, target, **choices))
+
     # MySQL ----------------------------------------------------------------------------------
 
     def backup_mysql(
@@ -250,30 +259,8 @@ class Backuper:
         with routines, events, triggers, binary-safe, utf8mb4) and store it. ``checksums`` records
         ``CHECKSUM TABLE`` of each table (read in a snapshot opened beside the dump's) for verify
         to compare against; ``tables`` limits the dump to those tables."""
-        from ._mysql import DUMP_OPTIONS, DumpRun, dump_source
-
-        with _mysql_client(db) as client:
-            run = DumpRun.prepare(client, checksums=checksums, tables=tables)
-
-            def describe() -> dict[str, Any]:
-                return {
-                    "tool": run.tools.version,
-                    "server_version": run.server_version,
-                    "options": {"dump_options": list(DUMP_OPTIONS), "tables": list(tables)},
-                    "tables": run.tables,
-                    "position": run.position,
-                    "warnings": tuple(run.warnings),
-                }
-
-            source = dump_source(client, tables)
-            return self._store(
-                kind="mysql",
-                source=source,
-                data_format="sql",
-                chunks=run.chunks,
-                describe=describe,
-                label=f"backup {source}",
-            )
+        with mysql_client(db) as client:
+            return self._store(_MYSQL.capture(client, checksums=checksums, tables=tables))
 
     def restore_mysql(
         self,
@@ -287,45 +274,7 @@ class Backuper:
         ``replace``), streaming through the ``mariadb``/``mysql`` client. ``definer="strip"``
         drops the ``DEFINER`` of views, triggers, routines and events so the restoring account
         owns them (for a server where the original accounts do not exist)."""
-        from ._mysql import DEFINER_POLICIES, restore_stream, rewrite_definitions, source_database
-
-        _expect_kind(backup, "mysql")
-        backup = self._unsealed(backup)
-        if definer not in DEFINER_POLICIES:
-            raise ConfigError(f"unknown definer policy {definer!r}; use 'keep' or 'strip'")
-        with _mysql_client(db) as client:
-            self._check_stored(backup)
-            with self._progress(f"restore {backup.id}") as progress:
-                chunks = self._chunks_of(backup)
-                original = source_database(backup.source)
-                rename = (original, client.url.database)
-                if definer == "strip" or rename[0] != rename[1]:
-                    chunks = rewrite_definitions(
-                        chunks,
-                        strip_definer=definer == "strip",
-                        rename=rename if rename[0] != rename[1] else None,
-                    )
-                restore_stream(chunks, client, replace=replace, progress=progress)
-
-    def _test_restore_mysql(self, backup: Backup, server: MySQLClient | str) -> None:
-        from ..db import DbClient
-        from ._mysql import compare_stats, read_table_stats
-
-        with _mysql_client(server) as admin:
-            scratch = f"autoops_verify_{secrets.token_hex(6)}"
-            admin.execute(f"CREATE DATABASE `{scratch}` CHARACTER SET utf8mb4")
-            try:
-                # The scratch client connects as the server's client does: same TLS, timeouts.
-                settings = dataclasses.replace(admin.connection_settings, database=scratch)
-                target = DbClient.from_connection_settings(settings, retry=admin.retry)
-                assert isinstance(target, MySQLClient)
-                try:
-                    self.restore_mysql(backup, target)
-                    compare_stats(backup.tables, read_table_stats(target), backup.id)
-                finally:
-                    target.close()
-            finally:
-                admin.execute(f"DROP DATABASE IF EXISTS `{scratch}`")
+        self._restore(backup, "mysql", db, replace=replace, definer=definer)
 
     # Redis ----------------------------------------------------------------------------------
 
@@ -341,55 +290,14 @@ class Backuper:
         over the replication protocol; ``mode="logical"`` dumps the keys matching ``pattern``
         (default: the client's namespace, else all) of the client's database with SCAN + DUMP +
         PTTL, for servers that block SYNC or to take part of a database."""
-        from ._redis import LogicalDump, RdbSnapshot, redis_client, server_label
-
         with redis_client(cache) as client:
-            server = server_label(client)
             if mode == "rdb":
                 if pattern is not None:
                     raise ConfigError("pattern= selects keys of a logical dump; use mode='logical'")
-                snapshot = RdbSnapshot(client, timeout=timeout)
-                # The snapshot holds every database; a restore takes the client's one from it.
-                db = client.connection_settings.db
-                return self._store(
-                    kind="redis",
-                    source=server,
-                    data_format="rdb",
-                    chunks=snapshot.chunks,
-                    describe=lambda: {
-                        "tool": "autoops SYNC (rdb-only)",
-                        "server_version": snapshot.server_version,
-                        "options": {"mode": "rdb", "db": db},
-                        "key_count": snapshot.key_count,
-                    },
-                    label=f"backup {server}",
-                )
+                return self._store(_RDB.capture(client, timeout=timeout))
             if mode != "logical":
                 raise ConfigError(f"unknown Redis backup mode {mode!r}; use 'rdb' or 'logical'")
-            dump = LogicalDump.for_cache(client, pattern)
-            db = client.connection_settings.db
-            source = f"{server}/{db}?match={dump.pattern}"
-
-            def describe() -> dict[str, Any]:
-                warnings = []
-                if dump.vanished:
-                    warnings.append(f"{dump.vanished} keys expired or were deleted during the scan")
-                return {
-                    "tool": "autoops SCAN+DUMP+PTTL",
-                    "server_version": dump.server_version,
-                    "options": {"mode": "logical", "pattern": dump.pattern, "db": db},
-                    "key_count": dump.key_count,
-                    "warnings": tuple(warnings),
-                }
-
-            return self._store(
-                kind="redis",
-                source=source,
-                data_format="redis",
-                chunks=dump.chunks,
-                describe=describe,
-                label=f"backup {source}",
-            )
+            return self._store(_LOGICAL.capture(client, pattern))
 
     def restore_redis(
         self,
@@ -407,125 +315,19 @@ class Backuper:
         ``replace``, which overwrites colliding keys and leaves the others). With a file path as
         ``target`` an RDB snapshot is written there instead, as the ``dump.rdb`` to start a
         stopped server from (returns the snapshot's key count)."""
-        from ._redis import redis_client, restore_logical, restore_rdb
-
-        _expect_kind(backup, "redis")
-        backup = self._unsealed(backup)
-        self._check_stored(backup)
-        if backup.format == "rdb":
-            if isinstance(target, CacheClient) or (isinstance(target, str) and "://" in target):
-                with (
-                    redis_client(target) as client,
-                    self._progress(f"restore {backup.id}") as progress,
-                ):
-                    return restore_rdb(
-                        self._chunks_of(backup),
-                        client,
-                        _rdb_source_db(backup),
-                        replace=replace,
-                        progress=progress,
-                    )
-            self._write_plain(backup, Path(os.fspath(target)), replace=replace)
-            return backup.key_count or 0
-        if isinstance(target, os.PathLike):
-            raise ConfigError("a logical Redis dump is restored into a Redis client or URL")
-        with redis_client(target) as client:
-            with self._progress(f"restore {backup.id}") as progress:
-                restored = restore_logical(
-                    self._chunks_of(backup),
-                    client,
-                    str(backup.options.get("pattern", "*")),
-                    replace=replace,
-                    progress=progress,
-                )
-            return len(restored)
-
-    def _write_plain(self, backup: Backup, path: Path, *, replace: bool) -> None:
-        if path.exists() and not replace:
-            raise RestoreRefusedError(f"{path} exists; pass replace=True to overwrite it")
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except OSError as exc:
-            raise disk_error(exc, path.parent, backup.raw_size) from exc
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in self._chunks_of(backup):
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, path)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise disk_error(exc, path.parent, backup.raw_size) from exc
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-
-    def _test_restore_redis(self, backup: Backup, target: Any) -> None:
-        from ._redis import read_records, redis_client, restore_logical, verify_rdb_by_loading
-
-        if backup.format == "rdb":
-            verify_rdb_by_loading(self._chunks_of(backup), backup.data_file)
-            return
-        if target is True:
-            raise BackupVerifyError(
-                "a test restore of a logical Redis dump needs a target: pass restore_test=<Redis "
-                "client or URL of an empty database>"
-            )
-        with redis_client(target) as client:
-            pattern = str(backup.options.get("pattern", "*"))
-            restored = restore_logical(self._chunks_of(backup), client, pattern)
-            try:
-                expected = sum(1 for _ in read_records(self._chunks_of(backup), backup.data_file))
-                if expected != backup.key_count:
-                    raise BackupVerifyError(
-                        f"{backup.data_file} holds {expected} keys; the manifest says "
-                        f"{backup.key_count}"
-                    )
-                present = 0
-                for start in range(0, len(restored), 1000):
-                    present += int(client.redis.exists(*restored[start : start + 1000]))
-                if present != len(restored):
-                    raise BackupVerifyError(
-                        f"only {present} of {len(restored)} restored keys are in {client.location}"
-                    )
-            finally:
-                for start in range(0, len(restored), 1000):
-                    client.redis.unlink(*restored[start : start + 1000])
+        return self._restore(backup, "redis", target, replace=replace) or 0
 
     # SQLite ---------------------------------------------------------------------------------
 
     def backup_sqlite(self, db: SQLiteClient | str | os.PathLike[str]) -> Backup:
         """Copy an SQLite database with the online backup API (consistent while in use)."""
-        from ._sqlite import SQLiteSnapshot, sqlite_path
-
-        path = sqlite_path(db if isinstance(db, SQLiteClient | str) else os.fspath(db))
-        snapshot = SQLiteSnapshot(path)
-        return self._store(
-            kind="sqlite",
-            source=f"sqlite:///{path}",
-            data_format="sqlite",
-            chunks=snapshot.chunks,
-            describe=lambda: {
-                "tool": "sqlite3 backup API",
-                "server_version": snapshot.version,
-                "tables": snapshot.tables,
-            },
-            label=f"backup {path}",
-        )
+        return self._store(_SQLITE.capture(db))
 
     def restore_sqlite(
         self, backup: Backup, db: SQLiteClient | str | os.PathLike[str], *, replace: bool = False
     ) -> None:
         """Copy an SQLite backup into the target database (empty unless ``replace``)."""
-        from ._sqlite import restore_sqlite_file, sqlite_path
-
-        _expect_kind(backup, "sqlite")
-        backup = self._unsealed(backup)
-        self._check_stored(backup)
-        target = sqlite_path(db if isinstance(db, SQLiteClient | str) else os.fspath(db))
-        restore_sqlite_file(self._chunks_of(backup), target, replace=replace)
+        self._restore(backup, "sqlite", db, replace=replace)
 
     # verify -----------------------------------------------------------------------------------
 
@@ -575,33 +377,15 @@ class Backuper:
         tail = b""
         for chunk in self._chunks_of(backup):
             tail = (tail + chunk)[-512:]
-        if backup.format == "redis":
-            from ._redis import read_records
-
-            for _ in read_records(self._chunks_of(backup), backup.data_file):
-                pass
-        if backup.format == "rdb" and (len(tail) < 9 or tail[-9] != 0xFF):
-            raise BackupVerifyError(f"{backup.data_file}: the RDB does not end with its EOF marker")
-        if backup.format == "sql" and b"-- Dump completed" not in tail:
-            raise BackupVerifyError(
-                f"{backup.data_file}: the dump does not end with its completion line"
-            )
+        engine = _find_engine(backup)
+        if engine is not None:
+            engine.check_content(backup, lambda: self._chunks_of(backup), tail)
 
     def _restore_test(self, backup: Backup, target: Any) -> None:
-        if backup.kind == "mysql":
-            if target is True:
-                raise BackupVerifyError(
-                    "a MySQL test restore needs a server: pass restore_test=<MySQL client or URL>"
-                )
-            self._test_restore_mysql(backup, target)
-        elif backup.kind == "redis":
-            self._test_restore_redis(backup, target)
-        elif backup.kind == "sqlite":
-            from ._sqlite import check_sqlite_copy
-
-            check_sqlite_copy(self._chunks_of(backup), dict(backup.tables), backup.data_file)
-        else:
+        engine = _find_engine(backup)
+        if engine is None:
             raise BackupVerifyError(f"no test restore for a {backup.kind} backup")
+        engine.test_restore(self._job(backup, target))
 
     # retention ------------------------------------------------------------------------------
 

@@ -268,8 +268,3 @@ def backup_list(backups: Iterable[Backup]) -> ResultList[Backup]:
             backup.verified_at.isoformat(timespec="seconds") if backup.verified_at else "never",
         ),
     )
-
-
-def utc_now() -> datetime:
-    """The current time as an aware UTC datetime."""
-    return datetime.now(UTC)

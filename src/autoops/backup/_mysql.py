@@ -7,29 +7,35 @@ Credentials reach the tools only through a 0600 option file in a private tempora
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from ..db import MySQLClient
+from .._errors import ConfigError
+from .._pipeline import read_ahead
+from ..db import DbClient, MySQLClient
+from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
-from ._model import TableStats
-from ._pipeline import read_ahead
+from ._model import Backup, TableStats
 
 __all__ = [
     "DUMP_OPTIONS",
     "DumpRun",
+    "MySQLEngine",
     "MySQLTools",
     "dump_source",
     "find_tools",
+    "mysql_client",
     "read_table_stats",
     "restore_stream",
 ]
@@ -556,3 +562,96 @@ def compare_stats(
     problems += [f"{table}: not in the manifest" for table in extra]
     if problems:
         raise BackupVerifyError(f"the test restore of {where} differs: " + "; ".join(problems))
+
+
+@contextlib.contextmanager
+def mysql_client(db: MySQLClient | str) -> Iterator[MySQLClient]:
+    """The client given, or one made from a URL and closed afterwards."""
+    client = DbClient.from_url(db) if isinstance(db, str) else db
+    try:
+        if not isinstance(client, MySQLClient):
+            raise ConfigError(f"expected a MySQL client or mysql:// URL, got {client!r}")
+        yield client
+    finally:
+        if isinstance(db, str):
+            client.close()
+
+
+class MySQLEngine(BackupEngine):
+    """MySQL/MariaDB dumps (kind ``mysql``, format ``sql``)."""
+
+    kind = "mysql"
+    data_format = "sql"
+
+    def capture(self, client: MySQLClient, *, checksums: bool, tables: Sequence[str]) -> Capture:
+        """A dump of the client's database (or of ``tables``), with their checksums."""
+        run = DumpRun.prepare(client, checksums=checksums, tables=tables)
+
+        def describe() -> dict[str, Any]:
+            return {
+                "tool": run.tools.version,
+                "server_version": run.server_version,
+                "options": {"dump_options": list(DUMP_OPTIONS), "tables": list(tables)},
+                "tables": run.tables,
+                "position": run.position,
+                "warnings": tuple(run.warnings),
+            }
+
+        source = dump_source(client, tables)
+        return Capture(
+            kind=self.kind,
+            source=source,
+            data_format=self.data_format,
+            chunks=run.chunks,
+            describe=describe,
+            label=f"backup {source}",
+        )
+
+    def check_content(
+        self, backup: Backup, chunks: Callable[[], Iterable[bytes]], tail: bytes
+    ) -> None:
+        if b"-- Dump completed" not in tail:
+            raise BackupVerifyError(
+                f"{backup.data_file}: the dump does not end with its completion line"
+            )
+
+    def restore(self, job: RestoreJob) -> None:
+        """Stream the dump through the ``mariadb``/``mysql`` client into ``job.target``."""
+        if job.definer not in DEFINER_POLICIES:
+            raise ConfigError(f"unknown definer policy {job.definer!r}; use 'keep' or 'strip'")
+        with mysql_client(job.target) as client:
+            job.check_stored()
+            with job.progress() as progress:
+                chunks = job.chunks()
+                original = source_database(job.backup.source)
+                rename = (original, client.url.database)
+                if job.definer == "strip" or rename[0] != rename[1]:
+                    chunks = rewrite_definitions(
+                        chunks,
+                        strip_definer=job.definer == "strip",
+                        rename=rename if rename[0] != rename[1] else None,
+                    )
+                restore_stream(chunks, client, replace=job.replace, progress=progress)
+
+    def test_restore(self, job: RestoreJob) -> None:
+        """Restore into a scratch ``autoops_verify_*`` database of the server ``job.target``
+        (made and dropped here) and compare its tables' checksums with the manifest's."""
+        if job.target is True:
+            raise BackupVerifyError(
+                "a MySQL test restore needs a server: pass restore_test=<MySQL client or URL>"
+            )
+        with mysql_client(job.target) as admin:
+            scratch = f"autoops_verify_{secrets.token_hex(6)}"
+            admin.execute(f"CREATE DATABASE `{scratch}` CHARACTER SET utf8mb4")
+            try:
+                # The scratch client connects as the server's client does: same TLS, timeouts.
+                settings = dataclasses.replace(admin.connection_settings, database=scratch)
+                target = DbClient.from_connection_settings(settings, retry=admin.retry)
+                assert isinstance(target, MySQLClient)
+                try:
+                    self.restore(dataclasses.replace(job, target=target))
+                    compare_stats(job.backup.tables, read_table_stats(target), job.backup.id)
+                finally:
+                    target.close()
+            finally:
+                admin.execute(f"DROP DATABASE IF EXISTS `{scratch}`")

@@ -15,11 +15,19 @@ from typing import Final
 
 from .._errors import ConfigError
 from ..db import SQLiteClient
+from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import TableStats
 from ._storage import disk_error
 
-__all__ = ["SQLiteSnapshot", "check_sqlite_copy", "restore_sqlite_file", "sqlite_stats"]
+__all__ = [
+    "SQLiteEngine",
+    "SQLiteSnapshot",
+    "check_sqlite_copy",
+    "restore_sqlite_file",
+    "sqlite_path",
+    "sqlite_stats",
+]
 
 _CHUNK: Final = 1 << 20
 
@@ -161,3 +169,39 @@ def check_sqlite_copy(chunks: Iterable[bytes], expected: dict[str, TableStats], 
             raise BackupVerifyError(f"{where} is not a valid SQLite database: {exc}") from exc
         finally:
             connection.close()
+
+
+class SQLiteEngine(BackupEngine):
+    """SQLite database copies (kind ``sqlite``, format ``sqlite``)."""
+
+    kind = "sqlite"
+    data_format = "sqlite"
+
+    def capture(self, db: SQLiteClient | str | os.PathLike[str]) -> Capture:
+        """A consistent copy of the database, taken with the online backup API."""
+        path = sqlite_path(db if isinstance(db, SQLiteClient | str) else os.fspath(db))
+        snapshot = SQLiteSnapshot(path)
+        return Capture(
+            kind=self.kind,
+            source=f"sqlite:///{path}",
+            data_format=self.data_format,
+            chunks=snapshot.chunks,
+            describe=lambda: {
+                "tool": "sqlite3 backup API",
+                "server_version": snapshot.version,
+                "tables": snapshot.tables,
+            },
+            label=f"backup {path}",
+        )
+
+    def restore(self, job: RestoreJob) -> None:
+        """Copy the backup into the database file ``job.target`` (empty unless replacing)."""
+        job.check_stored()
+        target = job.target
+        path = sqlite_path(target if isinstance(target, SQLiteClient | str) else os.fspath(target))
+        restore_sqlite_file(job.chunks(), path, replace=job.replace)
+
+    def test_restore(self, job: RestoreJob) -> None:
+        """Open the copy and compare its tables with the manifest's."""
+        backup = job.backup
+        check_sqlite_copy(job.chunks(), dict(backup.tables), backup.data_file)

@@ -13,10 +13,10 @@ from redis.retry import Retry
 from .._config import REDIS_OPTIONS, CacheUrl, Secret, convert_options
 from .._connection import CacheConnectionSettings, TlsSettings, VerifyMode
 from .._errors import AuthenticationError, CodecError, ConfigError, ConnectError, QueryError
+from .._resp import pack_arguments, pack_command, pack_header
 from .._retry import Failure, RetryPolicy
 from ._client import CacheClient, escape_glob
 from ._codec import Codec
-from ._resp import pack_arguments, pack_command
 
 __all__ = ["RedisCache", "classify_redis_error", "exchange"]
 
@@ -461,7 +461,7 @@ class RedisCache(CacheClient):
         count = len(head) + 2 * item_count + delete_count + 2 * len(meta)
         command = b"".join(
             [
-                b"*%d\r\n" % count,
+                pack_header(count),
                 pack_arguments(head),
                 packed_items,
                 packed_deletes,

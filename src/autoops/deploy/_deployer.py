@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -33,6 +32,7 @@ from .._errors import AutoOpsError, ConfigError, ConnectError, LockHeldError
 from .._progress import Progress
 from .._retry import RetryPolicy
 from .._ssh import CommandResult, RemoteCommandError, SshHost, SshOptions, upload
+from .._time import utc_now
 from ._artifact import Artifact, directory_size
 from ._configpush import load_template, push_to_host, render_template
 from ._health import HealthCheck, expand
@@ -48,6 +48,7 @@ from ._results import (
     HostDeployPlan,
     HostDeployResult,
 )
+from ._run import DeployRun
 
 __all__ = ["Deployer", "Hook", "new_release_id"]
 
@@ -59,11 +60,11 @@ HOOK_PHASES: Final = ("after_unpack", "before_switch", "after_switch")
 
 def new_release_id() -> str:
     """A release id that sorts by time: ``20260101T120000Z-3f9a1c`` (UTC, plus 6 random hex)."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{utc_now():%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def _utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,20 +310,13 @@ class Deployer:
             "token": token,
         }
 
-    def _lock_all(
-        self,
-        sessions: dict[str, HostSession],
-        results: dict[str, HostDeployResult],
-        release: str,
-        token: str,
-        break_lock: bool,
-    ) -> dict[str, HostState]:
-        """Lock every host or none and return each host's state read under the lock; a held
-        lock raises :class:`LockHeldError` naming its owner."""
-        owner = self._owner(release, token)
+    def _lock_all(self, run: DeployRun, release: str, break_lock: bool) -> None:
+        """Lock every host or none and keep each host's state read under the lock in
+        ``run.states``; a held lock raises :class:`LockHeldError` naming its owner."""
+        sessions, results, states = run.sessions, run.results, run.states
+        owner = self._owner(release, run.token)
         held: dict[str, LockOwner] = {}
         acquired: list[str] = []
-        states: dict[str, HostState] = {}
 
         def lock(address: str) -> None:
             result = results[address]
@@ -350,12 +344,12 @@ class Deployer:
             self._parallel(lock, sessions)
         except BaseException:
             # Interrupted while locking: give back what was taken (ours only, by token).
-            self._release_all(sessions, results, token)
+            self._release_all(run)
             raise
         unreachable = [address for address in sessions if results[address].error]
         if not held and not unreachable:
-            return states
-        self._release_all(sessions, results, token, only=acquired)
+            return
+        self._release_all(run, only=acquired)
         if held:
             address, holder = next(iter(held.items()))
             raise LockHeldError(
@@ -364,22 +358,21 @@ class Deployer:
                 "died, re-run with break_lock=True (--break-lock)",
                 holder=str(holder),
             )
-        return states
 
     def _release_all(
         self,
-        sessions: dict[str, HostSession],
-        results: dict[str, HostDeployResult],
-        token: str,
+        run: DeployRun,
         *,
         only: Sequence[str] | None = None,
         remove: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        sessions, results = run.sessions, run.results
+
         def unlock(address: str) -> None:
             session = sessions[address]
             doomed = (remove or {}).get(address, ())
             try:
-                script = session.scripts.release_lock(token, doomed)
+                script = session.scripts.release_lock(run.token, doomed)
                 output = session.sh(
                     script,
                     timeout=max(30.0, len(doomed) * 30.0),
@@ -396,6 +389,30 @@ class Deployer:
                 )
 
         self._parallel(unlock, only if only is not None else list(sessions))
+
+    def _locked_run(
+        self,
+        run: DeployRun,
+        lock_release: str,
+        break_lock: bool,
+        work: Callable[[], Mapping[str, Sequence[str]]],
+    ) -> DeployResult:
+        """The skeleton of a deploy and a rollback: lock every host or none, do ``work`` (which
+        returns the old releases to remove from each host), release the locks (removing those
+        releases), always; then close every session."""
+        try:
+            self._lock_all(run, lock_release, break_lock)
+            if run.outcome.failed:
+                run.outcome.message = _not_locked(run.outcome)
+            else:
+                remove: Mapping[str, Sequence[str]] = {}
+                try:
+                    remove = work()
+                finally:
+                    self._release_all(run, remove=remove)
+        finally:
+            run.close()
+        return run.outcome
 
     # -- public operations --------------------------------------------------------------------
 
@@ -450,42 +467,20 @@ class Deployer:
         break_lock: bool,
         check: bool,
     ) -> DeployResult:
-        started = time.monotonic()
-        token = secrets.token_hex(8)
-        results = {address: HostDeployResult(address) for address in targets}
-        sessions = {address: self._session(address) for address in targets}
-        outcome = DeployResult("deploy", release, list(results.values()))
-        try:
-            states = self._lock_all(sessions, results, release, token, break_lock)
-            if outcome.failed:
-                outcome.message = _not_locked(outcome)
-            else:
-                remove: dict[str, list[str]] = {}
-                try:
-                    remove = self._prepare_and_switch(
-                        sessions, results, states, outcome, artifact, release
-                    )
-                finally:
-                    self._release_all(sessions, results, token, remove=remove)
-        finally:
-            for session in sessions.values():
-                session.close()
-            outcome.seconds = time.monotonic() - started
+        run = DeployRun.start("deploy", release, targets, self._session)
+        outcome = self._locked_run(
+            run, release, break_lock, lambda: self._prepare_and_switch(run, artifact, release)
+        )
         log.info("%r", outcome)
         if check and not outcome.ok:
             raise DeployError(_summary(outcome), result=outcome)
         return outcome
 
     def _prepare_and_switch(
-        self,
-        sessions: dict[str, HostSession],
-        results: dict[str, HostDeployResult],
-        states: dict[str, HostState],
-        outcome: DeployResult,
-        artifact: Artifact,
-        release: str,
+        self, run: DeployRun, artifact: Artifact, release: str
     ) -> dict[str, list[str]]:
         """Prepare, switch and check; return the old releases to remove from each host."""
+        sessions, results, states, outcome = run.sessions, run.results, run.states, run.outcome
         progress = Progress(
             f"deploy {release}", total=2 * len(sessions), unit="host steps", enabled=self.progress
         )
@@ -508,11 +503,9 @@ class Deployer:
                     f"{failures} host(s) failed before any switch (max_failures="
                     f"{self.max_failures}); no host was switched"
                 )
-                self._discard(sessions, prepared, release)
+                self._discard(run, prepared, release)
                 return {}
-            switched = self._switch_in_batches(
-                sessions, results, outcome, prepared, release, progress
-            )
+            switched = self._switch_in_batches(run, prepared, release, progress)
             if outcome.rolled_back:
                 return {}
             if outcome.failed:
@@ -582,25 +575,18 @@ class Deployer:
                     raise
         result.phase = "prepared"
 
-    def _discard(
-        self, sessions: dict[str, HostSession], addresses: Sequence[str], release: str
-    ) -> None:
+    def _discard(self, run: DeployRun, addresses: Sequence[str], release: str) -> None:
         def discard(address: str) -> None:
-            session = sessions[address]
+            session = run.sessions[address]
             with contextlib.suppress(AutoOpsError):
                 session.sh(session.scripts.remove_releases([release]))
 
         self._parallel(discard, addresses)
 
     def _switch_in_batches(
-        self,
-        sessions: dict[str, HostSession],
-        results: dict[str, HostDeployResult],
-        outcome: DeployResult,
-        prepared: list[str],
-        release: str,
-        progress: Progress,
+        self, run: DeployRun, prepared: list[str], release: str, progress: Progress
     ) -> list[str]:
+        sessions, results, outcome = run.sessions, run.results, run.outcome
         switched: list[str] = []
         if prepared and any(hook.once for hook in self.hooks):
             leader = prepared[0]
@@ -613,7 +599,7 @@ class Deployer:
             self._guard(result, run_once)
             if result.error:
                 outcome.message = f"the once-only before_switch hook failed on {leader}"
-                self._discard(sessions, prepared, release)
+                self._discard(run, prepared, release)
                 return []
         try:
             for start in range(0, len(prepared), self.batch_size):
@@ -643,13 +629,13 @@ class Deployer:
                         f"{len(outcome.failed)} host(s) failed (max_failures={self.max_failures}): "
                         f"{names}; every switched host was rolled back"
                     )
-                    self._roll_back_switched(sessions, results, switched, release)
-                    self._discard(sessions, [a for a in prepared if a not in switched], release)
+                    self._roll_back_switched(run, switched, release)
+                    self._discard(run, [a for a in prepared if a not in switched], release)
                     outcome.rolled_back = True
                     return []
         except KeyboardInterrupt:
             outcome.message = "interrupted; every switched host was rolled back"
-            self._roll_back_switched(sessions, results, switched, release)
+            self._roll_back_switched(run, switched, release)
             outcome.rolled_back = True
             raise
         return [address for address in switched if results[address].ok]
@@ -709,13 +695,8 @@ class Deployer:
         else:
             result.outcome = DeployOutcome.ROLLED_BACK
 
-    def _roll_back_switched(
-        self,
-        sessions: dict[str, HostSession],
-        results: dict[str, HostDeployResult],
-        switched: Sequence[str],
-        release: str,
-    ) -> None:
+    def _roll_back_switched(self, run: DeployRun, switched: Sequence[str], release: str) -> None:
+        sessions, results = run.sessions, run.results
         healthy = [
             address for address in switched if results[address].outcome == DeployOutcome.DEPLOYED
         ]
@@ -731,34 +712,21 @@ class Deployer:
         ``after_switch`` hooks and the health check, and mark the release left as failed."""
         if to is not None:
             self._release_id(to)
-        started = time.monotonic()
-        token = secrets.token_hex(8)
-        results = {address: HostDeployResult(address) for address in self.hosts}
-        sessions = {address: self._session(address) for address in self.hosts}
-        outcome = DeployResult("rollback", to or "previous", list(results.values()))
-        try:
-            states = self._lock_all(
-                sessions, results, f"rollback-{to or 'previous'}", token, break_lock
+        run = DeployRun.start("rollback", to or "previous", self.hosts, self._session)
+
+        def roll_back() -> dict[str, list[str]]:
+            self._parallel(
+                lambda address: self._guard(
+                    run.results[address],
+                    lambda: self._rollback_host(
+                        run.sessions[address], run.results[address], run.states[address], to
+                    ),
+                ),
+                run.sessions,
             )
-            if outcome.failed:
-                outcome.message = _not_locked(outcome)
-            else:
-                try:
-                    self._parallel(
-                        lambda address: self._guard(
-                            results[address],
-                            lambda: self._rollback_host(
-                                sessions[address], results[address], states[address], to
-                            ),
-                        ),
-                        sessions,
-                    )
-                finally:
-                    self._release_all(sessions, results, token)
-        finally:
-            for session in sessions.values():
-                session.close()
-            outcome.seconds = time.monotonic() - started
+            return {}
+
+        outcome = self._locked_run(run, f"rollback-{to or 'previous'}", break_lock, roll_back)
         if check and not outcome.ok:
             raise DeployError(_summary(outcome), result=outcome)
         return outcome

@@ -12,8 +12,9 @@ from types import TracebackType
 import orjson
 
 from .._errors import AutoOpsError, LockHeldError
+from .._time import utc_now
 from ..cache import CacheClient
-from ._report import describe_holder, utc_now
+from ._report import describe_holder
 
 __all__ = ["SyncLock"]
 

@@ -9,10 +9,11 @@ from typing import Any, Final
 import orjson
 
 from .._display import format_count, format_seconds, html_table
+from .._time import utc_now
 from ..cache import CacheClient
 from ._plan import META_PREFIX
 
-__all__ = ["SyncReport", "SyncStatus", "meta_key", "read_sync_status", "utc_now"]
+__all__ = ["SyncReport", "SyncStatus", "meta_key", "read_sync_status"]
 
 _LAST_PASS_FIELDS: Final = (
     "kind",
@@ -22,11 +23,6 @@ _LAST_PASS_FIELDS: Final = (
     "keys_deleted",
     "duration_seconds",
 )
-
-
-def utc_now() -> dt.datetime:
-    """The current time, aware, in UTC."""
-    return dt.datetime.now(dt.UTC)
 
 
 def meta_key(name: str, part: str) -> str:

@@ -13,10 +13,25 @@ _END_OF_STREAM: Final = object()
 _Item = TypeVar("_Item")
 
 
-def read_ahead(chunks: Iterable[_Item], depth: int = 8) -> Iterator[_Item]:
-    """Iterate ``chunks`` (byte chunks, or batches of anything) in a thread of its own,
-    ``depth`` items ahead, so reading and decompressing overlap with the consumer (as a separate
-    ``gunzip`` process would); an error in the producer is raised in the consumer."""
+class _Failed:
+    """The producer's error, wrapped so that a stream of exception objects stays a stream."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def read_ahead(
+    chunks: Iterable[_Item],
+    depth: int = 8,
+    *,
+    name: str = "autoops-read-ahead",
+    join_timeout: float | None = 5,
+) -> Iterator[_Item]:
+    """Iterate ``chunks`` (byte chunks, pages, or batches of anything) in a thread of its own,
+    ``depth`` items ahead, so reading overlaps with the consumer (as a separate ``gunzip``
+    process would); an error in the producer is raised in the consumer. When the consumer
+    stops, the producer is waited for ``join_timeout`` seconds (None: until it has stopped,
+    for a source whose connection the caller uses next)."""
     pending: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -36,23 +51,22 @@ def read_ahead(chunks: Iterable[_Item], depth: int = 8) -> Iterator[_Item]:
                     return
             offer(_END_OF_STREAM)
         except BaseException as exc:
-            offer(exc)
+            offer(_Failed(exc))
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
 
-    producer = threading.Thread(target=produce, name="autoops-restore-read", daemon=True)
+    producer = threading.Thread(target=produce, name=name, daemon=True)
     producer.start()
     try:
         while True:
             item = pending.get()
             if item is _END_OF_STREAM:
                 return
-            if isinstance(item, BaseException):
-                raise item
+            if isinstance(item, _Failed):
+                raise item.error
             yield cast(_Item, item)
     finally:
         stop.set()
-        # Bounded: a producer stuck in a read of a stalled source must not hang the caller.
-        producer.join(timeout=5)
+        producer.join(timeout=join_timeout)
