@@ -27,11 +27,11 @@ from redis.retry import Retry
 from .._config import REDIS_OPTIONS, CacheUrl, Secret, convert_options
 from .._connection import CacheConnectionSettings, TlsSettings
 from .._errors import ConfigError, ConnectError
+from .._resp import pack_command
 from .._retry import Failure, RetryPolicy
 from ._client import TTL, CacheClient, escape_glob
 from ._codec import Codec
 from ._redis import _DELETE_IF_EQUAL, _EXPIRE_IF_EQUAL, classify_redis_error, exchange
-from ._resp import pack_command
 from ._sentinel import ReplicaCounts, _tls, ack_timeout_ms
 
 __all__ = ["ClusterCache"]

@@ -21,6 +21,7 @@ from redis.sentinel import Sentinel
 from .._config import REDIS_OPTIONS, CacheUrl, Secret, convert_options
 from .._connection import CacheConnectionSettings, TlsSettings
 from .._errors import ConfigError, ConnectError
+from .._resp import pack_command
 from .._retry import Failure, RetryPolicy
 from ._client import CacheClient
 from ._codec import Codec
@@ -30,7 +31,6 @@ from ._redis import (
     _verify_mode,
     classify_redis_error,
 )
-from ._resp import pack_command
 
 __all__ = ["ReplicaCounts", "SentinelCache", "ack_timeout_ms"]
 
