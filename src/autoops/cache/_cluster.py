@@ -12,7 +12,9 @@ that failed are resent, and every bulk command is idempotent, so a resend cannot
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
+from binascii import crc_hqx
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from .._resp import pack_command
 from .._retry import Failure, RetryPolicy
 from ._client import TTL, CacheClient, escape_glob
 from ._codec import Codec
-from ._redis import _DELETE_IF_EQUAL, _EXPIRE_IF_EQUAL, classify_redis_error, exchange
+from ._redis import _DELETE_IF_EQUAL, _EXPIRE_IF_EQUAL, classify_redis_error
 from ._sentinel import ReplicaCounts, _tls, ack_timeout_ms
 
 __all__ = ["ClusterCache"]
@@ -250,9 +252,19 @@ class ClusterCache(CacheClient):
             failed: list[_Work] = []
             migrating: list[_Work] = []
             first_error: BaseException | None = None
+            # Every node is written before any is read, so the masters work at the same time.
+            started: list[tuple[ClusterNode, list[_Work], Any, Any, bool]] = []
             for node, node_works in by_node.values():
                 try:
-                    self._send_node(cluster, node, node_works, durable)
+                    started.append(
+                        (node, node_works, *self._send_node(cluster, node, node_works, durable))
+                    )
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    first_error = first_error or exc
+                    failed.extend(node_works)
+            for node, node_works, pool, connection, wait in started:
+                try:
+                    self._read_node(node, node_works, pool, connection, wait)
                 except (redis.ConnectionError, redis.TimeoutError, OSError, _NotReplicated) as exc:
                     first_error = first_error or exc
                     failed.extend(node_works)
@@ -279,13 +291,40 @@ class ClusterCache(CacheClient):
 
     def _send_node(
         self, cluster: RedisCluster, node: ClusterNode, works: list[_Work], durable: bool
-    ) -> None:
-        commands = [command for work in works for command in work.commands]
-        wait = durable and self._replicas.count(node.name, cluster.get_redis_connection(node)) > 0
+    ) -> tuple[Any, Any, bool]:
+        """Write a node's commands on one of its connections; the replies are read by
+        :meth:`_read_node`."""
+        client = cluster.get_redis_connection(node)
+        wait = durable and self._replicas.count(node.name, client) > 0
+        payload = [command for work in works for command in work.commands]
         if wait:
-            commands.append(pack_command(b"WAIT", b"1", b"%d" % self._ack_timeout_ms))
-        pool = cluster.get_redis_connection(node).connection_pool
-        replies = exchange(pool, b"".join(commands), len(commands))
+            payload.append(pack_command(b"WAIT", b"1", b"%d" % self._ack_timeout_ms))
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([b"".join(payload)])  # type: ignore[no-untyped-call]
+        except BaseException:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            pool.release(connection)
+            raise
+        return pool, connection, wait
+
+    def _read_node(
+        self, node: ClusterNode, works: list[_Work], pool: Any, connection: Any, wait: bool
+    ) -> None:
+        count = sum(len(work.commands) for work in works) + wait
+        replies: list[Any] = []
+        try:
+            for _ in range(count):
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
         if wait:
             acks = replies.pop()
             if isinstance(acks, int) and acks < 1:
@@ -304,34 +343,25 @@ class ClusterCache(CacheClient):
         return groups
 
     def _set_works(self, items: list[tuple[bytes, bytes]], ttl_ms: list[int] | None) -> list[_Work]:
-        works: list[_Work] = []
         if ttl_ms is None:
-            groups = self._by_slot([(key_slot(key), (key, value)) for key, value in items])
-            for slot, pairs in groups.items():
-                commands = []
-                for start in range(0, len(pairs), _MSET_CHUNK):
-                    args = [b"MSET"]
-                    for key, value in pairs[start : start + _MSET_CHUNK]:
-                        args.append(key)
-                        args.append(value)
-                    commands.append(pack_command(*args))
-                works.append(_Work(slot, commands, _single_sets(pairs, None)))
-            return works
+            return _mset_works(sorted([(slot_of(key), key, value) for key, value in items]))
         timed = self._by_slot(
             [
-                (key_slot(key), (key, value, ms))
+                (slot_of(key), (key, value, ms))
                 for (key, value), ms in zip(items, ttl_ms, strict=True)
             ]
         )
-        for slot, triples in timed.items():
-            commands = [
-                pack_command(b"SET", key, value, b"PX", b"%d" % ms) for key, value, ms in triples
-            ]
-            works.append(_Work(slot, commands, _single_sets_px(triples)))
-        return works
+        return [
+            _Work(
+                slot,
+                [pack_command(b"SET", key, value, b"PX", b"%d" % ms) for key, value, ms in triples],
+                functools.partial(_set_each_px, triples),
+            )
+            for slot, triples in timed.items()
+        ]
 
     def _delete_works(self, keys: list[bytes]) -> list[_Work]:
-        groups = self._by_slot([(key_slot(key), key) for key in keys])
+        groups = self._by_slot([(slot_of(key), key) for key in keys])
         return [
             _Work(slot, [pack_command(b"UNLINK", *slot_keys)], _single_unlink(slot_keys))
             for slot, slot_keys in groups.items()
@@ -346,7 +376,7 @@ class ClusterCache(CacheClient):
         if not keys:
             return []
         encoded = [key.encode("utf-8") for key in keys]
-        groups = self._by_slot([(key_slot(key), key) for key in dict.fromkeys(encoded)])
+        groups = self._by_slot([(slot_of(key), key) for key in dict.fromkeys(encoded)])
         works = [
             _Work(slot, [pack_command(b"MGET", *slot_keys)], _single_gets(slot_keys))
             for slot, slot_keys in groups.items()
@@ -370,17 +400,37 @@ class ClusterCache(CacheClient):
         Returns how many were written. Values are all encoded before anything is sent."""
         encode = self.codec.encode
         prefix = self._prefix
-        items: list[tuple[bytes, bytes]] = []
+        by_slot: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         for name, value in mapping.items():
             if not isinstance(name, str):
                 raise ConfigError(f"cache keys must be str, got {type(name).__name__}")
-            items.append(((prefix + name).encode("utf-8"), encode(value)))
-        items.sort(key=lambda item: key_slot(item[0]))
-        for start in range(0, len(items), self.chunk_size):
-            chunk = items[start : start + self.chunk_size]
-            ttls = None if ttl is None else [self._ttl_ms(ttl) or 1 for _ in chunk]
-            self._run("redis set_many", self._set_works(chunk, ttls))
-        return len(items)
+            key = (prefix + name).encode("utf-8")
+            by_slot[slot_of(key)].append((key, encode(value)))
+        total = 0
+        batch: list[tuple[int, list[tuple[bytes, bytes]]]] = []
+        size = 0
+        for slot in sorted(by_slot):
+            pairs = by_slot[slot]
+            batch.append((slot, pairs))
+            size += len(pairs)
+            if size >= self.chunk_size:
+                self._set_batch(batch, ttl)
+                total += size
+                batch, size = [], 0
+        if batch:
+            self._set_batch(batch, ttl)
+            total += size
+        return total
+
+    def _set_batch(
+        self, batch: list[tuple[int, list[tuple[bytes, bytes]]]], ttl: TTL | None
+    ) -> None:
+        if ttl is None:
+            works = [_mset_work(slot, pairs) for slot, pairs in batch]
+        else:
+            items = [pair for _, pairs in batch for pair in pairs]
+            works = self._set_works(items, [self._ttl_ms(ttl) or 1 for _ in items])
+        self._run("redis set_many", works)
 
     def _delete(self, keys: list[str]) -> int:
         works = self._delete_works([key.encode("utf-8") for key in keys])
@@ -493,22 +543,53 @@ def _answered(work: _Work) -> bool:
     return bool(work.replies) and isinstance(work.replies[0], int)
 
 
-def _single_sets(
-    pairs: list[tuple[bytes, bytes]], ttl: int | None
-) -> Callable[[RedisCluster], Any]:
-    def run(cluster: RedisCluster) -> None:
-        for key, value in pairs:
-            cluster.set(key, value, px=ttl)
-
-    return run
+def _first(item: tuple[int, bytes, bytes]) -> int:
+    return item[0]
 
 
-def _single_sets_px(triples: list[tuple[bytes, bytes, int]]) -> Callable[[RedisCluster], Any]:
-    def run(cluster: RedisCluster) -> None:
-        for key, value, ms in triples:
-            cluster.set(key, value, px=ms)
+def slot_of(key: bytes) -> int:
+    """The hash slot of ``key``: redis-py's ``key_slot`` where a hash tag may apply, CRC16 modulo
+    16384 directly otherwise (this runs once per key of a bulk write)."""
+    if b"{" in key:
+        return int(key_slot(key))
+    return crc_hqx(key, 0) & 0x3FFF
 
-    return run
+
+def _mset_works(slotted: list[tuple[int, bytes, bytes]]) -> list[_Work]:
+    """One MSET work per slot from ``(slot, key, value)`` sorted by slot."""
+    return [
+        _mset_work(slot, [(key, value) for _, key, value in group])
+        for slot, group in itertools.groupby(slotted, key=_first)
+    ]
+
+
+def _mset_work(slot: int, pairs: list[tuple[bytes, bytes]]) -> _Work:
+    """MSETs of up to 1,000 of one slot's keys, the RESP written directly."""
+    commands = []
+    for start in range(0, len(pairs), _MSET_CHUNK):
+        part = pairs[start : start + _MSET_CHUNK]
+        commands.append(
+            b"".join(
+                [
+                    b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(part)),
+                    *[
+                        b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(value), value)
+                        for key, value in part
+                    ],
+                ]
+            )
+        )
+    return _Work(slot, commands, functools.partial(_set_each, pairs))
+
+
+def _set_each(pairs: list[tuple[bytes, bytes]], cluster: RedisCluster) -> None:
+    for key, value in pairs:
+        cluster.set(key, value)
+
+
+def _set_each_px(triples: list[tuple[bytes, bytes, int]], cluster: RedisCluster) -> None:
+    for key, value, ms in triples:
+        cluster.set(key, value, px=ms)
 
 
 def _single_unlink(keys: list[bytes]) -> Callable[[RedisCluster], Any]:
