@@ -143,8 +143,8 @@ class RedisClusterTopology:
         raise RuntimeError("no running node")
 
     def wait_healthy(self, seconds: float = 60) -> None:
-        """Wait until every running node says ``cluster_state:ok`` and every master has a
-        replica again (after a restart the old master rejoins as one)."""
+        """Wait until every running node says ``cluster_state:ok``, every master has a replica
+        again (after a restart the old master rejoins as one) and every replica's link is up."""
         deadline = time.monotonic() + seconds
         while True:
             try:
@@ -163,6 +163,13 @@ class RedisClusterTopology:
                 return False
             with contextlib.closing(node.client()) as client:
                 if client.cluster("INFO").get("cluster_state") != "ok":
+                    return False
+                # A replica still in its first full sync holds nothing yet: a master killed
+                # then would lose what it had acknowledged.
+                replication = client.info("replication")
+                if replication.get("role") == "slave" and (
+                    replication.get("master_link_status") != "up"
+                ):
                     return False
         flags = self._cluster_nodes().values()
         masters = sum("master" in flag for flag in flags)
@@ -204,6 +211,7 @@ def redis_cluster(directory: Path) -> Iterator[RedisClusterTopology]:
                     "--cluster-config-file", str(node_dir / "nodes.conf"),
                     "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
                     "--cluster-replica-validity-factor", "0",
+                    "--repl-diskless-sync-delay", "0",
                     "--save", "",
                     "--appendonly", "no",
                     "--dir", str(node_dir),
@@ -321,6 +329,7 @@ def redis_sentinel(directory: Path) -> Iterator[SentinelTopology]:
             lines = [
                 f"port {port}", "bind 127.0.0.1", 'save ""', "appendonly no",
                 f"dir {server_dir}", "replica-serve-stale-data yes",
+                "repl-diskless-sync-delay 0",
             ]  # fmt: skip
             if index:
                 lines.append(f"replicaof 127.0.0.1 {master_port}")

@@ -50,15 +50,27 @@ class _NotReplicated(redis.exceptions.RedisError):
     """A node's master had a replica, and none acknowledged the batch in time."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Work:
     """One slot's share of a bulk operation: its packed commands and, for the ASK fallback,
     the same work as single-key calls."""
 
     slot: int
-    commands: list[bytes]
+    build: list[bytes] | Callable[[], list[bytes]]
     single: Callable[[RedisCluster], Any]
     replies: list[Any] = field(default_factory=list)
+    #: For a write: the keys set (with values) and unlinked, so a node's writes can go as one
+    #: script; ``ttls`` holds each set key's expiry in ms (None: no expiry).
+    sets: list[tuple[bytes, bytes]] | None = None
+    ttls: list[int] | None = None
+    unlinks: list[bytes] | None = None
+    #: The node refused the one-script form (a slot moving): send this slot's commands.
+    unmerged: bool = False
+
+    @functools.cached_property
+    def commands(self) -> list[bytes]:
+        """The slot's packed commands, built on first use (a merged write never needs them)."""
+        return self.build if isinstance(self.build, list) else self.build()
 
 
 class ClusterCache(CacheClient):
@@ -236,11 +248,15 @@ class ClusterCache(CacheClient):
 
     # bulk engine ----------------------------------------------------------------------------
 
-    def _run(self, operation: str, works: list[_Work], *, durable: bool = False) -> None:
+    def _run(
+        self, operation: str, works: list[_Work], *, durable: bool = False, merge: bool = False
+    ) -> None:
         """Send every slot's commands, pipelined per node; resend only failed slots (after
         rebuilding the slot table) under the retry policy. ``durable`` ends each node's
         pipeline with ``WAIT 1`` and fails the node's slots when its master has a replica and
-        none acknowledged."""
+        none acknowledged. ``merge`` sends each node's writes as one script (one reply per node
+        instead of one per slot); a node that refuses it (a slot moved or migrating) gets its
+        slots' own commands on the next try."""
         pending = list(works)
 
         def attempt() -> None:
@@ -253,21 +269,34 @@ class ClusterCache(CacheClient):
             migrating: list[_Work] = []
             first_error: BaseException | None = None
             # Every node is written before any is read, so the masters work at the same time.
-            started: list[tuple[ClusterNode, list[_Work], Any, Any, bool]] = []
+            started: list[tuple[ClusterNode, list[_Work], list[_Work], Any, Any, bool]] = []
             for node, node_works in by_node.values():
+                if merge and all(not work.unmerged for work in node_works):
+                    merged = [_Work(-1, [_node_script(node_works)], _unused)]
+                else:
+                    merged = []
                 try:
-                    started.append(
-                        (node, node_works, *self._send_node(cluster, node, node_works, durable))
-                    )
+                    sent = self._send_node(cluster, node, merged or node_works, durable)
+                    started.append((node, node_works, merged, *sent))
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                     first_error = first_error or exc
                     failed.extend(node_works)
-            for node, node_works, pool, connection, wait in started:
+            for node, node_works, merged, pool, connection, wait in started:
                 try:
-                    self._read_node(node, node_works, pool, connection, wait)
+                    self._read_node(node, merged or node_works, pool, connection, wait)
                 except (redis.ConnectionError, redis.TimeoutError, OSError, _NotReplicated) as exc:
                     first_error = first_error or exc
                     failed.extend(node_works)
+                    continue
+                if merged:
+                    (reply,) = merged[0].replies
+                    if isinstance(reply, redis.ResponseError):
+                        for work in node_works:
+                            work.unmerged = True
+                        failed.extend(node_works)
+                        first_error = first_error or redis.exceptions.TryAgainError(
+                            f"{node.name} refused the batch as one script ({reply})"
+                        )
                     continue
                 for work in node_works:
                     errors = [r for r in work.replies if isinstance(r, redis.ResponseError)]
@@ -356,6 +385,8 @@ class ClusterCache(CacheClient):
                 slot,
                 [pack_command(b"SET", key, value, b"PX", b"%d" % ms) for key, value, ms in triples],
                 functools.partial(_set_each_px, triples),
+                sets=[(key, value) for key, value, _ in triples],
+                ttls=[ms for _, _, ms in triples],
             )
             for slot, triples in timed.items()
         ]
@@ -363,7 +394,12 @@ class ClusterCache(CacheClient):
     def _delete_works(self, keys: list[bytes]) -> list[_Work]:
         groups = self._by_slot([(slot_of(key), key) for key in keys])
         return [
-            _Work(slot, [pack_command(b"UNLINK", *slot_keys)], _single_unlink(slot_keys))
+            _Work(
+                slot,
+                [pack_command(b"UNLINK", *slot_keys)],
+                _single_unlink(slot_keys),
+                unlinks=slot_keys,
+            )
             for slot, slot_keys in groups.items()
         ]
 
@@ -430,7 +466,7 @@ class ClusterCache(CacheClient):
         else:
             items = [pair for _, pairs in batch for pair in pairs]
             works = self._set_works(items, [self._ttl_ms(ttl) or 1 for _ in items])
-        self._run("redis set_many", works)
+        self._run("redis set_many", works, merge=True)
 
     def _delete(self, keys: list[str]) -> int:
         works = self._delete_works([key.encode("utf-8") for key in keys])
@@ -517,7 +553,7 @@ class ClusterCache(CacheClient):
         works = self._set_works(encoded, ttls)
         works += self._delete_works([key.encode("utf-8") for key in deletes])
         if works:
-            self._run("redis fenced batch write", works, durable=True)
+            self._run("redis fenced batch write", works, durable=True, merge=True)
         if not meta:
             return True
         if self._get(fence[0]) != fence[1]:
@@ -564,7 +600,16 @@ def _mset_works(slotted: list[tuple[int, bytes, bytes]]) -> list[_Work]:
 
 
 def _mset_work(slot: int, pairs: list[tuple[bytes, bytes]]) -> _Work:
-    """MSETs of up to 1,000 of one slot's keys, the RESP written directly."""
+    """MSETs of up to 1,000 of one slot's keys (built only if sent), the RESP written directly."""
+    return _Work(
+        slot,
+        functools.partial(_msets, pairs),
+        functools.partial(_set_each, pairs),
+        sets=pairs,
+    )
+
+
+def _msets(pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
     commands = []
     for start in range(0, len(pairs), _MSET_CHUNK):
         part = pairs[start : start + _MSET_CHUNK]
@@ -579,7 +624,56 @@ def _mset_work(slot: int, pairs: list[tuple[bytes, bytes]]) -> _Work:
                 ]
             )
         )
-    return _Work(slot, commands, functools.partial(_set_each, pairs))
+    return commands
+
+
+# One node's share of a bulk write in one step. The keys go in ARGV, not KEYS: a node refuses
+# declared keys of several slots, while the flag lets a script touch keys of several slots that
+# the node serves (Redis 7); a key whose slot is elsewhere makes the node refuse the script.
+# ARGV: how many keys are set, whether they expire (1/0), how many are unlinked, the keys set,
+# the keys unlinked, the values, then the expiries in ms.
+_NODE_WRITE: Final = b"""#!lua flags=allow-cross-slot-keys
+local sets = tonumber(ARGV[1])
+local unlinks = tonumber(ARGV[3])
+local values = 3 + sets + unlinks
+if ARGV[2] == '1' then
+  local ttls = values + sets
+  for i = 1, sets do redis.call('set', ARGV[3 + i], ARGV[values + i], 'px', ARGV[ttls + i]) end
+else
+  for i = 1, sets do redis.call('set', ARGV[3 + i], ARGV[values + i]) end
+end
+for i = 3 + sets + 1, 3 + sets + unlinks do redis.call('unlink', ARGV[i]) end
+return 1
+"""
+
+
+def _number(value: int) -> bytes:
+    text = b"%d" % value
+    return b"$%d\r\n%b\r\n" % (len(text), text)
+
+
+def _node_script(works: list[_Work]) -> bytes:
+    """The EVAL of :data:`_NODE_WRITE` for every write in ``works`` (one node's)."""
+    sets = [pair for work in works for pair in (work.sets or ())]
+    unlinks = [key for work in works for key in (work.unlinks or ())]
+    timed = any(work.ttls for work in works)
+    ttls = [ms for work in works for ms in (work.ttls or ())] if timed else []
+    count = 3 + 3 + 2 * len(sets) + len(unlinks) + len(ttls)
+    parts = [
+        b"*%d\r\n$4\r\nEVAL\r\n$%d\r\n%b\r\n$1\r\n0\r\n" % (count, len(_NODE_WRITE), _NODE_WRITE),
+        _number(len(sets)),
+        b"$1\r\n1\r\n" if timed else b"$1\r\n0\r\n",
+        _number(len(unlinks)),
+        *[b"$%d\r\n%b\r\n" % (len(key), key) for key, _ in sets],
+        *[b"$%d\r\n%b\r\n" % (len(key), key) for key in unlinks],
+        *[b"$%d\r\n%b\r\n" % (len(value), value) for _, value in sets],
+        *[_number(ms) for ms in ttls],
+    ]
+    return b"".join(parts)
+
+
+def _unused(_cluster: RedisCluster) -> None:
+    """The merged form has no single-key fallback: a refusal resends the slots' own works."""
 
 
 def _set_each(pairs: list[tuple[bytes, bytes]], cluster: RedisCluster) -> None:
