@@ -210,7 +210,7 @@ def main() -> None:
     started = time.perf_counter()
     parallel = run_checks(checks, max_parallel=TARGETS)
     parallel_time = time.perf_counter() - started
-    slowest = max(result.duration for result in parallel)
+    slowest = max(result.duration_seconds for result in parallel)
 
     # The command end to end (Python start-up and imports included).
     with tempfile.TemporaryDirectory() as directory:
@@ -275,7 +275,7 @@ def main() -> None:
     started = time.perf_counter()
     slow_parallel = run_checks(slow_checks, max_parallel=TARGETS)
     slow_parallel_time = time.perf_counter() - started
-    slow_slowest = max(result.duration for result in slow_parallel)
+    slow_slowest = max(result.duration_seconds for result in slow_parallel)
     server.shutdown()
     print("50 HTTP targets answering after 100 ms:")
     print(f"serial:                           {slow_serial:8.3f} s")

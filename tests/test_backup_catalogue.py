@@ -110,6 +110,8 @@ MALFORMED = {
     "data-file-outside": {"data_file": "../etc/passwd"},
     "data-file-of-another-backup": {"data_file": "good.sql.zst"},
     "sha256-not-hex": {"sha256": "x" * 64},
+    "status-unknown": {"status": "half-done"},
+    "kind-unknown": {"kind": "postgres"},
 }
 
 

@@ -205,7 +205,7 @@ BAD_BACKUP_SETTINGS = {
     "keep-within-a-number": ("keep_within = 7", "keep_within"),
     "compression-unknown": ('compression = "bzip2"', "compression"),
     "compression-a-number": ("compression = 3", "compression"),
-    "ssh-key-a-list": ('ssh_key = ["a"]', "ssh_key"),
+    "key-filename-a-list": ('key_filename = ["a"]', "key_filename"),
 }
 
 

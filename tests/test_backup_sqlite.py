@@ -87,3 +87,33 @@ def test_an_empty_backup_id_is_refused_even_with_one_backup(tmp_path: Path) -> N
         with pytest.raises(autoops.ConfigError, match="empty backup id"):
             backuper.get(empty)
     db.close()
+
+
+def test_from_settings_builds_what_autoops_backup_builds(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    source = tmp_path / "app.db"
+    sqlite3.connect(source).close()
+    config = tmp_path / "autoops.toml"
+    config.write_text(
+        f'[backup]\nstorage = "{store}"\ncompression = "gzip"\nkeep_last = 2\n',
+        encoding="utf-8",
+    )
+    backuper = autoops.Backuper.from_settings(autoops.load_settings(config))
+    try:
+        for _ in range(3):
+            backuper.verify(backuper.backup_sqlite(str(source)))
+        plan = backuper.prune()
+        assert backuper.compression == "gzip"
+        assert (len(plan.keep), len(plan.remove)) == (2, 1)
+    finally:
+        backuper.storage.close()
+
+
+def test_from_settings_lets_keyword_arguments_win(tmp_path: Path) -> None:
+    config = tmp_path / "autoops.toml"
+    config.write_text(f'[backup]\nstorage = "{tmp_path / "a"}"\n', encoding="utf-8")
+    backuper = autoops.Backuper.from_settings(
+        autoops.load_settings(config), storage=str(tmp_path / "b"), compression=None
+    )
+    assert backuper.storage.location == str(tmp_path / "b")
+    assert backuper.compression == "zstd"

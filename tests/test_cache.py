@@ -215,7 +215,7 @@ def test_get_or_set_computes_once_under_a_stampede(cache: autoops.CacheClient) -
 def test_get_or_set_computes_itself_when_the_lock_holder_vanished(
     cache: autoops.CacheClient,
 ) -> None:
-    assert cache._set_if_absent(cache.key("orphan") + ":__lock__", b"dead-caller", 60_000)
+    assert cache.set_if_absent(cache.key("orphan") + ":__lock__", b"dead-caller", 60_000)
     started = time.monotonic()
     assert cache.get_or_set("orphan", lambda: 42, wait=0.3) == 42
     assert time.monotonic() - started < 2

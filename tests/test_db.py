@@ -12,6 +12,7 @@ import pytest
 
 import autoops
 from autoops import ConfigError, ConnectError, IntegrityError, QueryError
+from autoops.db._identifiers import quote_any_name
 
 CREATE = {
     "mysql": "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(50), price DECIMAL(10,2),"
@@ -223,3 +224,31 @@ def test_executemany_is_all_or_nothing(db: autoops.DbClient) -> None:
             "INSERT INTO items (id, name) VALUES (%s, %s)", [(2, "new"), (1, "duplicate")]
         )
     assert db.query("SELECT id FROM items") == [{"id": 1}]
+
+
+def test_the_base_class_picks_the_client_by_scheme(tmp_path: Path) -> None:
+    with autoops.DbClient.from_url(f"sqlite:///{tmp_path / 'pick.db'}") as client:
+        assert type(client) is autoops.SQLiteClient
+
+
+def test_a_dialect_class_refuses_another_dialects_url(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"MySQLClient cannot open sqlite:///.*SQLiteClient"):
+        autoops.MySQLClient.from_url(f"sqlite:///{tmp_path / 'x.db'}")
+
+
+def test_a_dialect_class_opens_its_own_url(mysql_url: str) -> None:
+    with autoops.MySQLClient.from_url(mysql_url) as client:
+        assert client.query_one("SELECT 1 AS one") == {"one": 1}
+
+
+def test_a_dialect_class_refuses_another_dialects_connection_settings(tmp_path: Path) -> None:
+    settings = autoops.DbConnectionSettings(dialect="sqlite", path=str(tmp_path / "x.db"))
+    with pytest.raises(ConfigError, match="MySQLClient cannot open"):
+        autoops.MySQLClient.from_connection_settings(settings)
+
+
+def test_any_name_the_server_accepts_is_quoted_as_it_is(db: autoops.DbClient) -> None:
+    name = quote_any_name('order`items "2026".v1', db.dialect)
+    db.execute(f"CREATE TABLE {name} (id INT PRIMARY KEY)")
+    db.execute(f"INSERT INTO {name} (id) VALUES (%s)", [7])
+    assert db.query(f"SELECT id FROM {name}") == [{"id": 7}]

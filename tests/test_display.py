@@ -100,7 +100,7 @@ def test_a_check_result_shows_its_metrics_humanly_numbers_right_text_left() -> N
         CheckStatus.OK,
         "fine",
         metrics=(CheckMetric("latency", 0.034284, "s"), CheckMetric("used_memory", 7566248, "B")),
-        duration=0.05,
+        duration_seconds=0.05,
     )
 
     summary, metrics = Cells(result._repr_html_()).tables

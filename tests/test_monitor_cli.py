@@ -283,7 +283,7 @@ port = {web.server_address[1]}
 [monitor.checks."host.local"]
 type = "host"
 host = "{sshd.address}"
-ssh_key = "{sshd.client_key}"
+key_filename = "{sshd.client_key}"
 known_hosts = "{sshd.known_hosts}"
 mounts = ["/"]
 

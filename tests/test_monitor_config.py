@@ -122,3 +122,51 @@ def test_an_empty_threshold_removes_a_default_and_an_absent_one_keeps_it() -> No
     check = TcpCheck("port", "h", 1, thresholds={"latency": ("", None)})
     assert check.thresholds["latency"].warning is None
     assert str(check.thresholds["latency"].critical) == "5"
+
+
+def test_the_ssh_key_is_key_filename_on_a_check_and_above_them(tmp_path: Path) -> None:
+    default, own = tmp_path / "id_ed25519", tmp_path / "db2 ed25519"
+    default.touch()
+    own.touch()
+    monitor = build(
+        tmp_path,
+        f"""
+[monitor]
+key_filename = "{default}"
+
+[monitor.checks.box]
+type = "host"
+host = "ops@db1"
+
+[monitor.checks.other]
+type = "host"
+host = "ops@db2"
+key_filename = "{own}"
+""",
+    )
+    box, other = monitor.checks["box"], monitor.checks["other"]
+    assert isinstance(box, HostCheck)
+    assert isinstance(other, HostCheck)
+    assert (box.ssh.key_filename, other.ssh.key_filename) == (str(default), str(own))
+
+
+def test_the_old_ssh_key_setting_still_works_with_a_warning_to_rename_it(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.touch()
+    text = f'[monitor.checks.box]\ntype = "host"\nhost = "ops@db1"\nssh_key = "{key}"\n'
+    with pytest.warns(
+        FutureWarning, match=r"\[monitor.checks.box\]: .*ssh_key is now .*key_filename"
+    ):
+        monitor = build(tmp_path, text)
+    box = monitor.checks["box"]
+    assert isinstance(box, HostCheck)
+    assert box.ssh.key_filename == str(key)
+
+
+def test_both_names_of_the_ssh_key_setting_is_a_config_error(tmp_path: Path) -> None:
+    text = (
+        '[monitor]\nssh_key = "/a"\nkey_filename = "/b"\n'
+        '[monitor.checks.box]\ntype = "host"\nhost = "h"\n'
+    )
+    with pytest.raises(ConfigError, match="ssh_key and key_filename are the same setting"):
+        build(tmp_path, text)

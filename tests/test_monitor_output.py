@@ -84,7 +84,7 @@ def sample_result() -> CheckResult:
                 scale=86400,
             ),
         ),
-        duration=0.25,
+        duration_seconds=0.25,
     )
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import autoops
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = (".venv/", "__pycache__/", ".pyc", ".mypy_cache/", ".ruff_cache/", ".pytest_cache/",
           "node_modules/", ".hypothesis/")  # fmt: skip
@@ -61,6 +63,15 @@ def test_the_wheel_carries_the_licence_and_py_typed_and_nothing_local(
     assert "autoops" in description
     assert "](docs/" not in description
     assert "`docs/sync.md` (in the source distribution)" in description
+
+
+def test_the_package_version_is_the_one_autoops_reports(artifacts: tuple[Path, Path]) -> None:
+    with zipfile.ZipFile(artifacts[0]) as wheel:
+        names = wheel.namelist()
+        metadata = email.message_from_bytes(
+            wheel.read(next(name for name in names if name.endswith(".dist-info/METADATA")))
+        )
+    assert metadata["Version"] == autoops.__version__
 
 
 def test_the_sdist_carries_runnable_tests_the_licence_and_nothing_local(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
@@ -54,3 +55,38 @@ def test_importing_autoops_loads_no_capability_until_used() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.split()
     assert output == ["[]", "True"]
+
+
+def _init_lists() -> tuple[dict[str, str], dict[str, str], dict[str, str], list[str]]:
+    """The eager imports, the type-checking imports and ``_LAZY`` (name -> module) and
+    ``__all__`` of autoops/__init__.py, read from its source."""
+    tree = ast.parse(inspect.getsource(autoops))
+    eager: dict[str, str] = {}
+    typed: dict[str, str] = {}
+    lazy: dict[str, str] = {}
+    listed: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            eager.update({alias.name: f".{node.module}" for alias in node.names})
+        elif isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for inner in node.body:
+                assert isinstance(inner, ast.ImportFrom)
+                typed.update({alias.name: f".{inner.module}" for alias in inner.names})
+        elif isinstance(node, ast.AnnAssign | ast.Assign):
+            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+            if isinstance(target, ast.Name) and target.id == "_LAZY":
+                lazy = ast.literal_eval(node.value)  # type: ignore[arg-type]
+            elif isinstance(target, ast.Name) and target.id == "__all__":
+                listed = ast.literal_eval(node.value)  # type: ignore[arg-type]
+    return eager, typed, lazy, listed
+
+
+def test_each_lazy_name_is_loaded_from_the_module_it_is_type_checked_from() -> None:
+    _, typed, lazy, _ = _init_lists()
+    assert lazy == typed
+
+
+def test_all_lists_exactly_the_eager_and_the_lazy_names() -> None:
+    eager, _, lazy, listed = _init_lists()
+    public = {name for name in eager if not name.startswith("_")}
+    assert sorted(listed) == sorted(public | set(lazy))

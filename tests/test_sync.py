@@ -497,7 +497,7 @@ def test_the_lock_is_renewed_through_a_pass_longer_than_its_ttl(
 
     report = sync.run_once()
 
-    assert report.completed
+    assert report.ok
     assert cached_rows(cache) == expected_cache(users_db)
 
 
@@ -527,7 +527,7 @@ def test_stop_ends_the_pass_after_its_batch_and_the_next_pass_resumes(
     sync._write_page = write_then_stop  # type: ignore[method-assign,assignment]
     stopped = sync.run_once()
     sync._write_page = original  # type: ignore[method-assign]
-    assert not stopped.completed
+    assert not stopped.ok
     assert stopped.keys_written == 100
     assert sync.status().full_pass_in_progress
 
@@ -670,3 +670,41 @@ def test_report_reads_well_in_a_terminal_and_in_jupyter(
     assert "rows/s" in report._repr_html_()
     assert "1,000 rows read" in str(report)
     assert orjson.dumps(report.summary())
+
+
+# built from settings, as autoops-sync builds it ---------------------------------------------
+
+
+def test_from_settings_builds_the_sync_the_command_runs(
+    users_db: autoops.DbClient, mysql_url: str, redis_url: str, redis_namespace: str, tmp_path: Any
+) -> None:
+    metrics = tmp_path / "sync.prom"
+    path = tmp_path / "autoops.toml"
+    path.write_text(
+        f'[db]\nurl = "{mysql_url}"\n'
+        f'[cache]\nurl = "{redis_url}"\n'
+        f'[sync]\ntable = "users"\nkey = "users:{{id}}"\nexclude = ["password_hash"]\n'
+        f'updated_column = "updated_at"\nnamespace = "{redis_namespace}"\n'
+        f'interval = 5\nmetrics_file = "{metrics}"\n'
+    )
+    with autoops.CacheSync.from_settings(autoops.load_settings(path), batch_size=100) as sync:
+        report = sync.run_once()
+        sync.write_metrics(report)
+        assert (sync.batch_size, sync.interval, sync.cache.namespace) == (100, 5.0, redis_namespace)
+        assert cached_rows(sync.cache) == expected_cache(users_db)
+    assert 'autoops_sync_rows_read{sync="users"} 1000.0' in metrics.read_text()
+
+
+def test_from_settings_refuses_an_unknown_key_before_connecting(tmp_path: Any) -> None:
+    path = tmp_path / "autoops.toml"
+    path.write_text('[sync]\ntable = "users"\nkey = "users:{id}"\nbatchsize = 5\n')
+    with pytest.raises(autoops.ConfigError, match=r"unknown key\(s\) batchsize in \[sync\]"):
+        autoops.CacheSync.from_settings(autoops.load_settings(path))
+
+
+def test_the_old_name_of_ok_still_answers_with_a_deprecation_warning(
+    sqlite_memory: tuple[autoops.DbClient, autoops.CacheClient],
+) -> None:
+    report = make_sync(*sqlite_memory).run_once()
+    with pytest.warns(DeprecationWarning, match=r"SyncReport.completed .* use SyncReport.ok"):
+        assert report.completed is report.ok is True

@@ -12,11 +12,12 @@ import logging
 import os
 import re
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ._errors import ConfigError
@@ -129,7 +130,8 @@ REDIS_OPTIONS: Final[Mapping[str, Converter]] = MappingProxyType(
 )
 MEMORY_OPTIONS: Final[Mapping[str, Converter]] = MappingProxyType({})
 
-DB_SCHEMES: Final = {
+Dialect = Literal["mysql", "sqlite"]
+DB_SCHEMES: Final[Mapping[str, Dialect]] = {
     "mysql": "mysql",
     "mysql+pymysql": "mysql",
     "mariadb": "mysql",
@@ -286,7 +288,7 @@ class DbUrl:
     """A parsed database URL: ``mysql://user:pass@host:3306/db?charset=utf8mb4`` or
     ``sqlite:///relative.db`` / ``sqlite:////absolute.db``. Its repr hides the password."""
 
-    dialect: str
+    dialect: Dialect
     host: str = ""
     port: int = 0
     user: str = ""
@@ -693,3 +695,20 @@ def _warn_if_exposed(path: Path, sections: Mapping[str, Any]) -> None:
         mode & 0o777,
         path,
     )
+
+
+def renamed_setting(table: Mapping[str, Any], old: str, new: str, where: str) -> Any:
+    """``table[new]``, or ``table[old]`` with a :class:`FutureWarning` (shown to whoever runs the
+    command, unlike a DeprecationWarning) saying to rename it; both set is a :class:`ConfigError`.
+    None when neither is set."""
+    if old not in table:
+        return table.get(new)
+    if new in table:
+        raise ConfigError(f"{where}: {old} and {new} are the same setting; keep only {new}")
+    warnings.warn(
+        f"{where}: the setting {old} is now called {new}; rename it (the old name will stop "
+        "working in a future release)",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return table[old]

@@ -16,7 +16,7 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ._config import REDACTED, Secret
+from ._config import REDACTED, Dialect, Secret
 from ._errors import ConfigError, ConnectError
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class DbConnectionSettings:
     hide the password.
     """
 
-    dialect: Literal["mysql", "sqlite"]
+    dialect: Dialect
     host: str = ""
     port: int = 0
     unix_socket: str | None = None
@@ -131,7 +131,8 @@ class DbConnectionSettings:
         Without ``tls`` the connection is encrypted if the server offers TLS and in the clear if
         it offers none (as pymysql does by default), the server's certificate unchecked.
         """
-        import pymysql
+        # import autoops loads this module; the driver loads on first use.
+        import pymysql  # noqa: PLC0415
 
         arguments = self.pymysql_arguments()
         if self.tls is not None:
@@ -203,7 +204,7 @@ def _opportunistic_tls_context() -> ssl.SSLContext:
 
 @functools.cache
 def _redis_version() -> str:
-    from redis.utils import get_lib_version
+    from redis.utils import get_lib_version  # noqa: PLC0415  (the driver loads on first use)
 
     version: str = get_lib_version()  # type: ignore[no-untyped-call]
     return version
@@ -212,7 +213,7 @@ def _redis_version() -> str:
 def _redis_driver_info() -> Any:
     """What redis-py reports in ``CLIENT SETINFO``, with its version looked up once: left to
     itself it reads the package metadata for every client and connection (~2 ms CPU each)."""
-    from redis.driver_info import DriverInfo
+    from redis.driver_info import DriverInfo  # noqa: PLC0415  (the driver loads on first use)
 
     return DriverInfo(lib_version=_redis_version())
 
@@ -336,7 +337,8 @@ class CacheConnectionSettings:
                 f"{self.redacted()} is a Redis Cluster: there is no one server to connect to; "
                 "use CacheClient.from_connection_settings() for a cluster client"
             )
-        from redis.sentinel import Sentinel
+        # import autoops loads this module; the driver loads on first use.
+        from redis.sentinel import Sentinel  # noqa: PLC0415
 
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(self.hosts),
@@ -378,9 +380,10 @@ class CacheConnectionSettings:
         """A new redis-py connection with these settings, connected: TLS set up, ``AUTH`` and
         ``SELECT`` done. Not pooled and not retried; the caller disconnects it. RESP2 unless
         ``protocol=3``."""
-        import redis.connection
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        # import autoops loads this module; the driver loads on first use.
+        import redis.connection  # noqa: PLC0415
+        from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.retry import Retry  # noqa: PLC0415
 
         if self.topology != "single":
             return self.master_settings().open_connection(protocol=protocol)

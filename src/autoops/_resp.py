@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["pack_arguments", "pack_command", "pack_header", "pack_per_key"]
+__all__ = ["pack_arguments", "pack_command", "pack_header", "pack_per_key", "unpack_arguments"]
 
 
 def pack_header(count: int) -> bytes:
@@ -37,3 +37,22 @@ def pack_per_key(commands: Sequence[bytes], keys: Iterable[bytes]) -> bytes:
     # Each key's bulk string is made once and joined between the command heads.
     arguments = (b"$%d\r\n%b\r\n" % (len(key), key) for key in keys)
     return b"".join([argument.join(heads) + argument for argument in arguments])
+
+
+def unpack_arguments(data: bytes, count: int) -> list[bytes]:
+    """The first ``count`` bulk strings of ``data`` (as :func:`pack_arguments` writes them), for a
+    backend that stores packed rows without sending them on a wire. Malformed data raises
+    ValueError."""
+    values: list[bytes] = []
+    position = 0
+    for _ in range(count):
+        if data[position : position + 1] != b"$":
+            raise ValueError(f"packed arguments: expected '$' at byte {position}")
+        end = data.index(b"\r\n", position)
+        length = int(data[position + 1 : end])
+        start = end + 2
+        values.append(data[start : start + length])
+        position = start + length + 2
+        if data[position - 2 : position] != b"\r\n":
+            raise ValueError(f"packed arguments: argument at byte {start} is cut short")
+    return values

@@ -22,6 +22,7 @@ import fabric
 import invoke
 import paramiko
 
+from ._deprecation import renamed
 from ._errors import AuthenticationError, AutoOpsError, ConfigError, ConnectError
 from ._retry import Failure, RetryPolicy
 
@@ -114,11 +115,18 @@ class CommandResult:
     exit_code: int
     stdout: str
     stderr: str
-    duration: float
+    duration_seconds: float
 
     @property
     def ok(self) -> bool:
+        """True when the command exited 0."""
         return self.exit_code == 0
+
+    @property
+    def duration(self) -> float:
+        """Deprecated: :attr:`duration_seconds`."""
+        renamed("CommandResult.duration", "CommandResult.duration_seconds")
+        return self.duration_seconds
 
 
 def _known_hosts_path(options: SshOptions) -> str:
@@ -259,7 +267,7 @@ def run(
         exit_code=int(result.exited if result.exited is not None else -1),
         stdout=result.stdout,
         stderr=result.stderr,
-        duration=time.monotonic() - started,
+        duration_seconds=time.monotonic() - started,
     )
     if check and not outcome.ok:
         stderr_tail = tail_lines(result.stderr)

@@ -109,7 +109,7 @@ def cached_rows(cache: autoops.CacheClient, prefix: str = "users:") -> dict[str,
     namespace = len(cache.key(""))
     keys = [
         key.decode()[namespace:]
-        for batch in cache._scan_prefix(cache.key(prefix), 1000)
+        for batch in cache.scan_prefix(cache.key(prefix), 1000)
         for key in batch
     ]
     return cache.get_many(keys)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import builtins
+import contextlib
 import dataclasses
 import logging
 import os
@@ -10,8 +12,9 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+from .._config import Settings
 from .._display import format_bytes, format_seconds
 from .._errors import ConfigError
 from .._pipeline import read_ahead
@@ -19,17 +22,25 @@ from .._progress import Progress
 from .._time import utc_now
 from ..cache import CacheClient
 from ..db import MySQLClient, SQLiteClient
-from ._compress import Compressor, suffix_for
+from ._binlogs import ArchivedBinlog, archive_binlogs, binlog_list, list_binlogs, unneeded
+from ._compress import Compressor, decompressed_chunks, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError
-from ._model import MANIFEST_SUFFIX, Backup, backup_list
-from ._mysql import MySQLEngine, mysql_client
+from ._model import MANIFEST_SUFFIX, Backup, Definer, backup_list
+from ._mysql import MySQLEngine, mysql_client, source_database
+from ._pitr import BinlogPosition, backup_before, prepare_replay
 from ._redis_link import redis_client
 from ._redis_logical import LogicalEngine
 from ._redis_rdb import RdbEngine
 from ._redis_replica import backup_source
 from ._retention import RetentionPlan, RetentionPolicy
+from ._settings import (
+    backup_section,
+    encryption_from_settings,
+    retention_from_settings,
+    storage_from_settings,
+)
 from ._sqlite import SQLiteEngine
 from ._storage import Storage
 
@@ -99,6 +110,7 @@ class Backuper:
         compression_level: int | None = None,
         progress: bool | None = None,
         encryption: Encryption | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         Compressor(compression, compression_level)  # validates the choice early
         self.storage = storage
@@ -106,6 +118,33 @@ class Backuper:
         self.compression = compression
         self.compression_level = compression_level
         self.progress = progress
+        self.retention = retention
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, create: bool = True, **overrides: Any
+    ) -> Backuper:
+        """The Backuper ``autoops-backup`` builds from ``[backup]``: its ``storage`` (a
+        directory, ``sftp://`` with ``key_filename`` and ``known_hosts``, or ``s3://`` with the
+        S3 keys), ``encryption_key`` or ``encryption_passphrase_env``, ``compression``, and the
+        ``keep_*`` rules as :attr:`retention`; keyword arguments that are not None win over the
+        table's keys. ``create`` makes a missing local directory (a backup does; a command that
+        only reads must not). Close ``backuper.storage`` when done."""
+        section = backup_section(settings)
+        section.update({key: value for key, value in overrides.items() if value is not None})
+        retention = retention_from_settings(section)  # checked before anything is opened
+        encryption = encryption_from_settings(section)
+        storage = storage_from_settings(section, create=create)
+        try:
+            return cls(
+                storage,
+                compression=section.get("compression", "zstd"),
+                encryption=encryption,
+                retention=retention,
+            )
+        except BaseException:
+            storage.close()
+            raise
 
     # catalogue ------------------------------------------------------------------------------
 
@@ -228,7 +267,7 @@ class Backuper:
             self.storage.location,
             format_bytes(backup.size),
             format_bytes(raw_size),
-            format_seconds(backup.duration),
+            format_seconds(backup.duration_seconds),
         )
         for warning in backup.warnings:
             log.warning("backup %s: %s", backup.id, warning)
@@ -269,13 +308,54 @@ class Backuper:
         db: MySQLClient | str,
         *,
         replace: bool = False,
-        definer: str = "keep",
+        definer: Definer = "keep",
+        until: datetime | BinlogPosition | str | None = None,
     ) -> None:
         """Load a MySQL backup into the client's database (which must be empty unless
         ``replace``), streaming through the ``mariadb``/``mysql`` client. ``definer="strip"``
         drops the ``DEFINER`` of views, triggers, routines and events so the restoring account
-        owns them (for a server where the original accounts do not exist)."""
-        self._restore(backup, "mysql", db, replace=replace, definer=definer)
+        owns them (for a server where the original accounts do not exist). With ``until`` (a
+        datetime, a :class:`BinlogPosition` or a GTID) the archived binary logs are then replayed
+        from the backup's position up to it (see :meth:`archive_binlogs`)."""
+        if until is None:
+            self._restore(backup, "mysql", db, replace=replace, definer=definer)
+            return
+        _expect_kind(backup, "mysql")
+        backup = self._unsealed(backup)
+        with mysql_client(db) as client:
+            # The chain is checked and copied out before the target is touched.
+            replay = prepare_replay(self, backup, until)
+            try:
+                _MYSQL.restore(self._job(backup, client, replace=replace, definer=definer))
+                replay.apply(client, source_database(backup.source))
+            finally:
+                replay.close()
+
+    def archive_binlogs(self, db: MySQLClient | str) -> builtins.list[ArchivedBinlog]:
+        """Copy the server's binary logs that are new or have grown since the last run into the
+        storage (the active one up to its current end, replaced by later runs until the server
+        closes it); returns what this run wrote. Point-in-time recovery reaches as far as the
+        last run."""
+        with mysql_client(db) as client:
+            return archive_binlogs(self, client)
+
+    def binlogs(self, source: str | None = None) -> builtins.list[ArchivedBinlog]:
+        """The archived binary logs (of one server, ``mysql://host:port``), oldest first."""
+        return binlog_list(list_binlogs(self.storage, source))
+
+    def backup_before(
+        self, until: datetime | BinlogPosition | str, source: str | None = None
+    ) -> Backup:
+        """The newest complete MySQL backup (of ``source``) from which the archived binary logs
+        can reach ``until``: the starting point of a point-in-time restore."""
+        backups = [self._readable(b) for b in self.list(source)]
+        mysql_sources = {b.source for b in backups if b.kind == "mysql"}
+        if source is None and len(mysql_sources) > 1:
+            raise ConfigError(
+                "backups of several MySQL databases are stored here: name the one to restore "
+                f"(source=, --source): {', '.join(sorted(mysql_sources))}"
+            )
+        return backup_before(backups, until)
 
     # Redis ----------------------------------------------------------------------------------
 
@@ -283,7 +363,7 @@ class Backuper:
         self,
         cache: CacheClient | str,
         *,
-        mode: str = "rdb",
+        mode: Literal["rdb", "logical"] = "rdb",
         pattern: str | None = None,
         timeout: float = 60.0,
         prefer: str = "master",
@@ -355,7 +435,9 @@ class Backuper:
                 self.storage.open(backup.data_file), backup.data_file
             )
 
-    def verify(self, backup: Backup, *, restore_test: Any = False) -> Backup:
+    def verify(
+        self, backup: Backup, *, restore_test: MySQLClient | CacheClient | str | bool | None = False
+    ) -> Backup:
         """Check a backup's size and SHA-256 and that it decompresses whole; with
         ``restore_test`` also restore it into scratch space and compare with the manifest:
         a MySQL client or URL (a scratch ``autoops_verify_*`` database is made and dropped), a
@@ -394,18 +476,44 @@ class Backuper:
     # retention ------------------------------------------------------------------------------
 
     def prune(
-        self, policy: RetentionPolicy, *, source: str | None = None, dry_run: bool = False
+        self,
+        policy: RetentionPolicy | None = None,
+        *,
+        source: str | None = None,
+        dry_run: bool = False,
     ) -> RetentionPlan:
-        """Apply ``policy`` per source (or to one ``source``) and remove what it does not keep,
-        manifest first; with ``dry_run`` only return the plan. A source whose newest backup is
-        not verified keeps everything (see :class:`RetentionPolicy`)."""
-        plan = policy.plan(self.list(source))
+        """Apply ``policy`` (default: :attr:`retention`) per source (or to one ``source``) and
+        remove what it does not keep, manifest first; with ``dry_run`` only return the plan. A
+        source whose newest backup is not verified keeps everything (see
+        :class:`RetentionPolicy`). Archived binlogs older than every kept MySQL backup's position
+        are removed too (``plan.binlogs``)."""
+        policy = policy if policy is not None else self.retention
+        if policy is None:
+            raise ConfigError(
+                "prune needs a retention policy: pass one, or set keep_* keys in [backup]"
+            )
+        everything = self.list()
+        plan = policy.plan(b for b in everything if source is None or b.source == source)
+        removed = {b.id for b in plan.remove}
+        kept = [self._readable(b) for b in everything if b.id not in removed]
+        plan = dataclasses.replace(plan, binlogs=unneeded(list_binlogs(self.storage), kept))
         if not dry_run:
             self.storage.clean_partials()
             for backup in plan.remove:
                 self.delete(backup)
                 log.info("pruned backup %s of %s", backup.id, backup.source)
+            for archive in plan.binlogs:
+                self.storage.delete(archive.manifest_file)
+                self.storage.delete(archive.data_file)
+                log.info("pruned binlog %s of %s", archive.server_file, archive.source)
         return plan
+
+    def _readable(self, backup: Backup) -> Backup:
+        """The backup unsealed when the key is at hand, else as listed (its position hidden)."""
+        if "sealed" in backup.options and self.encryption is not None:
+            with contextlib.suppress(EncryptionKeyError):
+                return self._unsealed(backup)
+        return backup
 
     def _update(self, backup: Backup) -> None:
         self.storage.write_bytes(backup.manifest_file, self._sealed(backup))
@@ -465,8 +573,6 @@ class Backuper:
         self.storage.delete(backup.data_file)
 
     def _chunks_of(self, backup: Backup) -> Iterable[bytes]:
-        from ._compress import decompressed_chunks
-
         handle = self.storage.open(backup.data_file)
         if _is_encrypted(backup):
             handle = self._encryption_for(backup).open(handle, backup.data_file)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._progress import Progress
-from ._model import Backup
+from ._model import Backup, BackupKind, Definer
 
 __all__ = ["BackupEngine", "Capture", "RestoreJob"]
 
@@ -21,7 +21,7 @@ class Capture:
     """A backup being taken: its data (``chunks()``, read once) and how to describe it once
     the data is complete (``describe()``: the manifest's tool, version, tables...)."""
 
-    kind: str
+    kind: BackupKind
     source: str
     data_format: str
     chunks: Callable[[], Iterator[bytes]]
@@ -41,13 +41,13 @@ class RestoreJob:
     check_stored: Callable[[], None]
     progress: Callable[[], Progress]
     replace: bool = False
-    definer: str = "keep"
+    definer: Definer = "keep"
 
 
 class BackupEngine(ABC):
     """What one kind of backup knows about its data."""
 
-    kind: ClassVar[str]
+    kind: ClassVar[BackupKind]
     data_format: ClassVar[str]
 
     def handles(self, backup: Backup) -> bool:

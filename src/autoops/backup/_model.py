@@ -7,12 +7,26 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar, cast, get_args
 
+from .._deprecation import renamed
 from .._display import Numeric, ResultList, format_bytes, html_table
 from ._errors import BackupError
 
-__all__ = ["MANIFEST_SUFFIX", "Backup", "TableStats", "backup_list"]
+__all__ = [
+    "MANIFEST_SUFFIX",
+    "Backup",
+    "BackupKind",
+    "BackupStatus",
+    "Definer",
+    "TableStats",
+    "backup_list",
+]
+
+BackupKind = Literal["mysql", "redis", "sqlite"]
+BackupStatus = Literal["ok", "corrupt"]
+# Who owns restored views, triggers and routines: their original DEFINER, or the restoring account.
+Definer = Literal["keep", "strip"]
 
 MANIFEST_SUFFIX: Final = ".manifest.json"
 MANIFEST_VERSION: Final = 1
@@ -68,6 +82,15 @@ class _Fields:
     def text(self, name: str, default: Any = _MISSING) -> str:
         return self.expect(self.document.get(name, default), str, name)
 
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name)
+        if value not in choices:
+            raise BackupError(
+                f"manifest {self.where}: {name} is {value!r}, not one of {', '.join(choices)}; "
+                "the file is damaged or was written by a newer autoops"
+            )
+        return value
+
     def count(self, name: str) -> int:
         value = self.expect(self.document.get(name, _MISSING), int, name)
         if value < 0:
@@ -99,11 +122,11 @@ class Backup:
     """
 
     id: str
-    kind: str
+    kind: BackupKind
     source: str
     started_at: datetime
     finished_at: datetime
-    status: str
+    status: BackupStatus
     size: int
     sha256: str
     data_file: str
@@ -125,11 +148,22 @@ class Backup:
         return self.id + MANIFEST_SUFFIX
 
     @property
-    def duration(self) -> float:
+    def ok(self) -> bool:
+        """True for a complete backup (status ``"ok"``), False once verify found it corrupt."""
+        return self.status == "ok"
+
+    @property
+    def duration_seconds(self) -> float:
         """Seconds from start to finish."""
         return (self.finished_at - self.started_at).total_seconds()
 
-    def with_status(self, status: str, verified_at: datetime | None) -> Backup:
+    @property
+    def duration(self) -> float:
+        """Deprecated: :attr:`duration_seconds`."""
+        renamed("Backup.duration", "Backup.duration_seconds")
+        return self.duration_seconds
+
+    def with_status(self, status: BackupStatus, verified_at: datetime | None) -> Backup:
         """A copy with a new status and verification time."""
         return replace(self, status=status, verified_at=verified_at)
 
@@ -193,11 +227,11 @@ class Backup:
         verified = document.get("verified_at")
         return cls(
             id=backup_id,
-            kind=fields.text("kind"),
+            kind=cast(BackupKind, fields.choice("kind", get_args(BackupKind))),
             source=fields.text("source"),
             started_at=_parse_time(document.get("started_at"), "started_at", where),
             finished_at=_parse_time(document.get("finished_at"), "finished_at", where),
-            status=fields.text("status"),
+            status=cast(BackupStatus, fields.choice("status", get_args(BackupStatus))),
             size=fields.count("size"),
             sha256=sha256,
             data_file=data_file,
@@ -234,7 +268,7 @@ class Backup:
             ("source", self.source),
             ("status", self.status),
             ("started", self.started_at.isoformat(timespec="seconds")),
-            ("duration", Numeric(f"{self.duration:.1f} s")),
+            ("duration", Numeric(f"{self.duration_seconds:.1f} s")),
             ("size", Numeric(format_bytes(self.size))),
             ("sha256", self.sha256),
             (

@@ -24,6 +24,7 @@ from typing import IO, Any, Final
 from .._errors import ConfigError
 from .._pipeline import read_ahead
 from ..db import DbClient, MySQLClient
+from ..db._identifiers import quote_any_name
 from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import Backup, TableStats
@@ -207,13 +208,6 @@ def _non_transactional_tables(db: MySQLClient) -> list[tuple[str, str]]:
     return [(str(row["name"]), str(row["engine"])) for row in rows]
 
 
-def quote_server_name(name: str) -> str:
-    """Quote a name the server itself reported (from information_schema): any name the server
-    accepted is legal (``order-items``, ``2fa_codes``, ``usérs``), so it is quoted, never refused
-    as :func:`autoops.quote_identifier` refuses names typed by a user."""
-    return "`" + name.replace("`", "``") + "`"
-
-
 def read_table_stats(
     db: MySQLClient, *, checksums: bool = True, only: Sequence[str] = ()
 ) -> dict[str, TableStats]:
@@ -231,7 +225,8 @@ def read_table_stats(
         for table in tables:
             if only and table not in only:
                 continue
-            quoted = quote_server_name(table)
+            # A name the server reported is legal whatever it holds: quoted, never refused.
+            quoted = quote_any_name(table)
             count_row = tx.query_one(f"SELECT COUNT(*) AS n FROM {quoted}")  # noqa: S608
             checksum = None
             if checksums:
@@ -408,7 +403,7 @@ DEFINER_POLICIES: Final = ("keep", "strip")
 
 
 def _quoted(name: str) -> bytes:
-    return quote_server_name(name).encode("utf-8")
+    return quote_any_name(name).encode("utf-8")
 
 
 def rewrite_definitions(

@@ -46,7 +46,8 @@ class _Wire:
     batch and hiredis parses the replies, several times faster than a redis-py pipeline."""
 
     def __init__(self, cache: RedisCache, timeout: float = 60.0) -> None:
-        import hiredis
+        # hiredis is optional (speed): only this fast path needs it, after _has_hiredis().
+        import hiredis  # noqa: PLC0415
 
         self._link = Link(cache, timeout)
         self.where = self._link.where
@@ -78,7 +79,7 @@ class _Wire:
 
 def _has_hiredis() -> bool:
     try:
-        import hiredis  # noqa: F401
+        import hiredis  # noqa: F401, PLC0415  (optional: the fast path is taken only with it)
     except ImportError:
         return False
     return True

@@ -19,6 +19,7 @@ from typing import Final
 
 from .._display import html_table
 from .._errors import ConfigError
+from ._binlogs import ArchivedBinlog
 from ._model import Backup
 
 __all__ = ["RetentionDecision", "RetentionPlan", "RetentionPolicy", "parse_duration"]
@@ -163,6 +164,8 @@ class RetentionPlan:
 
     policy: RetentionPolicy
     decisions: list[RetentionDecision] = field(default_factory=list)
+    binlogs: list[ArchivedBinlog] = field(default_factory=list)
+    """Archived binary logs older than every kept full backup's position: removed too."""
 
     @property
     def keep(self) -> list[Backup]:
@@ -180,10 +183,16 @@ class RetentionPlan:
             f"{'keep  ' if d.keep else 'remove'} {d.backup.id}  "
             f"{d.backup.started_at.isoformat(timespec='seconds')}  {', '.join(d.reasons)}"
             for d in self.decisions
+        ] + [
+            f"remove binlog {a.server_file} of {a.source}  before every kept backup's position"
+            for a in self.binlogs
         ]
 
     def __repr__(self) -> str:
-        return f"RetentionPlan(keep={len(self.keep)}, remove={len(self.remove)})"
+        return (
+            f"RetentionPlan(keep={len(self.keep)}, remove={len(self.remove)}, "
+            f"remove_binlogs={len(self.binlogs)})"
+        )
 
     def _repr_html_(self) -> str:
         return html_table(

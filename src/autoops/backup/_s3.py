@@ -349,9 +349,10 @@ class S3Storage(Storage):
     def client(self) -> Any:
         """The boto3 S3 client (made on first use)."""
         if self._client is None:
+            # boto3 is optional (the autoops[s3] extra): imported when S3 is first used.
             try:
-                import boto3
-                from botocore.config import Config
+                import boto3  # noqa: PLC0415
+                from botocore.config import Config  # noqa: PLC0415
             except ImportError:
                 raise ConfigError("S3 storage needs boto3: pip install 'autoops[s3]'") from None
             session = boto3.session.Session(profile_name=self._profile, region_name=self.region)
@@ -371,7 +372,12 @@ class S3Storage(Storage):
 
     def error(self, action: str, exc: BaseException) -> AutoOpsError:
         """The autoops error for a boto3/botocore exception raised while doing ``action``."""
-        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+        # botocore comes with the optional boto3.
+        from botocore.exceptions import (  # noqa: PLC0415
+            ClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
 
         where = self.location + (f" at {self.endpoint_url}" if self.endpoint_url else "")
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
@@ -432,7 +438,7 @@ class S3Storage(Storage):
         """Abort a multipart upload (its parts are freed)."""
 
         def abort(s3: Any) -> None:
-            from botocore.exceptions import ClientError
+            from botocore.exceptions import ClientError  # noqa: PLC0415  (optional boto3)
 
             try:
                 s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)

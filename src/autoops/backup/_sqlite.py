@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from .._config import DbUrl
 from .._errors import ConfigError
 from ..db import SQLiteClient
 from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import TableStats
+from ._mysql import compare_stats
 from ._storage import disk_error
 
 __all__ = [
@@ -37,8 +39,6 @@ def sqlite_path(db: SQLiteClient | str) -> Path:
     if isinstance(db, SQLiteClient):
         text = db.url.path
     elif db.startswith("sqlite:"):
-        from .._config import DbUrl
-
         text = DbUrl.parse(db).path
     else:
         text = db
@@ -154,8 +154,6 @@ def restore_sqlite_file(chunks: Iterable[bytes], target: Path, *, replace: bool 
 
 def check_sqlite_copy(chunks: Iterable[bytes], expected: dict[str, TableStats], where: str) -> None:
     """Open a decompressed copy, run ``PRAGMA integrity_check`` and compare row counts."""
-    from ._mysql import compare_stats
-
     with _private_directory() as directory:
         copy = directory / "verify.db"
         _write(chunks, copy)

@@ -19,11 +19,14 @@ import re
 import socket
 import stat
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from .._display import format_bytes
 from .._errors import AutoOpsError, ConfigError, ConnectError
 from ._errors import BackupError, BackupVerifyError
+
+if TYPE_CHECKING:
+    from .._ssh import SshOptions
 
 __all__ = ["LocalStorage", "SftpStorage", "Storage", "Upload", "disk_error"]
 
@@ -367,14 +370,17 @@ class _SftpUpload(Upload):
 class SftpStorage(Storage):
     """Backups in a directory on an SSH host, over SFTP, with the host key checked.
 
-    ``host`` is ``user@host:port``; ``options`` an :class:`autoops._ssh.SshOptions` (key file,
+    ``host`` is ``user@host:port``; ``options`` an :class:`~autoops.SshOptions` (key file,
     known_hosts, timeouts). The remote SHA-256 is computed by ``sha256sum`` on the host when it
     has one, else by reading the file back. The directory is created on first use, unless
     ``create=False`` (then a missing one is a :class:`ConfigError`).
     """
 
-    def __init__(self, host: str, path: str, *, options: Any = None, create: bool = True) -> None:
-        from .._ssh import SshHost, SshOptions
+    def __init__(
+        self, host: str, path: str, *, options: SshOptions | None = None, create: bool = True
+    ) -> None:
+        # Fabric (under _ssh) loads only when a backup goes over SSH.
+        from .._ssh import SshHost, SshOptions  # noqa: PLC0415
 
         self.host = SshHost.parse(host)
         self.options = options if options is not None else SshOptions()
@@ -392,7 +398,7 @@ class SftpStorage(Storage):
     def sftp(self) -> Any:
         """The open paramiko SFTP client (connecting, and creating the directory, on first use)."""
         if self._sftp is None:
-            from .._ssh import connect
+            from .._ssh import connect  # noqa: PLC0415  (Fabric loads only for SSH storage)
 
             self._connection = connect(self.host, self.options)
             try:
@@ -429,7 +435,7 @@ class SftpStorage(Storage):
 
     def remote_checksum(self, remote_path: str) -> str:
         """SHA-256 of a remote file, computed on the host when it can."""
-        from .._ssh import run
+        from .._ssh import run  # noqa: PLC0415  (Fabric loads only for SSH storage)
 
         if self._has_sha256sum is not False:
             self.sftp()

@@ -13,14 +13,17 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from .._config import CacheUrl, Settings, convert_options, load_settings
 from .._connection import CacheConnectionSettings
+from .._display import html_table
 from .._errors import ConfigError
 from .._retry import RetryPolicy
+from .._schemes import SchemeTable
+from ._backend import FencedBatch
 from ._codec import Codec, JsonCodec
 
 __all__ = ["TTL", "CacheClient"]
@@ -78,64 +81,59 @@ class CacheClient(abc.ABC):
 
     # construction -------------------------------------------------------------------------
 
-    @staticmethod
+    @classmethod
     def from_url(
+        cls,
         url: str | CacheUrl,
         namespace: str | None = None,
         *,
         codec: Codec | None = None,
         retry: RetryPolicy | None = None,
         **options: Any,
-    ) -> CacheClient:
+    ) -> Self:
         """A client for ``redis://[user:pass@]host:6379/0``, ``rediss://...``,
         ``unix:///path.sock?db=0``, ``memory://[name]``,
         ``redis+sentinel://[user:pass@]s1:26379,s2:26379/mymaster/0`` or
         ``redis+cluster://[user:pass@]n1:7000,n2:7001`` (TLS: ``rediss+...``); ``options``
         override the URL's query options (``socket_timeout``, ``connect_timeout``,
-        ``max_connections``, ``ttl_jitter``, ``chunk_size``, ...)."""
-        from ._memory import MemoryCache
-        from ._redis import RedisCache
-
+        ``max_connections``, ``ttl_jitter``, ``chunk_size``, ...). ``CacheClient.from_url`` picks
+        the client by scheme; a backend's class (``RedisCache.from_url``) refuses another's
+        URL."""
         parsed = url if isinstance(url, CacheUrl) else CacheUrl.parse(url)
+        client = CLIENTS.client_class(parsed.scheme, cls, parsed.redacted())
         common = convert_options(
             {name: options.pop(name) for name in list(options) if name in COMMON_OPTIONS},
             COMMON_OPTIONS,
             parsed.redacted(),
         )
-        if parsed.scheme == "memory":
-            if options:
-                raise ConfigError(
-                    f"unknown option(s) {', '.join(sorted(options))} for memory://; it takes "
-                    f"{', '.join(sorted(COMMON_OPTIONS))}"
-                )
-            return MemoryCache(
-                name=parsed.path or None, namespace=namespace, codec=codec, retry=retry, **common
-            )
-        if parsed.scheme.endswith("+sentinel"):
-            from ._sentinel import SentinelCache
-
-            return SentinelCache.from_parsed(
-                parsed, namespace=namespace, codec=codec, retry=retry, **common, **options
-            )
-        if parsed.scheme.endswith("+cluster"):
-            from ._cluster import ClusterCache
-
-            return ClusterCache.from_parsed(
-                parsed, namespace=namespace, codec=codec, retry=retry, **common, **options
-            )
-        return RedisCache.from_parsed(
+        return client.from_parsed(
             parsed, namespace=namespace, codec=codec, retry=retry, **common, **options
         )
 
-    @staticmethod
+    @classmethod
+    @abc.abstractmethod
+    def from_parsed(
+        cls,
+        url: CacheUrl,
+        *,
+        namespace: str | None = None,
+        codec: Codec | None = None,
+        retry: RetryPolicy | None = None,
+        **options: Any,
+    ) -> Self:
+        """Build from a parsed URL of this backend; keyword ``options`` override its query
+        options."""
+
+    @classmethod
     def from_config(
+        cls,
         path: str | os.PathLike[str] | None = None,
         *,
         url: str | None = None,
         namespace: str | None = None,
         settings: Settings | None = None,
         **options: Any,
-    ) -> CacheClient:
+    ) -> Self:
         """A client from keyword arguments > ``AUTOOPS_CACHE_URL`` > the ``[cache]`` table of the
         settings file; a URL set nowhere is a :class:`ConfigError` that says how to set it."""
         resolved = settings if settings is not None else load_settings(path, cache_url=url)
@@ -145,77 +143,41 @@ class CacheClient(abc.ABC):
         retry = options.pop("retry", None)
         if retry is None and resolved.section("retry"):
             retry = RetryPolicy.from_mapping(dict(resolved.section("retry")))
-        return CacheClient.from_url(
+        return cls.from_url(
             resolved.require_cache_url(),
             namespace if namespace is not None else file_namespace,
             retry=retry,
             **{**table, **options},
         )
 
-    @staticmethod
+    @classmethod
     def from_connection_settings(
+        cls,
         settings: CacheConnectionSettings,
         namespace: str | None = None,
         *,
         codec: Codec | None = None,
         retry: RetryPolicy | None = None,
         **options: Any,
-    ) -> CacheClient:
-        """A new Redis client that connects exactly as ``settings`` say (TLS, timeouts,
-        credentials); ``options`` are the client's own (``max_connections``, ``ttl_jitter``,
-        ``chunk_size``)."""
-        from ._redis import RedisCache
-
-        if settings.topology == "sentinel":
-            from ._sentinel import SentinelCache
-
-            return SentinelCache(
-                sentinels=settings.hosts,
-                service=settings.service or "",
-                db=settings.db,
-                username=settings.username,
-                password=settings.password,
-                tls=settings.tls or False,
-                socket_timeout=settings.socket_timeout,
-                connect_timeout=settings.connect_timeout,
-                client_name=settings.client_name,
-                namespace=namespace,
-                codec=codec,
-                retry=retry,
-                **options,
-            )
-        if settings.topology == "cluster":
-            from ._cluster import ClusterCache
-
-            return ClusterCache(
-                nodes=settings.hosts,
-                username=settings.username,
-                password=settings.password,
-                tls=settings.tls or False,
-                socket_timeout=settings.socket_timeout,
-                connect_timeout=settings.connect_timeout,
-                client_name=settings.client_name,
-                namespace=namespace,
-                codec=codec,
-                retry=retry,
-                **options,
-            )
-        return RedisCache(
-            host=settings.host,
-            port=settings.port,
-            db=settings.db,
-            username=settings.username,
-            password=settings.password,
-            unix_socket_path=settings.unix_socket,
-            tls=settings.tls or False,
-            socket_timeout=settings.socket_timeout,
-            connect_timeout=settings.connect_timeout,
-            client_name=settings.client_name,
-            namespace=namespace,
-            codec=codec,
-            retry=retry,
-            **options,
+    ) -> Self:
+        """A new client that connects exactly as ``settings`` say (TLS, timeouts, credentials);
+        ``options`` are the client's own (``max_connections``, ``ttl_jitter``, ``chunk_size``)."""
+        client = CLIENTS.client_class(settings.scheme, cls, str(settings))
+        return client._from_connection_settings(
+            settings, namespace=namespace, codec=codec, retry=retry, **options
         )
+
+    @classmethod
+    def _from_connection_settings(
+        cls,
+        settings: CacheConnectionSettings,
+        *,
+        namespace: str | None,
+        codec: Codec | None,
+        retry: RetryPolicy | None,
+        **options: Any,
+    ) -> Self:
+        raise ConfigError(f"{cls.__name__} has no server connection to build from {settings}")
 
     @property
     def connection_settings(self) -> CacheConnectionSettings:
@@ -227,13 +189,49 @@ class CacheClient(abc.ABC):
             "use a redis://, rediss:// or unix:// cache"
         )
 
-    # backend primitives (full keys, encoded values) ------------------------------------------
+    # the backend's part: the CacheBackend steps (full keys, stored bytes) and the primitives
+    # behind the public API ---------------------------------------------------------------------
 
     @abc.abstractmethod
-    def _get(self, key: str) -> bytes | None: ...
+    def get_raw(self, key: str) -> bytes | None:
+        """The stored bytes of the full key ``key``, None when it is missing or expired."""
 
     @abc.abstractmethod
-    def _get_many(self, keys: list[str]) -> list[bytes | None]: ...
+    def get_many_raw(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The stored bytes of each full key, in order, None for the missing ones."""
+
+    @abc.abstractmethod
+    def scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
+        """Batches of about ``count`` full keys (UTF-8 bytes, as stored) starting with
+        ``prefix`` (SCAN for Redis, never KEYS); a key may be yielded twice while keys are being
+        written, as SCAN allows."""
+
+    @abc.abstractmethod
+    def set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        """Set the full key ``key`` expiring after ``ttl_ms`` only if it does not exist; True
+        when it was set (taking a lock)."""
+
+    @abc.abstractmethod
+    def expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        """Reset the expiry of ``key`` only while it still holds ``value`` (lock renewal)."""
+
+    @abc.abstractmethod
+    def delete_if_equal(self, key: str, value: bytes) -> bool:
+        """Delete ``key`` only while it still holds ``value`` (releasing one's own lock)."""
+
+    @abc.abstractmethod
+    def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl_ms: int | None = None
+    ) -> bool:
+        """Set ``key`` to ``value`` (expiring after ``ttl_ms``, never when None) only while it
+        holds ``expected`` (is missing, when None); True when it was set."""
+
+    @abc.abstractmethod
+    def write_fenced(self, batch: FencedBatch) -> bool:
+        """Atomically, and only while ``batch.fence`` holds: set the packed rows (each TTL
+        jittered per key as :meth:`set` does), delete ``batch.deletes`` and set ``batch.meta``
+        (never expiring). Returns False, writing nothing, when the fence no longer holds.
+        Idempotent, so it may be retried whole."""
 
     @abc.abstractmethod
     def _set(self, key: str, value: bytes, ttl_ms: int | None) -> None: ...
@@ -248,36 +246,6 @@ class CacheClient(abc.ABC):
     @abc.abstractmethod
     def _delete_matching(self, prefix: str) -> int:
         """Delete every key starting with ``prefix`` (SCAN + UNLINK for Redis)."""
-
-    @abc.abstractmethod
-    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
-        """Yield batches of the full keys (UTF-8 bytes, as stored) starting with ``prefix``
-        (SCAN for Redis, never KEYS); a key may be yielded twice while keys are being written,
-        as SCAN allows."""
-
-    @abc.abstractmethod
-    def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool: ...
-
-    @abc.abstractmethod
-    def _delete_if_equal(self, key: str, value: bytes) -> bool: ...
-
-    @abc.abstractmethod
-    def _expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
-        """Reset the expiry of ``key`` only while it still holds ``value`` (lock renewal)."""
-
-    @abc.abstractmethod
-    def _write_fenced(
-        self,
-        fence: tuple[str, bytes],
-        items: list[tuple[str, bytes]],
-        ttl_ms: int | None,
-        deletes: list[str],
-        meta: list[tuple[str, bytes]],
-    ) -> bool:
-        """Atomically, and only while ``fence[0]`` holds ``fence[1]``: set ``items`` (with the
-        TTL, jittered per key as :meth:`set` does), delete ``deletes`` and set ``meta`` (never
-        expiring). Returns False, writing nothing, when the fence no longer holds. Idempotent,
-        so it may be retried whole."""
 
     @abc.abstractmethod
     def _ping(self) -> None: ...
@@ -319,7 +287,7 @@ class CacheClient(abc.ABC):
 
     def get(self, key: str, default: Any = None) -> Any:
         """The decoded value of ``key``, or ``default`` when it is missing or expired."""
-        data = self._get(self.key(key))
+        data = self.get_raw(self.key(key))
         return default if data is None else self.codec.decode(data)
 
     def set(self, key: str, value: Any, ttl: TTL | None = None) -> None:
@@ -339,7 +307,7 @@ class CacheClient(abc.ABC):
         decode = self.codec.decode
         for start in range(0, len(names), self.chunk_size):
             chunk = names[start : start + self.chunk_size]
-            values = self._get_many([self.key(name) for name in chunk])
+            values = self.get_many_raw([self.key(name) for name in chunk])
             for name, data in zip(chunk, values, strict=True):
                 if data is not None:
                     result[name] = decode(data)
@@ -394,7 +362,7 @@ class CacheClient(abc.ABC):
         :meth:`get` would return, whichever caller computed it.
         """
         full = self.key(key)
-        data = self._get(full)
+        data = self.get_raw(full)
         if data is not None:
             return self.codec.decode(data)
         lock_key = full + _LOCK_SUFFIX
@@ -402,17 +370,17 @@ class CacheClient(abc.ABC):
         deadline = time.monotonic() + wait
         pause = 0.02
         while True:
-            if self._set_if_absent(lock_key, token, max(1, int(lock_ttl * 1000))):
+            if self.set_if_absent(lock_key, token, max(1, int(lock_ttl * 1000))):
                 try:
-                    data = self._get(full)
+                    data = self.get_raw(full)
                     if data is not None:
                         return self.codec.decode(data)
                     return self._compute_and_store(full, factory, ttl)
                 finally:
-                    self._delete_if_equal(lock_key, token)
+                    self.delete_if_equal(lock_key, token)
             time.sleep(pause)
             pause = min(pause * 2, 0.2)
-            data = self._get(full)
+            data = self.get_raw(full)
             if data is not None:
                 return self.codec.decode(data)
             if time.monotonic() >= deadline:
@@ -429,7 +397,7 @@ class CacheClient(abc.ABC):
         self._ping()
         return time.perf_counter() - started
 
-    def __enter__(self) -> CacheClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -447,8 +415,6 @@ class CacheClient(abc.ABC):
         )
 
     def _repr_html_(self) -> str:
-        from .._display import html_table
-
         return html_table(
             type(self).__name__,
             [
@@ -458,3 +424,19 @@ class CacheClient(abc.ABC):
                 ("ttl_jitter", self.ttl_jitter),
             ],
         )
+
+
+# The scheme -> client table; a new backend is one entry (and its scheme in CacheUrl.parse).
+CLIENTS: Final = SchemeTable(
+    CacheClient,
+    {
+        "redis": "autoops.cache._redis:RedisCache",
+        "rediss": "autoops.cache._redis:RedisCache",
+        "unix": "autoops.cache._redis:RedisCache",
+        "memory": "autoops.cache._memory:MemoryCache",
+        "redis+sentinel": "autoops.cache._sentinel:SentinelCache",
+        "rediss+sentinel": "autoops.cache._sentinel:SentinelCache",
+        "redis+cluster": "autoops.cache._cluster:ClusterCache",
+        "rediss+cluster": "autoops.cache._cluster:ClusterCache",
+    },
+)

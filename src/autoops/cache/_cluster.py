@@ -29,11 +29,12 @@ from redis.retry import Retry
 from .._config import REDIS_OPTIONS, CacheUrl, Secret, convert_options
 from .._connection import CacheConnectionSettings, TlsSettings
 from .._errors import ConfigError, ConnectError
-from .._resp import pack_command
+from .._resp import pack_command, unpack_arguments
 from .._retry import Failure, RetryPolicy
+from ._backend import FencedBatch
 from ._client import TTL, CacheClient, escape_glob
 from ._codec import Codec
-from ._redis import _DELETE_IF_EQUAL, _EXPIRE_IF_EQUAL, classify_redis_error
+from ._redis import _COMPARE_AND_SET, _DELETE_IF_EQUAL, _EXPIRE_IF_EQUAL, classify_redis_error
 from ._sentinel import ReplicaCounts, _tls, ack_timeout_ms
 
 __all__ = ["ClusterCache"]
@@ -177,6 +178,30 @@ class ClusterCache(CacheClient):
             retry=retry,
             **common,
             **merged,
+        )
+
+    @classmethod
+    def _from_connection_settings(
+        cls,
+        settings: CacheConnectionSettings,
+        *,
+        namespace: str | None,
+        codec: Codec | None,
+        retry: RetryPolicy | None,
+        **options: Any,
+    ) -> ClusterCache:
+        return cls(
+            nodes=settings.hosts,
+            username=settings.username,
+            password=settings.password,
+            tls=settings.tls or False,
+            socket_timeout=settings.socket_timeout,
+            connect_timeout=settings.connect_timeout,
+            client_name=settings.client_name,
+            namespace=namespace,
+            codec=codec,
+            retry=retry,
+            **options,
         )
 
     @property
@@ -405,10 +430,10 @@ class ClusterCache(CacheClient):
 
     # primitives -----------------------------------------------------------------------------
 
-    def _get(self, key: str) -> bytes | None:
+    def get_raw(self, key: str) -> bytes | None:
         return self._keyed("redis GET", lambda cluster: cluster.get(key))  # type: ignore[no-any-return]
 
-    def _get_many(self, keys: list[str]) -> list[bytes | None]:
+    def get_many_raw(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
         encoded = [key.encode("utf-8") for key in keys]
@@ -494,25 +519,25 @@ class ClusterCache(CacheClient):
             if cursor == 0:
                 return
 
-    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
+    def scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
         pattern = escape_glob(prefix) + "*"
         for node in self._masters():
             yield from self._scan_node(node, pattern, count)
 
     def _delete_matching(self, prefix: str) -> int:
         deleted = 0
-        for keys in self._scan_prefix(prefix, 1000):
+        for keys in self.scan_prefix(prefix, 1000):
             works = self._delete_works(keys)
             self._run("redis UNLINK", works)
             deleted += sum(int(work.replies[0]) for work in works if _answered(work))
         return deleted
 
-    def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
+    def set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
         return bool(
             self._keyed("redis SET NX", lambda cluster: cluster.set(key, value, nx=True, px=ttl_ms))
         )
 
-    def _delete_if_equal(self, key: str, value: bytes) -> bool:
+    def delete_if_equal(self, key: str, value: bytes) -> bool:
         return bool(
             self._keyed(
                 "redis EVAL (release)",
@@ -520,12 +545,37 @@ class ClusterCache(CacheClient):
             )
         )
 
-    def _expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
+    def expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
         return bool(
             self._keyed(
                 "redis EVAL (renew)",
                 lambda cluster: cluster.eval(_EXPIRE_IF_EQUAL, 1, key, value, ttl_ms),
             )
+        )
+
+    def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl_ms: int | None = None
+    ) -> bool:
+        return bool(
+            self._keyed(
+                "redis EVAL (compare and set)",
+                lambda cluster: cluster.eval(
+                    _COMPARE_AND_SET,
+                    1,
+                    key,
+                    b"0" if expected is None else b"1",
+                    expected or b"",
+                    value,
+                    ttl_ms or 0,
+                ),
+            )
+        )
+
+    def write_fenced(self, batch: FencedBatch) -> bool:
+        parts = unpack_arguments(batch.packed_items, 2 * batch.item_count)
+        items = [(parts[at].decode("utf-8"), parts[at + 1]) for at in range(0, len(parts), 2)]
+        return self._write_fenced(
+            batch.fence, items, batch.ttl_ms, list(batch.deletes), list(batch.meta)
         )
 
     def _write_fenced(
@@ -544,7 +594,7 @@ class ClusterCache(CacheClient):
         promoted replica. What it cannot give: atomicity (a crash may leave a batch's rows
         without its checkpoint; the next pass writes them again) and a fence over the rows
         themselves (see docs/sync.md)."""
-        if self._get(fence[0]) != fence[1]:
+        if self.get_raw(fence[0]) != fence[1]:
             return False
         encoded = [(key.encode("utf-8"), value) for key, value in items]
         ttls = None
@@ -556,7 +606,7 @@ class ClusterCache(CacheClient):
             self._run("redis fenced batch write", works, durable=True, merge=True)
         if not meta:
             return True
-        if self._get(fence[0]) != fence[1]:
+        if self.get_raw(fence[0]) != fence[1]:
             return False
         meta_works = self._set_works([(key.encode("utf-8"), value) for key, value in meta], None)
         self._run("redis checkpoint write", meta_works, durable=True)

@@ -5,11 +5,15 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
 
+from .._config import CacheUrl
+from .._errors import ConfigError
+from .._resp import unpack_arguments
 from .._retry import RetryPolicy
-from ._client import CacheClient
+from ._backend import FencedBatch
+from ._client import COMMON_OPTIONS, CacheClient
 from ._codec import Codec
 
 __all__ = ["MemoryCache"]
@@ -82,15 +86,35 @@ class MemoryCache(CacheClient):
             store = _Store()
         self._store = store
 
+    @classmethod
+    def from_parsed(
+        cls,
+        url: CacheUrl,
+        *,
+        namespace: str | None = None,
+        codec: Codec | None = None,
+        retry: RetryPolicy | None = None,
+        **options: Any,
+    ) -> MemoryCache:
+        """Build from a parsed ``memory://[name]`` URL; it takes only ``ttl_jitter`` and
+        ``chunk_size``."""
+        unknown = sorted(set(options) - set(COMMON_OPTIONS))
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} for memory://; it takes "
+                f"{', '.join(sorted(COMMON_OPTIONS))}"
+            )
+        return cls(name=url.path or None, namespace=namespace, codec=codec, retry=retry, **options)
+
     @property
     def location(self) -> str:
         return f"memory:{self.name or ''}"
 
-    def _get(self, key: str) -> bytes | None:
+    def get_raw(self, key: str) -> bytes | None:
         with self._store.lock:
             return self._store.live(key, time.monotonic())
 
-    def _get_many(self, keys: list[str]) -> list[bytes | None]:
+    def get_many_raw(self, keys: Sequence[str]) -> list[bytes | None]:
         now = time.monotonic()
         with self._store.lock:
             return [self._store.live(key, now) for key in keys]
@@ -124,7 +148,7 @@ class MemoryCache(CacheClient):
                 self._store.data.pop(key, None)
         return live
 
-    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
+    def scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
         now = time.monotonic()
         with self._store.lock:
             keys = [
@@ -135,7 +159,7 @@ class MemoryCache(CacheClient):
         for start in range(0, len(keys), count):
             yield keys[start : start + count]
 
-    def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
+    def set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
         now = time.monotonic()
         with self._store.lock:
             if self._store.live(key, now) is not None:
@@ -143,14 +167,14 @@ class MemoryCache(CacheClient):
             self._store.put(key, value, ttl_ms, now)
             return True
 
-    def _delete_if_equal(self, key: str, value: bytes) -> bool:
+    def delete_if_equal(self, key: str, value: bytes) -> bool:
         with self._store.lock:
             if self._store.live(key, time.monotonic()) == value:
                 del self._store.data[key]
                 return True
             return False
 
-    def _expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
+    def expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
         now = time.monotonic()
         with self._store.lock:
             if self._store.live(key, now) != value:
@@ -158,23 +182,30 @@ class MemoryCache(CacheClient):
             self._store.data[key] = (value, now + ttl_ms / 1000)
             return True
 
-    def _write_fenced(
-        self,
-        fence: tuple[str, bytes],
-        items: list[tuple[str, bytes]],
-        ttl_ms: int | None,
-        deletes: list[str],
-        meta: list[tuple[str, bytes]],
+    def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl_ms: int | None = None
     ) -> bool:
         now = time.monotonic()
         with self._store.lock:
-            if self._store.live(fence[0], now) != fence[1]:
+            if self._store.live(key, now) != expected:
                 return False
-            for key, value in items:
-                self._store.put(key, value, self._jittered(ttl_ms), now)
-            for key in deletes:
+            self._store.put(key, value, ttl_ms, now)
+            return True
+
+    def write_fenced(self, batch: FencedBatch) -> bool:
+        # Unpacked before taking the lock: malformed rows write nothing.
+        flat = unpack_arguments(batch.packed_items, 2 * batch.item_count)
+        now = time.monotonic()
+        with self._store.lock:
+            if self._store.live(batch.fence[0], now) != batch.fence[1]:
+                return False
+            for index in range(0, len(flat), 2):
+                self._store.put(
+                    flat[index].decode("utf-8"), flat[index + 1], self._jittered(batch.ttl_ms), now
+                )
+            for key in batch.deletes:
                 self._store.data.pop(key, None)
-            for key, value in meta:
+            for key, value in batch.meta:
                 self._store.put(key, value, None, now)
             return True
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import redis
@@ -15,6 +15,7 @@ from .._connection import CacheConnectionSettings, TlsSettings, VerifyMode
 from .._errors import AuthenticationError, CodecError, ConfigError, ConnectError, QueryError
 from .._resp import pack_arguments, pack_command, pack_header
 from .._retry import Failure, RetryPolicy
+from ._backend import FencedBatch
 from ._client import CacheClient, escape_glob
 from ._codec import Codec
 
@@ -64,6 +65,22 @@ return 1
 _EXPIRE_IF_EQUAL: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
+"""
+# ARGV: 1 when an expected value follows (0: the key must be missing), expected, new value,
+# ttl ms (0: none).
+_COMPARE_AND_SET: Final = """
+local current = redis.call('get', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('set', KEYS[1], ARGV[3], 'px', ARGV[4])
+else
+  redis.call('set', KEYS[1], ARGV[3])
+end
+return 1
 """
 _MSET_CHUNK: Final = 1000
 # Replies that mean "not now" (loading, failover, cluster resharding), not "never": a cluster's
@@ -289,6 +306,33 @@ class RedisCache(CacheClient):
             **merged,
         )
 
+    @classmethod
+    def _from_connection_settings(
+        cls,
+        settings: CacheConnectionSettings,
+        *,
+        namespace: str | None,
+        codec: Codec | None,
+        retry: RetryPolicy | None,
+        **options: Any,
+    ) -> RedisCache:
+        return cls(
+            host=settings.host,
+            port=settings.port,
+            db=settings.db,
+            username=settings.username,
+            password=settings.password,
+            unix_socket_path=settings.unix_socket,
+            tls=settings.tls or False,
+            socket_timeout=settings.socket_timeout,
+            connect_timeout=settings.connect_timeout,
+            client_name=settings.client_name,
+            namespace=namespace,
+            codec=codec,
+            retry=retry,
+            **options,
+        )
+
     @property
     def connection_settings(self) -> CacheConnectionSettings:
         return self._settings
@@ -318,13 +362,13 @@ class RedisCache(CacheClient):
 
     # primitives -----------------------------------------------------------------------------
 
-    def _get(self, key: str) -> bytes | None:
+    def get_raw(self, key: str) -> bytes | None:
         return self._call("redis GET", lambda: self._redis.get(key))  # type: ignore[no-any-return]
 
-    def _get_many(self, keys: list[str]) -> list[bytes | None]:
+    def get_many_raw(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        return self._call("redis MGET", lambda: self._redis.mget(keys))  # type: ignore[no-any-return]
+        return self._call("redis MGET", lambda: self._redis.mget(list(keys)))  # type: ignore[no-any-return]
 
     def _set(self, key: str, value: bytes, ttl_ms: int | None) -> None:
         self._call("redis SET", lambda: self._redis.set(key, value, px=ttl_ms))
@@ -382,7 +426,7 @@ class RedisCache(CacheClient):
             if cursor == 0:
                 return deleted
 
-    def _scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
+    def scan_prefix(self, prefix: str, count: int) -> Iterator[list[bytes]]:
         pattern = escape_glob(prefix) + "*"
         cursor = 0
         while True:
@@ -395,17 +439,17 @@ class RedisCache(CacheClient):
             if cursor == 0:
                 return
 
-    def _set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
+    def set_if_absent(self, key: str, value: bytes, ttl_ms: int) -> bool:
         return bool(
             self._call("redis SET NX", lambda: self._redis.set(key, value, nx=True, px=ttl_ms))
         )
 
-    def _delete_if_equal(self, key: str, value: bytes) -> bool:
+    def delete_if_equal(self, key: str, value: bytes) -> bool:
         return bool(
             self._call("redis EVALSHA", lambda: self._delete_script(keys=[key], args=[value]))
         )
 
-    def _expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
+    def expire_if_equal(self, key: str, value: bytes, ttl_ms: int) -> bool:
         return bool(
             self._call(
                 "redis EVAL (renew)",
@@ -413,59 +457,52 @@ class RedisCache(CacheClient):
             )
         )
 
-    def _write_fenced(
-        self,
-        fence: tuple[str, bytes],
-        items: list[tuple[str, bytes]],
-        ttl_ms: int | None,
-        deletes: list[str],
-        meta: list[tuple[str, bytes]],
+    def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl_ms: int | None = None
     ) -> bool:
-        return self.write_fenced_packed(
-            fence,
-            pack_arguments([part for key, value in items for part in (key.encode(), value)]),
-            len(items),
-            ttl_ms,
-            pack_arguments([key.encode() for key in deletes]),
-            len(deletes),
-            meta,
+        return bool(
+            self._call(
+                "redis EVAL (compare and set)",
+                lambda: self._redis.eval(
+                    _COMPARE_AND_SET,
+                    1,
+                    key,
+                    b"0" if expected is None else b"1",
+                    expected or b"",
+                    value,
+                    ttl_ms or 0,
+                ),
+            )
         )
 
-    def write_fenced_packed(
-        self,
-        fence: tuple[str, bytes],
-        packed_items: bytes,
-        item_count: int,
-        ttl_ms: int | None,
-        packed_deletes: bytes,
-        delete_count: int,
-        meta: list[tuple[str, bytes]],
-    ) -> bool:
-        """:meth:`CacheClient._write_fenced` with rows and deletes already packed as RESP bulk
-        strings (``pack_arguments``: key, value, key, value, ...; full keys), so a bulk writer
-        can splice bytes built elsewhere (even by the database) without touching each row.
-        Each row's TTL is ``ttl_ms`` shortened by its own draw of ``ttl_jitter``."""
+    def write_fenced(self, batch: FencedBatch) -> bool:
+        # Rows arrive packed (key, value, ...): spliced into the EVAL as they are, so a bulk
+        # writer's bytes, even built by the database, reach the wire without a copy per row.
+        # Each row's TTL is ``ttl_ms`` shortened by its own draw of ``ttl_jitter``.
+        fence_key, fence_value = batch.fence
         head = [
             b"EVAL",
             _WRITE_FENCED.encode(),
             b"1",
-            fence[0].encode(),
-            fence[1],
-            b"%d" % (ttl_ms or 0),
-            b"%d" % item_count,
-            b"%d" % delete_count,
-            b"%d" % len(meta),
+            fence_key.encode(),
+            fence_value,
+            b"%d" % (batch.ttl_ms or 0),
+            b"%d" % batch.item_count,
+            b"%d" % len(batch.deletes),
+            b"%d" % len(batch.meta),
             b"%d" % round(self.ttl_jitter * 1_000_000),
             b"%d" % random.randrange(1, 2_147_483_647),
         ]
-        count = len(head) + 2 * item_count + delete_count + 2 * len(meta)
+        count = len(head) + 2 * batch.item_count + len(batch.deletes) + 2 * len(batch.meta)
         command = b"".join(
             [
                 pack_header(count),
                 pack_arguments(head),
-                packed_items,
-                packed_deletes,
-                pack_arguments([part for key, value in meta for part in (key.encode(), value)]),
+                batch.packed_items,
+                pack_arguments([key.encode() for key in batch.deletes]),
+                pack_arguments(
+                    [part for pair in batch.meta for part in (pair[0].encode(), pair[1])]
+                ),
             ]
         )
         (reply,) = self._send_durable([command], operation="redis fenced batch write")

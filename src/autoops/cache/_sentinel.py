@@ -211,6 +211,32 @@ class SentinelCache(RedisCache):
             **merged,
         )
 
+    @classmethod
+    def _from_connection_settings(
+        cls,
+        settings: CacheConnectionSettings,
+        *,
+        namespace: str | None,
+        codec: Codec | None,
+        retry: RetryPolicy | None,
+        **options: Any,
+    ) -> SentinelCache:
+        return cls(
+            sentinels=settings.hosts,
+            service=settings.service or "",
+            db=settings.db,
+            username=settings.username,
+            password=settings.password,
+            tls=settings.tls or False,
+            socket_timeout=settings.socket_timeout,
+            connect_timeout=settings.connect_timeout,
+            client_name=settings.client_name,
+            namespace=namespace,
+            codec=codec,
+            retry=retry,
+            **options,
+        )
+
     @property
     def sentinel(self) -> Sentinel:
         """The underlying redis-py ``Sentinel`` (for ``slave_for`` and SENTINEL commands)."""

@@ -12,32 +12,34 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 from .._config import redact_url
 from .._errors import AutoOpsError, ConfigError
 from .._metrics import MetricSample, write_textfile
-from .._ssh import SshOptions
 from ..backup import (
+    ArchivedBinlog,
     Backup,
     Backuper,
     Encryption,
-    LocalStorage,
     RetentionPolicy,
-    S3Storage,
-    SftpStorage,
-    Storage,
 )
-from ..backup._retention import parse_duration
+from ..backup._binlogs import server_source
+from ..backup._mysql import dump_source
+from ..backup._settings import (
+    KEEP_RULES,
+    backup_metrics,
+    retention_from_settings,
+)
+from ..db import DbClient, MySQLClient
 from ._common import EXIT_FAILURE, EXIT_OK, add_common_arguments, run_command, settings_from
 
 __all__ = ["main_backup", "main_backups", "main_restore"]
 
 log: Final = logging.getLogger("autoops.backup")
 EXIT_METRICS_NOT_WRITTEN: Final = 3
-_KEEP_RULES: Final = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
 
 def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,22 +67,10 @@ def _add_storage_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _encryption(args: argparse.Namespace, section: dict[str, Any]) -> Encryption | None:
-    key_file = args.encryption_key or section.get("encryption_key")
-    variable = args.passphrase_env or section.get("encryption_passphrase_env")
-    if key_file and variable:
-        raise ConfigError("give an encryption key file or a passphrase variable, not both")
-    if key_file:
-        return Encryption.from_keyfile(str(key_file))
-    if variable:
-        return Encryption.from_environment(str(variable))
-    return None
-
-
 def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     units = {"hourly": "hours", "daily": "days", "weekly": "weeks (Mon-Sun)"}
     units.update(monthly="months", yearly="years")
-    for rule in _KEEP_RULES:
+    for rule in KEEP_RULES:
         text = (
             "keep the N newest backups"
             if rule == "last"
@@ -92,48 +82,10 @@ def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _policy(args: argparse.Namespace, section: dict[str, Any]) -> RetentionPolicy | None:
-    values = {f"keep_{rule}": getattr(args, f"keep_{rule}") for rule in _KEEP_RULES}
-    within_text = args.keep_within
-    if not any(values.values()) and within_text is None:
-        configured = {k: v for k, v in section.items() if k.startswith("keep_")}
-        if not configured:
-            return None
-        within_text = configured.pop("keep_within", None)
-        values = {f"keep_{rule}": configured.get(f"keep_{rule}", 0) for rule in _KEEP_RULES}
-    within = parse_duration(str(within_text)) if within_text is not None else None
-    return RetentionPolicy(**values, keep_within=within)
-
-
-def _storage(args: argparse.Namespace, section: dict[str, Any], *, create: bool) -> Storage:
-    """The storage named by --storage or [backup] storage; only a backup (``create``) makes a
-    missing directory, so a typo in a reading command is an error instead of an empty list."""
-    where = args.storage or section.get("storage")
-    if not where:
-        raise ConfigError(
-            "no backup storage: pass --storage DIR or sftp://user@host/path, or set "
-            '[backup] storage = "..." in autoops.toml'
-        )
-    where = str(where)
-    if where.startswith("sftp://"):
-        parts = urlsplit(where)
-        if not parts.hostname or not parts.path:
-            raise ConfigError(f"bad SFTP storage {where!r}: use sftp://user@host:22/path")
-        user = f"{unquote(parts.username)}@" if parts.username else ""
-        options = SshOptions(
-            key_filename=args.ssh_key or section.get("ssh_key"),
-            known_hosts=args.known_hosts or section.get("known_hosts"),
-        )
-        return SftpStorage(
-            f"{user}{parts.hostname}:{parts.port or 22}", parts.path, options=options, create=create
-        )
-    if where.startswith("s3://"):
-        return S3Storage.from_settings(where, section)
-    if "://" in where:
-        raise ConfigError(
-            f"unknown storage {where!r}: use a directory, sftp://user@host/path or s3://bucket/prefix"
-        )
-    return LocalStorage(where, create=create)
+def _flag_policy(args: argparse.Namespace) -> RetentionPolicy | None:
+    """The policy of the --keep-* flags (it replaces [backup]'s keep_* whole), or None."""
+    flags = {f"keep_{rule}": getattr(args, f"keep_{rule}") for rule in KEEP_RULES}
+    return retention_from_settings({}, {**flags, "keep_within": args.keep_within})
 
 
 @contextlib.contextmanager
@@ -151,69 +103,24 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-_TEXT_SETTINGS: Final = ("storage", "ssh_key", "known_hosts", "compression", "keep_within")
-
-
-def _section(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``[backup]`` table, each known key checked for its type, so a bad value is one
-    configuration error before anything runs rather than a traceback half way."""
-    settings = settings_from(args)
-    section = dict(settings.section("backup"))
-    where = f"[backup] in {settings.path}"
-    for key in _TEXT_SETTINGS:
-        if key in section and not isinstance(section[key], str):
-            raise ConfigError(
-                f"{where}: {key} must be a quoted string, got {section[key]!r}"
-                + (' (a duration like "7d")' if key == "keep_within" else "")
-            )
-    for rule in _KEEP_RULES:
-        value = section.get(f"keep_{rule}", 0)
-        # TOML's true is a bool, which Python would take for 1.
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{where}: keep_{rule} must be a whole number >= 0, got {value!r}")
-    return section
+def _backuper(
+    args: argparse.Namespace, *, create: bool, compression: str | None = None
+) -> Backuper:
+    """:meth:`Backuper.from_settings` with the storage and encryption flags over ``[backup]``."""
+    return Backuper.from_settings(
+        settings_from(args),
+        create=create,
+        storage=args.storage,
+        key_filename=args.ssh_key,
+        known_hosts=args.known_hosts,
+        encryption_key=args.encryption_key,
+        encryption_passphrase_env=args.passphrase_env,
+        compression=compression,
+    )
 
 
 def _metrics(path: str, backuper: Backuper, source: str, kind: str, succeeded: bool) -> None:
-    backups = [b for b in backuper.list(source) if b.status == "ok"]
-    labels = {"kind": kind, "source": source}
-    samples = [
-        MetricSample(
-            "autoops_backup_last_run_success",
-            "1 if the last backup run succeeded, else 0",
-            1.0 if succeeded else 0.0,
-            labels,
-        ),
-        MetricSample(
-            "autoops_backup_complete_backups",
-            "complete backups in the catalogue",
-            len(backups),
-            labels,
-        ),
-    ]
-    if backups:
-        newest = backups[-1]
-        samples += [
-            MetricSample(
-                "autoops_backup_last_success_timestamp_seconds",
-                "when the newest complete backup finished (Unix time)",
-                newest.finished_at.timestamp(),
-                labels,
-            ),
-            MetricSample(
-                "autoops_backup_last_size_bytes",
-                "size of the newest complete backup as stored",
-                newest.size,
-                labels,
-            ),
-            MetricSample(
-                "autoops_backup_last_duration_seconds",
-                "how long the newest complete backup took",
-                newest.duration,
-                labels,
-            ),
-        ]
-    write_textfile(path, samples)
+    write_textfile(path, backup_metrics(backuper, source, kind, succeeded=succeeded))
 
 
 # autoops-backup ---------------------------------------------------------------------------------
@@ -230,8 +137,9 @@ def _backup_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "kind",
-        choices=["mysql", "redis", "sqlite", "keygen"],
-        help="what to back up, or keygen to write a new encryption key file to PATH",
+        choices=["mysql", "redis", "sqlite", "binlogs", "keygen"],
+        help="what to back up (binlogs: archive a MySQL/MariaDB server's binary logs for "
+        "point-in-time recovery), or keygen to write a new encryption key file to PATH",
     )
     parser.add_argument("path", nargs="?", metavar="PATH", help="keygen: the key file to write")
     parser.add_argument(
@@ -247,6 +155,18 @@ def _backup_parser() -> argparse.ArgumentParser:
         metavar="TARGET",
         help="after the backup, test-restore it: a mysql:// server URL (scratch database), a "
         "redis:// URL of an empty db, or 'local' for an RDB snapshot or SQLite",
+    )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="binlogs: keep running, archiving every --interval seconds, until SIGTERM",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="binlogs --follow: seconds between archive runs, the recovery point's lag (60)",
     )
     _add_policy_arguments(parser)
     parser.add_argument(
@@ -271,18 +191,18 @@ def _take(args: argparse.Namespace) -> int:
         return _keygen(args.path)
     if args.path is not None:
         raise ConfigError(f"unexpected argument {args.path!r}: PATH is for keygen only")
-    section = _section(args)
     settings = settings_from(args)
-    encryption = _encryption(args, section)
-    policy = _policy(args, section)  # checked before the backup runs, not after
-    compression = args.compression or section.get("compression", "zstd")
+    flag_policy = _flag_policy(args)  # checked before the backup runs, not after
     if args.kind == "redis":
         url = args.url or settings.require_cache_url()
     else:
         url = args.url or settings.require_db_url()
-    storage = _storage(args, section, create=True)
+    backuper = _backuper(args, create=True, compression=args.compression)
+    storage = backuper.storage
     try:
-        backuper = Backuper(storage, compression=compression, encryption=encryption)
+        if args.kind == "binlogs":
+            return _archive_binlogs(args, backuper, url)
+        policy = flag_policy if flag_policy is not None else backuper.retention
         backup = _take_backup(args, backuper, policy, url)
         if not args.metrics_file:
             return EXIT_OK
@@ -301,6 +221,60 @@ def _take(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         storage.close()
+
+
+def _archive_binlogs(args: argparse.Namespace, backuper: Backuper, url: str) -> int:
+    """One archive run (for cron), or runs every ``--interval`` seconds with ``--follow``; a
+    failed run under --follow is logged and retried at the next interval."""
+    if args.interval <= 0:
+        raise ConfigError("--interval must be a positive number of seconds")
+    with DbClient.from_url(url) as client:
+        if not isinstance(client, MySQLClient):
+            raise ConfigError(f"binlogs archives a MySQL/MariaDB server; got {redact_url(url)}")
+        source = server_source(dump_source(client))
+        while True:
+            started = time.monotonic()
+            try:
+                backuper.archive_binlogs(client)
+            except AutoOpsError as exc:
+                if args.metrics_file:
+                    _binlog_metrics(args.metrics_file, backuper, source, succeeded=False)
+                if not args.follow:
+                    raise
+                log.error("archiving the binary logs failed: %s; trying again", exc)
+            else:
+                if args.metrics_file:
+                    _binlog_metrics(args.metrics_file, backuper, source, succeeded=True)
+                if not args.follow:
+                    return EXIT_OK
+            time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+
+
+def _binlog_metrics(path: str, backuper: Backuper, source: str, *, succeeded: bool) -> None:
+    """How far the archive reaches (the recovery point) and whether the last run worked."""
+    labels = {"source": source}
+    samples = [
+        MetricSample(
+            "autoops_backup_binlog_last_run_success",
+            "1 if the last binlog archive run succeeded, else 0",
+            1.0 if succeeded else 0.0,
+            labels,
+        )
+    ]
+    archives = backuper.binlogs(source)
+    if archives:
+        samples.append(
+            MetricSample(
+                "autoops_backup_binlog_recovery_point_timestamp_seconds",
+                "the moment the binlog archive reaches: a restore can stop at any second before it",
+                max(a.archived_at for a in archives).timestamp(),
+                labels,
+            )
+        )
+    try:
+        write_textfile(path, samples)
+    except OSError as exc:
+        log.warning("the metrics file %s was not written: %s", path, exc.strerror or exc)
 
 
 def _take_backup(
@@ -357,7 +331,12 @@ def _restore_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoops-restore", description="Restore a backup into a database, Redis or a file."
     )
-    parser.add_argument("backup", help="backup id (or a unique prefix); see autoops-backups list")
+    parser.add_argument(
+        "backup",
+        nargs="?",
+        help="backup id (or a unique prefix); see autoops-backups list. With --until it may be "
+        "left out: the newest MySQL backup before that moment is taken",
+    )
     parser.add_argument(
         "--url",
         required=True,
@@ -373,27 +352,47 @@ def _restore_parser() -> argparse.ArgumentParser:
         default="keep",
         help="mysql: 'strip' makes the restoring account own views, triggers and routines",
     )
+    parser.add_argument(
+        "--until",
+        metavar="WHEN",
+        help="mysql: then replay the archived binary logs up to WHEN: a time ('2026-11-30 "
+        "10:15:00', this machine's time zone unless an offset like +02:00 is given; transactions "
+        "committed before it are restored, none at or after it), a binlog position "
+        "(binlog.000042:1234, replay stops before the event there) or a GTID (0-1-77, included)",
+    )
+    parser.add_argument(
+        "--source",
+        help="with --until and no backup id: the backed-up database (mysql://host:port/db, as "
+        "autoops-backups list shows) when the storage holds several",
+    )
     _add_storage_arguments(parser)
     add_common_arguments(parser)
     return parser
 
 
 def _restore(args: argparse.Namespace) -> int:
-    section = _section(args)
-    encryption = _encryption(args, section)
-    storage = _storage(args, section, create=False)
+    backuper = _backuper(args, create=False)
     try:
-        backuper = Backuper(storage, encryption=encryption)
-        backup = backuper.get(args.backup)
+        if args.backup is None:
+            if args.until is None:
+                raise ConfigError("give a backup id, or --until to restore to a moment")
+            backup = backuper.backup_before(args.until, args.source)
+            log.info("restoring %s, the newest backup before %s", backup.id, args.until)
+        else:
+            backup = backuper.get(args.backup)
+        if args.until is not None and backup.kind != "mysql":
+            raise ConfigError(f"--until replays MySQL binary logs; {backup.id} is {backup.kind}")
         if backup.kind == "mysql":
-            backuper.restore_mysql(backup, args.url, replace=args.replace, definer=args.definer)
+            backuper.restore_mysql(
+                backup, args.url, replace=args.replace, definer=args.definer, until=args.until
+            )
         elif backup.kind == "redis":
             backuper.restore_redis(backup, args.url, replace=args.replace)
         else:
             backuper.restore_sqlite(backup, args.url, replace=args.replace)
         log.info("restored %s into %s", backup.id, redact_url(args.url))
     finally:
-        storage.close()
+        backuper.storage.close()
     return EXIT_OK
 
 
@@ -412,7 +411,11 @@ def _backups_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="action", required=True)
     listing = commands.add_parser("list", help="list backups (oldest first)")
     listing.add_argument("--source")
-    listing.add_argument("--json", action="store_true", help="one JSON manifest per line")
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON manifest per line (backups, then archived binlogs: kind "binlog")',
+    )
     verify = commands.add_parser("verify", help="check checksums (and test-restore)")
     verify.add_argument("ids", nargs="*", help="backup ids (default: every backup)")
     verify.add_argument(
@@ -436,15 +439,29 @@ def _row(backup: Backup) -> str:
     )
 
 
+def _binlog_row(archive: ArchivedBinlog) -> str:
+    state = "complete" if archive.complete else "active"
+    last = archive.last_event_at.isoformat(timespec="seconds") if archive.last_event_at else "-"
+    return (
+        f"{archive.manifest_file.removesuffix('.binlog.json')}  binlog  {state:8}  "
+        f"{archive.size:>12}  {archive.start_position}..{archive.end_position}  "
+        f"last event {last}  {archive.source}"
+    )
+
+
 def _backups(args: argparse.Namespace) -> int:
-    section = _section(args)
-    encryption = _encryption(args, section)
-    storage = _storage(args, section, create=False)
+    backuper = _backuper(args, create=False)
     try:
-        backuper = Backuper(storage, encryption=encryption)
         if args.action == "list":
             for backup in backuper.list(args.source):
                 print(backup.to_json().decode().replace("\n", "") if args.json else _row(backup))
+            server = server_source(args.source) if args.source else None
+            for archive in backuper.binlogs(server):
+                print(
+                    archive.to_json().decode().replace("\n", "")
+                    if args.json
+                    else _binlog_row(archive)
+                )
             return EXIT_OK
         if args.action == "verify":
             backups = [backuper.get(i) for i in args.ids] if args.ids else backuper.list()
@@ -460,7 +477,8 @@ def _backups(args: argparse.Namespace) -> int:
                     failed += 1
                     print(f"FAILED   {backup.id}: {exc}")
             return EXIT_FAILURE if failed else EXIT_OK
-        policy = _policy(args, section)
+        policy = _flag_policy(args)
+        policy = policy if policy is not None else backuper.retention
         if policy is None:
             raise ConfigError("prune needs a policy: --keep-daily 7 ... or [backup] keep_* keys")
         plan = backuper.prune(policy, source=args.source, dry_run=args.dry_run)
@@ -471,7 +489,7 @@ def _backups(args: argparse.Namespace) -> int:
                 log.info("%s", line)
         return EXIT_OK
     finally:
-        storage.close()
+        backuper.storage.close()
 
 
 def main_backups(argv: Sequence[str] | None = None) -> int:

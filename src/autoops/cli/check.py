@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(monitor: Monitor, names: Sequence[str], where: str, notify: bool) -> int:
-    from prometheus_client import CollectorRegistry, start_http_server
+    # Only --serve needs the HTTP exporter; a plain check run stays quick to start.
+    from prometheus_client import CollectorRegistry, start_http_server  # noqa: PLC0415
 
     address, _, port_text = where.rpartition(":")
     port = int(port_text) if port_text.isdigit() else 0

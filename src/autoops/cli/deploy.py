@@ -16,12 +16,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .._errors import ConfigError
 from .._metrics import MetricSample, write_textfile
 from ..deploy import ConfigPushError, Deployer, DeployError, DeployResult, HealthCheck, Hook
 from ..deploy._deployer import HOOK_PHASES
+from ..deploy._results import HookPhase
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -143,7 +144,8 @@ def _hooks(texts: Sequence[str]) -> list[Hook]:
         if not separator:
             raise ConfigError(f"--hook {text!r} must be PHASE:COMMAND, e.g. after_switch:...")
         once = phase.endswith("!")
-        hooks.append(Hook(command, phase=phase.rstrip("!"), once=once))
+        # Hook refuses a phase outside HookPhase with a message naming the known ones.
+        hooks.append(Hook(command, phase=cast(HookPhase, phase.rstrip("!")), once=once))
     return hooks
 
 
@@ -247,7 +249,10 @@ def _write_metrics(path: str | None, result: DeployResult) -> None:
             "autoops_deploy_success", "1 if the last run succeeded", float(result.ok), labels
         ),
         MetricSample(
-            "autoops_deploy_duration_seconds", "wall time of the last run", result.seconds, labels
+            "autoops_deploy_duration_seconds",
+            "wall time of the last run",
+            result.duration_seconds,
+            labels,
         ),
         MetricSample(
             "autoops_deploy_failed_hosts",

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Final, Self, TypeVar
 
-from .._config import DbUrl, Settings, load_settings
+from .._config import DbUrl, Dialect, Settings, load_settings
 from .._connection import DbConnectionSettings
+from .._display import html_table
 from .._errors import (
     AutoOpsError,
     ConfigError,
@@ -27,6 +28,7 @@ from .._errors import (
     TransactionConflictError,
 )
 from .._retry import Failure, RetryPolicy
+from .._schemes import SchemeTable
 from ._identifiers import quote_identifier
 from ._params import Params
 
@@ -85,7 +87,7 @@ class DbClient(abc.ABC):
     own connection.
     """
 
-    dialect: ClassVar[str]
+    dialect: ClassVar[Dialect]
 
     def __init__(self, url: DbUrl, *, retry: RetryPolicy | None = None) -> None:
         self.url = url
@@ -100,45 +102,39 @@ class DbClient(abc.ABC):
 
     # construction -------------------------------------------------------------------------
 
-    @staticmethod
-    def from_url(url: str | DbUrl, *, retry: RetryPolicy | None = None, **options: Any) -> DbClient:
+    @classmethod
+    def from_url(
+        cls, url: str | DbUrl, *, retry: RetryPolicy | None = None, **options: Any
+    ) -> Self:
         """A client for ``mysql://user:pass@host:3306/db?charset=utf8mb4`` (also ``mysql+pymysql://``)
         or ``sqlite:///relative.db`` / ``sqlite:////absolute.db``; ``options`` override the URL's
-        query options (``connect_timeout``, ``read_timeout``, ...)."""
-        from ._mysql import MySQLClient
-        from ._sqlite import SQLiteClient
-
+        query options (``connect_timeout``, ``read_timeout``, ...). ``DbClient.from_url`` picks the
+        client by scheme; a dialect's class (``MySQLClient.from_url``) refuses another's URL."""
         parsed = url if isinstance(url, DbUrl) else DbUrl.parse(url)
-        if parsed.dialect == "mysql":
-            return MySQLClient.from_parsed(parsed, retry=retry, **options)
-        return SQLiteClient.from_parsed(parsed, retry=retry, **options)
+        client = CLIENTS.client_class(parsed.dialect, cls, parsed.redacted())
+        return client.from_parsed(parsed, retry=retry, **options)
 
-    @staticmethod
+    @classmethod
+    @abc.abstractmethod
+    def from_parsed(cls, url: DbUrl, *, retry: RetryPolicy | None = None, **options: Any) -> Self:
+        """Build from a parsed URL of this dialect; keyword ``options`` override its query
+        options."""
+
+    @classmethod
     def from_connection_settings(
-        settings: DbConnectionSettings, *, retry: RetryPolicy | None = None
-    ) -> DbClient:
+        cls, settings: DbConnectionSettings, *, retry: RetryPolicy | None = None
+    ) -> Self:
         """A new client that connects exactly as ``settings`` say (TLS, timeouts, credentials);
         with :attr:`connection_settings` and ``dataclasses.replace`` it opens a second client on
         the same server, e.g. for another database."""
-        from ._mysql import MySQLClient
-        from ._sqlite import SQLiteClient
+        client = CLIENTS.client_class(settings.dialect, cls, str(settings))
+        return client._from_connection_settings(settings, retry=retry)
 
-        if settings.dialect == "sqlite":
-            return SQLiteClient(settings.path, retry=retry)
-        return MySQLClient(
-            host=settings.host,
-            port=settings.port,
-            unix_socket=settings.unix_socket,
-            user=settings.user,
-            password=settings.password,
-            database=settings.database,
-            charset=settings.charset,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            write_timeout=settings.write_timeout,
-            tls=settings.tls,
-            retry=retry,
-        )
+    @classmethod
+    @abc.abstractmethod
+    def _from_connection_settings(
+        cls, settings: DbConnectionSettings, *, retry: RetryPolicy | None
+    ) -> Self: ...
 
     @property
     def connection_settings(self) -> DbConnectionSettings:
@@ -147,14 +143,15 @@ class DbClient(abc.ABC):
         # An SQLite database is its file; MySQLClient overrides this with its server's settings.
         return DbConnectionSettings(dialect="sqlite", path=self.url.path)
 
-    @staticmethod
+    @classmethod
     def from_config(
+        cls,
         path: str | os.PathLike[str] | None = None,
         *,
         url: str | None = None,
         settings: Settings | None = None,
         **options: Any,
-    ) -> DbClient:
+    ) -> Self:
         """A client from keyword arguments > ``AUTOOPS_DB_URL`` > the ``[db]`` table of the
         settings file; a URL set nowhere is a :class:`ConfigError` that says how to set it."""
         resolved = settings if settings is not None else load_settings(path, db_url=url)
@@ -165,7 +162,7 @@ class DbClient(abc.ABC):
         if retry is None and retry_table:
             retry = RetryPolicy.from_mapping(dict(retry_table))
         merged = {**table, **options}
-        return DbClient.from_url(resolved.require_db_url(), retry=retry, **merged)
+        return cls.from_url(resolved.require_db_url(), retry=retry, **merged)
 
     # the dialect's part ---------------------------------------------------------------------
 
@@ -505,7 +502,7 @@ class DbClient(abc.ABC):
             self._close_connection(connection)
         self._local = threading.local()
 
-    def __enter__(self) -> DbClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -520,9 +517,17 @@ class DbClient(abc.ABC):
         return f"{type(self).__name__}({self._where!r})"
 
     def _repr_html_(self) -> str:
-        from .._display import html_table
-
         return html_table(type(self).__name__, [("url", self._where), ("retry", self.retry)])
+
+
+# The dialect -> client table (DbUrl maps ``mysql+pymysql://`` and the like to a dialect).
+CLIENTS: Final = SchemeTable(
+    DbClient,
+    {
+        "mysql": "autoops.db._mysql:MySQLClient",
+        "sqlite": "autoops.db._sqlite:SQLiteClient",
+    },
+)
 
 
 def options_with_defaults(

@@ -5,15 +5,16 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from .._config import Dialect
 from .._errors import ConfigError
 
-__all__ = ["quote_identifier"]
+__all__ = ["quote_any_name", "quote_identifier"]
 
 _PLAIN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,63}")
 _QUOTES: Final = {"mysql": "`", "sqlite": '"'}
 
 
-def quote_identifier(name: str, dialect: str = "mysql") -> str:
+def quote_identifier(name: str, dialect: Dialect = "mysql") -> str:
     """Quote a table or column name (``users`` -> ```users```), or a dotted ``schema.table``.
 
     Anything but letters, digits, ``_`` and ``$`` (starting with a letter or ``_``, at most 64
@@ -32,3 +33,11 @@ def quote_identifier(name: str, dialect: str = "mysql") -> str:
             "starting with a letter or '_', at most 64 characters (optionally schema.table)"
         )
     return ".".join(f"{quote}{part}{quote}" for part in parts)
+
+
+def quote_any_name(name: str, dialect: Dialect = "mysql") -> str:
+    """Quote one name exactly as it is (``order-items``, ``2fa_codes``, ``usérs``, even
+    ``a.b``), the quote character doubled, so it can carry no SQL: for names the server itself
+    reported, or that the caller has checked, which :func:`quote_identifier` would refuse."""
+    quote = _QUOTES[dialect]
+    return quote + name.replace(quote, quote * 2) + quote

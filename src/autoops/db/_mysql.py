@@ -172,6 +172,25 @@ class MySQLClient(DbClient):
             **merged,
         )
 
+    @classmethod
+    def _from_connection_settings(
+        cls, settings: DbConnectionSettings, *, retry: RetryPolicy | None
+    ) -> MySQLClient:
+        return cls(
+            host=settings.host,
+            port=settings.port,
+            unix_socket=settings.unix_socket,
+            user=settings.user,
+            password=settings.password,
+            database=settings.database,
+            charset=settings.charset,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            write_timeout=settings.write_timeout,
+            tls=settings.tls,
+            retry=retry,
+        )
+
     def _connect(self) -> MySQLConnection:
         return self._settings.open_connection()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import SQLITE_OPTIONS, DbUrl, convert_options
+from .._connection import DbConnectionSettings
 from .._errors import ConnectError, IntegrityError, QueryError, TransactionConflictError
 from .._retry import Failure, RetryPolicy
 from ._client import DbClient, Row
@@ -65,6 +66,12 @@ class SQLiteClient(DbClient):
         """Build from a parsed URL; keyword ``options`` override the URL's query options."""
         merged = {**url.options, **convert_options(options, SQLITE_OPTIONS, url.redacted())}
         return cls(url.path, retry=retry, **merged)
+
+    @classmethod
+    def _from_connection_settings(
+        cls, settings: DbConnectionSettings, *, retry: RetryPolicy | None
+    ) -> SQLiteClient:
+        return cls(settings.path, retry=retry)
 
     def _connect(self) -> sqlite3.Connection:
         if not self._uri:

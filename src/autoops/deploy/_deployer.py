@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, get_args
 
 from .._errors import AutoOpsError, ConfigError, ConnectError, LockHeldError
 from .._progress import Progress
@@ -42,8 +42,10 @@ from ._results import (
     ConfigPushResult,
     DeployError,
     DeployOutcome,
+    DeployPhase,
     DeployPlan,
     DeployResult,
+    HookPhase,
     HostConfigResult,
     HostDeployPlan,
     HostDeployResult,
@@ -55,7 +57,7 @@ __all__ = ["Deployer", "Hook", "new_release_id"]
 log: Final = logging.getLogger("autoops.deploy")
 T = TypeVar("T")
 _RELEASE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-HOOK_PHASES: Final = ("after_unpack", "before_switch", "after_switch")
+HOOK_PHASES: Final = get_args(HookPhase)
 
 
 def new_release_id() -> str:
@@ -77,7 +79,7 @@ class Hook:
     in its environment."""
 
     command: str
-    phase: str = "after_switch"
+    phase: HookPhase = "after_switch"
     once: bool = False
 
     def __post_init__(self) -> None:
@@ -143,7 +145,7 @@ class Deployer:
         hooks: Sequence[Hook] = (),
         health_check: HealthCheck | None = None,
         host_vars: Mapping[str, Mapping[str, str]] | None = None,
-        on_phase: Callable[[str, str], None] | None = None,
+        on_phase: Callable[[str, DeployPhase], None] | None = None,
         connect_retry: RetryPolicy | None = None,
         progress: bool | None = None,
     ) -> None:
@@ -253,7 +255,7 @@ class Deployer:
                 future.result()
 
     @contextlib.contextmanager
-    def _phase(self, result: HostDeployResult, name: str) -> Iterator[None]:
+    def _phase(self, result: HostDeployResult, name: DeployPhase) -> Iterator[None]:
         result.phase = name
         if self.on_phase is not None:
             self.on_phase(result.host, name)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
+from .._deprecation import renamed
 from .._display import format_seconds, html_table
 from .._errors import AutoOpsError
 
@@ -13,11 +15,32 @@ __all__ = [
     "ConfigPushResult",
     "DeployError",
     "DeployOutcome",
+    "DeployPhase",
     "DeployPlan",
     "DeployResult",
+    "HookPhase",
     "HostConfigResult",
     "HostDeployPlan",
     "HostDeployResult",
+]
+
+
+HookPhase = Literal["after_unpack", "before_switch", "after_switch"]
+# The phases a host goes through, in order, as HostDeployResult.phase and on_phase report them.
+DeployPhase = Literal[
+    "pending",
+    "lock",
+    "inspect",
+    "upload",
+    "unpack",
+    "after_unpack",
+    "prepared",
+    "before_switch",
+    "switch",
+    "after_switch",
+    "health",
+    "rollback",
+    "done",
 ]
 
 
@@ -37,7 +60,7 @@ class HostDeployResult:
     timings in seconds."""
 
     host: str
-    phase: str = "pending"
+    phase: DeployPhase = "pending"
     outcome: str = DeployOutcome.NOT_SWITCHED
     error: str | None = None
     stderr_tail: str = ""
@@ -57,8 +80,15 @@ class HostDeployResult:
         self.stderr_tail = stderr_tail
 
     @property
-    def total_seconds(self) -> float:
+    def duration_seconds(self) -> float:
+        """Seconds spent in this host's phases."""
         return sum(self.timings.values())
+
+    @property
+    def total_seconds(self) -> float:
+        """Deprecated: :attr:`duration_seconds`."""
+        renamed("HostDeployResult.total_seconds", "HostDeployResult.duration_seconds")
+        return self.duration_seconds
 
     def _row(self) -> tuple[str, str, str, str, str, str]:
         return (
@@ -66,7 +96,7 @@ class HostDeployResult:
             self.phase,
             self.outcome,
             self.current_release or "-",
-            format_seconds(self.total_seconds),
+            format_seconds(self.duration_seconds),
             "\n".join(part for part in (self.error, self.stderr_tail) if part),
         )
 
@@ -99,12 +129,18 @@ class DeployResult:
     hosts: list[HostDeployResult]
     rolled_back: bool = False
     message: str = ""
-    seconds: float = 0.0
+    duration_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         """True when no host failed and nothing was rolled back."""
         return not self.rolled_back and not self.failed
+
+    @property
+    def seconds(self) -> float:
+        """Deprecated: :attr:`duration_seconds`."""
+        renamed("DeployResult.seconds", "DeployResult.duration_seconds")
+        return self.duration_seconds
 
     @property
     def failed(self) -> list[HostDeployResult]:
@@ -126,7 +162,7 @@ class DeployResult:
         status = "ok" if self.ok else ("ROLLED BACK" if self.rolled_back else "FAILED")
         head = (
             f"<DeployResult {self.action} {self.release}: {status} on {len(self.hosts)} host(s) "
-            f"in {format_seconds(self.seconds)}"
+            f"in {format_seconds(self.duration_seconds)}"
         )
         if self.message:
             head += f"; {self.message}"
@@ -139,7 +175,7 @@ class DeployResult:
             [
                 ("status", "ok" if self.ok else "failed"),
                 ("rolled back", self.rolled_back),
-                ("time", format_seconds(self.seconds)),
+                ("time", format_seconds(self.duration_seconds)),
                 ("message", self.message),
             ],
             columns=_COLUMNS,

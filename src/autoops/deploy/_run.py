@@ -47,4 +47,4 @@ class DeployRun:
         """Close every session and stamp the run's duration."""
         for session in self.sessions.values():
             session.close()
-        self.outcome.seconds = time.monotonic() - self.started
+        self.outcome.duration_seconds = time.monotonic() - self.started

@@ -72,7 +72,7 @@ class PersistentShell:
             exit_code=status,
             stdout=stdout,
             stderr=stderr,
-            duration=time.monotonic() - started,
+            duration_seconds=time.monotonic() - started,
         )
         if check and not result.ok:
             tail = tail_lines(stderr)

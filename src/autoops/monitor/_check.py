@@ -210,7 +210,7 @@ class Check(abc.ABC):
             status=findings.status,
             summary=findings.summary(),
             metrics=tuple(findings.metrics),
-            duration=time.perf_counter() - started,
+            duration_seconds=time.perf_counter() - started,
             started_at=started_at,
         )
 

@@ -69,7 +69,8 @@ class Remediation:
             log.error("remediation on %s failed: %s", self.host, exc)
             return f"{line!r} on {self.host} failed: {str(exc).splitlines()[0]}"
         log.warning("remediation %r on %s exited %d", line, self.host, outcome.exit_code)
-        return f"ran {line!r} on {self.host}: exit {outcome.exit_code} in {outcome.duration:.1f} s"
+        seconds = outcome.duration_seconds
+        return f"ran {line!r} on {self.host}: exit {outcome.exit_code} in {seconds:.1f} s"
 
 
 class Monitor:

@@ -106,7 +106,7 @@ def _families(results: Iterable[CheckResult]) -> Iterator[Metric]:
     for result in results:
         identity = [result.name, result.kind]
         status.add_metric(identity, int(result.status))
-        duration.add_metric(identity, result.duration)
+        duration.add_metric(identity, result.duration_seconds)
         if result.started_at is not None:
             ran_at.add_metric(identity, result.started_at.timestamp())
         if result.last_ok_at is not None:

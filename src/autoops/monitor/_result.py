@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from .._deprecation import renamed
 from .._display import Numeric, ResultList, format_quantity, format_seconds, html_table
 from ._range import ThresholdRange, Thresholds, plain_number
 from ._status import CheckStatus
@@ -94,10 +95,21 @@ class CheckResult:
     status: CheckStatus
     summary: str
     metrics: tuple[CheckMetric, ...] = ()
-    duration: float = 0.0
+    duration_seconds: float = 0.0
     started_at: datetime | None = None
     remediation: str | None = None
     last_ok_at: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the status is OK."""
+        return self.status == CheckStatus.OK
+
+    @property
+    def duration(self) -> float:
+        """Deprecated: :attr:`duration_seconds`."""
+        renamed("CheckResult.duration", "CheckResult.duration_seconds")
+        return self.duration_seconds
 
     def nagios_line(self) -> str:
         """``NAME STATUS: summary | perfdata``, the first line a Nagios plugin prints."""
@@ -116,7 +128,7 @@ class CheckResult:
             "status": self.status.name,
             "exit_code": int(self.status),
             "summary": self.summary,
-            "duration_seconds": round(self.duration, 6),
+            "duration_seconds": round(self.duration_seconds, 6),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "remediation": self.remediation,
             "last_ok_at": self.last_ok_at.isoformat() if self.last_ok_at else None,
@@ -138,7 +150,7 @@ class CheckResult:
     def __repr__(self) -> str:
         return (
             f"CheckResult({self.name!r}, {self.status.name}, {self.summary!r}, "
-            f"{len(self.metrics)} metrics, {format_seconds(self.duration)})"
+            f"{len(self.metrics)} metrics, {format_seconds(self.duration_seconds)})"
         )
 
     def _repr_html_(self) -> str:
@@ -146,7 +158,7 @@ class CheckResult:
             ("status", self.status.name),
             ("summary", self.summary),
             ("kind", self.kind),
-            ("duration", Numeric(format_seconds(self.duration))),
+            ("duration", Numeric(format_seconds(self.duration_seconds))),
         ]
         if self.remediation:
             rows.append(("remediation", self.remediation))
@@ -178,7 +190,7 @@ def check_results(results: Iterable[CheckResult]) -> ResultList[CheckResult]:
             result.status.name,
             result.summary,
             ", ".join(f"{metric.label} {metric.display()}" for metric in result.metrics),
-            Numeric(format_seconds(result.duration)),
+            Numeric(format_seconds(result.duration_seconds)),
         ),
     )
 

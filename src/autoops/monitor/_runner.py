@@ -31,7 +31,7 @@ def _abandoned(
         kind=check.kind,
         status=status,
         summary=why,
-        duration=now - started,
+        duration_seconds=now - started,
         started_at=datetime.now(UTC) - timedelta(seconds=now - started),
     )
 

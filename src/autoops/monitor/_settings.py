@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from .._config import Settings
+from .._config import Settings, renamed_setting
 from .._errors import ConfigError
 from .._retry import RetryPolicy
 from .._ssh import SshOptions
+from ..cache import CacheClient
 from ._check import Check
+from ._freshness import BackupCatalogue, BackupFreshnessCheck, BackupRecord, SyncLagCheck
 from ._host import HostCheck
 from ._http import HttpCheck, TcpCheck
 from ._monitor import Monitor, Remediation
@@ -19,9 +21,6 @@ from ._mysql import MySQLCheck
 from ._notify import AlertPolicy, EmailNotifier, Notifier, WebhookNotifier
 from ._redis import RedisCheck
 from ._state import StateFile
-
-if TYPE_CHECKING:
-    from ._freshness import BackupCatalogue, BackupRecord
 
 __all__ = ["monitor_from_settings"]
 
@@ -31,6 +30,7 @@ _TOP: Final = {
     "max_parallel",
     "state_file",
     "textfile",
+    "key_filename",
     "ssh_key",
     "known_hosts",
     "checks",
@@ -60,9 +60,10 @@ def _thresholds(table: Mapping[str, Any], where: str) -> dict[str, tuple[Any, An
     }
 
 
-def _ssh(table: Mapping[str, Any], top: Mapping[str, Any]) -> SshOptions:
+def _ssh(table: Mapping[str, Any], top: Mapping[str, Any], where: str) -> SshOptions:
+    key = renamed_setting(table, "ssh_key", "key_filename", where)
     return SshOptions(
-        key_filename=table.get("ssh_key", top.get("ssh_key")),
+        key_filename=key or renamed_setting(top, "ssh_key", "key_filename", "[monitor]"),
         known_hosts=table.get("known_hosts", top.get("known_hosts")),
     )
 
@@ -95,11 +96,11 @@ def _build_check(name: str, table: Mapping[str, Any], top: Mapping[str, Any]) ->
             ),
         ),
         "host": (
-            {"host", "mounts", "services", "systemctl", "ssh_key", "known_hosts"},
+            {"host", "mounts", "services", "systemctl", "key_filename", "ssh_key", "known_hosts"},
             lambda: HostCheck(
                 name,
                 _required(table, "host", where),
-                ssh=_ssh(table, top),
+                ssh=_ssh(table, top, where),
                 mounts=_list_of(table, "mounts", where),
                 services=_list_of(table, "services", where),
                 systemctl=table.get("systemctl", "systemctl"),
@@ -171,7 +172,9 @@ class _ExistingCatalogue:
         self._where = where
 
     def list(self, source: str | None = None) -> Sequence[BackupRecord]:
-        from ..backup import Backuper, LocalStorage
+        # The monitor watches backups through BackupCatalogue; the engine loads only when a
+        # backup check runs.
+        from ..backup import Backuper, LocalStorage  # noqa: PLC0415
 
         if not os.path.isdir(self.location):
             raise ConfigError(
@@ -182,8 +185,8 @@ class _ExistingCatalogue:
 
 
 def _backup_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -> Check:
-    from ..backup import Backuper, S3Storage
-    from ._freshness import BackupFreshnessCheck
+    # The backup engine loads only when a backup check is configured.
+    from ..backup import Backuper, S3Storage  # noqa: PLC0415
 
     where = f"[monitor.checks.{name}]"
     location = _required(table, "storage", where)
@@ -202,9 +205,8 @@ def _backup_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -
 
 
 def _sync_check(name: str, table: Mapping[str, Any], common: dict[str, Any]) -> Check:
-    from ..cache import CacheClient
-    from ..sync import SyncStatus, read_sync_status
-    from ._freshness import SyncLagCheck
+    # The sync package loads only when a sync check is configured.
+    from ..sync import SyncStatus, read_sync_status  # noqa: PLC0415
 
     where = f"[monitor.checks.{name}]"
     url = _required(table, "url", where)
@@ -280,12 +282,20 @@ def monitor_from_settings(settings: Settings) -> Monitor:
             fix = _take(
                 table["remediate"],
                 where,
-                {"host", "command", "min_interval", "timeout", "ssh_key", "known_hosts"},
+                {
+                    "host",
+                    "command",
+                    "min_interval",
+                    "timeout",
+                    "key_filename",
+                    "ssh_key",
+                    "known_hosts",
+                },
             )
             remediations[name] = Remediation(
                 host=_required(fix, "host", where),
                 command=_required(fix, "command", where),
-                ssh=_ssh(fix, top),
+                ssh=_ssh(fix, top, where),
                 min_interval=_positive(fix, "min_interval", where, 900.0),
                 timeout=_positive(fix, "timeout", where, 60.0),
             )

@@ -6,7 +6,7 @@ import threading
 from array import array
 from typing import Any, Final
 
-from ..cache import CacheClient
+from ..cache import CacheBackend
 
 __all__ = ["KeyCensus", "SeenKeys", "all_within"]
 
@@ -117,7 +117,7 @@ class KeyCensus:
     Keys that are the prefix plus a canonical integer are kept as int64s (8 bytes a key: the
     key is rebuilt from its number); any other key is kept whole, for the slow path."""
 
-    def __init__(self, cache: CacheClient, prefix: bytes) -> None:
+    def __init__(self, cache: CacheBackend, prefix: bytes) -> None:
         self.cache = cache
         self.prefix = prefix
         self.numbers = array("q")
@@ -132,7 +132,7 @@ class KeyCensus:
 
     def _run(self) -> None:
         try:
-            for keys in self.cache._scan_prefix(self.prefix.decode(), _SCAN_COUNT):
+            for keys in self.cache.scan_prefix(self.prefix.decode(), _SCAN_COUNT):
                 if self._halt.is_set():
                     return
                 self._add(keys)

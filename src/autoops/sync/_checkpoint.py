@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ConfigError, LockHeldError
-from .._resp import pack_arguments
-from ..cache import CacheClient, RedisCache
+from ..cache import CacheBackend, FencedBatch
 from ._lock import SyncLock
 from ._page import Page
 from ._plan import shift_back
 
-__all__ = ["State", "Window", "checkpoint_record", "write", "write_page"]
+__all__ = ["State", "Window", "checkpoint_record", "lost_lock", "write", "write_page"]
 
 
 def _stored(value: Any) -> tuple[str, int | float | str]:
@@ -82,7 +81,7 @@ class Window:
 
 
 def write_page(
-    cache: CacheClient,
+    cache: CacheBackend,
     lock: SyncLock,
     page: Page,
     meta: list[tuple[str, bytes]],
@@ -91,24 +90,13 @@ def write_page(
     name: str,
 ) -> None:
     """Write ``page`` and the ``meta`` keys (its checkpoint) in one fenced step."""
-    if isinstance(cache, RedisCache):
-        ok = cache.write_fenced_packed(
-            lock.fence,
-            page.packed,
-            page.item_count,
-            ttl_ms,
-            pack_arguments([key.encode() for key in page.deletes]),
-            len(page.deletes),
-            meta,
-        )
-    else:
-        ok = cache._write_fenced(lock.fence, page.items, ttl_ms, page.deletes, meta)
-    if not ok:
-        _lost_lock(cache, lock, name)
+    batch = FencedBatch(lock.fence, page.packed, page.item_count, ttl_ms, page.deletes, meta)
+    if not cache.write_fenced(batch):
+        lost_lock(cache, lock, name)
 
 
 def write(
-    cache: CacheClient,
+    cache: CacheBackend,
     lock: SyncLock,
     *,
     name: str,
@@ -116,11 +104,12 @@ def write(
     meta: list[tuple[str, bytes]] | None = None,
 ) -> None:
     """Delete keys and write ``meta`` keys in one fenced step."""
-    if not cache._write_fenced(lock.fence, [], None, deletes or [], meta or []):
-        _lost_lock(cache, lock, name)
+    if not cache.write_fenced(FencedBatch(lock.fence, deletes=deletes or (), meta=meta or ())):
+        lost_lock(cache, lock, name)
 
 
-def _lost_lock(cache: CacheClient, lock: SyncLock, name: str) -> None:
+def lost_lock(cache: CacheBackend, lock: SyncLock, name: str) -> None:
+    """Raise the :class:`LockHeldError` of a fenced write the lock's loss refused."""
     raise LockHeldError(
         f"sync {name} lost its lock {lock.key} in {cache.location} (it expired "
         "while this process was paused, or was taken over): the batch was not written. The "

@@ -79,7 +79,7 @@ def _copy_and_reconcile(
                 counts.wrote(page)
                 progress.advance(page.rows)
                 if ctx.stopping():
-                    return ctx.report(None, completed=False)
+                    return ctx.report(None, ok=False)
         marker["phase"] = "reconcile"
         meta = [(full_key, orjson.dumps(marker))]
         if marker["target"] is not None:
@@ -90,11 +90,11 @@ def _copy_and_reconcile(
     if marker["target"] is not None:
         # Rows changed while the copy ran (or while it was interrupted) after their page
         # was read: catch up from the checkpoint the copy started at.
-        stored = sync.cache._get(sync._meta("checkpoint"))
+        stored = sync.cache.get_raw(sync._meta("checkpoint"))
         record = orjson.loads(stored) if stored is not None else marker["target"]
         checkpoint, completed = catch_up(ctx, record)
         if not completed:
-            return ctx.report(checkpoint, completed=False)
+            return ctx.report(checkpoint, ok=False)
     reconciler = Reconciler(
         sync.db, sync.cache, sync.template, plan, ctx.lock, seen, table=sync.table, name=sync.name
     )
@@ -104,7 +104,7 @@ def _copy_and_reconcile(
         counts.keys_deleted += reconciler.keys(others)
     else:
         counts.keys_deleted += reconciler.scan()
-    report = ctx.report(checkpoint, completed=True)
+    report = ctx.report(checkpoint, ok=True)
     ctx.finish(report, deletes=[full_key])
     return report
 

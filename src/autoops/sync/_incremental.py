@@ -61,7 +61,7 @@ def incremental_pass(
     """Catch up from ``checkpoint``; a pass that ran to the end is recorded as the last one."""
     ctx = PassContext(sync, plan, lock, "incremental")
     shown, completed = catch_up(ctx, checkpoint)
-    report = ctx.report(shown, completed=completed)
+    report = ctx.report(shown, ok=completed)
     if completed:
         ctx.finish(report, deletes=[])
     return report

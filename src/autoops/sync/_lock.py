@@ -13,7 +13,7 @@ import orjson
 
 from .._errors import AutoOpsError, LockHeldError
 from .._time import utc_now
-from ..cache import CacheClient
+from ..cache import CacheBackend
 from ._report import describe_holder
 
 __all__ = ["SyncLock"]
@@ -25,7 +25,7 @@ class SyncLock:
     """Held for one pass. Its value (token, host, pid, since) is also the fence every batch
     write checks, so a runner that lost the lock (paused past its expiry) writes nothing."""
 
-    def __init__(self, cache: CacheClient, key: str, ttl: float, what: str) -> None:
+    def __init__(self, cache: CacheBackend, key: str, ttl: float, what: str) -> None:
         self.cache = cache
         self.key = cache.key(key)
         self.ttl_ms = max(1000, int(ttl * 1000))
@@ -50,13 +50,13 @@ class SyncLock:
     def acquire(self) -> None:
         """Take the lock or raise :class:`LockHeldError` naming the holder."""
         for _ in range(3):
-            if self.cache._set_if_absent(self.key, self.value, self.ttl_ms):
+            if self.cache.set_if_absent(self.key, self.value, self.ttl_ms):
                 self._thread = threading.Thread(
                     target=self._renew, name=f"autoops-sync-lock {self.key}", daemon=True
                 )
                 self._thread.start()
                 return
-            holder = describe_holder(self.cache._get(self.key))
+            holder = describe_holder(self.cache.get_raw(self.key))
             if holder is not None:
                 raise LockHeldError(
                     f"{self.what} is already running on {holder} (lock {self.key} in "
@@ -70,7 +70,7 @@ class SyncLock:
         interval = self.ttl_ms / 3000
         while not self._stop.wait(interval):
             try:
-                if not self.cache._expire_if_equal(self.key, self.value, self.ttl_ms):
+                if not self.cache.expire_if_equal(self.key, self.value, self.ttl_ms):
                     self.lost = True
                     log.error(
                         "%s: lost the lock %s; its writes will be refused", self.what, self.key
@@ -87,7 +87,7 @@ class SyncLock:
         if self._thread is not None:
             self._thread.join()
         try:
-            self.cache._delete_if_equal(self.key, self.value)
+            self.cache.delete_if_equal(self.key, self.value)
         except AutoOpsError as exc:
             log.warning(
                 "%s: could not release the lock %s (it expires): %s", self.what, self.key, exc

@@ -7,7 +7,7 @@ from typing import Any
 
 from .._errors import ConfigError
 from .._resp import pack_arguments
-from ..cache import CacheClient, RedisCache
+from ..cache import CacheBackend
 from ._plan import KeyTemplate, TablePlan
 
 __all__ = ["Page", "encode_rows"]
@@ -24,19 +24,18 @@ class Page:
     dense: tuple[int, int] | None = None
     item_count: int = 0
     packed: bytes = b""
-    items: list[tuple[str, bytes]] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
 
 
 def encode_rows(
     plan: TablePlan,
     rows: list[dict[str, Any]],
-    cache: CacheClient,
+    cache: CacheBackend,
     template: KeyTemplate,
     table: str,
 ) -> Page:
     """The page of ``rows`` as read by ``plan`` (keys and values built by the server when it
-    is server-side), packed as RESP arguments for Redis."""
+    is server-side), packed as RESP arguments (the form every cache backend takes)."""
     if plan.server_side:
         return _encode_server(plan, rows, cache)
     return _encode(plan, rows, cache, template, table)
@@ -45,7 +44,7 @@ def encode_rows(
 def _encode(
     plan: TablePlan,
     rows: list[dict[str, Any]],
-    cache: CacheClient,
+    cache: CacheBackend,
     template: KeyTemplate,
     table: str,
 ) -> Page:
@@ -79,16 +78,11 @@ def _encode(
         item_count=len(items),
         deletes=deletes,
     )
-    if isinstance(cache, RedisCache):
-        page.packed = pack_arguments(
-            [part for key, value in items for part in (key.encode(), value)]
-        )
-    else:
-        page.items = items
+    page.packed = pack_arguments([part for key, value in items for part in (key.encode(), value)])
     return page
 
 
-def _encode_server(plan: TablePlan, rows: list[dict[str, Any]], cache: CacheClient) -> Page:
+def _encode_server(plan: TablePlan, rows: list[dict[str, Any]], cache: CacheBackend) -> Page:
     live = rows
     deletes: list[str] = []
     if plan.deleted is not None:
@@ -103,8 +97,5 @@ def _encode_server(plan: TablePlan, rows: list[dict[str, Any]], cache: CacheClie
         item_count=len(live),
         deletes=deletes,
     )
-    if isinstance(cache, RedisCache):
-        page.packed = pack_arguments([part for row in live for part in (row["k"], row["v"])])
-    else:
-        page.items = [(row["k"].decode(), row["v"]) for row in live]
+    page.packed = pack_arguments([part for row in live for part in (row["k"], row["v"])])
     return page

@@ -73,7 +73,7 @@ class PassContext:
         """Delete keys and write ``meta`` keys, under the lock."""
         write(self.sync.cache, self.lock, name=self.sync.name, deletes=deletes, meta=meta)
 
-    def report(self, checkpoint: Any, *, completed: bool) -> SyncReport:
+    def report(self, checkpoint: Any, *, ok: bool) -> SyncReport:
         """The pass's report (logged), as it stands."""
         counts = self.counts
         report = SyncReport(
@@ -87,7 +87,7 @@ class PassContext:
             duration_seconds=time.perf_counter() - self.clock,
             started_at=self.started,
             checkpoint=checkpoint,
-            completed=completed,
+            ok=ok,
             resumed=self.resumed,
             server_side=self.plan.server_side,
         )

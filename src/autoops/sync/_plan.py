@@ -22,6 +22,7 @@ from .._errors import ConfigError
 from ..cache import Codec, JsonCodec
 from ..cache._codec import fixed_fraction
 from ..db import DbClient
+from ..db._identifiers import quote_any_name
 
 __all__ = ["Column", "KeyTemplate", "TablePlan", "inspect_table", "quote_name"]
 
@@ -47,7 +48,6 @@ def quote_name(db: DbClient, name: str) -> str:
     and ``%`` (statements with parameters would read it as a placeholder)."""
     if not isinstance(name, str):
         raise ConfigError(f"a table or column name must be a string, got {type(name).__name__}")
-    quote = "`" if db.dialect == "mysql" else '"'
     parts = name.split(".", 1)
     for part in parts:
         if not part or len(part) > 64 or part != part.rstrip() or "\0" in part or "%" in part:
@@ -55,7 +55,7 @@ def quote_name(db: DbClient, name: str) -> str:
                 f"{name!r} is not a usable table or column name: each part (schema.table) must "
                 "be 1 to 64 characters, not end in a space, and hold no NUL or '%'"
             )
-    return ".".join(quote + part.replace(quote, quote * 2) + quote for part in parts)
+    return ".".join(quote_any_name(part, db.dialect) for part in parts)
 
 
 def _name_literal(name: str) -> str:

@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final
 
 from .._errors import ConfigError
-from ..cache import CacheClient, RedisCache
+from ..cache import CacheBackend
 from ..db import DbClient
 from ._page import Page, encode_rows
 from ._plan import KeyTemplate, TablePlan, quote_name
@@ -28,7 +28,7 @@ class PageReader:
     def __init__(
         self,
         db: DbClient,
-        cache: CacheClient,
+        cache: CacheBackend,
         template: KeyTemplate,
         *,
         table: str,
@@ -57,12 +57,7 @@ class PageReader:
 
     def packed_copy(self, plan: TablePlan) -> bool:
         """Whether the full copy reads pages the server packs whole (see ``packed_page_sql``)."""
-        return (
-            plan.server_side
-            and plan.deleted is None
-            and plan.primary_key.integer
-            and isinstance(self.cache, RedisCache)
-        )
+        return plan.server_side and plan.deleted is None and plan.primary_key.integer
 
     def estimated_rows(self) -> int | None:
         """The server's estimate of the table's row count, for progress (MySQL only)."""

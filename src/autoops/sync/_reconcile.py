@@ -6,7 +6,7 @@ from array import array
 from collections.abc import Iterable
 from typing import Any, Final
 
-from ..cache import CacheClient
+from ..cache import CacheBackend
 from ..db import DbClient
 from ._census import SeenKeys, all_within
 from ._checkpoint import write
@@ -28,7 +28,7 @@ class Reconciler:
     def __init__(
         self,
         db: DbClient,
-        cache: CacheClient,
+        cache: CacheBackend,
         template: KeyTemplate,
         plan: TablePlan,
         lock: SyncLock,
@@ -51,7 +51,7 @@ class Reconciler:
         """Reconcile every key the cache holds under the prefix; returns how many were deleted."""
         interval = self.seen.interval if self.seen is not None else None
         deleted = 0
-        for keys in self.cache._scan_prefix(self._prefix.decode(), _SCAN):
+        for keys in self.cache.scan_prefix(self._prefix.decode(), _SCAN):
             fast = interval is not None and not self.template.suffix
             if fast and interval is not None and all_within(keys, self._prefix, interval):
                 continue

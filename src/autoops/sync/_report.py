@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 
+from .._deprecation import renamed
 from .._display import format_count, format_seconds, html_table
 from .._time import utc_now
-from ..cache import CacheClient
+from ..cache import CacheBackend
 from ._plan import META_PREFIX
 
 __all__ = ["SyncReport", "SyncStatus", "meta_key", "read_sync_status"]
+
+SyncKind = Literal["full", "incremental", "reconcile", "snapshot", "stream"]
 
 _LAST_PASS_FIELDS: Final = (
     "kind",
@@ -37,12 +40,11 @@ def _parse_time(text: Any) -> dt.datetime | None:
 @dataclass(frozen=True, slots=True)
 class SyncReport:
     """The outcome of one pass: what was read, written and deleted, how fast, and where the
-    checkpoint stands. ``completed`` is False when a stop request ended the pass early (the
+    checkpoint stands. ``ok`` is False when a stop request ended the pass early (the
     checkpoint still covers every batch written, so the next pass resumes from it)."""
 
     name: str
-    kind: str
-    """``"full"``, ``"incremental"`` or ``"reconcile"``."""
+    kind: SyncKind
     rows_read: int
     """Rows read from the table, each row version once."""
     keys_written: int
@@ -55,10 +57,22 @@ class SyncReport:
     and this process did not remember their versions (a new process, or a window too large)."""
     rows_checked: int = 0
     """Versions ``(pk, updated)`` of that window compared from the index (no row read)."""
-    completed: bool = True
+    ok: bool = True
     resumed: bool = False
     server_side: bool = False
     """True when the database built the keys and JSON values (the fast path)."""
+    events_read: int = 0
+    """Binlog mode: row changes read from the binary log (the snapshot's rows included)."""
+    behind_bytes: int | None = None
+    """Binlog mode: bytes of binary log between the checkpoint and the log's end."""
+    binlog_lag_seconds: float | None = None
+    """Binlog mode: the age of the oldest change not yet applied (0 at the log's end)."""
+
+    @property
+    def completed(self) -> bool:
+        """Deprecated: :attr:`ok`."""
+        renamed("SyncReport.completed", "SyncReport.ok")
+        return self.ok
 
     @property
     def rows_per_second(self) -> float:
@@ -68,12 +82,15 @@ class SyncReport:
     @property
     def lag_seconds(self) -> float:
         """How old the cache's view of the table is when the pass ends: it holds every change
-        committed before the pass started reading (within the overlap window)."""
+        committed before the pass started reading (within the overlap window). Binlog mode:
+        the age of the oldest change not yet applied, 0 at the log's end."""
+        if self.binlog_lag_seconds is not None:
+            return self.binlog_lag_seconds
         return self.duration_seconds
 
     def _rows(self) -> list[tuple[str, object]]:
         return [
-            ("kind", self.kind + ("" if self.completed else " (stopped early)")),
+            ("kind", self.kind + ("" if self.ok else " (stopped early)")),
             ("rows read", format_count(self.rows_read)),
             ("rows read again", format_count(self.rows_reread)),
             ("versions checked", format_count(self.rows_checked)),
@@ -87,7 +104,7 @@ class SyncReport:
         ]
 
     def __str__(self) -> str:
-        done = "" if self.completed else ", stopped early"
+        done = "" if self.ok else ", stopped early"
         again = f" (+{format_count(self.rows_reread)} read again)" if self.rows_reread else ""
         return (
             f"sync {self.name}: {self.kind} pass{done}, {format_count(self.rows_read)} rows read"
@@ -104,7 +121,7 @@ class SyncReport:
             f"keys_written={self.keys_written}, keys_deleted={self.keys_deleted}, "
             f"duration_seconds={self.duration_seconds:.3f}, "
             f"rows_per_second={self.rows_per_second:.0f}, checkpoint={self.checkpoint!r}, "
-            f"lag_seconds={self.lag_seconds:.3f}, completed={self.completed})"
+            f"lag_seconds={self.lag_seconds:.3f}, ok={self.ok})"
         )
 
     def _repr_html_(self) -> str:
@@ -137,7 +154,11 @@ class SyncStatus:
     horizon: str | None = None
     """How the last pass bounded late commits: ``"open transactions"`` (INNODB_TRX and
     PROCESSLIST), ``"fixed delay (no PROCESS privilege)"`` (``overlap`` seconds of the
-    database's clock) or ``"newest less overlap"`` (other databases and column types)."""
+    database's clock) or ``"newest less overlap"`` (other databases and column types);
+    ``"binary log"`` for binlog syncs."""
+    behind_bytes: int | None = None
+    """Binlog syncs: bytes of binary log between the checkpoint and the log's end when the
+    checkpoint was written (0: caught up); None for polling syncs."""
 
     def lag_seconds(self, now: dt.datetime | None = None) -> float | None:
         """Seconds from ``synced_as_of`` to ``now`` (default: the current time); None if no pass
@@ -210,13 +231,13 @@ def _load(data: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def read_sync_status(cache: CacheClient, name: str) -> SyncStatus:
+def read_sync_status(cache: CacheBackend, name: str) -> SyncStatus:
     """The state of sync ``name`` (by default its table's name) as stored in ``cache``: the
     checkpoint and when it was committed, the last successful pass, and any running holder."""
     checkpoint_key, last_key, full_key, lock_key = (
         cache.key(meta_key(name, part)) for part in ("checkpoint", "last-pass", "full-pass", "lock")
     )
-    checkpoint_data, last_data, full_data, lock_data = cache._get_many(
+    checkpoint_data, last_data, full_data, lock_data = cache.get_many_raw(
         [checkpoint_key, last_key, full_key, lock_key]
     )
     checkpoint = _load(checkpoint_data) or {}
@@ -236,4 +257,5 @@ def read_sync_status(cache: CacheClient, name: str) -> SyncStatus:
         full_pass_in_progress=full_data is not None,
         lock_holder=describe_holder(lock_data),
         horizon=checkpoint.get("horizon"),
+        behind_bytes=checkpoint.get("behind_bytes"),
     )

@@ -13,10 +13,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._config import Settings
 from .._errors import AutoOpsError, ConfigError, LockHeldError
+from .._metrics import write_textfile
 from .._time import utc_now
 from ..cache import CacheClient, JsonCodec
 from ..cache._client import TTL
@@ -30,7 +33,11 @@ from ._plan import KeyTemplate, TablePlan, quote_name
 from ._reading import PageReader
 from ._reconcile import Reconciler
 from ._report import SyncReport, SyncStatus, meta_key, read_sync_status
+from ._settings import sync_metrics, sync_settings
 from ._signals import forward_stop, stop_on_signals
+
+if TYPE_CHECKING:
+    from ._binlog import BinlogSync
 
 __all__ = ["CacheSync"]
 
@@ -69,6 +76,12 @@ class CacheSync:
     crash or a second runner can neither skip rows nor write an older version over a newer one.
     Reconciliation (on full passes, or :meth:`reconcile`) deletes keys whose rows are gone;
     ``deleted_column`` (soft deletes) deletes them during incremental passes too.
+
+    ``source="binlog"`` (MariaDB, the ``binlog`` extra) reads the binary log instead: a snapshot
+    with its matching binlog position, then every committed change, hard deletes included, each
+    batch written with its binlog checkpoint; ``server_id`` is the reader's replica id (default:
+    random), ``on_purged="full"`` re-snapshots when the checkpoint's log was purged (default: a
+    ConfigError). See docs/sync.md, "Binlog mode".
     """
 
     def __init__(
@@ -91,6 +104,11 @@ class CacheSync:
         server_side: bool = True,
         readers: int = 2,
         progress: bool | None = None,
+        interval: float = 60.0,
+        metrics_file: str | None = None,
+        source: str = "poll",
+        server_id: int | None = None,
+        on_purged: str = "error",
     ) -> None:
         for what, identifier in (
             ("table", table),
@@ -115,6 +133,8 @@ class CacheSync:
             raise ConfigError(f"readers must be a whole number >= 1, got {readers!r}")
         if not _finite(lock_ttl) or lock_ttl < 1:
             raise ConfigError(f"lock_ttl must be a finite number of seconds >= 1, got {lock_ttl!r}")
+        if not _finite(interval) or interval < 0:
+            raise ConfigError(f"interval must be a finite number of seconds >= 0, got {interval!r}")
         self.db = db
         self.cache = cache
         self.table = table
@@ -133,6 +153,9 @@ class CacheSync:
         self.server_side = server_side
         self.readers = readers
         self.progress = progress
+        self.interval = float(interval)
+        self.metrics_file = metrics_file
+        self._owned: tuple[DbClient | CacheClient, ...] = ()
         self._plan: TablePlan | None = None
         self._window: Window | None = None
         self._process: bool | None = None
@@ -146,8 +169,63 @@ class CacheSync:
             readers=readers,
             stop=self._stop,
         )
+        if source not in ("poll", "binlog"):
+            raise ConfigError(f"source must be 'poll' or 'binlog', got {source!r}")
+        self.source = source
+        self._binlog: BinlogSync | None = None
+        if source == "binlog":
+            try:
+                from ._binlog import BinlogSync  # noqa: PLC0415  (an optional extra)
+            except ImportError as exc:
+                raise ConfigError(
+                    f"source='binlog' needs mysql-replication ({exc}): pip install "
+                    "'autoops[binlog]'"
+                ) from None
+            self._binlog = BinlogSync(self, server_id=server_id, on_purged=on_purged)
 
     # public API -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        db: DbClient | None = None,
+        cache: CacheClient | None = None,
+        **overrides: Any,
+    ) -> CacheSync:
+        """The sync ``autoops-sync`` runs: the ``[sync]`` table (``table``, ``key``, ``columns``,
+        ..., ``interval``, ``metrics_file``; keyword arguments that are not None win) on ``db``
+        and ``cache``, or on clients built from ``[db]`` and ``[cache]`` (with ``[sync]``'s
+        ``namespace``) that :meth:`close` then closes."""
+        options = sync_settings(settings.section("sync"), overrides)
+        namespace = options.pop("namespace", None)
+        owned: list[DbClient | CacheClient] = []
+        try:
+            if db is None:
+                db = DbClient.from_config(settings=settings)
+                owned.append(db)
+            if cache is None:
+                cache = CacheClient.from_config(settings=settings, namespace=namespace)
+                owned.append(cache)
+            sync = cls(db, cache, **options)
+        except BaseException:
+            for client in owned:
+                client.close()
+            raise
+        sync._owned = tuple(owned)
+        return sync
+
+    def write_metrics(self, report: SyncReport | None) -> None:
+        """Write the Prometheus textfile ``metrics_file`` (if set) after a pass: ``report``, or
+        None for a pass that failed. A failed write is logged, not raised: the pass's outcome
+        stands."""
+        if self.metrics_file is None:
+            return
+        try:
+            write_textfile(self.metrics_file, sync_metrics(self.name, report, self.cache))
+        except (OSError, AutoOpsError) as exc:
+            log.error("cannot write metrics to %s: %s", self.metrics_file, exc)
 
     def plan(self) -> TablePlan:
         """The columns and SQL this sync uses, resolved against the table (cached)."""
@@ -175,11 +253,13 @@ class CacheSync:
         """
         self._stop.clear()
         with stop_on_signals(self._stop, self.name, enabled=handle_signals):
+            if self._binlog is not None:
+                return self._binlog.run_once(full)
             return self._run_pass(full)
 
     def run_forever(
         self,
-        interval: float = 60.0,
+        interval: float | None = None,
         *,
         jitter: float = 0.1,
         max_backoff: float = 900.0,
@@ -187,11 +267,13 @@ class CacheSync:
         on_report: Callable[[SyncReport], None] | None = None,
         handle_signals: bool = True,
     ) -> None:
-        """Run passes every ``interval`` seconds (± ``jitter`` as a fraction) until
+        """Run passes every ``interval`` seconds (default: the sync's ``interval``; ± ``jitter``
+        as a fraction) until
         :meth:`stop`, ``stop_event``, SIGINT or SIGTERM; a pass being stopped finishes its
         batch and commits its checkpoint. After a failure the wait doubles (from at least a
         second), up to ``max_backoff``. A :class:`ConfigError` is raised at once: retrying
         cannot fix it."""
+        interval = self.interval if interval is None else interval
         if not _finite(interval) or not interval >= 0 or not 0 <= jitter < 1:
             raise ConfigError(
                 "interval must be a finite number of seconds >= 0 and jitter from 0 up to 1"
@@ -202,6 +284,9 @@ class CacheSync:
             stop_on_signals(self._stop, self.name, enabled=handle_signals),
             forward_stop(stop_event, self._stop),
         ):
+            if self._binlog is not None:
+                self._binlog.run_forever(interval=interval, on_report=on_report)
+                return
             while not self._stop.is_set() and not (stop_event and stop_event.is_set()):
                 delay = interval
                 try:
@@ -256,8 +341,11 @@ class CacheSync:
         return read_sync_status(self.cache, self.name)
 
     def close(self) -> None:
-        """Stop the reader threads (the clients stay open: they are the caller's)."""
+        """Stop the reader threads, and close the clients :meth:`from_settings` built (clients
+        passed in stay open: they are the caller's)."""
         self._pages.close()
+        for client in self._owned:
+            client.close()
 
     def __enter__(self) -> CacheSync:
         return self
@@ -282,7 +370,7 @@ class CacheSync:
     def _run_pass(self, full: bool) -> SyncReport:
         plan = self.plan()
         with self._lock() as lock:
-            full_data, checkpoint_data = self.cache._get_many(
+            full_data, checkpoint_data = self.cache.get_many_raw(
                 [self._meta("full-pass"), self._meta("checkpoint")]
             )
             if full_data is not None:
