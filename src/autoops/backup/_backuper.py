@@ -40,6 +40,7 @@ from ._pitr import BinlogPosition, backup_before, prepare_replay
 from ._redis_link import redis_client
 from ._redis_logical import LogicalEngine
 from ._redis_rdb import RdbEngine
+from ._redis_replica import backup_source
 from ._replica import replica_client
 from ._retention import RetentionPlan, RetentionPolicy
 from ._settings import (
@@ -401,12 +402,15 @@ class Backuper:
         mode: Literal["rdb", "logical"] = "rdb",
         pattern: str | None = None,
         timeout: float = 60.0,
+        prefer: str = "master",
     ) -> Backup:
         """Back up Redis: ``mode="rdb"`` fetches a point-in-time RDB snapshot of the whole server
         over the replication protocol; ``mode="logical"`` dumps the keys matching ``pattern``
         (default: the client's namespace, else all) of the client's database with SCAN + DUMP +
-        PTTL, for servers that block SYNC or to take part of a database."""
-        with redis_client(cache) as client:
+        PTTL, for servers that block SYNC or to take part of a database. On a
+        ``redis+sentinel://`` cache, ``prefer="replica"`` reads from a healthy replica the
+        sentinels name (recorded as that replica's address), never the master."""
+        with redis_client(cache) as given, backup_source(given, prefer) as client:
             if mode == "rdb":
                 if pattern is not None:
                     raise ConfigError("pattern= selects keys of a logical dump; use mode='logical'")
