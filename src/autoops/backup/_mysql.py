@@ -28,6 +28,7 @@ from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import Backup, TableStats
 from ._mysql_load import load_dump, tool_message
+from ._replica import dump_from_replica
 
 __all__ = [
     "DUMP_OPTIONS",
@@ -545,9 +546,17 @@ class MySQLEngine(BackupEngine):
     kind = "mysql"
     data_format = "sql"
 
-    def capture(self, client: MySQLClient, *, checksums: bool, tables: Sequence[str]) -> Capture:
-        """A dump of the client's database (or of ``tables``), with their checksums."""
-        run = DumpRun.prepare(client, checksums=checksums, tables=tables)
+    def capture(
+        self,
+        client: MySQLClient,
+        *,
+        checksums: bool,
+        tables: Sequence[str],
+        from_replica: MySQLClient | None = None,
+    ) -> Capture:
+        """A dump of the client's database (or of ``tables``), with their checksums; read from
+        ``from_replica``, a replica of it, with the primary's position it matches, if given."""
+        run = DumpRun.prepare(from_replica or client, checksums=checksums, tables=tables)
 
         def describe() -> dict[str, Any]:
             return {
@@ -564,7 +573,7 @@ class MySQLEngine(BackupEngine):
             kind=self.kind,
             source=source,
             data_format=self.data_format,
-            chunks=run.chunks,
+            chunks=run.chunks if from_replica is None else lambda: dump_from_replica(run),
             describe=describe,
             label=f"backup {source}",
         )
