@@ -210,6 +210,68 @@ def test_a_table_under_steady_writes_ends_equal_with_each_change_read_once(
     assert sum(report.rows_reread for report in reports) == 0
 
 
+def scrambled_bulk_update(db: autoops.DbClient) -> None:
+    """A bulk change whose stamps run in an order unlike the primary keys' (as a migration
+    updating rows in another order leaves them): its window is most of the table."""
+    db.execute(
+        "UPDATE users SET email = CONCAT('s', email),"
+        " updated_at = NOW(6) + INTERVAL ((id * 7919) MOD 1000) MICROSECOND"
+    )
+    db.query("ANALYZE TABLE users")  # the row estimate that decides how a window is read
+
+
+def test_a_bulk_change_in_another_order_than_the_keys_is_read_once_then_quiet(
+    users_db: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    sync = make_sync(users_db, cache, overlap=60)
+    sync.run_once()
+    scrambled_bulk_update(users_db)
+    newest = users_db.query_one("SELECT MAX(updated_at) AS at FROM users")
+
+    bulk = sync.run_once()
+    time.sleep(SETTLE)
+    sync.run_once()
+    quiet = sync.run_once()
+
+    assert (bulk.rows_read, bulk.rows_reread) == (1000, 0)
+    assert newest is not None
+    assert bulk.checkpoint == newest["at"].isoformat()
+    assert (quiet.rows_read, quiet.rows_reread, quiet.rows_checked) == (0, 0, 0)
+    assert cached_rows(cache) == expected_cache(users_db)
+
+
+def test_rows_written_while_a_bulk_change_is_read_end_in_the_cache(
+    users_db: autoops.DbClient, cache: autoops.CacheClient, mysql_url: str
+) -> None:
+    sync = make_sync(users_db, cache, overlap=60, batch_size=50)
+    sync.run_once()
+    scrambled_bulk_update(users_db)
+    stop = threading.Event()
+
+    def writer() -> None:
+        db = autoops.DbClient.from_url(mysql_url)
+        rng = random.Random(3)
+        while not stop.is_set():
+            db.execute(
+                "UPDATE users SET username = CONCAT('w', id, '-', %s), updated_at = NOW(6)"
+                " WHERE id = %s",
+                [rng.random(), rng.randint(1, 1000)],
+            )
+        db.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        during = sync.run_once()
+    finally:
+        stop.set()
+        thread.join()
+    sync.run_once()
+
+    assert during.rows_read >= 1000
+    assert cached_rows(cache) == expected_cache(users_db)
+
+
 @pytest.mark.parametrize("backend", ["redis", "memory"])
 def test_the_expiries_of_a_synced_batch_are_spread_by_ttl_jitter(
     users_db: autoops.DbClient, redis_url: str, redis_namespace: str, backend: str

@@ -21,8 +21,15 @@ from .._pipeline import read_ahead
 from .._progress import Progress
 from .._time import utc_now
 from ..cache import CacheClient
-from ..db import MySQLClient, SQLiteClient
-from ._binlogs import ArchivedBinlog, archive_binlogs, binlog_list, list_binlogs, unneeded
+from ..db import DbClient, MySQLClient, SQLiteClient
+from ._binlogs import (
+    ArchivedBinlog,
+    archive_binlogs,
+    binlog_list,
+    list_binlogs,
+    unneeded,
+    verify_archive,
+)
 from ._compress import Compressor, decompressed_chunks, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._engine import BackupEngine, Capture, RestoreJob
@@ -34,6 +41,7 @@ from ._redis_link import redis_client
 from ._redis_logical import LogicalEngine
 from ._redis_rdb import RdbEngine
 from ._redis_replica import backup_source
+from ._replica import replica_client
 from ._retention import RetentionPlan, RetentionPolicy
 from ._settings import (
     backup_section,
@@ -293,14 +301,27 @@ class Backuper:
     # MySQL ----------------------------------------------------------------------------------
 
     def backup_mysql(
-        self, db: MySQLClient | str, *, checksums: bool = True, tables: Sequence[str] = ()
+        self,
+        db: MySQLClient | str,
+        *,
+        checksums: bool = True,
+        tables: Sequence[str] = (),
+        from_replica: DbClient | str | None = None,
     ) -> Backup:
         """Dump the client's database with ``mariadb-dump``/``mysqldump`` (consistent for InnoDB,
         with routines, events, triggers, binary-safe, utf8mb4) and store it. ``checksums`` records
         ``CHECKSUM TABLE`` of each table (read in a snapshot opened beside the dump's) for verify
-        to compare against; ``tables`` limits the dump to those tables."""
-        with mysql_client(db) as client:
-            return self._store(_MYSQL.capture(client, checksums=checksums, tables=tables))
+        to compare against; ``tables`` limits the dump to those tables. ``from_replica`` (a URL
+        or client) reads everything from that replica of ``db`` instead, its SQL thread stopped
+        meanwhile, and records the primary's binlog position it matches."""
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(mysql_client(db))
+            replica = None
+            if from_replica is not None:
+                replica = stack.enter_context(replica_client(client, from_replica))
+            return self._store(
+                _MYSQL.capture(client, checksums=checksums, tables=tables, from_replica=replica)
+            )
 
     def restore_mysql(
         self,
@@ -343,6 +364,15 @@ class Backuper:
         """The archived binary logs (of one server, ``mysql://host:port``), oldest first."""
         return binlog_list(list_binlogs(self.storage, source))
 
+    def verify_binlogs(self, source: str | None = None) -> builtins.list[ArchivedBinlog]:
+        """Check every archived binlog (of one server) whole: size, SHA-256, decompression and
+        its events' end; returns them, or raises :class:`BackupVerifyError` naming the first
+        that fails."""
+        archives = list_binlogs(self.storage, source)
+        for archive in archives:
+            verify_archive(self, archive)
+        return archives
+
     def backup_before(
         self, until: datetime | BinlogPosition | str, source: str | None = None
     ) -> Backup:
@@ -354,6 +384,12 @@ class Backuper:
             raise ConfigError(
                 "backups of several MySQL databases are stored here: name the one to restore "
                 f"(source=, --source): {', '.join(sorted(mysql_sources))}"
+            )
+        sealed = [b for b in backups if b.kind == "mysql" and "sealed" in b.options]
+        if sealed:
+            raise EncryptionKeyError(
+                f"{len(sealed)} MySQL backups here are encrypted, so their binlog positions are "
+                "sealed: pass encryption=Encryption.from_keyfile(...) (--encryption-key)"
             )
         return backup_before(backups, until)
 

@@ -31,7 +31,7 @@ from typing import Any, Final, TypeVar, get_args
 from .._errors import AutoOpsError, ConfigError, ConnectError, LockHeldError
 from .._progress import Progress
 from .._retry import RetryPolicy
-from .._ssh import CommandResult, RemoteCommandError, SshHost, SshOptions, upload
+from .._ssh import CommandResult, RemoteCommandError, SshHost, SshOptions
 from .._time import utc_now
 from ._artifact import Artifact, directory_size
 from ._configpush import load_template, push_to_host, render_template
@@ -51,6 +51,7 @@ from ._results import (
     HostDeployResult,
 )
 from ._run import DeployRun
+from ._transfer import send_file
 
 __all__ = ["Deployer", "Hook", "new_release_id"]
 
@@ -548,11 +549,12 @@ class Deployer:
             session.sh(scripts.remove_releases(leftovers), what="removing unfinished releases")
             state.releases = [r for r in state.releases if r not in leftovers]
         with self._phase(result, "upload"):
-            upload(
+            send_file(
                 session.connection,
                 artifact.path,
                 scripts.upload_path(release),
                 where=session.address,
+                timeout=session.options.command_timeout,
             )
         has_hooks = any(hook.phase == "after_unpack" for hook in self.hooks)
         with self._phase(result, "unpack"):

@@ -33,6 +33,7 @@ _TEXT_TYPES: Final = frozenset(
 _BINARY_TYPES: Final = frozenset(
     {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
 )
+_NO_LIMIT: Final = 18446744073709551615
 # A BIGINT JavaScript cannot hold exactly becomes a JSON string (the codec's safe_integers):
 # IF() of a number and a string is a string, so both arms are JSON text that JSON_EXTRACT parses.
 _SAFE_BIGINT: Final = (
@@ -437,17 +438,21 @@ class TablePlan:
         limit: int,
         key_parts: tuple[str, str],
         bounded: bool = False,
+        only: str | None = None,
     ) -> tuple[str, list[Any]]:
         """A full-pass page as one row: the RESP bulk strings of every key and value, joined
         by the server (so the driver decodes one value per page, not two per row), with the
         row count, the first and last primary keys, the expected byte size (to detect a
-        truncated GROUP_CONCAT).
+        truncated GROUP_CONCAT). ``only``: a further condition on the rows (a window of
+        ``(updated, pk)`` positions), the page then holding ``limit`` rows that meet it.
         Parameters: the key prefix and suffix, then ``pk >`` (unless ``first``), then
-        ``pk <=`` (when ``bounded``)."""
+        ``pk <=`` (when ``bounded``), then those of ``only``."""
         pk = quote_name(db, self.primary_key.name)
         where = "1 = 1" if first else f"{pk} > %s"
         if bounded:
             where += f" AND {pk} <= %s"
+        if only is not None:
+            where += f" AND {only}"
         return self._packed_sql(db, where, limit, key_parts)
 
     def packed_changes_sql(
@@ -478,7 +483,10 @@ class TablePlan:
         pairs = self._json_pairs()
         crlf = "CHAR(13, 10 USING ascii)"
         hint = "" if self.mariadb else "/*+ SET_VAR(group_concat_max_len = 1073741824) */ "
-        tail = "" if limit is None else f" ORDER BY {pk} LIMIT {int(limit)}"
+        # A derived table without LIMIT is merged into the outer query, which then builds each
+        # row's key and JSON object once per reference (four each): the largest LIMIT keeps it
+        # materialized, so they are built once (an incremental page read 1.8x slower without).
+        tail = f" LIMIT {_NO_LIMIT}" if limit is None else f" ORDER BY {pk} LIMIT {int(limit)}"
         # Each RESP bulk string adds "$", the digits of its length and two CRLFs (5 + digits).
         sql = (
             f"SELECT {hint}COUNT(*) AS n, MIN(pk) AS first_pk, MAX(pk) AS last_pk, "  # noqa: S608

@@ -15,10 +15,17 @@ from ..cache import CacheBackend
 from ..db import DbClient
 from ._page import Page, encode_rows
 from ._plan import KeyTemplate, TablePlan, quote_name
+from ._replica import ReadPoint
 
 __all__ = ["KEYS_CHUNK", "PageReader"]
 
 KEYS_CHUNK: Final = 1000
+# A window holding at least this share of the table is read by primary-key ranges filtered to
+# the window: reading it through the updated column's index looks each row up in primary-key
+# order's stead (random reads; 1.9x a full pass when the window is the whole table, measured
+# in benchmarks/bench_sync_load.py), while a range read also reads the rows outside the
+# window, cheaply (no key or JSON is built for them).
+_BY_KEY_SHARE: Final = 5
 
 
 class PageReader:
@@ -35,8 +42,10 @@ class PageReader:
         batch_size: int,
         readers: int,
         stop: threading.Event,
+        reads: ReadPoint | None = None,
     ) -> None:
         self.db = db
+        self.reads = reads if reads is not None else ReadPoint(db, "primary", table)
         self.cache = cache
         self.template = template
         self.table = table
@@ -91,7 +100,9 @@ class PageReader:
                 limit=self.batch_size,
                 key_parts=key_parts,
             )
-            rows = self.db.query(sql, params if cursor is None else [*params, cursor])
+            rows = self.db.query(
+                sql, params if cursor is None else [*params, cursor], **self.reads.options()
+            )
             if not rows:
                 return
             page = self._encode(plan, rows)
@@ -112,6 +123,7 @@ class PageReader:
                     row = self.db.query_one(
                         plan.boundary_sql(self.db, first=first, limit=self.batch_size),
                         None if first else [low],
+                        **self.reads.options(),
                     )
                     count = int(row["n"]) if row is not None else 0
                     if count == 0:
@@ -127,19 +139,31 @@ class PageReader:
         finally:
             _abandon(pending)
 
-    def _packed_range(self, plan: TablePlan, low: Any, high: int) -> list[Page]:
-        """The rows with ``low < pk <= high`` as packed pages: one, unless the server had to
-        cut its GROUP_CONCAT short (a page larger than it lets one value be), in which case
-        the range is read again in smaller pages."""
+    def _packed_range(
+        self,
+        plan: TablePlan,
+        low: Any,
+        high: int,
+        window: tuple[str, list[Any]] | None = None,
+    ) -> list[Page]:
+        """The rows with ``low < pk <= high`` (and within ``window``, a condition and its
+        parameters) as packed pages: one, unless the server had to cut its GROUP_CONCAT short
+        (a page larger than it lets one value be), in which case the range is read again in
+        smaller pages."""
         key_parts = self._key_parts()
         limit = self.batch_size
         pages: list[Page] = []
+        only, only_params = window if window is not None else (None, [])
         while True:
             first = low is None
             sql, params = plan.packed_page_sql(
-                self.db, first=first, limit=limit, key_parts=key_parts, bounded=True
+                self.db, first=first, limit=limit, key_parts=key_parts, bounded=True, only=only
             )
-            row = self.db.query_one(sql, [*params, *([] if first else [low]), high])
+            row = self.db.query_one(
+                sql,
+                [*params, *([] if first else [low]), high, *only_params],
+                **self.reads.options(),
+            )
             if row is None or not row["n"]:
                 return pages
             packed = row["packed"] or b""
@@ -153,13 +177,13 @@ class PageReader:
                 continue
             count = int(row["n"])
             first_pk, last_pk = int(row["first_pk"]), int(row["last_pk"])
-            dense = count == last_pk - first_pk + 1
+            dense = window is None and count == last_pk - first_pk + 1
             pks: list[Any] = []
-            if not dense:
+            if not dense and window is None:
                 # Rare on tables without deletes; the keys are read again, from the index.
                 keys_sql = plan.keys_in_range_sql(self.db, first=first)
                 bounds = [last_pk] if first else [low, last_pk]
-                pks = [key["pk"] for key in self.db.query(keys_sql, bounds)]
+                pks = [key["pk"] for key in self.db.query(keys_sql, bounds, **self.reads.options())]
             pages.append(
                 Page(
                     rows=count,
@@ -171,7 +195,7 @@ class PageReader:
                     packed=packed,
                 )
             )
-            if last_pk >= high:
+            if last_pk >= high or count < limit:
                 return pages
             low = last_pk
 
@@ -195,7 +219,7 @@ class PageReader:
                 limit=self.batch_size,
                 key_parts=key_parts,
             )
-            rows = self.db.query(sql, [*params, *where_params])
+            rows = self.db.query(sql, [*params, *where_params], **self.reads.options())
             if not rows:
                 return
             page = self._encode(plan, rows)
@@ -210,6 +234,11 @@ class PageReader:
         """:meth:`changes` as packed pages: each page's last position is cut first from the
         index (``batch_size`` rows on, or the last row), then the range up to it is read whole
         by one of ``readers`` connections, as the full copy does."""
+        if upper is None:
+            last = self._large_window_end(plan, lower)
+            if last is not None:
+                yield from self._read_window_by_key(plan, lower, last)
+                lower = last
         pending: collections.deque[Future[list[Page]]] = collections.deque()
         low, exhausted = lower, False
         try:
@@ -228,6 +257,57 @@ class PageReader:
         finally:
             _abandon(pending)
 
+    def _large_window_end(self, plan: TablePlan, lower: tuple[Any, Any]) -> tuple[Any, Any] | None:
+        """The last row's position when the rows after ``lower`` are at least a
+        ``1/_BY_KEY_SHARE`` share of the table (the server's estimate of its size), else None."""
+        estimated = self.estimated_rows()
+        if estimated is None or estimated < self.batch_size:
+            return None
+        offset = max(self.batch_size, estimated // _BY_KEY_SHARE) - 1
+        if self._position(plan, lower, None, offset) is None:
+            return None
+        return self._position(plan, lower, None, None)
+
+    def _read_window_by_key(
+        self, plan: TablePlan, lower: tuple[Any, Any], upper: tuple[Any, Any]
+    ) -> Generator[Page, None, None]:
+        """The rows in ``(lower, upper]`` as the full copy reads the table (primary-key
+        ranges cut ahead, read by ``readers`` connections), each range filtered to the
+        window. The rows come in primary-key order, so no page but the last moves the
+        checkpoint: each carries ``lower`` as its position and a last page (maybe empty)
+        carries ``upper``. A row changed during the read leaves the window (its new stamp is
+        after ``upper``) and is read after it."""
+        window = plan.keyset_where(self.db, lower, upper)
+        pending: collections.deque[Future[list[Page]]] = collections.deque()
+        low: Any = None
+        exhausted = False
+        try:
+            while not self.stop.is_set() and (pending or not exhausted):
+                while not exhausted and len(pending) < self.readers + 1:
+                    first = low is None
+                    row = self.db.query_one(
+                        plan.boundary_sql(self.db, first=first, limit=self.batch_size),
+                        None if first else [low],
+                        **self.reads.options(),
+                    )
+                    count = int(row["n"]) if row is not None else 0
+                    if count == 0:
+                        exhausted = True
+                        break
+                    assert row is not None
+                    high = int(row["last_pk"])
+                    pending.append(self._pool.submit(self._packed_range, plan, low, high, window))
+                    exhausted = count < self.batch_size
+                    low = high
+                if pending:
+                    for page in pending.popleft().result():
+                        page.last_updated, page.last_pk = lower
+                        yield page
+        finally:
+            _abandon(pending)
+        if not self.stop.is_set():
+            yield Page(rows=0, last_pk=upper[1], last_updated=upper[0])
+
     def _position(
         self,
         plan: TablePlan,
@@ -236,7 +316,9 @@ class PageReader:
         offset: int | None,
     ) -> tuple[Any, Any] | None:
         where, params = plan.keyset_where(self.db, lower, upper)
-        row = self.db.query_one(plan.position_sql(self.db, where, offset), params)
+        row = self.db.query_one(
+            plan.position_sql(self.db, where, offset), params, **self.reads.options()
+        )
         return None if row is None else (row["updated"], row["pk"])
 
     def _packed_changes(
@@ -246,7 +328,7 @@ class PageReader:
         GROUP_CONCAT short, as the two halves of the range."""
         where, where_params = plan.keyset_where(self.db, low, high)
         sql, params = plan.packed_changes_sql(self.db, where=where, key_parts=self._key_parts())
-        row = self.db.query_one(sql, [*params, *where_params])
+        row = self.db.query_one(sql, [*params, *where_params], **self.reads.options())
         if row is None or not row["n"]:
             return []
         count = int(row["n"])
@@ -284,7 +366,7 @@ class PageReader:
                 limit=None,
                 key_parts=key_parts,
             )
-            rows = self.db.query(sql, [*params, *chunk])
+            rows = self.db.query(sql, [*params, *chunk], **self.reads.options())
             if rows:
                 yield self._encode(plan, rows)
 
