@@ -572,36 +572,26 @@ class ClusterCache(CacheClient):
         )
 
     def write_fenced(self, batch: FencedBatch) -> bool:
-        parts = unpack_arguments(batch.packed_items, 2 * batch.item_count)
-        items = [(parts[at].decode("utf-8"), parts[at + 1]) for at in range(0, len(parts), 2)]
-        return self._write_fenced(
-            batch.fence, items, batch.ttl_ms, list(batch.deletes), list(batch.meta)
-        )
-
-    def _write_fenced(
-        self,
-        fence: tuple[str, bytes],
-        items: list[tuple[str, bytes]],
-        ttl_ms: int | None,
-        deletes: list[str],
-        meta: list[tuple[str, bytes]],
-    ) -> bool:
         """The cluster's form of the fenced batch (its keys span slots, so no one script can
-        hold it): the fence is checked; rows and deletes go out per node, each node's pipeline
-        ending in ``WAIT 1`` where its master has a replica; only when every node has
+        hold it): the fence is checked; rows and deletes go out per node, each node's writes
+        followed by ``WAIT 1`` where its master has a replica; only when every node has
         acknowledged is the fence checked again and ``meta`` (the checkpoint) written, also
         waited for. A checkpoint is therefore never ahead of its rows, on the masters or on a
         promoted replica. What it cannot give: atomicity (a crash may leave a batch's rows
         without its checkpoint; the next pass writes them again) and a fence over the rows
         themselves (see docs/sync.md)."""
+        fence = batch.fence
+        ttl_ms = batch.ttl_ms
+        meta = batch.meta
+        parts = unpack_arguments(batch.packed_items, 2 * batch.item_count)
         if self.get_raw(fence[0]) != fence[1]:
             return False
-        encoded = [(key.encode("utf-8"), value) for key, value in items]
+        encoded = list(zip(parts[::2], parts[1::2], strict=True))
         ttls = None
         if ttl_ms is not None:
             ttls = [self._jittered(ttl_ms) or 1 for _ in encoded]
         works = self._set_works(encoded, ttls)
-        works += self._delete_works([key.encode("utf-8") for key in deletes])
+        works += self._delete_works([key.encode("utf-8") for key in batch.deletes])
         if works:
             self._run("redis fenced batch write", works, durable=True, merge=True)
         if not meta:
