@@ -10,7 +10,7 @@ Each figure is the median of ``--rounds`` runs, the peers interleaved so machine
 both; the load average is printed beside them (the machine may be shared).
 
 Run: ``.venv/bin/python benchmarks/bench_backup.py [--rounds 3] [--skip-redis] [--skip-mysql]
-[--skip-encryption]``
+[--skip-encryption] [--compression zstd|gzip]``
 """
 
 from __future__ import annotations
@@ -76,10 +76,13 @@ def restored_rows() -> int:
 
 def report(name: str, ours: list[float], peer: list[float]) -> None:
     mine, theirs = statistics.median(ours), statistics.median(peer)
-    print(f"  {name}: autoops {mine:.2f} s, shell {theirs:.2f} s, ratio {mine / theirs:.2f}x")
+    print(
+        f"  {name}: autoops {mine:.2f} s, shell {theirs:.2f} s, ratio {mine / theirs:.2f}x "
+        f"(load {load()})"
+    )
 
 
-def bench_mysql(rounds: int, work: Path) -> None:
+def bench_mysql(rounds: int, work: Path, compressions: list[str]) -> None:
     url = ensure_users_table()
     host_args = ["-uroot", "-h127.0.0.1"]
     peer_file = work / "peer.sql.gz"
@@ -87,7 +90,7 @@ def bench_mysql(rounds: int, work: Path) -> None:
         f"mariadb-dump {' '.join(host_args)} {' '.join(DUMP_FLAGS)} autoops_bench users "
         f"| gzip -1 > {peer_file}"
     )
-    for compression in ("zstd", "gzip"):
+    for compression in compressions:
         backuper = autoops.Backuper(
             autoops.LocalStorage(work / compression), compression=compression, progress=False
         )
@@ -124,9 +127,11 @@ def bench_mysql(rounds: int, work: Path) -> None:
         print(f"MySQL users (1,000,000 rows), autoops {compression} vs mariadb-dump | gzip -1:")
         report("backup ", ours, peer)
         report("restore", restore_ours, restore_peer)
+        peer_size = peer_file.stat().st_size
         print(
             f"  sizes: autoops {compression} {backup.size / 1e6:.1f} MB "
-            f"(raw {backup.raw_size / 1e6:.1f} MB), gzip -1 {peer_file.stat().st_size / 1e6:.1f} MB"
+            f"(raw {backup.raw_size / 1e6:.1f} MB), gzip -1 {peer_size / 1e6:.1f} MB, "
+            f"ratio {backup.size / peer_size:.2f}x"
         )
         backuper.delete(backup)
 
@@ -312,12 +317,15 @@ def main() -> None:
     parser.add_argument("--skip-redis", action="store_true")
     parser.add_argument("--redis-keys", type=int, default=1_000_000)
     parser.add_argument("--skip-mysql", action="store_true")
+    parser.add_argument(
+        "--compression", action="append", choices=["zstd", "gzip"], help="default: both"
+    )
     parser.add_argument("--skip-encryption", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="autoops-bench-backup-") as directory:
         work = Path(directory)
         if not args.skip_mysql:
-            bench_mysql(args.rounds, work)
+            bench_mysql(args.rounds, work, args.compression or ["zstd", "gzip"])
         if not args.skip_redis:
             bench_redis(args.redis_keys, work)
         if not args.skip_encryption:

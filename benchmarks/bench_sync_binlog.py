@@ -9,7 +9,10 @@ Two scenes, in one run:
      and p99. CPU seconds of mariadbd and of the sync process per second of load;
   2. backlog: ``--backlog`` row changes (UPDATEs of 10,000 rows per transaction) made while no
      sync runs, then one ``run_once`` catches up: row events applied per second (binlog), against
-     the incremental polling pass over the same changes (it reads each changed row once).
+     the incremental polling pass over the same changes (it reads each changed row once);
+  3. decode: the row events of that backlog's first 50,000 changes read from the log and decoded
+     by python-mysql-replication's own decoder and by autoops's (``_binlog_rows``), three rounds
+     interleaved: the part of the binlog sync's time that is decoding, and the ratio.
 
     flock /tmp/autoops-bench.lock nice -n 5 .venv/bin/python benchmarks/bench_sync_binlog.py \\
         [--rows N] [--rate R] [--seconds S] [--backlog B]
@@ -31,8 +34,11 @@ from typing import Any
 import orjson
 import pymysql
 import redis
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.row_event import UpdateRowsEvent
 
 import autoops
+from autoops.sync._binlog_stream import _changes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _support.binlog import start_row_logged
@@ -244,6 +250,46 @@ def backlog(server: MariaDbInstance, rows: int, changes: int) -> dict[str, float
     return results
 
 
+def decode(server: MariaDbInstance, start: tuple[str, int], events: int) -> None:
+    """Decode the first ``events`` row changes after ``start``: the library against autoops."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(3):
+        for fast in (False, True):
+            clock = time.perf_counter()
+            stream = BinLogStreamReader(
+                {"host": "127.0.0.1", "port": server.port, "user": "root", "passwd": ""},
+                server_id=4_100_000_000 + fast,
+                log_file=start[0],
+                log_pos=start[1],
+                resume_stream=True,
+                only_events=[UpdateRowsEvent],
+                enable_logging=False,
+            )
+            count = 0
+            for event in stream:
+                count += sum(1 for _ in _changes(event)) if fast else len(event.rows)
+                if count >= events:
+                    break
+            stream.close()
+            times[fast].append((time.perf_counter() - clock) / count)
+    library, ours = statistics.median(times[False]), statistics.median(times[True])
+    print(
+        f"decode {events:,} UPDATE row events: library {1 / library:,.0f}/s, autoops "
+        f"{1 / ours:,.0f}/s (median of 3 interleaved rounds; {library / ours:.1f}x)",
+        flush=True,
+    )
+
+
+def binlog_end(server: MariaDbInstance) -> tuple[str, int]:
+    connection = connect(server)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW MASTER STATUS")
+        row = cursor.fetchone()
+    connection.close()
+    assert row is not None
+    return str(row[0]), int(row[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -267,6 +313,7 @@ def main() -> None:
                     flush=True,
                 )
             print(f"load average: {os.getloadavg()}", flush=True)
+            start = binlog_end(server)
             result = backlog(server, args.rows, args.backlog)
             changes = result["changes"]
             binlog_rate = changes / result["binlog_seconds"]
@@ -277,6 +324,8 @@ def main() -> None:
                 f"{result['poll_seconds']:.1f} s reading {result['poll_read']:,.0f} rows "
                 f"(ratio binlog/poll time {result['binlog_seconds'] / result['poll_seconds']:.1f}x)"
             )
+            print(f"load average: {os.getloadavg()}", flush=True)
+            decode(server, start, min(50_000, args.backlog))
             print(f"load average after: {os.getloadavg()}")
         finally:
             server.stop()

@@ -17,6 +17,12 @@ import redis
 
 import autoops
 from _support.proxy import TcpProxy
+from _support.redis_topologies import (
+    RedisClusterTopology,
+    SentinelTopology,
+    redis_cluster,
+    redis_sentinel,
+)
 from _support.services import (
     MYSQL_ADMIN_URL,
     REDIS_URL,
@@ -138,3 +144,21 @@ def sshd_factory(
 @pytest.fixture
 def sshd(sshd_factory: Callable[[], SshServer]) -> SshServer:
     return sshd_factory()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_topology(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisClusterTopology]:
+    """A private 6-node Redis Cluster (3 masters, 3 replicas), started once per session."""
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as topology:
+        yield topology
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_topology(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[SentinelTopology]:
+    """A private master + 2 replicas + 3 sentinels, started once per session."""
+    with redis_sentinel(tmp_path_factory.mktemp("redis-sentinel")) as topology:
+        yield topology

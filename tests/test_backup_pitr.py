@@ -24,6 +24,7 @@ import pytest
 
 import autoops
 from _support.mariadb_pair import MariaDbInstance, start_with_binlog
+from _support.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, moto_server
 from _support.services import promtool_accepts
 from _support.sshd import SshServer
 from autoops._ssh import SshOptions
@@ -321,6 +322,37 @@ def test_archive_and_restore_to_a_moment_over_sftp(
     storage.close()
 
 
+def test_archive_and_restore_to_a_moment_in_s3(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    with moto_server() as moto:
+        bucket = f"autoops-pitr-{secrets.token_hex(4)}"
+        storage = autoops.S3Storage(
+            bucket,
+            prefix="db1",
+            endpoint_url=moto.endpoint_url,
+            region="us-east-1",
+            access_key_id=ACCESS_KEY_ID,
+            secret_access_key=SECRET_ACCESS_KEY,
+        )
+        storage.client.create_bucket(Bucket=bucket)
+        key = autoops.Encryption.generate_key(tmp_path / "backup.key")
+        backuper = autoops.Backuper(storage, encryption=key)
+        writer = _writer(server, database)
+        full = backuper.backup_mysql(_url(server, database))
+        _insert(writer, "a", 10)
+        backuper.archive_binlogs(_url(server, database))
+        _insert(writer, "b", 10)
+        until = _next_second()
+        _insert(writer, "c", 10)
+        backuper.archive_binlogs(_url(server, database))
+
+        backuper.restore_mysql(full, _target(server, database), until=until)
+
+        assert _rows(server, f"{database}_restored") == {"a": 10, "b": 10}
+        assert backuper.verify_binlogs() == backuper.binlogs()
+
+
 def test_an_archiver_killed_mid_file_resumes_without_a_hole(
     server: MariaDbInstance, database: str, tmp_path: Path
 ) -> None:
@@ -417,8 +449,15 @@ def test_passwords_never_reach_argv_the_environment_or_messages(
     url = f"mysql://{user}:{password}@127.0.0.1:{server.port}/{database}"
     target = _target(server, database).replace("root@", f"{user}:{password}@")
     leaks: list[str] = []
-    tools_seen: set[str] = set()
+    started: list[list[str]] = []
+    real_popen = subprocess.Popen
     stop = threading.Event()
+
+    def spy(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        started.append(list(argv))
+        if password in " ".join(argv) + " ".join((kwargs.get("env") or {}).values()):
+            leaks.append(" ".join(argv))
+        return real_popen(argv, *args, **kwargs)
 
     def watch() -> None:
         while not stop.is_set():
@@ -430,13 +469,13 @@ def test_passwords_never_reach_argv_the_environment_or_messages(
                     environment = (entry / "environ").read_bytes()
                 except OSError:
                     continue
-                if b"mariadb" in argv:
-                    tools_seen.add(argv.split(b"\0")[0].decode(errors="replace"))
                 if password.encode() in argv + environment:
                     leaks.append(argv.decode(errors="replace"))
 
     watcher = threading.Thread(target=watch)
     watcher.start()
+    patch = pytest.MonkeyPatch()
+    patch.setattr(subprocess, "Popen", spy)
     try:
         backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
         full = backuper.backup_mysql(url)
@@ -448,10 +487,12 @@ def test_passwords_never_reach_argv_the_environment_or_messages(
         with pytest.raises(autoops.AutoOpsError) as refused:
             backuper.archive_binlogs(url.replace(password, password + "-wrong"))
     finally:
+        patch.undo()
         stop.set()
         watcher.join()
     assert leaks == []
-    assert any("mariadb-binlog" in tool for tool in tools_seen), tools_seen
+    tools = {Path(argv[0]).name for argv in started}
+    assert {"mariadb-binlog", "mariadb-dump", "mariadb"} <= tools, tools
     assert password not in str(refused.value)
     assert "Access denied" in str(refused.value)
     stored = b"".join(p.read_bytes() for p in (tmp_path / "store").glob("*.json"))
@@ -477,7 +518,12 @@ def test_encrypted_binlogs_restore_with_the_key_and_refuse_without_it(
         keyless.restore_mysql(sealed, _target(server, database), until=until)
     assert _tables(server, f"{database}_restored") == []
 
-    backuper.restore_mysql(full, _target(server, database), until=until)
+    with pytest.raises(autoops.EncryptionKeyError, match="--encryption-key"):
+        keyless.backup_before(until)
+
+    chosen = backuper.backup_before(until)
+    assert chosen.id == full.id
+    backuper.restore_mysql(chosen, _target(server, database), until=until)
     assert _rows(server, f"{database}_restored") == {"a": 5}
 
 
@@ -555,6 +601,31 @@ def test_binlogs_command_writes_the_recovery_point_to_a_metrics_file(
     assert before <= float(point.rsplit(" ", 1)[1]) <= time.time()
 
 
+def test_verify_reads_every_archived_binlog_and_names_a_damaged_one(
+    server: MariaDbInstance, database: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    backuper = autoops.Backuper(autoops.LocalStorage(store))
+    _insert(_writer(server, database), "a", 5)
+    _flush(server)
+    backuper.archive_binlogs(_url(server, database))
+    assert backuper.verify_binlogs() == backuper.binlogs()
+    damaged = backuper.binlogs()[0]
+    data = bytearray((store / damaged.data_file).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (store / damaged.data_file).write_bytes(bytes(data))
+
+    result = _command("autoops-backups", "verify", "--storage", str(store))
+
+    assert result.returncode == 1
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1
+    assert f"binlog {damaged.server_file} of" in failed[0]
+    assert "SHA-256" in failed[0]
+    with pytest.raises(autoops.BackupVerifyError, match=damaged.data_file):
+        backuper.verify_binlogs()
+
+
 def test_a_gap_makes_the_restore_command_fail_naming_the_file(
     server: MariaDbInstance, database: str, tmp_path: Path
 ) -> None:
@@ -562,13 +633,16 @@ def test_a_gap_makes_the_restore_command_fail_naming_the_file(
     backuper = autoops.Backuper(autoops.LocalStorage(store))
     full = backuper.backup_mysql(_url(server, database))
     _flush(server)
+    _insert(_writer(server, database), "a", 5)
     _flush(server)
+    backuper.archive_binlogs(_url(server, database))
+    until = _next_second()  # after every rotation, so the whole chain is needed
     backuper.archive_binlogs(_url(server, database))
     gone = backuper.binlogs()[-2]
     (store / gone.manifest_file).unlink()
 
     result = _command(
-        "autoops-restore", full.id, "--until", datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+        "autoops-restore", full.id, "--until", until.astimezone().isoformat(sep=" "),
         "--url", _target(server, database), "--storage", str(store),
     )  # fmt: skip
 
@@ -667,3 +741,24 @@ def test_until_text_that_is_none_of_them_is_refused_saying_what_is_accepted() ->
 
     with pytest.raises(autoops.ConfigError, match=r"binlog\.000042:1234.*0-1-77"):
         parse_until("yesterday")
+
+
+def test_a_reset_binary_log_is_refused_rather_than_taken_for_the_archived_one(
+    tmp_path: Path,
+) -> None:
+    other = start_with_binlog(tmp_path / "reset")
+    try:
+        backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+        with other.connect().cursor() as cursor:
+            cursor.execute("CREATE DATABASE shop")
+            cursor.execute("FLUSH BINARY LOGS")
+        backuper.archive_binlogs(other.url)
+        with other.connect().cursor() as cursor:
+            cursor.execute("RESET MASTER")
+            cursor.execute("CREATE DATABASE `2fa_codes`")
+            cursor.execute("FLUSH BINARY LOGS")
+
+        with pytest.raises(autoops.BackupError, match=r"binlog\.000001 .* was reset"):
+            backuper.archive_binlogs(other.url)
+    finally:
+        other.stop()

@@ -573,7 +573,11 @@ def test_autoops_sync_source_binlog_without_a_binary_log_exits_2_naming_log_bin(
 
 
 def read_changes(
-    server: MariaDbInstance, start: tuple[str, int], *, fast: bool
+    server: MariaDbInstance,
+    start: tuple[str, int],
+    *,
+    fast: bool,
+    key_columns: frozenset[str] | None = None,
 ) -> list[tuple[Any, Any]]:
     """Every row change after ``start``, decoded by the sync's reader or by the library."""
     from pymysqlreplication import BinLogStreamReader
@@ -593,7 +597,7 @@ def read_changes(
     changes: list[tuple[Any, Any]] = []
     for event in stream:
         if fast:
-            changes += [(change.before, change.after) for change in _changes(event)]
+            changes += [(change.before, change.after) for change in _changes(event, key_columns)]
         elif isinstance(event, UpdateRowsEvent):
             changes += [(row["before_values"], row["after_values"]) for row in event.rows]
         elif isinstance(event, WriteRowsEvent):
@@ -646,3 +650,31 @@ def test_the_fast_row_decoder_gives_the_librarys_values_for_every_type_it_takes(
     ]
     assert differences == []
     assert fast == library
+    # What the sync asks for: an update's before image and a delete's image only locate a key.
+    located = read_changes(server, start, fast=True, key_columns=frozenset({"id"}))
+    assert located == [
+        (None if before is None else {"id": before["id"]}, after) for before, after in library
+    ]
+
+
+def test_a_server_id_a_connected_replica_uses_is_a_clash_and_a_config_error(
+    server: MariaDbInstance, users: autoops.DbClient, cache: autoops.CacheClient
+) -> None:
+    from pymysqlreplication import BinLogStreamReader
+
+    replica = BinLogStreamReader(
+        {"host": "127.0.0.1", "port": server.port, "user": "root", "passwd": ""},
+        server_id=3_900_000_123,
+        report_slave="replica-host",
+        blocking=True,
+        enable_logging=False,
+    )
+    replica.fetchone()  # connects and registers the replica
+    try:
+        with pytest.raises(
+            autoops.ConfigError, match=r"server_id=3900000123 is already used by a replica"
+        ):
+            binlog_sync(users, cache, server_id=3_900_000_123).run_once()
+    finally:
+        replica.close()
+    assert cached_rows(cache) == {}

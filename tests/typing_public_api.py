@@ -59,3 +59,22 @@ def fleet_disk_use(fleet: autoops.Fleet) -> dict[str, float]:
     ports: tuple[autoops.ListeningPort, ...] = facts[fleet.hosts[0]].listening
     del failed, status, ports
     return {host: info.disk("/").use_percent for host, info in facts.items()} if disks else {}
+
+
+def a_backend_class_builds_its_own_type(url: str) -> autoops.RedisCache:
+    return autoops.RedisCache.from_url(url)
+
+
+def a_checkpointed_batch(backend: autoops.CacheBackend, lock: tuple[str, bytes]) -> bool:
+    rows = [(backend.key("users:1"), b'{"id":1}')]
+    return backend.write_fenced(autoops.FencedBatch.from_items(lock, rows, ttl_ms=60_000))
+
+
+def every_cache_is_a_backend(cache: autoops.CacheClient) -> autoops.CacheBackend:
+    return cache
+
+
+def built_from_settings(
+    settings: autoops.Settings,
+) -> tuple[autoops.CacheSync, autoops.Backuper]:
+    return autoops.CacheSync.from_settings(settings), autoops.Backuper.from_settings(settings)

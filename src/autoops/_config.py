@@ -137,7 +137,23 @@ DB_SCHEMES: Final[Mapping[str, Dialect]] = {
     "mariadb": "mysql",
     "sqlite": "sqlite",
 }
-CACHE_SCHEMES: Final = frozenset({"redis", "rediss", "unix", "memory"})
+CACHE_SCHEMES: Final = frozenset(
+    {
+        "redis",
+        "rediss",
+        "unix",
+        "memory",
+        "redis+sentinel",
+        "rediss+sentinel",
+        "redis+cluster",
+        "rediss+cluster",
+    }
+)
+# Schemes whose authority is a comma-separated list of host:port (sentinels, or cluster seeds).
+MULTI_HOST_SCHEMES: Final = frozenset(
+    {"redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"}
+)
+_SENTINEL_PORT: Final = 26379
 
 
 def _where(url_label: str) -> str:
@@ -350,7 +366,11 @@ class DbUrl:
 @dataclass(frozen=True, slots=True)
 class CacheUrl:
     """A parsed cache URL: ``redis://[user:pass@]host:6379/0``, ``rediss://...``,
-    ``unix:///run/redis.sock?db=0`` or ``memory://[name]``. Its repr hides the password."""
+    ``unix:///run/redis.sock?db=0``, ``memory://[name]``,
+    ``redis+sentinel://[user:pass@]s1:26379,s2:26379/mymaster/0`` (``rediss+sentinel://``: TLS)
+    or ``redis+cluster://[user:pass@]n1:7000,n2:7001`` (seed nodes; ``rediss+cluster://``).
+    ``hosts`` holds every host of the last two (``host``/``port`` are the first); ``service`` is
+    the Sentinel master's name. Its repr hides the password."""
 
     scheme: str
     host: str = ""
@@ -360,6 +380,8 @@ class CacheUrl:
     password: Secret | None = field(default=None, repr=False)
     path: str = ""
     options: Mapping[str, OptionValue] = field(default_factory=dict)
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str = ""
 
     @classmethod
     def parse(cls, url: str) -> CacheUrl:
@@ -382,6 +404,8 @@ class CacheUrl:
             )
         options = convert_options(raw, REDIS_OPTIONS, label)
         db = int(options.pop("db", 0))
+        if scheme in MULTI_HOST_SCHEMES:
+            return cls._parse_multi_host(scheme, parts, label, user, password, db, options)
         if scheme == "unix":
             if not parts.path:
                 raise ConfigError(f"unix cache URL {label} names no socket path")
@@ -412,6 +436,67 @@ class CacheUrl:
             options=options,
         )
 
+    @classmethod
+    def _parse_multi_host(
+        cls,
+        scheme: str,
+        parts: Any,
+        label: str,
+        user: str,
+        password: Secret | None,
+        db: int,
+        options: dict[str, Any],
+    ) -> CacheUrl:
+        sentinel = scheme.endswith("+sentinel")
+        example = (
+            f"{scheme}://s1:26379,s2:26379/mymaster/0"
+            if sentinel
+            else f"{scheme}://n1:7000,n2:7001"
+        )
+        hostlist = parts.netloc.rpartition("@")[2]
+        hosts: list[tuple[str, int]] = []
+        for entry in hostlist.split(","):
+            host, colon, port_text = entry.strip().rpartition(":")
+            if not colon:
+                host, port_text = entry.strip(), ""
+            host = host.strip("[]")
+            if not host:
+                raise ConfigError(f"{label} names an empty host; use {example}")
+            if port_text and not port_text.isdigit():
+                raise ConfigError(f"bad port {port_text!r} in {label}: use {example}")
+            port = int(port_text) if port_text else (_SENTINEL_PORT if sentinel else 6379)
+            if not 1 <= port <= 65535:
+                raise ConfigError(f"bad port {port} in {label}: expected a number from 1 to 65535")
+            hosts.append((host, port))
+        segments = [unquote(part) for part in parts.path.strip("/").split("/") if part]
+        service = ""
+        if sentinel:
+            if not segments:
+                raise ConfigError(
+                    f"{label} names no Sentinel master; use {example} (the name the sentinels "
+                    "monitor, as in 'sentinel monitor mymaster ...')"
+                )
+            service, *segments = segments
+        if len(segments) > 1 or (segments and not segments[0].isdigit()):
+            raise ConfigError(
+                f"bad database number {'/'.join(segments)!r} in {label}: use {example}"
+            )
+        if segments:
+            db = int(segments[0])
+        if not sentinel and db != 0:
+            raise ConfigError(f"{label} asks for database {db}; Redis Cluster has only database 0")
+        return cls(
+            scheme=scheme,
+            host=hosts[0][0],
+            port=hosts[0][1],
+            db=db,
+            user=user,
+            password=password,
+            options=options,
+            hosts=tuple(hosts),
+            service=service,
+        )
+
     def redacted(self) -> str:
         """The URL as text with the password shown as ``***``."""
         if self.scheme == "memory":
@@ -422,6 +507,11 @@ class CacheUrl:
         auth = f"{auth}@" if auth else ""
         if self.scheme == "unix":
             return f"unix://{auth}{self.path}?db={self.db}"
+        if self.hosts:
+            hostlist = ",".join(f"{host}:{port}" for host, port in self.hosts)
+            if self.service:
+                return f"{self.scheme}://{auth}{hostlist}/{quote(self.service, safe='')}/{self.db}"
+            return f"{self.scheme}://{auth}{hostlist}"
         return f"{self.scheme}://{auth}{self.host}:{self.port}/{self.db}"
 
     @property
@@ -429,6 +519,8 @@ class CacheUrl:
         """Where the server is, for messages."""
         if self.scheme in {"unix", "memory"}:
             return f"{self.scheme}:{self.path}"
+        if self.hosts:
+            return self.redacted().partition("://")[2].rpartition("@")[2]
         return f"{self.host}:{self.port}/{self.db}"
 
     def __str__(self) -> str:

@@ -9,6 +9,7 @@ TLS cannot be dropped on the way. Both values hide the password in their repr an
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import ssl
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._config import REDACTED, Dialect, Secret
+from ._errors import ConfigError, ConnectError
 
 if TYPE_CHECKING:
     import pymysql.connections
@@ -216,13 +218,26 @@ def _redis_driver_info() -> Any:
     return DriverInfo(lib_version=_redis_version())
 
 
+CacheScheme = Literal[
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+]
+
+
 @dataclass(frozen=True, slots=True)
 class CacheConnectionSettings:
     """How a Redis :class:`~autoops.CacheClient` reaches its server: everything a second
-    connection needs. ``scheme`` is ``"redis"``, ``"rediss"`` (TLS) or ``"unix"``. Timeouts are
-    in seconds. Its repr and str hide the password."""
+    connection needs. ``scheme`` is ``"redis"``, ``"rediss"`` (TLS) or ``"unix"``; or
+    ``"redis+sentinel"``/``"rediss+sentinel"`` (``hosts`` are the sentinels, ``service`` the
+    master's name) or ``"redis+cluster"``/``"rediss+cluster"`` (``hosts`` are seed nodes).
+    Timeouts are in seconds. Its repr and str hide the password."""
 
-    scheme: Literal["redis", "rediss", "unix"]
+    scheme: CacheScheme
     host: str = ""
     port: int = 6379
     unix_socket: str | None = None
@@ -233,19 +248,44 @@ class CacheConnectionSettings:
     connect_timeout: float | None = 5.0
     client_name: str | None = None
     tls: TlsSettings | None = None
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
+
+    @property
+    def topology(self) -> Literal["single", "sentinel", "cluster"]:
+        """``"sentinel"``, ``"cluster"`` or ``"single"`` (one server)."""
+        if self.scheme.endswith("+sentinel"):
+            return "sentinel"
+        if self.scheme.endswith("+cluster"):
+            return "cluster"
+        return "single"
+
+    @property
+    def _hostlist(self) -> str:
+        return ",".join(f"{host}:{port}" for host, port in self.hosts or ((self.host, self.port),))
 
     @property
     def location(self) -> str:
-        """Where the server is, for messages: ``host:port/db`` or ``unix:path?db=n``."""
+        """Where the server is, for messages: ``host:port/db``, ``unix:path?db=n``,
+        ``sentinel:name@s1:26379,s2:26379/db`` or ``cluster:n1:7000,n2:7001``."""
         if self.unix_socket:
             return f"unix:{self.unix_socket}?db={self.db}"
+        if self.topology == "sentinel":
+            return f"sentinel:{self.service}@{self._hostlist}/{self.db}"
+        if self.topology == "cluster":
+            return f"cluster:{self._hostlist}"
         return f"{self.host}:{self.port}/{self.db}"
 
     @property
     def server_label(self) -> str:
-        """``redis://host:port`` (or ``unix:///path``) with no credentials and no database."""
+        """``redis://host:port`` (or ``unix:///path``, ``redis+sentinel://s1,s2/name``,
+        ``redis+cluster://n1,n2``) with no credentials and no database."""
         if self.unix_socket:
             return f"unix://{self.unix_socket}"
+        if self.topology == "sentinel":
+            return f"{self.scheme}://{self._hostlist}/{self.service}"
+        if self.topology == "cluster":
+            return f"{self.scheme}://{self._hostlist}"
         return f"redis://{self.host}:{self.port}"
 
     def redacted(self) -> str:
@@ -256,6 +296,10 @@ class CacheConnectionSettings:
         auth = f"{auth}@" if auth else ""
         if self.unix_socket:
             return f"unix://{auth}{self.unix_socket}?db={self.db}"
+        if self.topology == "sentinel":
+            return f"{self.scheme}://{auth}{self._hostlist}/{self.service}/{self.db}"
+        if self.topology == "cluster":
+            return f"{self.scheme}://{auth}{self._hostlist}"
         return f"{self.scheme}://{auth}{self.host}:{self.port}/{self.db}"
 
     def __str__(self) -> str:
@@ -282,6 +326,44 @@ class CacheConnectionSettings:
             )
         return arguments
 
+    def master_settings(self) -> CacheConnectionSettings:
+        """Settings for the one server behind these: itself; for Sentinel the master the
+        sentinels name now (asked of each in turn). A cluster has no one server: it raises
+        :class:`~autoops.ConfigError` (open each node from ``CacheClient`` instead)."""
+        if self.topology == "single":
+            return self
+        if self.topology == "cluster":
+            raise ConfigError(
+                f"{self.redacted()} is a Redis Cluster: there is no one server to connect to; "
+                "use CacheClient.from_connection_settings() for a cluster client"
+            )
+        # import autoops loads this module; the driver loads on first use.
+        from redis.sentinel import Sentinel  # noqa: PLC0415
+
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(self.hosts),
+            socket_timeout=self.connect_timeout,
+            socket_connect_timeout=self.connect_timeout,
+        )
+        try:
+            address = sentinel.discover_master(self.service)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise ConnectError(
+                f"no sentinel at {self._hostlist} named a master for {self.service!r} ({exc}); "
+                "check the sentinels are up and the master name in the URL"
+            ) from None
+        finally:
+            for client in sentinel.sentinels:
+                client.close()
+        return dataclasses.replace(
+            self,
+            scheme="rediss" if self.tls is not None else "redis",
+            host=str(address[0]),
+            port=int(address[1]),
+            hosts=(),
+            service=None,
+        )
+
     def redis_arguments(self) -> dict[str, Any]:
         """Keyword arguments for ``redis.Redis`` (the caller adds pool size and retry); they hold
         the password itself, so keep them out of logs."""
@@ -303,6 +385,8 @@ class CacheConnectionSettings:
         from redis.backoff import NoBackoff  # noqa: PLC0415
         from redis.retry import Retry  # noqa: PLC0415
 
+        if self.topology != "single":
+            return self.master_settings().open_connection(protocol=protocol)
         arguments = self._common_arguments()
         arguments.update(retry=Retry(NoBackoff(), 0), protocol=protocol)
         connection: redis.connection.AbstractConnection

@@ -30,7 +30,9 @@ def _reset(sock: socket.socket) -> None:
 class TcpProxy:
     """Listen on 127.0.0.1:<free port> and forward to ``target``.
 
-    Modes: ``forward`` (normal), ``refuse`` (new connections are reset at once). ``drop_all()``
+    Modes: ``forward`` (normal), ``refuse`` (new connections are reset at once), ``blackhole``
+    (new connections are accepted and never answered, as a hung host behind a live port looks;
+    they are closed with the proxy). ``drop_all()``
     resets every live connection; ``outage(seconds)`` refuses and drops for that long;
     ``drop_next_reply()`` lets the next client request through to the server, then resets the
     connection before the reply comes back: the "write sent, outcome unknown" case.
@@ -49,6 +51,7 @@ class TcpProxy:
         self._drop_marker = b""
         self._reset_marker = b""
         self._pairs: set[tuple[socket.socket, socket.socket]] = set()
+        self._held: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
         self.accepted = 0
@@ -70,6 +73,10 @@ class TcpProxy:
             self.accepted += 1
             if self.mode == "refuse":
                 _reset(client)
+                continue
+            if self.mode == "blackhole":
+                with self._lock:
+                    self._held.append(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -134,6 +141,9 @@ class TcpProxy:
     def forward(self) -> None:
         self.mode = "forward"
 
+    def blackhole(self) -> None:
+        self.mode = "blackhole"
+
     def outage(self, seconds: float) -> None:
         """Drop every connection and refuse new ones for ``seconds``, in the background."""
         self.refuse()
@@ -156,6 +166,10 @@ class TcpProxy:
         with contextlib.suppress(OSError):
             self._listener.close()
         self.drop_all()
+        with self._lock:
+            held, self._held = self._held, []
+        for sock in held:
+            _reset(sock)
 
     def __enter__(self) -> TcpProxy:
         return self

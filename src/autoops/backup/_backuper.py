@@ -21,8 +21,15 @@ from .._pipeline import read_ahead
 from .._progress import Progress
 from .._time import utc_now
 from ..cache import CacheClient
-from ..db import MySQLClient, SQLiteClient
-from ._binlogs import ArchivedBinlog, archive_binlogs, binlog_list, list_binlogs, unneeded
+from ..db import DbClient, MySQLClient, SQLiteClient
+from ._binlogs import (
+    ArchivedBinlog,
+    archive_binlogs,
+    binlog_list,
+    list_binlogs,
+    unneeded,
+    verify_archive,
+)
 from ._compress import Compressor, decompressed_chunks, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
 from ._engine import BackupEngine, Capture, RestoreJob
@@ -33,6 +40,8 @@ from ._pitr import BinlogPosition, backup_before, prepare_replay
 from ._redis_link import redis_client
 from ._redis_logical import LogicalEngine
 from ._redis_rdb import RdbEngine
+from ._redis_replica import backup_source
+from ._replica import replica_client
 from ._retention import RetentionPlan, RetentionPolicy
 from ._settings import (
     backup_section,
@@ -292,14 +301,27 @@ class Backuper:
     # MySQL ----------------------------------------------------------------------------------
 
     def backup_mysql(
-        self, db: MySQLClient | str, *, checksums: bool = True, tables: Sequence[str] = ()
+        self,
+        db: MySQLClient | str,
+        *,
+        checksums: bool = True,
+        tables: Sequence[str] = (),
+        from_replica: DbClient | str | None = None,
     ) -> Backup:
         """Dump the client's database with ``mariadb-dump``/``mysqldump`` (consistent for InnoDB,
         with routines, events, triggers, binary-safe, utf8mb4) and store it. ``checksums`` records
         ``CHECKSUM TABLE`` of each table (read in a snapshot opened beside the dump's) for verify
-        to compare against; ``tables`` limits the dump to those tables."""
-        with mysql_client(db) as client:
-            return self._store(_MYSQL.capture(client, checksums=checksums, tables=tables))
+        to compare against; ``tables`` limits the dump to those tables. ``from_replica`` (a URL
+        or client) reads everything from that replica of ``db`` instead, its SQL thread stopped
+        meanwhile, and records the primary's binlog position it matches."""
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(mysql_client(db))
+            replica = None
+            if from_replica is not None:
+                replica = stack.enter_context(replica_client(client, from_replica))
+            return self._store(
+                _MYSQL.capture(client, checksums=checksums, tables=tables, from_replica=replica)
+            )
 
     def restore_mysql(
         self,
@@ -342,6 +364,15 @@ class Backuper:
         """The archived binary logs (of one server, ``mysql://host:port``), oldest first."""
         return binlog_list(list_binlogs(self.storage, source))
 
+    def verify_binlogs(self, source: str | None = None) -> builtins.list[ArchivedBinlog]:
+        """Check every archived binlog (of one server) whole: size, SHA-256, decompression and
+        its events' end; returns them, or raises :class:`BackupVerifyError` naming the first
+        that fails."""
+        archives = list_binlogs(self.storage, source)
+        for archive in archives:
+            verify_archive(self, archive)
+        return archives
+
     def backup_before(
         self, until: datetime | BinlogPosition | str, source: str | None = None
     ) -> Backup:
@@ -354,6 +385,12 @@ class Backuper:
                 "backups of several MySQL databases are stored here: name the one to restore "
                 f"(source=, --source): {', '.join(sorted(mysql_sources))}"
             )
+        sealed = [b for b in backups if b.kind == "mysql" and "sealed" in b.options]
+        if sealed:
+            raise EncryptionKeyError(
+                f"{len(sealed)} MySQL backups here are encrypted, so their binlog positions are "
+                "sealed: pass encryption=Encryption.from_keyfile(...) (--encryption-key)"
+            )
         return backup_before(backups, until)
 
     # Redis ----------------------------------------------------------------------------------
@@ -365,12 +402,15 @@ class Backuper:
         mode: Literal["rdb", "logical"] = "rdb",
         pattern: str | None = None,
         timeout: float = 60.0,
+        prefer: str = "master",
     ) -> Backup:
         """Back up Redis: ``mode="rdb"`` fetches a point-in-time RDB snapshot of the whole server
         over the replication protocol; ``mode="logical"`` dumps the keys matching ``pattern``
         (default: the client's namespace, else all) of the client's database with SCAN + DUMP +
-        PTTL, for servers that block SYNC or to take part of a database."""
-        with redis_client(cache) as client:
+        PTTL, for servers that block SYNC or to take part of a database. On a
+        ``redis+sentinel://`` cache, ``prefer="replica"`` reads from a healthy replica the
+        sentinels name (recorded as that replica's address), never the master."""
+        with redis_client(cache) as given, backup_source(given, prefer) as client:
             if mode == "rdb":
                 if pattern is not None:
                     raise ConfigError("pattern= selects keys of a logical dump; use mode='logical'")

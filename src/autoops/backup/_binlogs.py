@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .._display import Numeric, ResultList, format_bytes
+from .._progress import Progress
 from .._time import utc_now
 from ..db import MySQLClient
 from ._compress import Compressor, decompressed_chunks, suffix_for
@@ -45,9 +46,16 @@ __all__ = [
     "BinlogEvents",
     "archive_binlogs",
     "binlog_list",
+    "check_stored",
+    "chunks_of",
     "list_binlogs",
+    "numbered_file",
+    "private_directory",
     "read_events",
+    "sequence_of",
     "server_source",
+    "unneeded",
+    "verify_archive",
 ]
 
 log: Final = logging.getLogger("autoops.backup")
@@ -69,7 +77,7 @@ def sequence_of(server_file: str) -> int:
     return int(match.group(1))
 
 
-def _numbered(template: str, sequence: int) -> str:
+def numbered_file(template: str, sequence: int) -> str:
     """``template``'s file name with another number (``binlog.000042``, 7 -> ``binlog.000007``)."""
     base, _, digits = template.rpartition(".")
     return f"{base}.{sequence:0{len(digits)}d}"
@@ -421,10 +429,14 @@ def _store_file(backuper: Backuper, path: Path, data_file: str) -> tuple[int, st
     upload = storage.create(data_file)
     raw = 0
     try:
-        with path.open("rb") as handle:
+        with (
+            path.open("rb") as handle,
+            Progress(f"archive {path.name}", unit="bytes", enabled=backuper.progress) as progress,
+        ):
             while chunk := handle.read(1 << 20):
                 raw += len(chunk)
                 upload.write(compressor.feed(chunk))
+                progress.advance(len(chunk))
         upload.write(compressor.finish())
         upload.commit()
     except BaseException:
@@ -470,7 +482,9 @@ def archive_binlogs(backuper: Backuper, db: MySQLClient) -> list[ArchivedBinlog]
         newest = max(numbers)
         oldest_on_server = sequence_of(files[0][0])
         if oldest_on_server > newest + 1:
-            first, last = (_numbered(files[0][0], n) for n in (newest + 1, oldest_on_server - 1))
+            first, last = (
+                numbered_file(files[0][0], n) for n in (newest + 1, oldest_on_server - 1)
+            )
             log.warning(
                 "%s of %s %s purged from the server before %s archived: point-in-time "
                 "recovery cannot cross %s; take a full backup",
@@ -485,6 +499,13 @@ def archive_binlogs(backuper: Backuper, db: MySQLClient) -> list[ArchivedBinlog]
         active = index == len(files) - 1
         previous = archived.get(server_file)
         if previous is not None:
+            shrunk = previous.end_position > server_size
+            if shrunk or (previous.complete and previous.end_position != server_size):
+                raise BackupError(
+                    f"{server_file} on {source} is {server_size} bytes, but its archived copy "
+                    f"is {previous.end_position}: the server's binary log was reset "
+                    "(RESET MASTER) or this is another server; archive it into a new storage"
+                )
             if previous.complete:
                 continue
             if not active and previous.end_position == server_size:
@@ -618,6 +639,28 @@ def chunks_of(backuper: Backuper, archive: ArchivedBinlog) -> Iterator[bytes]:
         yield from decompressed_chunks(handle, archive.compression, archive.data_file)
     finally:
         handle.close()
+
+
+def verify_archive(backuper: Backuper, archive: ArchivedBinlog) -> None:
+    """Check an archived copy whole: size, SHA-256 (and authenticity), that it decompresses,
+    and that its events end exactly at the manifest's end position."""
+    check_stored(backuper, archive)
+    directory = private_directory("autoops-pitr-")
+    try:
+        path = Path(directory) / archive.server_file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks_of(backuper, archive):
+                handle.write(chunk)
+        events = read_events(path)
+        size = path.stat().st_size
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    if (events.end_position, size) != (archive.end_position, archive.end_position):
+        raise BackupVerifyError(
+            f"the archived {archive.server_file} of {archive.source} holds {size} bytes of "
+            f"events ending at {events.end_position}; its manifest says {archive.end_position}"
+        )
 
 
 # retention --------------------------------------------------------------------------------------

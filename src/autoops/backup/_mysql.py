@@ -19,15 +19,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from .._errors import ConfigError
-from .._pipeline import read_ahead
 from ..db import DbClient, MySQLClient
 from ..db._identifiers import quote_any_name
 from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import Backup, TableStats
+from ._mysql_load import load_dump, tool_message
+from ._replica import dump_from_replica
 
 __all__ = [
     "DUMP_OPTIONS",
@@ -175,11 +176,6 @@ def dump_source(db: MySQLClient, tables: Sequence[str] = ()) -> str:
     where = f"localhost{socket_path}" if socket_path else f"{url.host}:{url.port}"
     label = f"mysql://{where}/{url.database}"
     return f"{label}?tables={','.join(tables)}" if tables else label
-
-
-def _tool_message(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return "\n".join(lines[-10:])
 
 
 def _server_facts(db: MySQLClient) -> dict[str, Any]:
@@ -367,7 +363,7 @@ class DumpRun:
                 process.stdout.close()
                 stats_thread.join()
             stderr.seek(0)
-            message = _tool_message(stderr.read().decode("utf-8", "replace"))
+            message = tool_message(stderr.read().decode("utf-8", "replace"))
         where = f"{self.db.url.database} on {dump_source(self.db)}"
         if code != 0:
             raise BackupError(
@@ -486,7 +482,8 @@ def restore_stream(
     replace: bool = False,
     progress: Any = None,
 ) -> None:
-    """Feed an SQL dump to the ``mariadb``/``mysql`` client for the client's database."""
+    """Load an SQL dump into the client's database: definitions through the ``mariadb``/``mysql``
+    client, table data on several connections (see :mod:`._mysql_load`)."""
     if not db.url.database:
         raise BackupError(f"the restore target {db.url.redacted()} names no database")
     if not replace and not database_is_empty(db):
@@ -496,7 +493,7 @@ def restore_stream(
         )
     version = str(_server_facts(db)["version"])
     tools = find_tools(version)
-    with option_file(db) as config, tempfile.TemporaryFile() as stderr:
+    with option_file(db) as config:
         argv = [
             tools.client,
             f"--defaults-extra-file={config}",
@@ -506,37 +503,8 @@ def restore_stream(
             "--",
             db.url.database,
         ]
-        process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-        stdin: IO[bytes] | None = process.stdin
-        assert stdin is not None
-        broken = False
-        try:
-            for chunk in read_ahead(chunks):
-                try:
-                    stdin.write(chunk)
-                except BrokenPipeError:
-                    broken = True
-                    break
-                if progress is not None:
-                    progress.advance(len(chunk))
-            with contextlib.suppress(BrokenPipeError):
-                stdin.close()
-            code = process.wait()
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        stderr.seek(0)
-        message = _tool_message(stderr.read().decode("utf-8", "replace"))
-    if message and code == 0 and not broken:
-        log.warning("%s said while restoring: %s", Path(tools.client).name, message)
-    elif code != 0 or broken:
-        raise BackupError(
-            f"{Path(tools.client).name} failed (exit {code}) restoring into "
-            f"{db.url.database} on {dump_source(db)}: {message or 'it stopped reading its input'}",
-            tool_message=message,
+        load_dump(
+            chunks, db, argv, where=f"{db.url.database} on {dump_source(db)}", progress=progress
         )
 
 
@@ -578,9 +546,17 @@ class MySQLEngine(BackupEngine):
     kind = "mysql"
     data_format = "sql"
 
-    def capture(self, client: MySQLClient, *, checksums: bool, tables: Sequence[str]) -> Capture:
-        """A dump of the client's database (or of ``tables``), with their checksums."""
-        run = DumpRun.prepare(client, checksums=checksums, tables=tables)
+    def capture(
+        self,
+        client: MySQLClient,
+        *,
+        checksums: bool,
+        tables: Sequence[str],
+        from_replica: MySQLClient | None = None,
+    ) -> Capture:
+        """A dump of the client's database (or of ``tables``), with their checksums; read from
+        ``from_replica``, a replica of it, with the primary's position it matches, if given."""
+        run = DumpRun.prepare(from_replica or client, checksums=checksums, tables=tables)
 
         def describe() -> dict[str, Any]:
             return {
@@ -597,7 +573,7 @@ class MySQLEngine(BackupEngine):
             kind=self.kind,
             source=source,
             data_format=self.data_format,
-            chunks=run.chunks,
+            chunks=run.chunks if from_replica is None else lambda: dump_from_replica(run),
             describe=describe,
             label=f"backup {source}",
         )

@@ -25,10 +25,10 @@ from .._errors import ConfigError
 from ..db import MySQLClient
 from ._binlogs import (
     ArchivedBinlog,
-    _numbered,
     check_stored,
     chunks_of,
     list_binlogs,
+    numbered_file,
     private_directory,
     read_events,
     sequence_of,
@@ -306,7 +306,7 @@ def _chain(
     sequence = first
     newest = max(archives, default=0)
     while True:
-        name = _numbered(template, sequence)
+        name = numbered_file(template, sequence)
         archive = archives.get(sequence)
         if archive is None:
             if sequence <= newest:

@@ -16,7 +16,7 @@ from typing import Any, Final
 import redis
 
 from .._errors import ConfigError
-from ..cache import CacheClient, RedisCache
+from ..cache import CacheClient, ClusterCache, RedisCache
 from ._errors import BackupError
 
 __all__ = ["CHUNK", "Link", "redis_client", "refused", "server_label"]
@@ -29,6 +29,11 @@ def redis_client(cache: CacheClient | str) -> Iterator[RedisCache]:
     """The :class:`RedisCache` given, or one made from a redis:// URL and closed afterwards."""
     client = CacheClient.from_url(cache) if isinstance(cache, str) else cache
     try:
+        if isinstance(client, ClusterCache):
+            raise ConfigError(
+                f"backups of a Redis Cluster ({client.location}) are not supported yet: back up "
+                "each master with its own redis:// URL"
+            )
         if not isinstance(client, RedisCache):
             raise ConfigError(f"expected a Redis cache client or redis:// URL, got {client!r}")
         yield client

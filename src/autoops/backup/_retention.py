@@ -134,11 +134,11 @@ class RetentionPolicy:
                     last_bucket = value
                     remaining -= 1
                     reasons[backup.id].append(name)
-        verified = [b for b in counted if b.status == "ok" and b.verified_at is not None]
+        verified = [b for b in counted if b.ok and b.verified_at is not None]
         if verified:
             reasons[verified[0].id].append("newest verified")
         held = bool(newest_first) and (
-            newest_first[0].status != "ok" or newest_first[0].verified_at is None
+            not newest_first[0].ok or newest_first[0].verified_at is None
         )
         decisions = []
         for backup in newest_first:

@@ -36,6 +36,7 @@ _TEXT_SETTINGS: Final = (
     "keep_within",
     "encryption_key",
     "encryption_passphrase_env",
+    "from_replica",
 )
 
 
@@ -136,7 +137,7 @@ def backup_metrics(
     """The Prometheus samples of a backup run of ``source``, from the catalogue, so a failed run
     still reports the last success: success, count, and the newest complete backup's time, size
     and duration."""
-    backups = [backup for backup in backuper.list(source) if backup.status == "ok"]
+    backups = [backup for backup in backuper.list(source) if backup.ok]
     labels = {"kind": kind, "source": source}
     samples = [
         MetricSample(

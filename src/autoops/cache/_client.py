@@ -43,7 +43,8 @@ def escape_glob(text: str) -> str:
 
 
 class CacheClient(abc.ABC):
-    """A cache: Redis (``redis://``, ``rediss://``, ``unix://``) or in-process (``memory://``).
+    """A cache: Redis (``redis://``, ``rediss://``, ``unix://``), Redis Sentinel
+    (``redis+sentinel://``), Redis Cluster (``redis+cluster://``) or in-process (``memory://``).
 
     ``namespace`` prefixes every key with ``"<namespace>:"``. ``ttl_jitter`` (0 to 1) shortens
     each TTL by a random fraction up to that much, so keys written together do not all expire
@@ -91,10 +92,13 @@ class CacheClient(abc.ABC):
         **options: Any,
     ) -> Self:
         """A client for ``redis://[user:pass@]host:6379/0``, ``rediss://...``,
-        ``unix:///path.sock?db=0`` or ``memory://[name]``; ``options`` override the URL's query
-        options (``socket_timeout``, ``connect_timeout``, ``max_connections``, ``ttl_jitter``,
-        ``chunk_size``, ...). ``CacheClient.from_url`` picks the client by scheme; a backend's
-        class (``RedisCache.from_url``) refuses another's URL."""
+        ``unix:///path.sock?db=0``, ``memory://[name]``,
+        ``redis+sentinel://[user:pass@]s1:26379,s2:26379/mymaster/0`` or
+        ``redis+cluster://[user:pass@]n1:7000,n2:7001`` (TLS: ``rediss+...``); ``options``
+        override the URL's query options (``socket_timeout``, ``connect_timeout``,
+        ``max_connections``, ``ttl_jitter``, ``chunk_size``, ...). ``CacheClient.from_url`` picks
+        the client by scheme; a backend's class (``RedisCache.from_url``) refuses another's
+        URL."""
         parsed = url if isinstance(url, CacheUrl) else CacheUrl.parse(url)
         client = CLIENTS.client_class(parsed.scheme, cls, parsed.redacted())
         common = convert_options(
@@ -430,5 +434,9 @@ CLIENTS: Final = SchemeTable(
         "rediss": "autoops.cache._redis:RedisCache",
         "unix": "autoops.cache._redis:RedisCache",
         "memory": "autoops.cache._memory:MemoryCache",
+        "redis+sentinel": "autoops.cache._sentinel:SentinelCache",
+        "rediss+sentinel": "autoops.cache._sentinel:SentinelCache",
+        "redis+cluster": "autoops.cache._cluster:ClusterCache",
+        "rediss+cluster": "autoops.cache._cluster:ClusterCache",
     },
 )

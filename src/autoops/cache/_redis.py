@@ -19,7 +19,7 @@ from ._backend import FencedBatch
 from ._client import CacheClient, escape_glob
 from ._codec import Codec
 
-__all__ = ["RedisCache"]
+__all__ = ["RedisCache", "classify_redis_error", "exchange"]
 
 # Compare-and-delete, so a caller only ever releases the lock it took.
 _DELETE_IF_EQUAL: Final = """
@@ -83,13 +83,17 @@ end
 return 1
 """
 _MSET_CHUNK: Final = 1000
-# Replies that mean "not now" (loading, failover, cluster resharding), not "never".
+# Replies that mean "not now" (loading, failover, cluster resharding), not "never": a cluster's
+# MOVED and ASK surface here only once redis-py has given up following them.
 _TRANSIENT_ERRORS: Final = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.TryAgainError,
     redis.exceptions.MasterDownError,
     redis.exceptions.ClusterDownError,
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.SlotNotCoveredError,
 )
 _TRANSIENT_REPLIES: Final = (
     "LOADING",
@@ -97,8 +101,79 @@ _TRANSIENT_REPLIES: Final = (
     "READONLY",
     "MASTERDOWN",
     "CLUSTERDOWN",
+    "MOVED ",
+    "ASK ",
     "BUSY ",
 )
+
+
+def classify_redis_error(
+    exc: BaseException, operation: str, where: str, password: Secret | None
+) -> Failure:
+    """How a redis-py failure at ``where`` is judged (retried or not, which autoops error), the
+    password kept out of the message. Shared by every Redis topology's client."""
+    text = f"{type(exc).__name__}: {exc}"
+    if password is not None and password.reveal():
+        text = text.replace(password.reveal(), "***")
+    if isinstance(exc, CodecError | ConfigError):
+        return Failure(False, type(exc), str(exc), passthrough=True)
+    if isinstance(
+        exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError
+    ) or (
+        isinstance(exc, redis.ResponseError)
+        and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+    ):
+        return Failure(
+            False,
+            AuthenticationError,
+            f"Redis at {where} refused the credentials or permission ({text}); check the "
+            "user name and password in the URL, AUTOOPS_CACHE_URL or autoops.toml",
+        )
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+        return Failure(
+            True,
+            ConnectError,
+            f"{operation}: cannot reach Redis at {where} ({text}); check that the server is "
+            "up and that the URL's host and port are right",
+        )
+    if isinstance(exc, _TRANSIENT_ERRORS) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
+    ):
+        return Failure(True, ConnectError, f"{operation}: Redis at {where} is not ready ({text})")
+    if isinstance(exc, redis.exceptions.RedisClusterException):
+        # redis-py raises it when the slot table cannot be (re)built: slots not covered while a
+        # failover is under way, or no seed node answering.
+        return Failure(
+            True, ConnectError, f"{operation}: the Redis Cluster at {where} is not ready ({text})"
+        )
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return Failure(
+            False,
+            QueryError,
+            f"{operation}: Redis at {where} is out of memory (maxmemory reached): {text}",
+        )
+    return Failure(False, QueryError, f"{operation} on Redis at {where} failed: {text}")
+
+
+def exchange(pool: redis.ConnectionPool, payload: bytes, count: int) -> list[Any]:
+    """Send ``payload`` (``count`` packed commands) in one write on one pooled connection and
+    read every reply; an error reply is returned in its place, so the connection stays in step.
+    A connection that failed mid-way is dropped, not returned to the pool."""
+    connection = pool.get_connection()
+    replies: list[Any] = []
+    try:
+        connection.send_packed_command([payload])  # type: ignore[no-untyped-call]
+        for _ in range(count):
+            try:
+                replies.append(connection.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        connection.disconnect()  # type: ignore[no-untyped-call]
+        raise
+    finally:
+        pool.release(connection)
+    return replies
 
 
 _VERIFY_MODES: Final[dict[str, VerifyMode]] = {
@@ -275,44 +350,7 @@ class RedisCache(CacheClient):
     # retry ----------------------------------------------------------------------------------
 
     def _classify(self, exc: BaseException, operation: str) -> Failure:
-        where = self._location
-        text = f"{type(exc).__name__}: {exc}"
-        if self._password is not None and self._password.reveal():
-            text = text.replace(self._password.reveal(), "***")
-        if isinstance(exc, CodecError | ConfigError):
-            return Failure(False, type(exc), str(exc), passthrough=True)
-        if isinstance(
-            exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError
-        ) or (
-            isinstance(exc, redis.ResponseError)
-            and str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
-        ):
-            return Failure(
-                False,
-                AuthenticationError,
-                f"Redis at {where} refused the credentials or permission ({text}); check the "
-                "user name and password in the URL, AUTOOPS_CACHE_URL or autoops.toml",
-            )
-        if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
-            return Failure(
-                True,
-                ConnectError,
-                f"{operation}: cannot reach Redis at {where} ({text}); check that the server is "
-                "up and that the URL's host and port are right",
-            )
-        if isinstance(exc, _TRANSIENT_ERRORS) or (
-            isinstance(exc, redis.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
-        ):
-            return Failure(
-                True, ConnectError, f"{operation}: Redis at {where} is not ready ({text})"
-            )
-        if isinstance(exc, redis.exceptions.OutOfMemoryError):
-            return Failure(
-                False,
-                QueryError,
-                f"{operation}: Redis at {where} is out of memory (maxmemory reached): {text}",
-            )
-        return Failure(False, QueryError, f"{operation} on Redis at {where} failed: {text}")
+        return classify_redis_error(exc, operation, self._location, self._password)
 
     def _call(self, operation: str, fn: Any) -> Any:
         return self.retry.call(
@@ -359,30 +397,17 @@ class RedisCache(CacheClient):
         raised after every reply has been read, keeping the connection in step."""
         payload = b"".join(commands)
         count = len(commands)
+        return self._call(  # type: ignore[no-any-return]
+            operation, lambda: self._send_packed_once(payload, count)
+        )
 
-        def attempt() -> list[Any]:
-            pool = self._redis.connection_pool
-            connection = pool.get_connection()
-            replies: list[Any] = []
-            first_error: BaseException | None = None
-            try:
-                connection.send_packed_command([payload])  # type: ignore[no-untyped-call]
-                for _ in range(count):
-                    try:
-                        replies.append(connection.read_response())
-                    except redis.ResponseError as exc:
-                        first_error = first_error or exc
-                        replies.append(exc)
-            except BaseException:
-                connection.disconnect()  # type: ignore[no-untyped-call]
-                raise
-            finally:
-                pool.release(connection)
-            if first_error is not None:
-                raise first_error
-            return replies
-
-        return self._call(operation, attempt)  # type: ignore[no-any-return]
+    def _send_packed_once(self, payload: bytes, count: int) -> list[Any]:
+        """One unretried attempt of :meth:`send_packed`."""
+        replies = exchange(self._redis.connection_pool, payload, count)
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+        return replies
 
     def _delete(self, keys: list[str]) -> int:
         return self._call("redis UNLINK", lambda: self._redis.unlink(*keys))  # type: ignore[no-any-return]
@@ -480,8 +505,13 @@ class RedisCache(CacheClient):
                 ),
             ]
         )
-        (reply,) = self.send_packed([command], operation="redis fenced batch write")
+        (reply,) = self._send_durable([command], operation="redis fenced batch write")
         return bool(reply)
+
+    def _send_durable(self, commands: list[bytes], *, operation: str) -> list[Any]:
+        """:meth:`send_packed` for writes that carry a checkpoint; a master whose writes must
+        reach a replica before they count (Sentinel) adds a ``WAIT`` on the same connection."""
+        return self.send_packed(commands, operation=operation)
 
     def _ping(self) -> None:
         self._call("redis PING", self._redis.ping)

@@ -26,11 +26,12 @@ from ..backup import (
     Encryption,
     RetentionPolicy,
 )
-from ..backup._binlogs import server_source
+from ..backup._binlogs import server_source, verify_archive
 from ..backup._mysql import dump_source
 from ..backup._settings import (
     KEEP_RULES,
     backup_metrics,
+    backup_section,
     retention_from_settings,
 )
 from ..db import DbClient, MySQLClient
@@ -151,6 +152,13 @@ def _backup_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pattern", help="redis logical dump: keys to take (default: all)")
     parser.add_argument("--tables", help="mysql: comma-separated tables (default: all)")
     parser.add_argument(
+        "--from-replica",
+        metavar="URL",
+        help="mysql: dump this replica of the server instead, recording the primary's binlog "
+        "position (a URL without user or password takes them from --url / [db] url; "
+        "default: [backup] from_replica)",
+    )
+    parser.add_argument(
         "--verify-restore",
         metavar="TARGET",
         help="after the backup, test-restore it: a mysql:// server URL (scratch database), a "
@@ -197,6 +205,9 @@ def _take(args: argparse.Namespace) -> int:
         url = args.url or settings.require_cache_url()
     else:
         url = args.url or settings.require_db_url()
+    args.from_replica = args.from_replica or backup_section(settings).get("from_replica")
+    if args.from_replica and args.kind != "mysql":
+        raise ConfigError(f"--from-replica is for mysql backups, not {args.kind}")
     backuper = _backuper(args, create=True, compression=args.compression)
     storage = backuper.storage
     try:
@@ -286,7 +297,7 @@ def _take_backup(
     try:
         if args.kind == "mysql":
             tables = [t for t in (args.tables or "").split(",") if t]
-            backup = backuper.backup_mysql(url, tables=tables)
+            backup = backuper.backup_mysql(url, tables=tables, from_replica=args.from_replica)
         elif args.kind == "redis":
             backup = backuper.backup_redis(url, mode=args.mode, pattern=args.pattern)
         else:
@@ -417,7 +428,9 @@ def _backups_parser() -> argparse.ArgumentParser:
         help='one JSON manifest per line (backups, then archived binlogs: kind "binlog")',
     )
     verify = commands.add_parser("verify", help="check checksums (and test-restore)")
-    verify.add_argument("ids", nargs="*", help="backup ids (default: every backup)")
+    verify.add_argument(
+        "ids", nargs="*", help="backup ids (default: every backup and archived binlog)"
+    )
     verify.add_argument(
         "--restore-test", metavar="TARGET", help="as autoops-backup --verify-restore"
     )
@@ -476,6 +489,14 @@ def _backups(args: argparse.Namespace) -> int:
                 except Exception as exc:
                     failed += 1
                     print(f"FAILED   {backup.id}: {exc}")
+            for archive in [] if args.ids else backuper.binlogs():
+                label = f"{archive.server_file} of {archive.source}"
+                try:
+                    verify_archive(backuper, archive)
+                    print(f"ok       binlog {label}")
+                except Exception as exc:
+                    failed += 1
+                    print(f"FAILED   binlog {label}: {exc}")
             return EXIT_FAILURE if failed else EXIT_OK
         policy = _flag_policy(args)
         policy = policy if policy is not None else backuper.retention

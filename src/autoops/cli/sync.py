@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between passes with --forever (binlog: between reports and metrics)",
     )
     parser.add_argument(
+        "--read-from",
+        choices=("primary", "replica"),
+        help="read rows from a replica of [db] replicas within max_replica_lag (default primary)",
+    )
+    parser.add_argument(
         "--metrics-file", help="Prometheus textfile to write after each pass (atomically)"
     )
     parser.add_argument(

@@ -12,10 +12,10 @@ import abc
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, ClassVar, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar
 
 from .._config import DbUrl, Dialect, Settings, load_settings
 from .._connection import DbConnectionSettings
@@ -31,6 +31,9 @@ from .._retry import Failure, RetryPolicy
 from .._schemes import SchemeTable
 from ._identifiers import quote_identifier
 from ._params import Params
+
+if TYPE_CHECKING:
+    from ._replicas import ReplicaSet
 
 __all__ = ["DbClient", "Row", "Transaction"]
 
@@ -88,6 +91,8 @@ class DbClient(abc.ABC):
     """
 
     dialect: ClassVar[Dialect]
+    # The replicas reads marked replica_ok may go to (MySQLClient only).
+    _replicas: ReplicaSet | None = None
 
     def __init__(self, url: DbUrl, *, retry: RetryPolicy | None = None) -> None:
         self.url = url
@@ -108,8 +113,9 @@ class DbClient(abc.ABC):
     ) -> Self:
         """A client for ``mysql://user:pass@host:3306/db?charset=utf8mb4`` (also ``mysql+pymysql://``)
         or ``sqlite:///relative.db`` / ``sqlite:////absolute.db``; ``options`` override the URL's
-        query options (``connect_timeout``, ``read_timeout``, ...). ``DbClient.from_url`` picks the
-        client by scheme; a dialect's class (``MySQLClient.from_url``) refuses another's URL."""
+        query options (``connect_timeout``, ``read_timeout``, ...) and add MySQL's ``replicas``
+        and ``max_replica_lag`` (see :class:`~autoops.MySQLClient`). ``DbClient.from_url`` picks
+        the client by scheme; a dialect's class (``MySQLClient.from_url``) refuses another's URL."""
         parsed = url if isinstance(url, DbUrl) else DbUrl.parse(url)
         client = CLIENTS.client_class(parsed.dialect, cls, parsed.redacted())
         return client.from_parsed(parsed, retry=retry, **options)
@@ -275,15 +281,59 @@ class DbClient(abc.ABC):
 
         return self.retry.call(attempt, classify=classify, operation=operation, where=self._where)
 
-    def query(self, sql: str, params: Params = None) -> list[Row]:
-        """Run a SELECT and return every row as a dict; retried on transient failures."""
+    def query(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        replica_ok: bool = False,
+        applied_since: float | None = None,
+    ) -> list[Row]:
+        """Run a SELECT and return every row as a dict; retried on transient failures.
+
+        ``replica_ok=True`` lets a replica within ``max_replica_lag`` answer it (a client with
+        ``replicas``): say so only for reads that may miss the last seconds of writes. With
+        ``applied_since`` (a ``time.monotonic()`` moment), only a replica known to have applied
+        everything the primary committed before then may answer."""
+        replica = self._replica_for_read(replica_ok, applied_since)
+        if replica is not None:
+            try:
+                return replica.query(sql, params)
+            except AutoOpsError as exc:
+                self._replica_failed(replica, exc)
         result: list[Row] = self._call("query", sql, params, write=False)
         return result
 
-    def query_one(self, sql: str, params: Params = None) -> Row | None:
-        """The first row of a SELECT, or None."""
-        rows = self.query(sql, params)
+    def query_one(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        replica_ok: bool = False,
+        applied_since: float | None = None,
+    ) -> Row | None:
+        """The first row of a SELECT, or None (``replica_ok`` as for :meth:`query`)."""
+        rows = self.query(sql, params, replica_ok=replica_ok, applied_since=applied_since)
         return rows[0] if rows else None
+
+    def _replica_for_read(self, replica_ok: bool, applied_since: float | None) -> DbClient | None:
+        if not replica_ok or self._replicas is None or not self._replicas:
+            return None
+        if getattr(self._local, "transaction", False) or self._closed:
+            return None  # the primary's path says what is wrong
+        return self._replicas.pick(applied_since)
+
+    def wait_for_replica(self, since: float, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a replica to have applied everything the primary
+        committed before the ``time.monotonic()`` moment ``since``; False when none did (or the
+        client has no replicas). Reads with ``applied_since=since`` may then go to it."""
+        if self._replicas is None or not self._replicas:
+            return False
+        return self._replicas.wait_applied(since, timeout)
+
+    def _replica_failed(self, replica: DbClient, exc: AutoOpsError) -> None:
+        assert self._replicas is not None
+        self._replicas.read_failed(replica, exc)
 
     def execute(self, sql: str, params: Params = None) -> int:
         """Run one statement and return the affected row count.
@@ -307,22 +357,59 @@ class DbClient(abc.ABC):
             return 0
         return self.run_transaction(lambda tx: tx.executemany(sql, rows))
 
-    def stream(self, sql: str, params: Params = None, *, batch_size: int = 10_000) -> Iterator[Row]:
+    def stream(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        batch_size: int = 10_000,
+        replica_ok: bool = False,
+        applied_since: float | None = None,
+    ) -> Iterator[Row]:
         """Yield rows one by one from a server-side cursor: constant memory over any result size.
 
         The stream has a connection of its own for its whole life. A transient failure before the
         first row is retried; once rows have been yielded, a lost connection raises
         :class:`ConnectError` (a result cannot be resumed: page by primary key for that).
+        ``replica_ok`` as for :meth:`query`: a replica that fails before the first row hands the
+        stream to the primary; one that fails later raises as above.
         """
-        for batch in self.stream_batches(sql, params, batch_size=batch_size):
+        for batch in self.stream_batches(
+            sql, params, batch_size=batch_size, replica_ok=replica_ok, applied_since=applied_since
+        ):
             yield from batch
 
     def stream_batches(
-        self, sql: str, params: Params = None, *, batch_size: int = 10_000
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        batch_size: int = 10_000,
+        replica_ok: bool = False,
+        applied_since: float | None = None,
     ) -> Iterator[list[Row]]:
         """Like :meth:`stream`, but yields lists of up to ``batch_size`` rows."""
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        replica = self._replica_for_read(replica_ok, applied_since)
+        if replica is not None:
+            batches = replica.stream_batches(sql, params, batch_size=batch_size)
+            try:
+                try:
+                    first = next(batches, None)
+                except AutoOpsError as exc:
+                    self._replica_failed(replica, exc)
+                else:
+                    if first is not None:
+                        yield first
+                        yield from batches
+                    return
+            finally:
+                if isinstance(batches, Generator):
+                    batches.close()
+        yield from self._stream_batches(sql, params, batch_size)
+
+    def _stream_batches(self, sql: str, params: Params, batch_size: int) -> Iterator[list[Row]]:
         operation = f"{self.dialect} stream"
         holder: dict[str, Any] = {}
 
@@ -493,8 +580,15 @@ class DbClient(abc.ABC):
         return quote_identifier(name, self.dialect)
 
     def close(self) -> None:
-        """Close every connection this client opened, in every thread."""
+        """Close every connection this client opened, in every thread (its replicas' too)."""
         self._closed = True
+        self._drop_connections()
+        if self._replicas is not None:
+            self._replicas.close()
+
+    def _drop_connections(self) -> None:
+        """Close every connection this client opened, in every thread; the client stays usable
+        and connects again when next used."""
         with self._all_lock:
             connections = list(self._all.values())
             self._all = {}
@@ -514,10 +608,22 @@ class DbClient(abc.ABC):
         self.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._where!r})"
+        if not self._replicas:
+            return f"{type(self).__name__}({self._where!r})"
+        return (
+            f"{type(self).__name__}({self._where!r}, replicas={self._replicas.labels!r}, "
+            f"max_replica_lag={self._replicas.max_lag:g})"
+        )
 
     def _repr_html_(self) -> str:
-        return html_table(type(self).__name__, [("url", self._where), ("retry", self.retry)])
+        rows: list[tuple[str, object]] = [("url", self._where), ("retry", self.retry)]
+        if self._replicas:
+            rows.append(("max replica lag", f"{self._replicas.max_lag:g} s"))
+            rows.extend(
+                (f"replica {label}", state if lag is None else f"{state}, {lag:g} s behind")
+                for label, state, lag in self._replicas.status()
+            )
+        return html_table(type(self).__name__, rows)
 
 
 # The dialect -> client table (DbUrl maps ``mysql+pymysql://`` and the like to a dialect).

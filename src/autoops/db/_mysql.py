@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import select
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import pymysql
@@ -25,6 +25,7 @@ from .._errors import (
 from .._retry import Failure, RetryPolicy
 from ._client import DbClient, Row, _Lost
 from ._params import Params, check_mysql_placeholders
+from ._replicas import REPLICA_OPTIONS, ReplicaSet, tls_from_options
 from ._rows import row_builder
 
 __all__ = ["MySQLClient"]
@@ -84,6 +85,12 @@ class MySQLClient(DbClient):
     TLS: ``ssl_ca`` (verify the server against this CA), ``ssl_cert``/``ssl_key`` (a client
     certificate) and ``ssl_verify_identity`` (match the host name too), as in the URL's query; or
     a :class:`~autoops.TlsSettings` as ``tls``.
+
+    Replicas: ``replicas`` (``mysql://`` URLs, which take the primary's credentials, database,
+    timeouts and TLS for what they leave out, or :class:`~autoops.DbConnectionSettings`) answer
+    the reads marked ``replica_ok=True`` while at most ``max_replica_lag`` seconds behind (5); a
+    replica that cannot be reached is left alone for ``replica_retry_after`` seconds (30).
+    Everything else goes to the primary.
     """
 
     dialect = "mysql"
@@ -108,19 +115,21 @@ class MySQLClient(DbClient):
         ssl_verify_identity: bool = False,
         tls: TlsSettings | None = None,
         retry: RetryPolicy | None = None,
+        replicas: Sequence[str | DbUrl | DbConnectionSettings] = (),
+        max_replica_lag: float = 5.0,
+        replica_retry_after: float = 30.0,
     ) -> None:
         secret = password if isinstance(password, Secret) or password is None else Secret(password)
         if tls is not None and (ssl_ca or ssl_cert or ssl_key or ssl_verify_identity):
             raise ConfigError("give MySQLClient either tls= or the ssl_* options, not both")
-        if tls is None and (ssl_ca or ssl_cert or ssl_key):
-            # pymysql's rule: a CA file means the server's certificate is verified.
-            tls = TlsSettings(
-                ca_file=ssl_ca,
-                cert_file=ssl_cert,
-                key_file=ssl_key,
-                verify="required" if ssl_ca else "none",
-                check_hostname=ssl_verify_identity,
-            )
+        if tls is None:
+            ssl_options: dict[str, Any] = {
+                "ssl_ca": ssl_ca,
+                "ssl_cert": ssl_cert,
+                "ssl_key": ssl_key,
+                "ssl_verify_identity": ssl_verify_identity,
+            }
+            tls = tls_from_options(ssl_options)
         options: dict[str, Any] = {"charset": charset}
         if unix_socket:
             options["unix_socket"] = unix_socket
@@ -150,6 +159,25 @@ class MySQLClient(DbClient):
             write_timeout=write_timeout,
             tls=tls,
         )
+        self._replicas = ReplicaSet(
+            self._settings,
+            replicas,
+            max_lag=max_replica_lag,
+            retry_after=replica_retry_after,
+            make=DbClient.from_connection_settings,
+        )
+
+    @property
+    def replicas(self) -> tuple[DbConnectionSettings, ...]:
+        """Each replica's connection settings (their repr and str hide the password)."""
+        assert self._replicas is not None
+        return self._replicas.settings
+
+    @property
+    def max_replica_lag(self) -> float:
+        """The most a replica may be behind, in seconds, and still answer a ``replica_ok`` read."""
+        assert self._replicas is not None
+        return self._replicas.max_lag
 
     @property
     def connection_settings(self) -> DbConnectionSettings:
@@ -161,7 +189,15 @@ class MySQLClient(DbClient):
     ) -> MySQLClient:
         """Build from a parsed URL; keyword ``options`` override the URL's query options."""
         allowed: dict[str, Converter] = {**MYSQL_OPTIONS, "stream_write_timeout": int}
-        merged = {**url.options, **convert_options(options, allowed, url.redacted())}
+        # Not URL query options: a list, and numbers given as numbers.
+        replica_options: dict[str, Any] = {
+            name: options.pop(name) for name in REPLICA_OPTIONS if name in options
+        }
+        merged: dict[str, Any] = {
+            **url.options,
+            **convert_options(options, allowed, url.redacted()),
+            **replica_options,
+        }
         return cls(
             host=url.host,
             port=url.port,

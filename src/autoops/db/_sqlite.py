@@ -12,10 +12,17 @@ from typing import Any
 
 from .._config import SQLITE_OPTIONS, DbUrl, convert_options
 from .._connection import DbConnectionSettings
-from .._errors import ConnectError, IntegrityError, QueryError, TransactionConflictError
+from .._errors import (
+    ConfigError,
+    ConnectError,
+    IntegrityError,
+    QueryError,
+    TransactionConflictError,
+)
 from .._retry import Failure, RetryPolicy
 from ._client import DbClient, Row
 from ._params import Params, adapt_sqlite_params, to_sqlite_style
+from ._replicas import REPLICA_OPTIONS
 from ._rows import row_builder
 
 __all__ = ["SQLiteClient"]
@@ -64,6 +71,12 @@ class SQLiteClient(DbClient):
         cls, url: DbUrl, *, retry: RetryPolicy | None = None, **options: Any
     ) -> SQLiteClient:
         """Build from a parsed URL; keyword ``options`` override the URL's query options."""
+        replica_options = [name for name in REPLICA_OPTIONS if name in options]
+        if replica_options:
+            raise ConfigError(
+                f"{', '.join(replica_options)} given for the SQLite database {url.redacted()}: "
+                "an SQLite file has no replicas; remove the option, or use a mysql:// URL"
+            )
         merged = {**url.options, **convert_options(options, SQLITE_OPTIONS, url.redacted())}
         return cls(url.path, retry=retry, **merged)
 

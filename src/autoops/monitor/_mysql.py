@@ -9,9 +9,10 @@ from typing import Any, ClassVar, Final
 
 from .._config import DbUrl
 from .._connection import DbConnectionSettings
-from .._errors import AuthenticationError, ConfigError, QueryError
+from .._errors import AuthenticationError, ConfigError
 from .._retry import RetryPolicy
 from ..db import DbClient, Row
+from ..db._replicas import read_replica_status
 from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._status import CheckStatus
 
@@ -155,11 +156,8 @@ class MySQLCheck(Check):
 
 
 def _replica_status(client: DbClient) -> Row | None:
-    """``SHOW REPLICA STATUS`` (MySQL >= 8.0.22, MariaDB >= 10.5), else ``SHOW SLAVE STATUS``."""
-    try:
-        rows = client.query("SHOW REPLICA STATUS")
-    except QueryError:
-        rows = client.query("SHOW SLAVE STATUS")
+    """The first replication channel's status, or None on a server that is no replica."""
+    rows = read_replica_status(client)
     return rows[0] if rows else None
 
 

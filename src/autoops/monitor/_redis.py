@@ -1,17 +1,19 @@
 """Redis health: PING latency, memory against maxmemory, evictions, persistence, clients,
-replication link and keyspace hit ratio."""
+replication link and keyspace hit ratio; a Cluster's slots and nodes, a Sentinel group's quorum."""
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, ClassVar
 
 from .._config import CacheUrl
 from .._connection import CacheConnectionSettings
 from .._errors import ConfigError
 from .._retry import RetryPolicy
-from ..cache import CacheClient, RedisCache
+from ..cache import CacheClient, ClusterCache, RedisCache
 from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
+from ._redis_topology import CLUSTER_SLOTS, evaluate_cluster, evaluate_sentinels
 from ._status import CheckStatus
 
 __all__ = ["RedisCheck"]
@@ -25,6 +27,15 @@ class RedisCheck(Check):
 
     ``url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL or a client's
     :attr:`~autoops.CacheClient.connection_settings`.
+
+    A ``redis+cluster://`` URL checks the cluster instead: PING latency, ``cluster_state``,
+    slots served (``slots_ok``: "16384 of 16384 slots", critical below 16384 by default), slots
+    in PFAIL/FAIL (``slots_failing``), failing or disconnected nodes (``failing_nodes``) and the
+    fewest replicas any master has (``replicas_per_master``, warning below 1). A
+    ``redis+sentinel://`` URL asks every sentinel: how many answer (``sentinels``), whether the
+    quorum is reachable (``SENTINEL CKQUORUM``), whether they agree on the master's address,
+    whether a failover is in progress, the master's healthy replicas (``replicas``, warning
+    below 1); then judges the master as a single server.
     """
 
     kind = "redis"
@@ -35,6 +46,12 @@ class RedisCheck(Check):
         "evicted_keys_rate": (None, None),
         "clients": ("80", "90"),
         "hit_ratio": (None, None),
+        "slots_ok": (None, f"{CLUSTER_SLOTS}:"),
+        "slots_failing": ("0", None),
+        "failing_nodes": ("0", None),
+        "replicas_per_master": ("1:", None),
+        "sentinels": (None, None),
+        "replicas": ("1:", None),
     }
 
     def __init__(
@@ -53,7 +70,7 @@ class RedisCheck(Check):
             if parsed.scheme == "memory":
                 raise ConfigError(f"check {name}: a redis check needs a redis:// URL, got {parsed}")
             # Building a client opens no connection; it turns the URL's TLS options into settings.
-            parser = RedisCache.from_parsed(parsed)
+            parser = CacheClient.from_url(parsed)
             self.settings = parser.connection_settings
             parser.close()
 
@@ -65,6 +82,13 @@ class RedisCheck(Check):
         settings = dataclasses.replace(
             self.settings, socket_timeout=self.timeout, connect_timeout=self.timeout
         )
+        if settings.topology == "cluster":
+            self._measure_cluster(findings, settings)
+            return
+        if settings.topology == "sentinel":
+            evaluate_sentinels(findings, settings)
+            if any(status is CheckStatus.CRITICAL for status, _ in findings.problems):
+                return
         client = CacheClient.from_connection_settings(settings, retry=RetryPolicy.none())
         assert isinstance(client, RedisCache)
         try:
@@ -82,6 +106,29 @@ class RedisCheck(Check):
         finally:
             client.close()
         evaluate_info(findings, info, maxclients)
+
+    @staticmethod
+    def _measure_cluster(findings: CheckFindings, settings: CacheConnectionSettings) -> None:
+        client = CacheClient.from_connection_settings(settings, retry=RetryPolicy.none())
+        assert isinstance(client, ClusterCache)
+        try:
+            started = time.perf_counter()
+            cluster = client.redis
+            node = cluster.get_default_node()  # type: ignore[no-untyped-call]
+            cluster.ping(target_nodes=node)
+            connect_time = time.perf_counter() - started
+            started = time.perf_counter()
+            cluster.ping(target_nodes=node)
+            latency = time.perf_counter() - started
+            findings.metric("connect_time", connect_time, "s", text=None, minimum=0)
+            findings.metric(
+                "latency", latency, "s", text=f"PING {latency * 1000:.2f} ms", minimum=0
+            )
+            info: Any = cluster.cluster_info(target_nodes=node)
+            nodes: Any = cluster.cluster_nodes()
+        finally:
+            client.close()
+        evaluate_cluster(findings, info, nodes)
 
 
 def _config_number(client: RedisCache, name: str) -> float | None:

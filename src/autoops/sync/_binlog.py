@@ -498,6 +498,7 @@ class BinlogSync:
             start=start,
             tables={(self.schema, self.table_name)},
             follow=False,
+            key_columns=frozenset({self.sync.primary_key}),
         )
         with reader:
             for item in reader.items(_FLUSH_EVERY):
@@ -535,6 +536,7 @@ class BinlogSync:
             start=start,
             tables={(self.schema, self.table_name)},
             follow=True,
+            key_columns=frozenset({self.sync.primary_key}),
         )
         with reader:
             for item in reader.items(_FLUSH_EVERY):

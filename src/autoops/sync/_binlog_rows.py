@@ -19,10 +19,12 @@ from typing import Any, Final
 from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.row_event import RowsEvent
 
-__all__ = ["Reader", "decode_images", "fast_readers"]
+__all__ = ["Reader", "Skipper", "decode_images", "fast_readers"]
 
-# A reader takes the event's bytes and an offset, returns the value and the next offset.
+# A reader takes the event's bytes and an offset, returns the value and the next offset; a
+# skipper only the next offset (a column whose value is not needed costs no object).
 Reader = Callable[[bytes, int], tuple[Any, int]]
+Skipper = Callable[[bytes, int], int]
 
 _UNPACK: Final = {
     (FIELD_TYPE.TINY, False): struct.Struct("<b"),
@@ -39,6 +41,18 @@ _UNPACK: Final = {
     (FIELD_TYPE.DOUBLE, True): struct.Struct("<d"),
 }
 _EPOCH: Final = dt.datetime(1970, 1, 1)
+
+
+def _skip(size: int) -> Skipper:
+    return lambda data, at: at + size
+
+
+def _skip_text(length_size: int) -> Skipper:
+    def skip(data: bytes, at: int) -> int:
+        end = at + length_size
+        return end + int.from_bytes(data[at:end], "little")
+
+    return skip
 
 
 def _fixed(unpacker: struct.Struct) -> Reader:
@@ -129,29 +143,30 @@ def _date(data: bytes, at: int) -> tuple[Any, int]:
     return value, at + 3
 
 
-def _reader(column: Any, unsigned: bool) -> Reader | None:
+def _reader(column: Any, unsigned: bool) -> tuple[Reader, Skipper] | None:
     kind = column.type
     if (kind, unsigned) in _UNPACK:
-        return _fixed(_UNPACK[(kind, unsigned)])
+        unpacker = _UNPACK[(kind, unsigned)]
+        return _fixed(unpacker), _skip(unpacker.size)
     if kind == FIELD_TYPE.INT24:
-        return _int24(unsigned)
+        return _int24(unsigned), _skip(3)
     if kind in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING, FIELD_TYPE.BLOB):
         if getattr(column, "character_set_name", None) is None:
             return None  # no charset metadata: the library's own guess applies
         size = column.length_size if kind == FIELD_TYPE.BLOB else 1 + (column.max_length > 255)
-        return _text(size, _encoding(column))
+        return _text(size, _encoding(column)), _skip_text(size)
     if kind == FIELD_TYPE.DATETIME2:
-        return _datetime2(column.fsp)
+        return _datetime2(column.fsp), _skip(5 + _fraction(column.fsp)[0])
     if kind == FIELD_TYPE.TIMESTAMP2:
-        return _timestamp2(column.fsp)
+        return _timestamp2(column.fsp), _skip(4 + _fraction(column.fsp)[0])
     if kind == FIELD_TYPE.DATE:
-        return _date
+        return _date, _skip(3)
     return None
 
 
-def fast_readers(table: Any) -> tuple[Reader, ...] | None:
-    """One reader per column of a python-mysql-replication ``Table``, or None when a column
-    has a type this module leaves to the library."""
+def fast_readers(table: Any) -> tuple[tuple[Reader, Skipper], ...] | None:
+    """A reader and a skipper per column of a python-mysql-replication ``Table``, or None when
+    a column has a type this module leaves to the library."""
     readers = []
     for column in table.columns:
         reader = _reader(column, bool(getattr(column, "unsigned", False)))
@@ -162,27 +177,53 @@ def fast_readers(table: Any) -> tuple[Reader, ...] | None:
 
 
 def decode_images(
-    data: bytes, readers: tuple[Reader, ...], names: tuple[str, ...], images: int
+    data: bytes,
+    readers: tuple[tuple[Reader, Skipper], ...],
+    names: tuple[str, ...],
+    images: int,
+    key_columns: frozenset[str] | None = None,
+    *,
+    first_locates: bool = False,
 ) -> list[list[dict[str, Any]]]:
     """The rows of a row event's body (after its column bitmaps), each a list of ``images``
     dicts (1 for writes and deletes, 2 for updates: before, after). Every column is present
-    (``binlog_row_image=FULL``), so each image is a null bitmap and the non-null values."""
+    (``binlog_row_image=FULL``), so each image is a null bitmap and the non-null values.
+
+    ``key_columns`` with ``first_locates``: the first image only locates a key (an update's
+    before image, a delete's image), so it holds just these columns, the others skipped; None
+    decodes every column."""
     count = len(readers)
     bitmap_size = (count + 7) // 8
-    columns = tuple(zip(range(count), names, readers, strict=True))
+    full = tuple(zip(range(count), names, readers, strict=True))
+    partial = tuple(
+        (index, name, reader, name in key_columns)
+        for index, name, reader in full
+        if key_columns is not None
+    )
+    skim = key_columns is not None and first_locates
     rows: list[list[dict[str, Any]]] = []
     at, end = 0, len(data)
     while at < end:
         row = []
-        for _ in range(images):
+        for image in range(images):
             nulls = int.from_bytes(data[at : at + bitmap_size], "little")
             at += bitmap_size
             values: dict[str, Any] = {}
-            for index, name, read in columns:
-                if nulls >> index & 1:
-                    values[name] = None
-                else:
-                    values[name], at = read(data, at)
+            if skim and image == 0:
+                for index, name, (read, skip), wanted in partial:
+                    if nulls >> index & 1:
+                        if wanted:
+                            values[name] = None
+                    elif wanted:
+                        values[name], at = read(data, at)
+                    else:
+                        at = skip(data, at)
+            else:
+                for index, name, (read, _) in full:
+                    if nulls >> index & 1:
+                        values[name] = None
+                    else:
+                        values[name], at = read(data, at)
             row.append(values)
         rows.append(row)
     return rows

@@ -96,7 +96,15 @@ def _copy_and_reconcile(
         if not completed:
             return ctx.report(checkpoint, ok=False)
     reconciler = Reconciler(
-        sync.db, sync.cache, sync.template, plan, ctx.lock, seen, table=sync.table, name=sync.name
+        sync.db,
+        sync.cache,
+        sync.template,
+        plan,
+        ctx.lock,
+        seen,
+        table=sync.table,
+        name=sync.name,
+        reads=sync._reads,
     )
     if census is not None:
         numbers, others = census.result()

@@ -133,6 +133,16 @@ def catch_up(ctx: PassContext, record: dict[str, Any]) -> tuple[Any, bool]:
 
 
 def horizon(sync: CacheSync, plan: TablePlan, position: tuple[Any, Any]) -> tuple[Any, str]:
+    """The horizon (see :func:`_measure_horizon`); a sync reading from a replica then waits
+    for one to have applied everything the primary had committed by then."""
+    found = _measure_horizon(sync, plan, position)
+    sync._reads.mark()
+    return found
+
+
+def _measure_horizon(
+    sync: CacheSync, plan: TablePlan, position: tuple[Any, Any]
+) -> tuple[Any, str]:
     """The time before which every row is committed, taken before a pass reads, and how
     it was found. On MySQL/MariaDB with a DATETIME/TIMESTAMP column: the server's clock
     less the age of the oldest open transaction that has written (INNODB_TRX) or of the
@@ -186,7 +196,9 @@ def versions(
     if since is not None:
         where += f" AND {quote_name(sync.db, plan.updated.name)} >= %s"
         params.append(since)
-    rows = sync.db.query(plan.versions_sql(sync.db, where, _WINDOW_LIMIT + 1), params)
+    rows = sync.db.query(
+        plan.versions_sql(sync.db, where, _WINDOW_LIMIT + 1), params, **sync._reads.options()
+    )
     if len(rows) > _WINDOW_LIMIT:
         return None
     return {row["pk"]: row["updated"] for row in rows}

@@ -15,6 +15,7 @@ from ..cache import CacheBackend
 from ..db import DbClient
 from ._page import Page, encode_rows
 from ._plan import KeyTemplate, TablePlan, quote_name
+from ._replica import ReadPoint
 
 __all__ = ["KEYS_CHUNK", "PageReader"]
 
@@ -41,8 +42,10 @@ class PageReader:
         batch_size: int,
         readers: int,
         stop: threading.Event,
+        reads: ReadPoint | None = None,
     ) -> None:
         self.db = db
+        self.reads = reads if reads is not None else ReadPoint(db, "primary", table)
         self.cache = cache
         self.template = template
         self.table = table
@@ -97,7 +100,9 @@ class PageReader:
                 limit=self.batch_size,
                 key_parts=key_parts,
             )
-            rows = self.db.query(sql, params if cursor is None else [*params, cursor])
+            rows = self.db.query(
+                sql, params if cursor is None else [*params, cursor], **self.reads.options()
+            )
             if not rows:
                 return
             page = self._encode(plan, rows)
@@ -118,6 +123,7 @@ class PageReader:
                     row = self.db.query_one(
                         plan.boundary_sql(self.db, first=first, limit=self.batch_size),
                         None if first else [low],
+                        **self.reads.options(),
                     )
                     count = int(row["n"]) if row is not None else 0
                     if count == 0:
@@ -153,7 +159,11 @@ class PageReader:
             sql, params = plan.packed_page_sql(
                 self.db, first=first, limit=limit, key_parts=key_parts, bounded=True, only=only
             )
-            row = self.db.query_one(sql, [*params, *([] if first else [low]), high, *only_params])
+            row = self.db.query_one(
+                sql,
+                [*params, *([] if first else [low]), high, *only_params],
+                **self.reads.options(),
+            )
             if row is None or not row["n"]:
                 return pages
             packed = row["packed"] or b""
@@ -173,7 +183,7 @@ class PageReader:
                 # Rare on tables without deletes; the keys are read again, from the index.
                 keys_sql = plan.keys_in_range_sql(self.db, first=first)
                 bounds = [last_pk] if first else [low, last_pk]
-                pks = [key["pk"] for key in self.db.query(keys_sql, bounds)]
+                pks = [key["pk"] for key in self.db.query(keys_sql, bounds, **self.reads.options())]
             pages.append(
                 Page(
                     rows=count,
@@ -209,7 +219,7 @@ class PageReader:
                 limit=self.batch_size,
                 key_parts=key_parts,
             )
-            rows = self.db.query(sql, [*params, *where_params])
+            rows = self.db.query(sql, [*params, *where_params], **self.reads.options())
             if not rows:
                 return
             page = self._encode(plan, rows)
@@ -278,6 +288,7 @@ class PageReader:
                     row = self.db.query_one(
                         plan.boundary_sql(self.db, first=first, limit=self.batch_size),
                         None if first else [low],
+                        **self.reads.options(),
                     )
                     count = int(row["n"]) if row is not None else 0
                     if count == 0:
@@ -305,7 +316,9 @@ class PageReader:
         offset: int | None,
     ) -> tuple[Any, Any] | None:
         where, params = plan.keyset_where(self.db, lower, upper)
-        row = self.db.query_one(plan.position_sql(self.db, where, offset), params)
+        row = self.db.query_one(
+            plan.position_sql(self.db, where, offset), params, **self.reads.options()
+        )
         return None if row is None else (row["updated"], row["pk"])
 
     def _packed_changes(
@@ -315,7 +328,7 @@ class PageReader:
         GROUP_CONCAT short, as the two halves of the range."""
         where, where_params = plan.keyset_where(self.db, low, high)
         sql, params = plan.packed_changes_sql(self.db, where=where, key_parts=self._key_parts())
-        row = self.db.query_one(sql, [*params, *where_params])
+        row = self.db.query_one(sql, [*params, *where_params], **self.reads.options())
         if row is None or not row["n"]:
             return []
         count = int(row["n"])
@@ -353,7 +366,7 @@ class PageReader:
                 limit=None,
                 key_parts=key_parts,
             )
-            rows = self.db.query(sql, [*params, *chunk])
+            rows = self.db.query(sql, [*params, *chunk], **self.reads.options())
             if rows:
                 yield self._encode(plan, rows)
 

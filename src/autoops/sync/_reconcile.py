@@ -12,6 +12,7 @@ from ._census import SeenKeys, all_within
 from ._checkpoint import write
 from ._lock import SyncLock
 from ._plan import KeyTemplate, TablePlan, quote_name
+from ._replica import ReadPoint
 
 __all__ = ["Reconciler"]
 
@@ -36,8 +37,10 @@ class Reconciler:
         *,
         table: str,
         name: str,
+        reads: ReadPoint | None = None,
     ) -> None:
         self.db = db
+        self.reads = reads if reads is not None else ReadPoint(db, "primary", name)
         self.cache = cache
         self.template = template
         self.plan = plan
@@ -117,6 +120,7 @@ class Reconciler:
             rows = self.db.query(
                 f"SELECT {pk} AS pk FROM {table} WHERE {pk} IN ({marks}){alive}",  # noqa: S608
                 chunk,
+                **self.reads.options(),
             )
             present = {row["pk"] for row in rows}
             deleted += self._delete([keys[value] for value in chunk if value not in present])

@@ -101,6 +101,11 @@ class SyncReport:
             ("checkpoint", self.checkpoint),
             ("lag", format_seconds(self.lag_seconds)),
             ("values built by", "the database" if self.server_side else "the codec"),
+            *(
+                [("binary log behind", f"{format_count(self.behind_bytes)} bytes")]
+                if self.behind_bytes is not None
+                else []
+            ),
         ]
 
     def __str__(self) -> str:

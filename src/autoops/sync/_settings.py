@@ -32,6 +32,7 @@ SYNC_SETTINGS: Final[Mapping[str, type | tuple[type, ...]]] = {
     "lock_ttl": (int, float),
     "interval": (int, float),
     "metrics_file": str,
+    "read_from": str,
     "source": str,
     "server_id": int,
     "on_purged": str,

@@ -32,6 +32,7 @@ from ._page import Page
 from ._plan import KeyTemplate, TablePlan, quote_name
 from ._reading import PageReader
 from ._reconcile import Reconciler
+from ._replica import ReadFrom, ReadPoint
 from ._report import SyncReport, SyncStatus, meta_key, read_sync_status
 from ._settings import sync_metrics, sync_settings
 from ._signals import forward_stop, stop_on_signals
@@ -77,6 +78,10 @@ class CacheSync:
     Reconciliation (on full passes, or :meth:`reconcile`) deletes keys whose rows are gone;
     ``deleted_column`` (soft deletes) deletes them during incremental passes too.
 
+    ``read_from="replica"`` (a client with ``replicas``) reads the rows from a replica that has
+    applied everything the primary had committed when the pass took its horizon, and from the
+    primary when none has within the client's ``max_replica_lag``.
+
     ``source="binlog"`` (MariaDB, the ``binlog`` extra) reads the binary log instead: a snapshot
     with its matching binlog position, then every committed change, hard deletes included, each
     batch written with its binlog checkpoint; ``server_id`` is the reader's replica id (default:
@@ -106,6 +111,7 @@ class CacheSync:
         progress: bool | None = None,
         interval: float = 60.0,
         metrics_file: str | None = None,
+        read_from: ReadFrom = "primary",
         source: str = "poll",
         server_id: int | None = None,
         on_purged: str = "error",
@@ -160,6 +166,8 @@ class CacheSync:
         self._window: Window | None = None
         self._process: bool | None = None
         self._stop = threading.Event()
+        self.read_from = read_from
+        self._reads = ReadPoint(db, read_from, self.name)
         self._pages = PageReader(
             db,
             cache,
@@ -168,9 +176,15 @@ class CacheSync:
             batch_size=batch_size,
             readers=readers,
             stop=self._stop,
+            reads=self._reads,
         )
         if source not in ("poll", "binlog"):
             raise ConfigError(f"source must be 'poll' or 'binlog', got {source!r}")
+        if source == "binlog" and read_from != "primary":
+            raise ConfigError(
+                "read_from='replica' is for the polling sync; source='binlog' follows the "
+                "binary log of the server it connects to"
+            )
         self.source = source
         self._binlog: BinlogSync | None = None
         if source == "binlog":
@@ -323,6 +337,7 @@ class CacheSync:
                 None,
                 table=self.table,
                 name=self.name,
+                reads=self._reads,
             ).scan()
             return SyncReport(
                 name=self.name,
@@ -356,7 +371,8 @@ class CacheSync:
     def __repr__(self) -> str:
         return (
             f"CacheSync(table={self.table!r}, key={self.key_template!r}, "
-            f"name={self.name!r}, db={self.db!r}, cache={self.cache!r})"
+            f"name={self.name!r}, db={self.db!r}, cache={self.cache!r}"
+            + (f", read_from={self.read_from!r})" if self.read_from != "primary" else ")")
         )
 
     # passes ---------------------------------------------------------------------------------
@@ -369,6 +385,7 @@ class CacheSync:
 
     def _run_pass(self, full: bool) -> SyncReport:
         plan = self.plan()
+        self._reads.new_pass()
         with self._lock() as lock:
             full_data, checkpoint_data = self.cache.get_many_raw(
                 [self._meta("full-pass"), self._meta("checkpoint")]

@@ -1,0 +1,178 @@
+"""What :class:`RedisCheck` judges beyond one server: a Redis Cluster's slots, state, failing
+nodes and replicas per master, and a Sentinel group's quorum, agreement on the master and
+failovers in progress."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Final
+
+import redis
+
+from .._connection import CacheConnectionSettings
+from ._check import CheckFindings
+from ._status import CheckStatus
+
+__all__ = ["evaluate_cluster", "evaluate_sentinels"]
+
+CLUSTER_SLOTS: Final = 16384
+
+
+def evaluate_cluster(findings: CheckFindings, info: dict[str, Any], nodes: dict[str, Any]) -> None:
+    """Judge ``CLUSTER INFO`` and ``CLUSTER NODES`` (as redis-py parses them) of one node."""
+    state = str(info.get("cluster_state", "fail"))
+    if state != "ok":
+        findings.problem(CheckStatus.CRITICAL, f"cluster_state is {state}")
+    else:
+        findings.note("cluster_state ok")
+    slots_ok = float(info.get("cluster_slots_ok", 0))
+    findings.metric(
+        "slots_ok",
+        slots_ok,
+        text=f"{slots_ok:.0f} of {CLUSTER_SLOTS} slots",
+        minimum=0,
+        maximum=CLUSTER_SLOTS,
+        series="cluster_slots_ok",
+    )
+    pfail = float(info.get("cluster_slots_pfail", 0)) + float(info.get("cluster_slots_fail", 0))
+    findings.metric(
+        "slots_failing",
+        pfail,
+        text=None,
+        minimum=0,
+        maximum=CLUSTER_SLOTS,
+        series="cluster_slots_failing",
+    )
+    failing = sorted(
+        address.split("@")[0]
+        for address, node in nodes.items()
+        if "fail" in str(node.get("flags", "")) or not node.get("connected", True)
+    )
+    findings.metric(
+        "failing_nodes",
+        float(len(failing)),
+        text=f"failing nodes: {', '.join(failing)}" if failing else None,
+        minimum=0,
+        series="cluster_failing_nodes",
+    )
+    masters = {
+        node.get("node_id"): address.split("@")[0]
+        for address, node in nodes.items()
+        if "master" in str(node.get("flags", "")) and "fail" not in str(node.get("flags", ""))
+        and node.get("slots")
+    }  # fmt: skip
+    replicas: Counter[str] = Counter(
+        str(node.get("master_id"))
+        for node in nodes.values()
+        if "slave" in str(node.get("flags", "")) and "fail" not in str(node.get("flags", ""))
+    )
+    counts = {address: replicas.get(str(node_id), 0) for node_id, address in masters.items()}
+    fewest = min(counts.values(), default=0)
+    bare = sorted(address for address, count in counts.items() if count == fewest)
+    findings.metric(
+        "replicas_per_master",
+        float(fewest),
+        text=(
+            f"{len(masters)} masters, at least {fewest} replica(s) each"
+            + (f" ({', '.join(bare)} has {fewest})" if fewest == 0 else "")
+        ),
+        minimum=0,
+        series="cluster_min_replicas_per_master",
+    )
+
+
+def evaluate_sentinels(findings: CheckFindings, settings: CacheConnectionSettings) -> None:
+    """Ask every sentinel of ``settings`` about its master: how many answer, whether they
+    agree on the master's address, whether the quorum is reachable (``SENTINEL CKQUORUM``),
+    whether a failover is under way and how many healthy replicas the master has."""
+    name = settings.service or ""
+    answers: dict[str, dict[str, Any]] = {}
+    healthy_replicas: list[int] = []
+    addresses: dict[str, str] = {}
+    quorum_ok: list[str] = []
+    quorum_errors: list[str] = []
+    unreachable: list[str] = []
+    for host, port in settings.hosts:
+        where = f"{host}:{port}"
+        client = redis.Redis(
+            host=host,
+            port=port,
+            socket_timeout=settings.connect_timeout,
+            socket_connect_timeout=settings.connect_timeout,
+            ssl=settings.tls is not None,
+            ssl_ca_certs=settings.tls.ca_file if settings.tls else None,
+            ssl_cert_reqs=settings.tls.verify if settings.tls else "required",
+        )
+        try:
+            master: Any = client.sentinel_master(name)
+            address: Any = client.sentinel_get_master_addr_by_name(name)
+            answers[where] = master
+            known: Any = client.sentinel_slaves(name)
+            healthy_replicas.append(
+                sum(
+                    1
+                    for replica in known
+                    if not (replica.get("is_sdown") or replica.get("is_odown"))
+                    and not replica.get("is_disconnected")
+                )
+            )
+            if address:
+                host_text = address[0].decode() if isinstance(address[0], bytes) else address[0]
+                addresses[where] = f"{host_text}:{int(address[1])}"
+            try:
+                client.execute_command("SENTINEL CKQUORUM", name)  # type: ignore[no-untyped-call]
+                quorum_ok.append(where)
+            except redis.ResponseError as exc:
+                quorum_errors.append(f"{where}: {exc}")
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            unreachable.append(where)
+        except redis.ResponseError as exc:
+            findings.problem(
+                CheckStatus.CRITICAL, f"sentinel {where} does not know {name!r}: {exc}"
+            )
+        finally:
+            client.close()
+    findings.metric(
+        "sentinels",
+        float(len(answers)),
+        text=f"{len(answers)} of {len(settings.hosts)} sentinels answer",
+        minimum=0,
+        maximum=float(len(settings.hosts)),
+        series="sentinels_reachable",
+    )
+    if unreachable:
+        findings.problem(
+            CheckStatus.WARNING, f"sentinel(s) not answering: {', '.join(unreachable)}"
+        )
+    if not answers:
+        findings.problem(CheckStatus.CRITICAL, f"no sentinel answers for {name!r}")
+        return
+    if quorum_ok:
+        findings.note("quorum reachable")
+    else:
+        findings.problem(
+            CheckStatus.CRITICAL, f"no quorum for a failover: {'; '.join(quorum_errors)}"
+        )
+    agreed = set(addresses.values())
+    if len(agreed) > 1:
+        views = ", ".join(f"{where} says {address}" for where, address in sorted(addresses.items()))
+        findings.problem(CheckStatus.WARNING, f"sentinels disagree on the master: {views}")
+    elif agreed:
+        findings.note(f"master {next(iter(agreed))}")
+    flags = {str(master.get("flags", "")) for master in answers.values()}
+    if any("failover_in_progress" in flag for flag in flags) or any(
+        str(master.get("failover-state", "none")) not in ("none", "") for master in answers.values()
+    ):
+        findings.problem(CheckStatus.WARNING, "failover in progress")
+    if any("o_down" in flag for flag in flags):
+        findings.problem(CheckStatus.CRITICAL, "master is objectively down (o_down)")
+    elif any("s_down" in flag for flag in flags):
+        findings.problem(CheckStatus.WARNING, "a sentinel sees the master down (s_down)")
+    healthy = max(healthy_replicas, default=0)
+    findings.metric(
+        "replicas",
+        float(healthy),
+        text=f"{healthy} replica(s)",
+        minimum=0,
+        series="sentinel_replicas",
+    )

@@ -1,0 +1,328 @@
+"""CacheClient on Redis Sentinel and Redis Cluster: URLs, the same API, and failovers mid-write.
+
+The cluster (3 masters, 3 replicas) and the Sentinel group (a master, 2 replicas, 3 sentinels)
+are private servers started once per session (tests/_support/redis_topologies.py). Every test
+writes under a namespace of its own; tests that kill or fail over a node leave every node up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import autoops
+from _support.redis_topologies import RedisClusterTopology, SentinelTopology
+
+# A failover takes a few seconds (node timeout 1.5 s, then an election); under load more.
+PATIENT = autoops.RetryPolicy(attempts=60, timeout=90.0, wait_initial=0.1, wait_max=1.0)
+
+
+def _namespace() -> str:
+    return f"aot:{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def cluster(redis_cluster_topology: RedisClusterTopology) -> Iterator[autoops.CacheClient]:
+    redis_cluster_topology.wait_healthy()
+    client = autoops.CacheClient.from_url(redis_cluster_topology.url(), _namespace(), retry=PATIENT)
+    yield client
+    with contextlib.suppress(autoops.AutoOpsError):
+        client.delete_prefix("")
+    client.close()
+
+
+@pytest.fixture
+def sentinel(redis_sentinel_topology: SentinelTopology) -> Iterator[autoops.CacheClient]:
+    redis_sentinel_topology.wait_settled()
+    client = autoops.CacheClient.from_url(
+        redis_sentinel_topology.url(), _namespace(), retry=PATIENT
+    )
+    yield client
+    with contextlib.suppress(autoops.AutoOpsError):
+        client.delete_prefix("")
+    client.close()
+
+
+# URLs -------------------------------------------------------------------------------------------
+
+
+def test_sentinel_url_names_the_sentinels_the_master_and_the_database() -> None:
+    client = autoops.CacheClient.from_url(
+        "redis+sentinel://app:s%2Fecret@s1.example:26379,s2.example/cache-main/3"
+    )
+    settings = client.connection_settings
+    assert isinstance(client, autoops.SentinelCache)
+    assert settings.hosts == (("s1.example", 26379), ("s2.example", 26379))
+    assert settings.service == "cache-main"
+    assert settings.db == 3
+    assert settings.username == "app"
+    assert settings.password == autoops.Secret("s/ecret")
+
+
+def test_cluster_url_names_its_seed_nodes() -> None:
+    client = autoops.CacheClient.from_url("redis+cluster://n1.example:7000,n2.example:7001")
+    assert isinstance(client, autoops.ClusterCache)
+    assert client.connection_settings.hosts == (("n1.example", 7000), ("n2.example", 7001))
+
+
+def test_tls_forms_of_both_urls_carry_tls_settings() -> None:
+    sentinel = autoops.CacheClient.from_url(
+        "rediss+sentinel://s1:26379/mymaster/0?ssl_ca_certs=/etc/ca.pem"
+    )
+    cluster = autoops.CacheClient.from_url("rediss+cluster://n1:7000?ssl_cert_reqs=none")
+    assert sentinel.connection_settings.tls == autoops.TlsSettings(ca_file="/etc/ca.pem")
+    assert cluster.connection_settings.tls is not None
+    assert cluster.connection_settings.tls.verify == "none"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://app:hunter2@s1:26379,s2:26379/mymaster/0",
+        "redis+cluster://app:hunter2@n1:7000,n2:7001",
+    ],
+)
+def test_scale_out_urls_never_show_the_password(url: str) -> None:
+    client = autoops.CacheClient.from_url(url)
+    shown = [repr(client), str(client.connection_settings), repr(client.connection_settings)]
+    shown.append(client.connection_settings.redacted())
+    assert all("hunter2" not in text for text in shown)
+    assert "app:***@" in client.connection_settings.redacted()
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("redis+sentinel://s1:26379", "names no Sentinel master"),
+        ("redis+cluster://n1:7000/2", "only database 0"),
+        ("redis+cluster://n1:70x0", "bad port"),
+        ("redis+sentinel://s1:26379/mymaster/zero", "bad database number"),
+    ],
+)
+def test_a_malformed_scale_out_url_says_what_is_wrong(url: str, complaint: str) -> None:
+    with pytest.raises(autoops.ConfigError, match=complaint):
+        autoops.CacheClient.from_url(url)
+
+
+def test_settings_file_takes_a_cluster_url(
+    tmp_path: Path, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    settings = tmp_path / "autoops.toml"
+    settings.write_text(
+        f'[cache]\nurl = "{redis_cluster_topology.url()}"\nnamespace = "{_namespace()}"\n'
+    )
+    with autoops.CacheClient.from_config(settings) as client:
+        assert isinstance(client, autoops.ClusterCache)
+        client.set("from-file", 1)
+        assert client.get("from-file") == 1
+        client.delete("from-file")
+
+
+# Cluster ----------------------------------------------------------------------------------------
+
+
+def test_cluster_set_many_spreads_keys_over_every_master_and_get_many_reads_them_back(
+    cluster: autoops.CacheClient, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    values = {f"usérs:{index}": {"id": index, "n": 2**60 + index} for index in range(5_000)}
+    assert cluster.set_many(values) == 5_000
+    holders = {
+        redis_cluster_topology.master_of_key(cluster.key(name)) for name in list(values)[:50]
+    }
+    assert len(holders) == 3
+    names = [*values, "missing"]
+    assert cluster.get_many(names) == values
+
+
+def test_cluster_set_many_with_a_ttl_sets_it_on_every_key(cluster: autoops.CacheClient) -> None:
+    cluster.set_many({f"t:{index}": index for index in range(500)}, ttl=60)
+    raw = cluster.redis  # type: ignore[attr-defined]
+    ttls = {raw.pttl(cluster.key(f"t:{index}")) for index in range(0, 500, 50)}
+    assert all(0 < ttl <= 60_000 for ttl in ttls)
+
+
+def test_cluster_keys_with_hash_tags_land_in_one_slot(cluster: autoops.CacheClient) -> None:
+    cluster.set_many({"{order-items}:1": "a", "{order-items}:2": "b", "2fa_codes:{x}": "c"})
+    assert cluster.get_many(["{order-items}:1", "{order-items}:2", "2fa_codes:{x}"]) == {
+        "{order-items}:1": "a",
+        "{order-items}:2": "b",
+        "2fa_codes:{x}": "c",
+    }
+
+
+def test_cluster_delete_prefix_scans_every_master(cluster: autoops.CacheClient) -> None:
+    cluster.set_many({f"gone:{index}": index for index in range(3_000)})
+    cluster.set_many({f"kept:{index}": index for index in range(10)})
+    assert cluster.delete_prefix("gone:") == 3_000
+    assert cluster.get_many([f"gone:{index}" for index in range(3_000)]) == {}
+    assert len(cluster.get_many([f"kept:{index}" for index in range(10)])) == 10
+
+
+def test_cluster_delete_counts_keys_across_slots(cluster: autoops.CacheClient) -> None:
+    cluster.set_many({"a": 1, "b": 2, "c": 3})
+    assert cluster.delete("a", "b", "c", "never-there") == 3
+
+
+def test_cluster_get_or_set_runs_the_factory_once(cluster: autoops.CacheClient) -> None:
+    calls: list[int] = []
+
+    def factory() -> int:
+        calls.append(1)
+        time.sleep(0.2)
+        return 42
+
+    threads = [
+        threading.Thread(target=lambda: cluster.get_or_set("stampede", factory, ttl=30))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cluster.get("stampede") == 42
+    assert len(calls) == 1
+
+
+def test_cluster_ping_answers(cluster: autoops.CacheClient) -> None:
+    assert cluster.ping() > 0
+
+
+def test_cluster_unreachable_is_a_clear_connect_error() -> None:
+    client = autoops.CacheClient.from_url(
+        "redis+cluster://127.0.0.1:1", retry=autoops.RetryPolicy.none()
+    )
+    with pytest.raises(autoops.ConnectError, match=r"127\.0\.0\.1:1\b"):
+        client.get("anything")
+
+
+def _write_in_background(
+    client: autoops.CacheClient, batches: int, size: int
+) -> tuple[threading.Thread, list[BaseException], list[int]]:
+    errors: list[BaseException] = []
+    done: list[int] = []
+
+    def run() -> None:
+        try:
+            for batch in range(batches):
+                client.set_many({f"w:{batch}:{index}": batch for index in range(size)})
+                done.append(batch)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors, done
+
+
+def _all_written(client: autoops.CacheClient, batches: int, size: int) -> None:
+    names = [f"w:{batch}:{index}" for batch in range(batches) for index in range(size)]
+    found = client.get_many(names)
+    missing = [name for name in names if name not in found]
+    assert not missing, f"{len(missing)} keys lost, e.g. {missing[:5]}"
+
+
+def test_cluster_set_many_survives_a_master_killed_mid_write(
+    cluster: autoops.CacheClient, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    victim = redis_cluster_topology.master_of_key(cluster.key("w:0:0"))
+    thread, errors, done = _write_in_background(cluster, batches=30, size=5_000)
+    while len(done) < 3 and thread.is_alive():
+        time.sleep(0.01)
+    redis_cluster_topology.kill(victim)
+    thread.join(timeout=120)
+    try:
+        assert not errors, errors
+        assert victim not in redis_cluster_topology.masters()
+        _all_written(cluster, 30, 5_000)
+    finally:
+        redis_cluster_topology.restart(victim)
+        redis_cluster_topology.wait_healthy()
+
+
+def test_cluster_set_many_survives_a_manual_cluster_failover(
+    cluster: autoops.CacheClient, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    master = redis_cluster_topology.master_of_key(cluster.key("w:0:0"))
+    (replica,) = redis_cluster_topology.replicas_of(master)
+    thread, errors, done = _write_in_background(cluster, batches=30, size=5_000)
+    while len(done) < 3 and thread.is_alive():
+        time.sleep(0.01)
+    with contextlib.closing(redis_cluster_topology.node(replica).client()) as client:
+        client.execute_command("CLUSTER FAILOVER")  # type: ignore[no-untyped-call]
+    thread.join(timeout=120)
+    assert not errors, errors
+    redis_cluster_topology.wait_healthy()
+    assert replica in redis_cluster_topology.masters()
+    _all_written(cluster, 30, 5_000)
+
+
+# Sentinel ---------------------------------------------------------------------------------------
+
+
+def test_sentinel_client_writes_to_the_master_the_sentinels_name(
+    sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
+) -> None:
+    sentinel.set_many({f"s:{index}": index for index in range(1_000)})
+    port = redis_sentinel_topology.master_port()
+    with contextlib.closing(redis_sentinel_topology.server(port).client()) as client:
+        assert client.get(sentinel.key("s:7")) == b"7"
+    assert sentinel.get_many(["s:1", "s:999", "nope"]) == {"s:1": 1, "s:999": 999}
+    assert sentinel.delete_prefix("s:") == 1_000
+
+
+def test_sentinel_writes_survive_a_sentinel_failover(
+    sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
+) -> None:
+    before = redis_sentinel_topology.master_port()
+    thread, errors, done = _write_in_background(sentinel, batches=40, size=2_000)
+    while len(done) < 3 and thread.is_alive():
+        time.sleep(0.01)
+    after = redis_sentinel_topology.failover()
+    thread.join(timeout=120)
+    assert not errors, errors
+    assert after != before
+    _all_written(sentinel, 40, 2_000)
+    redis_sentinel_topology.wait_settled()
+
+
+def test_sentinel_writes_survive_the_master_killed(
+    sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
+) -> None:
+    before = redis_sentinel_topology.master_port()
+    sentinel.set("before-kill", 1)
+    redis_sentinel_topology.server(before).kill()
+    try:
+        sentinel.set("during-failover", 2)
+        assert redis_sentinel_topology.master_port() != before
+        assert sentinel.get_many(["during-failover"]) == {"during-failover": 2}
+    finally:
+        redis_sentinel_topology.restart(before)
+        redis_sentinel_topology.wait_settled(seconds=60)
+
+
+def test_sentinel_master_for_an_unknown_name_is_a_clear_error(
+    redis_sentinel_topology: SentinelTopology,
+) -> None:
+    url = redis_sentinel_topology.url().replace("/mymaster/", "/no-such-master/")
+    client = autoops.CacheClient.from_url(url, retry=autoops.RetryPolicy.none())
+    with pytest.raises(autoops.ConnectError, match="no-such-master"):
+        client.get("x")
+
+
+def test_sentinel_connection_settings_open_the_current_master(
+    sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
+) -> None:
+    connection = sentinel.connection_settings.open_connection()
+    try:
+        connection.send_command("INFO", "replication")  # type: ignore[no-untyped-call]
+        info = connection.read_response()
+        assert b"role:master" in info
+        assert connection.port == redis_sentinel_topology.master_port()  # type: ignore[attr-defined]
+    finally:
+        connection.disconnect()  # type: ignore[no-untyped-call]

@@ -1,0 +1,213 @@
+"""CacheSync into Redis Sentinel and Redis Cluster: passes end with the cache equal to the table,
+through a Sentinel failover, a cluster master killed mid-pass and a slot migration mid-pass."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+import autoops
+from _support.redis_topologies import RedisClusterTopology, SentinelTopology
+from _support.sync_tables import cached_rows, create_users, expected_cache, make_sync
+
+PATIENT = autoops.RetryPolicy(attempts=60, timeout=90.0, wait_initial=0.1, wait_max=1.0)
+
+
+def after_write(sync: autoops.CacheSync, number: int, fault: Callable[[], None]) -> None:
+    """Inject ``fault`` right after the sync's ``number``-th batch write."""
+    original = sync._write_page
+    count = 0
+
+    def write(*args: Any) -> None:
+        nonlocal count
+        original(*args)
+        count += 1
+        if count == number:
+            fault()
+
+    sync._write_page = write  # type: ignore[method-assign,assignment]
+
+
+def void(_result: object) -> None:
+    """Drop a fault's result (``after_write`` takes a callable returning nothing)."""
+
+
+@pytest.fixture
+def users_db(mysql_db: autoops.DbClient) -> autoops.DbClient:
+    create_users(mysql_db, 3000)
+    return mysql_db
+
+
+@pytest.fixture
+def cluster(redis_cluster_topology: RedisClusterTopology) -> Iterator[autoops.CacheClient]:
+    redis_cluster_topology.wait_healthy()
+    client = autoops.CacheClient.from_url(
+        redis_cluster_topology.url(), f"aot:{uuid.uuid4().hex[:10]}", retry=PATIENT
+    )
+    yield client
+    with contextlib.suppress(autoops.AutoOpsError):
+        client.delete_prefix("")
+    client.close()
+
+
+@pytest.fixture
+def sentinel(redis_sentinel_topology: SentinelTopology) -> Iterator[autoops.CacheClient]:
+    redis_sentinel_topology.wait_settled()
+    client = autoops.CacheClient.from_url(
+        redis_sentinel_topology.url(), f"aot:{uuid.uuid4().hex[:10]}", retry=PATIENT
+    )
+    yield client
+    with contextlib.suppress(autoops.AutoOpsError):
+        client.delete_prefix("")
+    client.close()
+
+
+def _change_some_rows(db: autoops.DbClient) -> None:
+    db.execute(
+        "UPDATE users SET username = CONCAT('renamed-', id), updated_at = NOW(6) WHERE id % 7 = 0"
+    )
+    db.execute("DELETE FROM users WHERE id % 11 = 0")
+
+
+# Sentinel ---------------------------------------------------------------------------------------
+
+
+def test_sync_into_sentinel_leaves_the_checkpoint_on_a_replica_when_the_pass_returns(
+    users_db: autoops.DbClient,
+    sentinel: autoops.CacheClient,
+    redis_sentinel_topology: SentinelTopology,
+) -> None:
+    sync = make_sync(users_db, sentinel, batch_size=500)
+    sync.run_once()
+    assert cached_rows(sentinel) == expected_cache(users_db)
+    checkpoint = sentinel.key(f"autoops-sync:{sync.name}:checkpoint")
+    master = redis_sentinel_topology.master_port()
+    holding = []
+    for server in redis_sentinel_topology.servers:
+        if server.port != master:
+            with contextlib.closing(server.client()) as replica:
+                holding.append(replica.exists(checkpoint))
+    assert any(holding)
+
+
+def test_sync_into_sentinel_through_a_failover_ends_equal(
+    users_db: autoops.DbClient,
+    sentinel: autoops.CacheClient,
+    redis_sentinel_topology: SentinelTopology,
+) -> None:
+    sync = make_sync(users_db, sentinel, batch_size=300)
+    before = redis_sentinel_topology.master_port()
+    after_write(sync, 3, lambda: void(redis_sentinel_topology.failover()))
+    report = sync.run_once()
+    assert report.ok
+    assert redis_sentinel_topology.master_port() != before
+    assert cached_rows(sentinel) == expected_cache(users_db)
+    _change_some_rows(users_db)
+    sync.run_once(full=True)
+    assert cached_rows(sentinel) == expected_cache(users_db)
+    redis_sentinel_topology.wait_settled()
+
+
+# Cluster ----------------------------------------------------------------------------------------
+
+
+def test_sync_into_cluster_full_incremental_and_reconcile_end_equal(
+    users_db: autoops.DbClient, cluster: autoops.CacheClient
+) -> None:
+    sync = make_sync(users_db, cluster, batch_size=500)
+    first = sync.run_once()
+    assert first.kind == "full"
+    assert cached_rows(cluster) == expected_cache(users_db)
+    _change_some_rows(users_db)
+    second = sync.run_once()
+    assert second.kind == "incremental"
+    sync.reconcile()
+    assert cached_rows(cluster) == expected_cache(users_db)
+
+
+def test_sync_into_cluster_with_a_ttl_and_soft_deletes_ends_equal(
+    users_db: autoops.DbClient, cluster: autoops.CacheClient
+) -> None:
+    users_db.execute("UPDATE users SET deleted = 1, updated_at = NOW(6) WHERE id % 5 = 0")
+    sync = make_sync(users_db, cluster, deleted_column="deleted", ttl=600)
+    sync.run_once()
+    assert cached_rows(cluster) == expected_cache(users_db, deleted_column="deleted")
+    raw = cluster.redis  # type: ignore[attr-defined]
+    assert 0 < raw.pttl(cluster.key("users:1")) <= 600_000
+
+
+def test_sync_into_cluster_through_a_master_killed_mid_pass_ends_equal(
+    users_db: autoops.DbClient,
+    cluster: autoops.CacheClient,
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    sync = make_sync(users_db, cluster, batch_size=300)
+    victim = redis_cluster_topology.master_of_key(cluster.key("users:1"))
+    after_write(sync, 3, lambda: redis_cluster_topology.kill(victim))
+    try:
+        report = sync.run_once()
+        assert report.ok
+        assert victim not in redis_cluster_topology.masters()
+        assert cached_rows(cluster) == expected_cache(users_db)
+        _change_some_rows(users_db)
+        sync.run_once(full=True)
+        assert cached_rows(cluster) == expected_cache(users_db)
+    finally:
+        redis_cluster_topology.restart(victim)
+        redis_cluster_topology.wait_healthy()
+
+
+def test_sync_into_cluster_through_a_slot_migration_ends_equal(
+    users_db: autoops.DbClient,
+    cluster: autoops.CacheClient,
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    sync = make_sync(users_db, cluster, batch_size=200)
+    sync.run_once()
+    masters = redis_cluster_topology.masters()
+    ids = {}
+    for port in masters[:2]:
+        with contextlib.closing(redis_cluster_topology.node(port).client()) as client:
+            ids[port] = client.cluster("MYID")
+    source, target = (
+        value.decode() if isinstance(value, bytes) else value for value in ids.values()
+    )
+    _change_some_rows(users_db)
+    users_db.execute("UPDATE users SET updated_at = NOW(6), email = CONCAT('m-', email)")
+    command = [
+        "redis-cli", "--cluster", "reshard", f"127.0.0.1:{masters[0]}",
+        "--cluster-from", source, "--cluster-to", target,
+        "--cluster-slots", "1500", "--cluster-yes", "--cluster-pipeline", "10",
+    ]  # fmt: skip
+    reshard = threading.Thread(
+        target=subprocess.run,
+        args=(command,),
+        kwargs={"capture_output": True, "timeout": 120, "check": True},
+    )
+    reshard.start()
+    try:
+        sync.run_once(full=True)
+    finally:
+        reshard.join()
+    redis_cluster_topology.wait_healthy()
+    assert cached_rows(cluster) == expected_cache(users_db)
+
+
+def test_sync_status_reads_back_from_the_cluster(
+    users_db: autoops.DbClient, cluster: autoops.CacheClient
+) -> None:
+    sync = make_sync(users_db, cluster)
+    sync.run_once()
+    status = autoops.read_sync_status(cluster, sync.name)
+    assert status.checkpoint is not None
+
+
+def test_cluster_client_redis_property_is_a_redis_cluster(cluster: autoops.CacheClient) -> None:
+    assert isinstance(cluster.redis, redis.RedisCluster)  # type: ignore[attr-defined]
