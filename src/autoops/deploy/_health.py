@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .._config import redact_url
 from .._errors import AutoOpsError, ConfigError
+from .._probe import failure_reason, http_get, tcp_connect
 from .._ssh import CommandResult
 
 __all__ = ["HealthCheck"]
@@ -126,10 +125,10 @@ class HealthCheck:
         if self.kind == "tcp":
             host = expand(self.target, variables, "health check host")
             try:
-                with socket.create_connection((host, self.port), timeout=timeout):
-                    return None
+                tcp_connect(host, self.port, timeout)
             except OSError as exc:
                 return f"cannot connect: {exc}"
+            return None
         result = run_remote(self.target, timeout)
         if result.ok:
             return None
@@ -137,18 +136,19 @@ class HealthCheck:
         return f"exit {result.exit_code} {tail[0]}".strip()
 
     def _probe_http(self, url: str, timeout: float) -> str | None:
-        request = urllib.request.Request(url, headers={"User-Agent": "autoops-deploy"})  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                status = int(response.status)
-                body = response.read(1 << 20).decode("utf-8", "replace")
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, ""
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            return f"no answer ({reason})"
-        if status != self.status:
-            return f"status {status}, expected {self.status}"
+            answer = http_get(
+                url,
+                timeout=timeout,
+                follow_redirects=True,
+                context=ssl.create_default_context(),
+                user_agent="autoops-deploy",
+            )
+        except OSError as exc:
+            return f"no answer ({failure_reason(exc)})"
+        if answer.status != self.status:
+            return f"status {answer.status}, expected {self.status}"
+        body = answer.body.decode("utf-8", "replace")
         if self.contains is not None and self.contains not in body:
             return f"the body does not contain {self.contains!r}"
         return None

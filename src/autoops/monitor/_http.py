@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import http.client
-import socket
 import ssl
-import time
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import ClassVar, Final
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -16,12 +13,11 @@ from cryptography import x509
 from .._config import redact_url
 from .._connection import TlsSettings, tls_context
 from .._errors import ConfigError
+from .._probe import http_get, tcp_connect
 from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._status import CheckStatus
 
 __all__ = ["HttpCheck", "TcpCheck"]
-
-_BODY_LIMIT: Final = 1 << 20
 
 
 class HttpCheck(Check):
@@ -79,33 +75,14 @@ class HttpCheck(Check):
         )
 
     def measure(self, findings: CheckFindings) -> None:
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        path = parts.path or "/"
-        if parts.query:
-            path += f"?{parts.query}"
-        connection: http.client.HTTPConnection
-        if parts.scheme == "https":
-            connection = http.client.HTTPSConnection(
-                host, parts.port, timeout=self.timeout, context=self._context()
-            )
-        else:
-            connection = http.client.HTTPConnection(host, parts.port, timeout=self.timeout)
-        started = time.perf_counter()
-        try:
-            connection.connect()
-            # Read now: http.client drops the socket once a closing response has been read.
-            sock = connection.sock
-            certificate = (
-                sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
-            )
-            connection.request("GET", path, headers={"User-Agent": "autoops-check"})
-            response = connection.getresponse()
-            body = response.read(_BODY_LIMIT)
-            latency = time.perf_counter() - started
-        finally:
-            connection.close()
-        status = response.status
+        answer = http_get(
+            self.url,
+            timeout=self.timeout,
+            context=self._context(),
+            user_agent="autoops-check",
+            peer_certificate=True,
+        )
+        status, latency = answer.status, answer.elapsed
         expected = status in self.expect_status if self.expect_status else 200 <= status < 400
         if expected:
             findings.note(f"HTTP {status}")
@@ -116,17 +93,17 @@ class HttpCheck(Check):
                 else "2xx or 3xx"
             )
             findings.problem(
-                CheckStatus.CRITICAL, f"HTTP {status} {response.reason} (expected {wanted})"
+                CheckStatus.CRITICAL, f"HTTP {status} {answer.reason} (expected {wanted})"
             )
         findings.metric("latency", latency, "s", text=f"{latency * 1000:.1f} ms", minimum=0)
-        findings.metric("size", len(body), "B", text=None, minimum=0)
+        findings.metric("size", len(answer.body), "B", text=None, minimum=0)
         if self.contains is not None:
-            if self.contains.encode("utf-8") in body:
+            if self.contains.encode("utf-8") in answer.body:
                 findings.note(f"body has {self.contains!r}")
             else:
                 findings.problem(CheckStatus.CRITICAL, f"body lacks {self.contains!r}")
-        if certificate:
-            expires = x509.load_der_x509_certificate(certificate).not_valid_after_utc
+        if answer.certificate:
+            expires = x509.load_der_x509_certificate(answer.certificate).not_valid_after_utc
             days = (expires - datetime.now(UTC)).total_seconds() / 86400
             findings.metric(
                 "certificate_days",
@@ -165,15 +142,13 @@ class TcpCheck(Check):
         return f"{self.host}:{self.port}"
 
     def measure(self, findings: CheckFindings) -> None:
-        started = time.perf_counter()
         try:
-            socket.create_connection((self.host, self.port), timeout=self.timeout).close()
+            latency = tcp_connect(self.host, self.port, self.timeout)
         except ConnectionRefusedError:
             findings.problem(
                 CheckStatus.CRITICAL, f"{self.host}:{self.port} refused the connection"
             )
             return
-        latency = time.perf_counter() - started
         findings.metric(
             "latency",
             latency,

@@ -1,0 +1,138 @@
+"""One TCP connect probe and one HTTP GET probe, shared by deploy health checks and the monitor.
+
+Failures are raised as :class:`OSError` (the socket's, the TLS layer's, or :class:`ProbeError`
+for an answer that is not HTTP), so each caller keeps its own wording; :func:`failure_reason`
+gives one clear line for any of them."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import string
+import time
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote, urljoin, urlsplit
+
+from ._config import redact_url
+
+__all__ = ["HttpAnswer", "ProbeError", "failure_reason", "http_get", "tcp_connect"]
+
+DEFAULT_BODY_LIMIT: Final = 1 << 20
+# urllib's HTTPRedirectHandler gives up after 10 as well; deploy health checks used urllib.
+_MAX_REDIRECTS: Final = 10
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+
+
+class ProbeError(OSError):
+    """The server answered, but not with HTTP (a bad status line, a truncated header...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """What an HTTP GET got: status and reason phrase, up to the body limit of the body, the
+    seconds from connect to the last byte read, the URL that answered (after redirects) and,
+    when asked for over HTTPS, the server's certificate in DER form."""
+
+    status: int
+    reason: str
+    body: bytes
+    elapsed: float
+    url: str
+    certificate: bytes | None = None
+
+
+def tcp_connect(host: str, port: int, timeout: float) -> float:
+    """Open and close a TCP connection to ``host:port``; the seconds the connect took."""
+    started = time.perf_counter()
+    socket.create_connection((host, port), timeout=timeout).close()
+    return time.perf_counter() - started
+
+
+def http_get(
+    url: str,
+    *,
+    timeout: float,
+    follow_redirects: bool = False,
+    context: ssl.SSLContext | None = None,
+    user_agent: str = "autoops",
+    max_body: int = DEFAULT_BODY_LIMIT,
+    peer_certificate: bool = False,
+) -> HttpAnswer:
+    """GET ``url`` (http or https) with ``timeout`` seconds per connect and per read. An error
+    status is an answer, not an exception. ``context`` verifies HTTPS (default: the system's
+    CAs, host name checked); ``follow_redirects`` follows up to 10 redirects to http(s) URLs
+    and otherwise the redirect itself is the answer."""
+    started = time.perf_counter()
+    for _ in range(_MAX_REDIRECTS + 1 if follow_redirects else 1):
+        status, reason, body, certificate, location = _get_once(
+            url, timeout, context, user_agent, max_body, peer_certificate
+        )
+        if not (follow_redirects and status in _REDIRECTS and location):
+            break
+        # As urllib does: a server may send raw non-ASCII bytes, which http.client would refuse.
+        target = urljoin(url, quote(location, encoding="iso-8859-1", safe=string.punctuation))
+        if urlsplit(target).scheme not in {"http", "https"}:
+            break
+        url = target
+    return HttpAnswer(status, reason, body, time.perf_counter() - started, url, certificate)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a probe failed, for messages: the error's first line, or its type
+    when it has no text."""
+    lines = str(exc).splitlines()
+    return lines[0] if lines and lines[0] else type(exc).__name__
+
+
+def _get_once(
+    url: str,
+    timeout: float,
+    context: ssl.SSLContext | None,
+    user_agent: str,
+    max_body: int,
+    peer_certificate: bool,
+) -> tuple[int, str, bytes, bytes | None, str | None]:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ProbeError(f"{redact_url(url)!r} is not an http(s) URL")
+    path = parts.path or "/"
+    if parts.query:
+        path += f"?{parts.query}"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ProbeError(f"{redact_url(url)!r}: {exc}") from None
+    where = parts.hostname if port is None else f"{parts.hostname}:{port}"
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(
+            parts.hostname,
+            port,
+            timeout=timeout,
+            context=context if context is not None else ssl.create_default_context(),
+        )
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+    try:
+        connection.connect()
+        # Read now: http.client drops the socket once a closing response has been read.
+        sock = connection.sock
+        certificate = (
+            sock.getpeercert(binary_form=True)
+            if peer_certificate and isinstance(sock, ssl.SSLSocket)
+            else None
+        )
+        connection.request("GET", path, headers={"User-Agent": user_agent})
+        response = connection.getresponse()
+        body = response.read(max_body)
+    except http.client.HTTPException as exc:
+        if isinstance(exc, OSError):
+            raise
+        # repr: what a broken server sent may hold control characters.
+        shown = f"{type(exc).__name__}: {str(exc)[:80]!r}" if str(exc) else type(exc).__name__
+        raise ProbeError(f"not an HTTP answer from {where}: {shown}") from exc
+    finally:
+        connection.close()
+    return response.status, response.reason, body, certificate, response.getheader("Location")

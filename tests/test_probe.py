@@ -1,0 +1,172 @@
+"""The shared TCP and HTTP probe against real servers on loopback: plain HTTP with redirects,
+HTTPS signed by a private CA, a closed port and a server that accepts and never answers."""
+
+from __future__ import annotations
+
+import http.server
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from _support.certs import ServerTls, make_server_tls
+from _support.monitor_servers import SilentServer
+from _support.sshd import free_port
+from autoops._probe import ProbeError, failure_reason, http_get, tcp_connect
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/moved"):
+            self.send_response(302)
+            self.send_header("Location", "/héalth?from=moved".encode().decode("latin-1"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path == "/loop":
+            self.send_response(301)
+            self.send_header("Location", "/loop")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path == "/garbage":
+            self.wfile.write(b"\x00\xffnot http at all\r\n\r\n")
+            return
+        self.server.agents.append(self.headers.get("User-Agent", ""))
+        body = b"x" * 4096 if self.path == "/big" else f"path={self.path}".encode()
+        self.send_response(503 if self.path == "/down" else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, tls: ServerTls | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.agents: list[str] = []
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+            self.scheme = "https"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}{path}"
+
+
+@pytest.fixture
+def web() -> Iterator[_Server]:
+    server = _Server()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def tls_web(tmp_path: Path) -> Iterator[tuple[_Server, ServerTls]]:
+    tls = make_server_tls(tmp_path / "tls")
+    server = _Server(tls)
+    yield server, tls
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_get_returns_status_body_and_elapsed_with_the_user_agent(web: _Server) -> None:
+    answer = http_get(web.url("/health?x=1"), timeout=5, user_agent="probe-test")
+    assert (answer.status, answer.reason, answer.body) == (200, "OK", b"path=/health?x=1")
+    assert answer.elapsed > 0
+    assert web.agents == ["probe-test"]
+
+
+def test_an_error_status_is_an_answer_with_its_body(web: _Server) -> None:
+    answer = http_get(web.url("/down"), timeout=5)
+    assert (answer.status, answer.body) == (503, b"path=/down")
+
+
+def test_the_body_is_cut_at_the_limit(web: _Server) -> None:
+    assert http_get(web.url("/big"), timeout=5, max_body=100).body == b"x" * 100
+
+
+def test_a_redirect_is_the_answer_unless_asked_to_follow(web: _Server) -> None:
+    assert http_get(web.url("/moved"), timeout=5).status == 302
+    followed = http_get(web.url("/moved"), timeout=5, follow_redirects=True)
+    assert followed.status == 200
+    assert followed.url.endswith("?from=moved")
+
+
+def test_a_redirect_loop_ends_with_the_last_redirect(web: _Server) -> None:
+    assert http_get(web.url("/loop"), timeout=5, follow_redirects=True).status == 301
+
+
+def test_an_answer_that_is_not_http_is_a_probe_error(web: _Server) -> None:
+    with pytest.raises(ProbeError, match=r"not an HTTP answer from 127\.0\.0\.1:"):
+        http_get(web.url("/garbage"), timeout=5)
+
+
+def test_https_verified_by_a_private_ca_returns_the_peer_certificate(
+    tls_web: tuple[_Server, ServerTls],
+) -> None:
+    server, tls = tls_web
+    context = ssl.create_default_context(cafile=str(tls.ca_file))
+    answer = http_get(server.url("/"), timeout=5, context=context, peer_certificate=True)
+    assert answer.status == 200
+    assert answer.certificate is not None
+    served = x509.load_der_x509_certificate(answer.certificate)
+    assert served == x509.load_pem_x509_certificate(tls.cert_file.read_bytes())
+
+
+def test_the_certificate_is_only_read_when_asked(tls_web: tuple[_Server, ServerTls]) -> None:
+    server, tls = tls_web
+    context = ssl.create_default_context(cafile=str(tls.ca_file))
+    assert http_get(server.url("/"), timeout=5, context=context).certificate is None
+
+
+def test_https_from_an_unknown_ca_fails_verification(tls_web: tuple[_Server, ServerTls]) -> None:
+    server, _ = tls_web
+    with pytest.raises(ssl.SSLCertVerificationError) as caught:
+        http_get(server.url("/"), timeout=5)
+    assert "CERTIFICATE_VERIFY_FAILED" in failure_reason(caught.value)
+
+
+def test_a_closed_port_is_refused_for_tcp_and_http() -> None:
+    port = free_port()
+    with pytest.raises(ConnectionRefusedError):
+        tcp_connect("127.0.0.1", port, 5)
+    with pytest.raises(ConnectionRefusedError) as caught:
+        http_get(f"http://127.0.0.1:{port}/", timeout=5)
+    assert "Connection refused" in failure_reason(caught.value)
+
+
+def test_an_open_port_connects_and_reports_the_connect_time() -> None:
+    silent = SilentServer()
+    try:
+        assert tcp_connect("127.0.0.1", silent.port, 5) > 0
+    finally:
+        silent.close()
+
+
+def test_a_server_that_never_answers_ends_at_the_timeout() -> None:
+    silent = SilentServer()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError) as caught:
+            http_get(f"http://127.0.0.1:{silent.port}/", timeout=0.5)
+        waited = time.monotonic() - started
+    finally:
+        silent.close()
+    assert failure_reason(caught.value) == "timed out"
+    assert waited < 3
