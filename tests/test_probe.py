@@ -17,6 +17,7 @@ from cryptography import x509
 from _support.certs import ServerTls, make_server_tls
 from _support.monitor_servers import SilentServer
 from _support.sshd import free_port
+from autoops import CheckStatus, HealthCheck, HttpCheck
 from autoops._probe import ProbeError, failure_reason, http_get, tcp_connect
 
 
@@ -170,3 +171,22 @@ def test_a_server_that_never_answers_ends_at_the_timeout() -> None:
         silent.close()
     assert failure_reason(caught.value) == "timed out"
     assert waited < 3
+
+
+def _no_remote(command: str, timeout: float) -> Any:
+    raise AssertionError("an HTTP health check runs nothing on the host")
+
+
+def test_a_deploy_health_check_follows_redirects(web: _Server) -> None:
+    HealthCheck.http(web.url("/moved"), contains="from=moved", timeout=5).wait({}, _no_remote)
+
+
+def test_a_monitor_check_takes_a_redirect_as_its_answer(web: _Server) -> None:
+    result = HttpCheck("web", web.url("/moved"), expect_status=[302]).run()
+    assert result.status is CheckStatus.OK, result.summary
+
+
+def test_an_answer_that_is_not_http_is_critical_for_the_monitor(web: _Server) -> None:
+    result = HttpCheck("web", web.url("/garbage")).run()
+    assert result.status is CheckStatus.CRITICAL
+    assert "not an HTTP answer" in result.summary
