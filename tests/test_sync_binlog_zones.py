@@ -1,6 +1,7 @@
 """CacheSync(source="binlog") on a server whose sessions are not in UTC: a TIMESTAMP streamed from
 the log is cached as the polling sync reads it (wall-clock time in the session's time_zone), for
-a fixed offset and for a named zone across both of its DST switches; DATETIME is never shifted."""
+a fixed offset, a named zone and the server's system zone across both DST switches of 2026;
+DATETIME is never shifted."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ TZINFO_TO_SQL = "/usr/bin/mariadb-tzinfo-to-sql"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDbInstance]:
     require_program(TZINFO_TO_SQL, "mariadb-server")
     require_program(f"/usr/share/zoneinfo/{BERLIN}", "tzdata")
-    instance = start_row_logged(tmp_path_factory.mktemp("zones"), "--default-time-zone=+05:30")
+    # The server's system zone (what time_zone='SYSTEM' means) is Berlin, its default +05:30.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TZ", BERLIN)
+        instance = start_row_logged(tmp_path_factory.mktemp("zones"), "--default-time-zone=+05:30")
     try:
         # One zone's tables (not the whole tz database) keep the start quick.
         sql = subprocess.run(
@@ -45,7 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDbInstance
         instance.stop()
 
 
-@pytest.fixture(params=["+05:30", BERLIN])
+@pytest.fixture(params=["+05:30", BERLIN, "SYSTEM"])
 def zone(request: pytest.FixtureRequest, server: MariaDbInstance) -> Iterator[str]:
     """The time_zone of every new session on the private server for one test."""
     execute(server, "", f"SET GLOBAL time_zone = '{request.param}'")
@@ -127,7 +131,7 @@ def test_streamed_timestamps_are_cached_as_the_polling_sync_reads_them_in_the_se
     )
     assert polled["pz:1"]["ts6"].startswith("2026-07-01T12:00:00.25")
     assert polled["pz:11"]["ts6"].startswith("2026-03-29T03:00:00")
-    twice = "2026-10-25T02:30:00" if zone == BERLIN else "2026-10-25T07:00:00"
+    twice = "2026-10-25T07:00:00" if zone == "+05:30" else "2026-10-25T02:30:00"
     assert [polled[f"pz:{i}"]["ts"] for i in (5, 6, 12, 13)] == [
         "2026-10-25T02:30:00",
         twice,
