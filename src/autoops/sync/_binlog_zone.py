@@ -21,8 +21,10 @@ __all__ = ["SessionZone", "session_zone"]
 _EPOCH: Final = dt.datetime(1970, 1, 1)
 _DAY: Final = 86_400
 _OFFSET: Final = re.compile(r"^([+-])(\d{1,2}):(\d{2})$")
-# Zones a server reports for a system clock in UTC (TZ unset or TZ=UTC).
 _UTC_NAMES: Final = frozenset({"UTC", "GMT", "Etc/UTC", "Etc/GMT", "+00:00", "-00:00"})
+# @@system_time_zone is the abbreviation in force when the server started: "UTC" only on a UTC
+# clock, while "GMT" may be London in winter, so that is left to the server.
+_SYSTEM_UTC: Final = "UTC"
 _MAX_SECONDS: Final = 10_000
 
 
@@ -109,7 +111,7 @@ def session_zone(db: Any) -> SessionZone:
     row = db.query_one("SELECT @@session.time_zone AS zone, @@system_time_zone AS system_zone")
     name = str(row["zone"]) if row else "SYSTEM"
     system = str(row["system_zone"]) if row else ""
-    if (name.upper() == "SYSTEM" and system in _UTC_NAMES) or name in _UTC_NAMES:
+    if (name.upper() == "SYSTEM" and system == _SYSTEM_UTC) or name in _UTC_NAMES:
         return SessionZone(name, 0)
     fixed = _OFFSET.match(name)
     if fixed:
