@@ -3,6 +3,7 @@ HTTPS signed by a private CA, a closed port and a server that accepts and never 
 
 from __future__ import annotations
 
+import base64
 import http.server
 import ssl
 import threading
@@ -41,6 +42,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"\x00\xffnot http at all\r\n\r\n")
             return
         self.server.agents.append(self.headers.get("User-Agent", ""))
+        self.server.proxy_logins.append(self.headers.get("Proxy-Authorization"))
         body = b"x" * 4096 if self.path == "/big" else f"path={self.path}".encode()
         self.send_response(503 if self.path == "/down" else 200)
         self.send_header("Content-Length", str(len(body)))
@@ -57,6 +59,7 @@ class _Server(http.server.ThreadingHTTPServer):
     def __init__(self, tls: ServerTls | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.agents: list[str] = []
+        self.proxy_logins: list[str | None] = []
         self.scheme = "http"
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -171,6 +174,28 @@ def test_a_server_that_never_answers_ends_at_the_timeout() -> None:
         silent.close()
     assert failure_reason(caught.value) == "timed out"
     assert waited < 3
+
+
+def test_env_proxy_sends_the_whole_url_and_the_login_to_the_proxy(
+    web: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://us%C3%A9r:p%40ss@127.0.0.1:{web.server_address[1]}")
+    answer = http_get("http://app.invalid:8080/health?x=1", timeout=5, env_proxy=True)
+    assert answer.body == b"path=http://app.invalid:8080/health?x=1"
+    assert web.proxy_logins == ["Basic " + base64.b64encode("usér:p@ss".encode()).decode()]
+
+
+def test_no_proxy_and_the_default_bypass_the_environment_proxy(
+    web: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert http_get(web.url("/direct"), timeout=5, env_proxy=True).body == b"path=/direct"
+    monkeypatch.delenv("no_proxy")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert http_get(web.url("/direct"), timeout=5).body == b"path=/direct"
 
 
 def _no_remote(command: str, timeout: float) -> Any:

@@ -6,6 +6,7 @@ gives one clear line for any of them."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import socket
 import ssl
@@ -13,7 +14,8 @@ import string
 import time
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from urllib.request import getproxies, proxy_bypass
 
 from ._config import redact_url
 
@@ -59,15 +61,17 @@ def http_get(
     user_agent: str = "autoops",
     max_body: int = DEFAULT_BODY_LIMIT,
     peer_certificate: bool = False,
+    env_proxy: bool = False,
 ) -> HttpAnswer:
     """GET ``url`` (http or https) with ``timeout`` seconds per connect and per read. An error
     status is an answer, not an exception. ``context`` verifies HTTPS (default: the system's
     CAs, host name checked); ``follow_redirects`` follows up to 10 redirects to http(s) URLs
-    and otherwise the redirect itself is the answer."""
+    and otherwise the redirect itself is the answer. ``env_proxy`` goes through the
+    ``http_proxy``/``https_proxy`` of the environment (``no_proxy`` honoured), as urllib does."""
     started = time.perf_counter()
     for _ in range(_MAX_REDIRECTS + 1 if follow_redirects else 1):
         status, reason, body, certificate, location = _get_once(
-            url, timeout, context, user_agent, max_body, peer_certificate
+            url, timeout, context, user_agent, max_body, peer_certificate, env_proxy
         )
         if not (follow_redirects and status in _REDIRECTS and location):
             break
@@ -93,6 +97,7 @@ def _get_once(
     user_agent: str,
     max_body: int,
     peer_certificate: bool,
+    env_proxy: bool,
 ) -> tuple[int, str, bytes, bytes | None, str | None]:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
@@ -105,16 +110,35 @@ def _get_once(
     except ValueError as exc:
         raise ProbeError(f"{redact_url(url)!r}: {exc}") from None
     where = parts.hostname if port is None else f"{parts.hostname}:{port}"
+    headers = {"User-Agent": user_agent}
+    proxy = getproxies().get(parts.scheme) if env_proxy and not proxy_bypass(where) else None
+    host: str = parts.hostname
+    connect_port = port
+    proxy_headers: dict[str, str] = {}
+    if proxy:
+        proxy_parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, connect_port = proxy_parts.hostname or "", proxy_parts.port
+        if proxy_parts.username is not None:
+            secret = f"{unquote(proxy_parts.username)}:{unquote(proxy_parts.password or '')}"
+            proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(
+                secret.encode()
+            ).decode("ascii")
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
         connection = http.client.HTTPSConnection(
-            parts.hostname,
-            port,
+            host,
+            connect_port,
             timeout=timeout,
             context=context if context is not None else ssl.create_default_context(),
         )
+        if proxy:
+            connection.set_tunnel(parts.hostname, port, headers=proxy_headers)
     else:
-        connection = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+        connection = http.client.HTTPConnection(host, connect_port, timeout=timeout)
+        if proxy:
+            # A plain-HTTP proxy takes the whole URL as the request target.
+            path = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], path, "", ""))
+            headers.update(proxy_headers)
     try:
         connection.connect()
         # Read now: http.client drops the socket once a closing response has been read.
@@ -124,7 +148,7 @@ def _get_once(
             if peer_certificate and isinstance(sock, ssl.SSLSocket)
             else None
         )
-        connection.request("GET", path, headers={"User-Agent": user_agent})
+        connection.request("GET", path, headers=headers)
         response = connection.getresponse()
         body = response.read(max_body)
     except http.client.HTTPException as exc:

@@ -143,6 +143,7 @@ class HealthCheck:
                 follow_redirects=True,
                 context=ssl.create_default_context(),
                 user_agent="autoops-deploy",
+                env_proxy=True,
             )
         except OSError as exc:
             return f"no answer ({failure_reason(exc)})"
