@@ -183,7 +183,8 @@ def prepare_user_dirs(workdir: Path, users: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
+    # A rollback needs a previous release: two rounds at least.
+    parser.add_argument("--rounds", type=lambda text: max(2, int(text)), default=3)
     parser.add_argument(
         "--hosts",
         type=int,
