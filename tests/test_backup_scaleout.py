@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def test_prefer_replica_on_one_server_is_a_config_error(
         autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(cache, prefer="replica")
 
 
-def _fill_every_type(client: redis.RedisCluster, prefix: bytes) -> list[bytes]:
+def _fill_every_type(client: Any, prefix: bytes) -> list[bytes]:
     """Keys of every Redis type with ugly names (UTF-8, binary, spaces, hash tags), some with
     TTLs, spread over every master; returns their names."""
     keys: list[bytes] = []
@@ -193,6 +193,55 @@ def test_a_restore_into_a_cluster_holding_the_keys_is_refused_unless_replace(
     assert cluster.get(f"{prefix}7") == "newer"
     assert backuper.restore_redis(backup, cluster, replace=True) == 50
     assert cluster.get(f"{prefix}7") == 7
+    cluster.delete_prefix(prefix)
+
+
+def test_a_logical_backup_of_one_redis_restores_onto_a_cluster(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:".encode()
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
+        keys = _fill_every_type(single, prefix)
+        before = _content(single, keys)
+        backup = backuper.backup_redis(
+            f"redis://127.0.0.1:{port}/0", mode="logical", pattern=prefix.decode() + "*"
+        )
+    assert backuper.restore_redis(backup, redis_cluster_topology.url()) == len(keys)
+    assert _content(cluster.redis, keys) == before
+    cluster.delete_prefix(prefix.decode())
+
+
+class _KillingStorage(autoops.LocalStorage):
+    """Kills a cluster master when the backup's data file is created: after the slot table is
+    read, before any master is dumped."""
+
+    def __init__(self, root: Path, kill: Callable[[], None]) -> None:
+        super().__init__(root)
+        self._kill = kill
+
+    def create(self, name: str) -> Any:
+        self._kill()
+        return super().create(name)
+
+
+def test_a_master_lost_during_a_cluster_backup_fails_it_and_stores_nothing(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:"
+    cluster.set_many({f"{prefix}{index}": index for index in range(300)})
+    victim = redis_cluster_topology.masters()[0]
+    storage = _KillingStorage(tmp_path, lambda: redis_cluster_topology.kill(victim))
+    backuper = autoops.Backuper(storage)
+    try:
+        with pytest.raises(autoops.BackupError, match=f"127.0.0.1:{victim}"):
+            backuper.backup_redis(cluster, mode="logical", pattern=prefix + "*")
+    finally:
+        redis_cluster_topology.restart(victim)
+        redis_cluster_topology.wait_healthy()
+    assert backuper.list() == []
+    assert storage.names() == []
     cluster.delete_prefix(prefix)
 
 
