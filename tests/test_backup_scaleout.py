@@ -245,8 +245,42 @@ def test_a_master_lost_during_a_cluster_backup_fails_it_and_stores_nothing(
     cluster.delete_prefix(prefix)
 
 
-def test_an_rdb_backup_of_a_cluster_is_refused_with_what_to_do(
-    tmp_path: Path, redis_cluster_topology: RedisClusterTopology
+def test_an_rdb_cluster_backup_is_one_backup_of_every_master(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
 ) -> None:
-    with pytest.raises(autoops.ConfigError, match="mode='logical'"):
-        autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(redis_cluster_topology.url())
+    prefix = f"bk{uuid.uuid4().hex[:8]}:"
+    cluster.set_many({f"{prefix}{index}": index for index in range(300)})
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(cluster)
+    cluster.delete_prefix(prefix)
+    masters = backup.options["cluster"]
+    assert sorted(int(master["node"].rsplit(":", 1)[1]) for master in masters) == (
+        redis_cluster_topology.masters()
+    )
+    assert sum(master["key_count"] for master in masters) == backup.key_count
+    assert backup.key_count is not None
+    assert backup.key_count >= 300
+    assert backuper.verify(backup, restore_test=True).status == "ok"
+    with pytest.raises(autoops.ConfigError, match="not written to a file"):
+        backuper.restore_redis(backup, tmp_path / "dump.rdb")
+
+
+def test_an_rdb_cluster_backup_restores_every_type_onto_a_cluster_and_one_redis(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:".encode()
+    keys = _fill_every_type(cluster.redis, prefix)
+    before = _content(cluster.redis, keys)
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    backup = backuper.backup_redis(cluster)
+    cluster.delete_prefix(prefix.decode())
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
+        restored = backuper.restore_redis(backup, f"redis://127.0.0.1:{port}/0")
+        assert restored == backup.key_count
+        assert _content(single, keys) == before
+    # The snapshot holds every key of the session's cluster, so the target is flushed whole.
+    redis_cluster_topology.flush()
+    assert backuper.restore_redis(backup, cluster) == backup.key_count
+    assert _content(cluster.redis, keys) == before
+    cluster.delete_prefix(prefix.decode())

@@ -38,6 +38,7 @@ from ._model import MANIFEST_SUFFIX, Backup, Definer, backup_list
 from ._mysql import MySQLEngine, mysql_client, source_database
 from ._pitr import BinlogPosition, backup_before, prepare_replay
 from ._redis_cluster import cluster_capture
+from ._redis_cluster_rdb import ClusterRdbEngine
 from ._redis_link import cache_client, redis_client
 from ._redis_logical import LogicalEngine
 from ._redis_rdb import RdbEngine
@@ -81,10 +82,11 @@ def new_backup_id(kind: str, source: str, started_at: datetime) -> str:
 _MYSQL: Final = MySQLEngine()
 _RDB: Final = RdbEngine()
 _LOGICAL: Final = LogicalEngine()
+_CLUSTER_RDB: Final = ClusterRdbEngine()
 _SQLITE: Final = SQLiteEngine()
 # The engine of a backup is the first here that handles it (the RDB engine before the logical
 # one, which takes every other Redis backup).
-ENGINES: Final[tuple[BackupEngine, ...]] = (_MYSQL, _RDB, _LOGICAL, _SQLITE)
+ENGINES: Final[tuple[BackupEngine, ...]] = (_MYSQL, _RDB, _CLUSTER_RDB, _LOGICAL, _SQLITE)
 
 
 def _find_engine(backup: Backup) -> BackupEngine | None:
@@ -415,11 +417,18 @@ class Backuper:
         dump and one manifest (``options["cluster"]``: each master's node, slots, key count)."""
         with cache_client(cache) as any_client:
             if isinstance(any_client, ClusterCache):
-                if mode != "logical" or prefer != "master":
+                if prefer != "master":
                     raise ConfigError(
-                        f"{any_client.location} is a Redis Cluster: back it up with "
-                        "mode='logical' (from its masters)"
+                        f"{any_client.location} is a Redis Cluster: use prefer='master'"
                     )
+                if mode == "rdb":
+                    if pattern is not None:
+                        raise ConfigError(
+                            "pattern= selects keys of a logical dump; use mode='logical'"
+                        )
+                    return self._store(_CLUSTER_RDB.capture(any_client, timeout=timeout))
+                if mode != "logical":
+                    raise ConfigError(f"unknown Redis backup mode {mode!r}; use 'rdb' or 'logical'")
                 return self._store(cluster_capture(any_client, pattern))
             with redis_client(any_client) as given, backup_source(given, prefer) as client:
                 if mode == "rdb":

@@ -20,7 +20,14 @@ from ._engine import Capture
 from ._errors import BackupError, RestoreRefusedError
 from ._redis_logical import LogicalDump, dump_chunks, read_records
 
-__all__ = ["cluster_capture", "restore_into_cluster"]
+__all__ = [
+    "cluster_capture",
+    "node_client",
+    "refuse_if_cluster_holds",
+    "restore_entries_into_cluster",
+    "restore_into_cluster",
+    "slot_table",
+]
 
 _SCAN_COUNT: Final = 5000
 
@@ -40,7 +47,7 @@ def _failed(cluster: ClusterCache, what: str, exc: Exception) -> BackupError:
     )
 
 
-def _slot_table(cluster: ClusterCache) -> dict[tuple[str, int], list[tuple[int, int]]]:
+def slot_table(cluster: ClusterCache) -> dict[tuple[str, int], list[tuple[int, int]]]:
     """Each master's ``(host, port)`` and the slot ranges it serves, as CLUSTER SLOTS says."""
     try:
         # redis-py's stubs say list; RedisCluster returns {(start, end): {"primary": ...}}.
@@ -55,7 +62,7 @@ def _slot_table(cluster: ClusterCache) -> dict[tuple[str, int], list[tuple[int, 
     return table
 
 
-def _node_client(cluster: ClusterCache, host: str, port: int) -> RedisCache:
+def node_client(cluster: ClusterCache, host: str, port: int) -> RedisCache:
     settings = cluster.connection_settings
     client = CacheClient.from_connection_settings(
         dataclasses.replace(
@@ -76,10 +83,10 @@ def cluster_capture(cluster: ClusterCache, pattern: str | None) -> Capture:
     """The keys matching ``pattern`` (default: the client's namespace) on every master of the
     cluster, as one logical dump; the slot table is read once at the start and checked again at
     the end, so a resharding during the backup fails it instead of losing or doubling keys."""
-    table = _slot_table(cluster)
+    table = slot_table(cluster)
     masters: list[_Master] = []
     for (host, port), slots in table.items():
-        client = _node_client(cluster, host, port)
+        client = node_client(cluster, host, port)
         masters.append(
             _Master(f"{host}:{port}", slots, client, LogicalDump.for_cache(client, pattern))
         )
@@ -107,7 +114,7 @@ def cluster_capture(cluster: ClusterCache, pattern: str | None) -> Capture:
                 stream.close()  # type: ignore[attr-defined]
             for master in masters:
                 master.client.close()
-        if _slot_table(cluster) != table:
+        if slot_table(cluster) != table:
             raise BackupError(
                 f"the slots of the Redis Cluster at {cluster.location} moved during the backup; "
                 "nothing was stored, run it again once the resharding is done"
@@ -161,31 +168,57 @@ def _holds(cluster: ClusterCache, pattern: str) -> bool:
     return False
 
 
+def refuse_if_cluster_holds(cluster: ClusterCache, pattern: str, *, replace: bool) -> None:
+    """Raise :class:`RestoreRefusedError` when a master holds a key matching ``pattern``,
+    unless ``replace``."""
+    try:
+        holds = not replace and _holds(cluster, pattern)
+    except redis.RedisError as exc:
+        raise BackupError(
+            f"cannot read the Redis Cluster at {cluster.location}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if holds:
+        what = "keys" if pattern == "*" else f"keys matching {pattern!r}"
+        raise RestoreRefusedError(
+            f"{cluster.location} already holds {what}; restore into an empty cluster or pass "
+            "replace=True (--replace) to overwrite the keys the backup also has"
+        )
+
+
 def restore_into_cluster(
     chunks: Iterable[bytes],
     cluster: ClusterCache,
     pattern: str,
     *,
     replace: bool = False,
-    batch: int = 5000,
     progress: Any = None,
 ) -> list[bytes]:
     """RESTORE every record of a logical dump into the cluster (``REPLACE ABSTTL``), each key
     sent to the master that owns its slot now; keys already expired are skipped. Refuses when
     keys matching ``pattern`` exist on any master unless ``replace``. Returns the restored keys."""
+    refuse_if_cluster_holds(cluster, pattern, replace=replace)
+    return restore_entries_into_cluster(
+        read_records(chunks, "the Redis dump"), cluster, progress=progress
+    )
+
+
+def restore_entries_into_cluster(
+    entries: Iterable[tuple[bytes, int, bytes]],
+    cluster: ClusterCache,
+    *,
+    batch: int = 5000,
+    progress: Any = None,
+) -> list[bytes]:
+    """``RESTORE key ttl payload REPLACE ABSTTL`` for each ``(key, expire_at_ms or -1,
+    payload)`` through the cluster client, ``batch`` at a time; keys already expired are
+    skipped. Returns the restored keys."""
+    restored: list[bytes] = []
     try:
-        if not replace and _holds(cluster, pattern):
-            what = "keys" if pattern == "*" else f"keys matching {pattern!r}"
-            raise RestoreRefusedError(
-                f"{cluster.location} already holds {what}; restore into an empty cluster or pass "
-                "replace=True (--replace) to overwrite the keys the backup also has"
-            )
-        restored: list[bytes] = []
         # RESTORE ... REPLACE is idempotent, so the cluster pipeline may resend a batch after
         # MOVED or a lost node.
         pipeline = cluster.redis.pipeline(transaction=False)  # type: ignore[no-untyped-call]
         pending = 0
-        for key, expire_at, payload in read_records(chunks, "the Redis dump"):
+        for key, expire_at, payload in entries:
             if 0 <= expire_at <= int(time.time() * 1000):
                 continue
             pipeline.execute_command(
