@@ -26,6 +26,7 @@ from .._progress import Progress
 from .._time import utc_now
 from ..cache import FencedBatch, JsonCodec
 from ._binlog_stream import BinlogPosition, BinlogReader, EndOfLog, Transaction
+from ._binlog_zone import session_zone
 from ._checkpoint import lost_lock
 from ._lock import SyncLock
 from ._plan import TablePlan, quote_name
@@ -499,6 +500,7 @@ class BinlogSync:
             tables={(self.schema, self.table_name)},
             follow=False,
             key_columns=frozenset({self.sync.primary_key}),
+            zone=session_zone(self.sync.db),
         )
         with reader:
             for item in reader.items(_FLUSH_EVERY):
@@ -537,6 +539,7 @@ class BinlogSync:
             tables={(self.schema, self.table_name)},
             follow=True,
             key_columns=frozenset({self.sync.primary_key}),
+            zone=session_zone(self.sync.db),
         )
         with reader:
             for item in reader.items(_FLUSH_EVERY):

@@ -4,8 +4,9 @@ python-mysql-replication decodes each value through a chain of type tests and sm
 ten Python calls a value), which bounds a sync at a few thousand rows a second. For tables whose
 columns are all of the types below, this module compiles one reader per column once per table
 map and decodes a row event's images straight from its bytes with ``struct.unpack_from``, giving
-the same values as the library. Any other type (DECIMAL, JSON, ENUM, SET, BIT, spatial, TIME,
-old DATETIME/TIMESTAMP) leaves the event to the library.
+the same values as the library (but TIMESTAMPs in the session's zone, see ``_binlog_zone``).
+Any other type (DECIMAL, JSON, ENUM, SET, BIT, spatial, TIME, old DATETIME/TIMESTAMP) leaves the
+event to the library.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, Final
 
 from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.row_event import RowsEvent
+
+from ._binlog_zone import UTC, SessionZone
 
 __all__ = ["Reader", "Skipper", "decode_images", "fast_readers"]
 
@@ -123,13 +126,19 @@ def _datetime2(fsp: int) -> Reader:
     return read
 
 
-def _timestamp2(fsp: int) -> Reader:
+def _timestamp2(fsp: int, zone: SessionZone) -> Reader:
     size, factor = _fraction(fsp)
+    offset = zone.offset
+    local = zone.local
 
     def read(data: bytes, at: int) -> tuple[Any, int]:
         seconds = int.from_bytes(data[at : at + 4], "big")
         micro = int.from_bytes(data[at + 4 : at + 4 + size], "big") * factor if size else 0
-        return _EPOCH + dt.timedelta(seconds=seconds, microseconds=micro), at + 4 + size
+        if offset is None:
+            return local(seconds, micro), at + 4 + size
+        # 0 is the zero TIMESTAMP, which no zone shifts.
+        shifted = seconds + offset if seconds else 0
+        return _EPOCH + dt.timedelta(seconds=shifted, microseconds=micro), at + 4 + size
 
     return read
 
@@ -143,7 +152,7 @@ def _date(data: bytes, at: int) -> tuple[Any, int]:
     return value, at + 3
 
 
-def _reader(column: Any, unsigned: bool) -> tuple[Reader, Skipper] | None:
+def _reader(column: Any, unsigned: bool, zone: SessionZone) -> tuple[Reader, Skipper] | None:
     kind = column.type
     if (kind, unsigned) in _UNPACK:
         unpacker = _UNPACK[(kind, unsigned)]
@@ -158,18 +167,19 @@ def _reader(column: Any, unsigned: bool) -> tuple[Reader, Skipper] | None:
     if kind == FIELD_TYPE.DATETIME2:
         return _datetime2(column.fsp), _skip(5 + _fraction(column.fsp)[0])
     if kind == FIELD_TYPE.TIMESTAMP2:
-        return _timestamp2(column.fsp), _skip(4 + _fraction(column.fsp)[0])
+        return _timestamp2(column.fsp, zone), _skip(4 + _fraction(column.fsp)[0])
     if kind == FIELD_TYPE.DATE:
         return _date, _skip(3)
     return None
 
 
-def fast_readers(table: Any) -> tuple[tuple[Reader, Skipper], ...] | None:
+def fast_readers(table: Any, zone: SessionZone = UTC) -> tuple[tuple[Reader, Skipper], ...] | None:
     """A reader and a skipper per column of a python-mysql-replication ``Table``, or None when
-    a column has a type this module leaves to the library."""
+    a column has a type this module leaves to the library. TIMESTAMPs are read in ``zone``
+    (the library reads them in UTC)."""
     readers = []
     for column in table.columns:
-        reader = _reader(column, bool(getattr(column, "unsigned", False)))
+        reader = _reader(column, bool(getattr(column, "unsigned", False)), zone)
         if reader is None:
             return None
         readers.append(reader)

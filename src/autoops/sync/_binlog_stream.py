@@ -15,13 +15,13 @@ import queue
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.constants import BINLOG
+from pymysqlreplication.constants import BINLOG, FIELD_TYPE
 from pymysqlreplication.event import (
     GtidEvent,
     HeartbeatLogEvent,
@@ -35,6 +35,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from .._connection import DbConnectionSettings
 from .._errors import AuthenticationError, ConfigError, ConnectError, QueryError
 from ._binlog_rows import Reader, Skipper, decode_images, fast_readers
+from ._binlog_zone import UTC, SessionZone
 
 __all__ = [
     "BinlogPosition",
@@ -56,6 +57,7 @@ _ER_MASTER_FATAL_READING: Final = 1236
 _ER_ACCESS: Final = (1045, 1227, 1044, 1142)
 _QUEUE_ITEMS: Final = 2000
 _PARTIAL_UPDATE: Final = BINLOG.PARTIAL_UPDATE_ROWS_EVENT
+_TIMESTAMPS: Final = (FIELD_TYPE.TIMESTAMP, FIELD_TYPE.TIMESTAMP2)
 
 
 @dataclass(frozen=True, slots=True, order=False)
@@ -149,7 +151,8 @@ class BinlogReader:
     touching ``tables`` (``(schema, table)`` pairs; others pass as empty transactions, so the
     position still advances). ``follow``: keep reading at the end (heartbeats every second)
     instead of stopping there. ``key_columns``: what the caller needs of the images that only
-    locate a key (see :func:`_changes`)."""
+    locate a key (see :func:`_changes`). ``zone``: the session time zone TIMESTAMPs are read in
+    (the one the sync's SELECTs use)."""
 
     def __init__(
         self,
@@ -160,8 +163,10 @@ class BinlogReader:
         tables: set[tuple[str, str]],
         follow: bool,
         key_columns: frozenset[str] | None = None,
+        zone: SessionZone = UTC,
     ) -> None:
         self.settings = settings
+        self.zone = zone
         self.server_id = server_id
         self.start = start
         self.tables = tables
@@ -280,7 +285,7 @@ class BinlogReader:
                     )
                 elif isinstance(event, _ROW_EVENTS):
                     if current is not None and (event.schema, event.table) in self.tables:
-                        current.changes.extend(_changes(event, self.key_columns))
+                        current.changes.extend(_changes(event, self.key_columns, self.zone))
                 elif isinstance(event, XidEvent):
                     safe = BinlogPosition(stream.log_file, event.packet.log_pos, gtid)
                     self._put(
@@ -316,22 +321,25 @@ class BinlogReader:
             self._put(EndOfLog(dt.datetime.now(dt.UTC), safe))
         finally:
             stream.close()
+            self.zone.close()
 
 
 def _text(query: Any) -> str:
     return query.decode("utf-8", "replace") if isinstance(query, bytes) else str(query)
 
 
-def _changes(event: Any, key_columns: frozenset[str] | None = None) -> Iterator[Change]:
-    """The event's row changes; with ``key_columns``, an update's before image and a delete's
-    image hold only those columns (all the applier needs of them) when the fast decoder
-    reads the event."""
+def _changes(
+    event: Any, key_columns: frozenset[str] | None = None, zone: SessionZone = UTC
+) -> Iterator[Change]:
+    """The event's row changes, TIMESTAMPs in ``zone``; with ``key_columns``, an update's
+    before image and a delete's image hold only those columns (all the applier needs of them)
+    when the fast decoder reads the event."""
     columns = tuple(column.name for column in event.columns)
     images = 2 if isinstance(event, UpdateRowsEvent) else 1
     table = event.table_map[event.table_id]
     # Compiled once per table map (the library keeps one Table per map event).
     if not hasattr(table, "_autoops_readers"):
-        table._autoops_readers = fast_readers(table)
+        table._autoops_readers = fast_readers(table, zone)
     readers: tuple[tuple[Reader, Skipper], ...] | None = table._autoops_readers
     if readers is not None and event.complete and event.event_type != _PARTIAL_UPDATE:
         data = event.packet.read(event.event_size - event.packet.read_bytes)
@@ -345,12 +353,31 @@ def _changes(event: Any, key_columns: frozenset[str] | None = None) -> Iterator[
             else:
                 yield Change(row[0], None, columns)
         return
+    stamps = [column.name for column in event.columns if column.type in _TIMESTAMPS]
+    shift = _shifter(stamps, zone) if stamps and zone.offset != 0 else _unchanged
     if isinstance(event, WriteRowsEvent):
         for row in event.rows:
-            yield Change(None, row["values"], columns)
+            yield Change(None, shift(row["values"]), columns)
     elif isinstance(event, UpdateRowsEvent):
         for row in event.rows:
-            yield Change(row["before_values"], row["after_values"], columns)
+            yield Change(shift(row["before_values"]), shift(row["after_values"]), columns)
     else:
         for row in event.rows:
-            yield Change(row["values"], None, columns)
+            yield Change(shift(row["values"]), None, columns)
+
+
+def _unchanged(values: dict[str, Any]) -> dict[str, Any]:
+    return values
+
+
+def _shifter(stamps: list[str], zone: SessionZone) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Moves the library's TIMESTAMPs (naive UTC) into ``zone``, in place."""
+
+    def shift(values: dict[str, Any]) -> dict[str, Any]:
+        for name in stamps:
+            value = values.get(name)
+            if isinstance(value, dt.datetime):
+                values[name] = zone.from_utc(value)
+        return values
+
+    return shift
