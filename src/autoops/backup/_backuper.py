@@ -413,8 +413,8 @@ class Backuper:
         PTTL, for servers that block SYNC or to take part of a database. On a
         ``redis+sentinel://`` cache, ``prefer="replica"`` reads from a healthy replica the
         sentinels name (recorded as that replica's address), never the master. On a
-        ``redis+cluster://`` cache only ``mode="logical"`` is taken: every master's keys in one
-        dump and one manifest (``options["cluster"]``: each master's node, slots, key count)."""
+        ``redis+cluster://`` cache every master is backed up at once into one backup (one data
+        file, one manifest; ``options["cluster"]``: each master's node, slots, key count)."""
         with cache_client(cache) as any_client:
             if isinstance(any_client, ClusterCache):
                 if prefer != "master":
