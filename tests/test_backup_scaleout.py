@@ -1,16 +1,20 @@
-"""Redis backups on Sentinel (from a replica when asked) and the Cluster refusal."""
+"""Redis backups on Sentinel (from a replica when asked) and on Redis Cluster (one logical dump
+of every master, restored onto any shape)."""
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 import autoops
 from _support.redis_topologies import RedisClusterTopology, SentinelTopology
+from _support.services import redis_server
 
 
 @pytest.fixture
@@ -67,8 +71,216 @@ def test_prefer_replica_on_one_server_is_a_config_error(
         autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(cache, prefer="replica")
 
 
-def test_a_cluster_backup_is_refused_with_what_to_do(
-    tmp_path: Path, redis_cluster_topology: RedisClusterTopology
+def _fill_every_type(client: Any, prefix: bytes) -> list[bytes]:
+    """Keys of every Redis type with ugly names (UTF-8, binary, spaces, hash tags), some with
+    TTLs, spread over every master; returns their names."""
+    keys: list[bytes] = []
+    for index in range(60):
+        tag = f"{{order-items}}:{index}".encode() if index % 7 == 0 else b""
+        base = prefix + "usérs:".encode() + tag + b" \xff\x00:%d" % index
+        string, hashed, listed, members, ranked, stream = (
+            base + suffix for suffix in (b":s", b":h", b":l", b":set", b":z", b":x")
+        )
+        client.set(string, b"\x00\xffvalue %d" % index)
+        client.hset(hashed, mapping={b"2fa_codes": b"123", "naïve".encode(): b"%d" % index})
+        client.rpush(listed, *[b"item-%d" % n for n in range(index % 5 + 1)])
+        client.sadd(members, *[b"m%d" % n for n in range(index % 4 + 1)])
+        client.zadd(ranked, {b"a": 1.5, b"b": index, b"c": -(2**53) - 1})
+        client.xadd(stream, {b"field": b"value %d" % index})
+        if index % 3 == 0:
+            client.pexpire(string, 600_000 + index)
+            client.pexpire(hashed, 900_000)
+        keys += [string, hashed, listed, members, ranked, stream]
+    return keys
+
+
+def _content(client: Any, keys: list[bytes]) -> dict[bytes, Any]:
+    """Each key's type, value and absolute expiry, as read through ``client``."""
+    readers = {
+        b"string": client.get,
+        b"hash": client.hgetall,
+        b"list": lambda key: client.lrange(key, 0, -1),
+        b"set": client.smembers,
+        b"zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+        b"stream": client.xrange,
+    }
+    content = {}
+    for key in keys:
+        kind = client.type(key)
+        content[key] = (kind, readers[kind](key), client.pexpiretime(key))
+    return content
+
+
+@pytest.fixture
+def cluster(redis_cluster_topology: RedisClusterTopology) -> Iterator[autoops.ClusterCache]:
+    redis_cluster_topology.wait_healthy()
+    client = autoops.CacheClient.from_url(redis_cluster_topology.url())
+    assert isinstance(client, autoops.ClusterCache)
+    yield client
+    client.close()
+
+
+def test_a_logical_cluster_backup_restores_every_type_onto_a_flushed_cluster(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
 ) -> None:
-    with pytest.raises(autoops.ConfigError, match="each master with its own redis://"):
-        autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(redis_cluster_topology.url())
+    prefix = f"bk{uuid.uuid4().hex[:8]}:".encode()
+    keys = _fill_every_type(cluster.redis, prefix)
+    before = _content(cluster.redis, keys)
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(cluster, mode="logical", pattern=prefix.decode() + "*")
+    assert backup.key_count == len(keys)
+    cluster.delete_prefix(prefix.decode())
+    assert backuper.restore_redis(backup, redis_cluster_topology.url()) == len(keys)
+    assert _content(cluster.redis, keys) == before
+
+
+def test_a_logical_cluster_backup_records_every_master_in_one_manifest(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:"
+    cluster.set_many({f"{prefix}{index}": index for index in range(300)})
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(cluster, mode="logical", pattern=prefix + "*")
+    masters = backup.options["cluster"]
+    assert sorted(int(master["node"].rsplit(":", 1)[1]) for master in masters) == (
+        redis_cluster_topology.masters()
+    )
+    assert sum(end - start + 1 for m in masters for start, end in m["slots"]) == 16384
+    assert all(master["key_count"] > 0 for master in masters)
+    assert sum(master["key_count"] for master in masters) == backup.key_count == 300
+    assert [b.id for b in backuper.list()] == [backup.id]
+    cluster.delete_prefix(prefix)
+
+
+def test_a_logical_cluster_backup_test_restores_into_the_cluster_and_removes_its_keys(
+    tmp_path: Path, cluster: autoops.ClusterCache
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:"
+    cluster.set_many({f"{prefix}{index}": index for index in range(300)})
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(cluster, mode="logical", pattern=prefix + "*")
+    cluster.delete_prefix(prefix)
+    assert backuper.verify(backup, restore_test=cluster).status == "ok"
+    assert cluster.get_many([f"{prefix}{index}" for index in range(300)]) == {}
+
+
+def test_a_logical_cluster_backup_restores_onto_one_redis_server(
+    tmp_path: Path, cluster: autoops.ClusterCache
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:".encode()
+    keys = _fill_every_type(cluster.redis, prefix)
+    before = _content(cluster.redis, keys)
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    backup = backuper.backup_redis(cluster, mode="logical", pattern=prefix.decode() + "*")
+    cluster.delete_prefix(prefix.decode())
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port:
+        assert backuper.restore_redis(backup, f"redis://127.0.0.1:{port}/0") == len(keys)
+        with contextlib.closing(redis.Redis(port=port)) as single:
+            assert _content(single, keys) == before
+
+
+def test_a_restore_into_a_cluster_holding_the_keys_is_refused_unless_replace(
+    tmp_path: Path, cluster: autoops.ClusterCache
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:"
+    cluster.set_many({f"{prefix}{index}": index for index in range(50)})
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(cluster, mode="logical", pattern=prefix + "*")
+    cluster.set(f"{prefix}7", "newer")
+    with pytest.raises(autoops.RestoreRefusedError, match="replace=True"):
+        backuper.restore_redis(backup, cluster)
+    assert cluster.get(f"{prefix}7") == "newer"
+    assert backuper.restore_redis(backup, cluster, replace=True) == 50
+    assert cluster.get(f"{prefix}7") == 7
+    cluster.delete_prefix(prefix)
+
+
+def test_a_logical_backup_of_one_redis_restores_onto_a_cluster(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:".encode()
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
+        keys = _fill_every_type(single, prefix)
+        before = _content(single, keys)
+        backup = backuper.backup_redis(
+            f"redis://127.0.0.1:{port}/0", mode="logical", pattern=prefix.decode() + "*"
+        )
+    assert backuper.restore_redis(backup, redis_cluster_topology.url()) == len(keys)
+    assert _content(cluster.redis, keys) == before
+    cluster.delete_prefix(prefix.decode())
+
+
+class _KillingStorage(autoops.LocalStorage):
+    """Kills a cluster master when the backup's data file is created: after the slot table is
+    read, before any master is dumped."""
+
+    def __init__(self, root: Path, kill: Callable[[], None]) -> None:
+        super().__init__(root)
+        self._kill = kill
+
+    def create(self, name: str) -> Any:
+        self._kill()
+        return super().create(name)
+
+
+def test_a_master_lost_during_a_cluster_backup_fails_it_and_stores_nothing(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:"
+    cluster.set_many({f"{prefix}{index}": index for index in range(300)})
+    victim = redis_cluster_topology.masters()[0]
+    storage = _KillingStorage(tmp_path, lambda: redis_cluster_topology.kill(victim))
+    backuper = autoops.Backuper(storage)
+    try:
+        with pytest.raises(autoops.BackupError, match=f"127.0.0.1:{victim}"):
+            backuper.backup_redis(cluster, mode="logical", pattern=prefix + "*")
+    finally:
+        redis_cluster_topology.restart(victim)
+        redis_cluster_topology.wait_healthy()
+    assert backuper.list() == []
+    assert storage.names() == []
+    cluster.delete_prefix(prefix)
+
+
+def test_an_rdb_cluster_backup_is_one_backup_of_every_master(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:"
+    cluster.set_many({f"{prefix}{index}": index for index in range(300)})
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(cluster)
+    cluster.delete_prefix(prefix)
+    masters = backup.options["cluster"]
+    assert sorted(int(master["node"].rsplit(":", 1)[1]) for master in masters) == (
+        redis_cluster_topology.masters()
+    )
+    assert sum(master["key_count"] for master in masters) == backup.key_count
+    assert backup.key_count is not None
+    assert backup.key_count >= 300
+    assert backuper.verify(backup, restore_test=True).status == "ok"
+    with pytest.raises(autoops.ConfigError, match="not written to a file"):
+        backuper.restore_redis(backup, tmp_path / "dump.rdb")
+
+
+def test_an_rdb_cluster_backup_restores_every_type_onto_a_cluster_and_one_redis(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    prefix = f"bk{uuid.uuid4().hex[:8]}:".encode()
+    keys = _fill_every_type(cluster.redis, prefix)
+    before = _content(cluster.redis, keys)
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    backup = backuper.backup_redis(cluster)
+    cluster.delete_prefix(prefix.decode())
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
+        restored = backuper.restore_redis(backup, f"redis://127.0.0.1:{port}/0")
+        assert restored == backup.key_count
+        assert _content(single, keys) == before
+    # The snapshot holds every key of the session's cluster, so the target is flushed whole.
+    redis_cluster_topology.flush()
+    assert backuper.restore_redis(backup, cluster) == backup.key_count
+    assert _content(cluster.redis, keys) == before
+    cluster.delete_prefix(prefix.decode())

@@ -20,7 +20,7 @@ from .._errors import ConfigError
 from .._pipeline import read_ahead
 from .._progress import Progress
 from .._time import utc_now
-from ..cache import CacheClient
+from ..cache import CacheClient, ClusterCache
 from ..db import DbClient, MySQLClient, SQLiteClient
 from ._binlogs import (
     ArchivedBinlog,
@@ -37,7 +37,9 @@ from ._errors import BackupError, BackupVerifyError, EncryptionKeyError
 from ._model import MANIFEST_SUFFIX, Backup, Definer, backup_list
 from ._mysql import MySQLEngine, mysql_client, source_database
 from ._pitr import BinlogPosition, backup_before, prepare_replay
-from ._redis_link import redis_client
+from ._redis_cluster import cluster_capture
+from ._redis_cluster_rdb import ClusterRdbEngine
+from ._redis_link import cache_client, redis_client
 from ._redis_logical import LogicalEngine
 from ._redis_rdb import RdbEngine
 from ._redis_replica import backup_source
@@ -80,10 +82,11 @@ def new_backup_id(kind: str, source: str, started_at: datetime) -> str:
 _MYSQL: Final = MySQLEngine()
 _RDB: Final = RdbEngine()
 _LOGICAL: Final = LogicalEngine()
+_CLUSTER_RDB: Final = ClusterRdbEngine()
 _SQLITE: Final = SQLiteEngine()
 # The engine of a backup is the first here that handles it (the RDB engine before the logical
 # one, which takes every other Redis backup).
-ENGINES: Final[tuple[BackupEngine, ...]] = (_MYSQL, _RDB, _LOGICAL, _SQLITE)
+ENGINES: Final[tuple[BackupEngine, ...]] = (_MYSQL, _RDB, _CLUSTER_RDB, _LOGICAL, _SQLITE)
 
 
 def _find_engine(backup: Backup) -> BackupEngine | None:
@@ -409,15 +412,34 @@ class Backuper:
         (default: the client's namespace, else all) of the client's database with SCAN + DUMP +
         PTTL, for servers that block SYNC or to take part of a database. On a
         ``redis+sentinel://`` cache, ``prefer="replica"`` reads from a healthy replica the
-        sentinels name (recorded as that replica's address), never the master."""
-        with redis_client(cache) as given, backup_source(given, prefer) as client:
-            if mode == "rdb":
-                if pattern is not None:
-                    raise ConfigError("pattern= selects keys of a logical dump; use mode='logical'")
-                return self._store(_RDB.capture(client, timeout=timeout))
-            if mode != "logical":
-                raise ConfigError(f"unknown Redis backup mode {mode!r}; use 'rdb' or 'logical'")
-            return self._store(_LOGICAL.capture(client, pattern))
+        sentinels name (recorded as that replica's address), never the master. On a
+        ``redis+cluster://`` cache every master is backed up at once into one backup (one data
+        file, one manifest; ``options["cluster"]``: each master's node, slots, key count)."""
+        with cache_client(cache) as any_client:
+            if isinstance(any_client, ClusterCache):
+                if prefer != "master":
+                    raise ConfigError(
+                        f"{any_client.location} is a Redis Cluster: use prefer='master'"
+                    )
+                if mode == "rdb":
+                    if pattern is not None:
+                        raise ConfigError(
+                            "pattern= selects keys of a logical dump; use mode='logical'"
+                        )
+                    return self._store(_CLUSTER_RDB.capture(any_client, timeout=timeout))
+                if mode != "logical":
+                    raise ConfigError(f"unknown Redis backup mode {mode!r}; use 'rdb' or 'logical'")
+                return self._store(cluster_capture(any_client, pattern))
+            with redis_client(any_client) as given, backup_source(given, prefer) as client:
+                if mode == "rdb":
+                    if pattern is not None:
+                        raise ConfigError(
+                            "pattern= selects keys of a logical dump; use mode='logical'"
+                        )
+                    return self._store(_RDB.capture(client, timeout=timeout))
+                if mode != "logical":
+                    raise ConfigError(f"unknown Redis backup mode {mode!r}; use 'rdb' or 'logical'")
+                return self._store(_LOGICAL.capture(client, pattern))
 
     def restore_redis(
         self,
@@ -429,12 +451,13 @@ class Backuper:
         """Restore a Redis backup into a Redis client or URL; returns the number of keys restored.
 
         A logical dump is RESTOREd into the target client's database (refused when keys matching
-        the dump's pattern exist there, unless ``replace``). An RDB snapshot is loaded into a
-        private ``redis-server`` and the keys of the database it was taken from are RESTOREd into
-        the target client's database (refused when that database holds any key, unless
-        ``replace``, which overwrites colliding keys and leaves the others). With a file path as
-        ``target`` an RDB snapshot is written there instead, as the ``dump.rdb`` to start a
-        stopped server from (returns the snapshot's key count)."""
+        the dump's pattern exist there, unless ``replace``); into a ``redis+cluster://`` target
+        each key goes to the master owning its slot, so it restores onto any shape. An RDB
+        snapshot is loaded into a private ``redis-server`` and the keys of the database it was
+        taken from are RESTOREd into the target client's database (refused when that database
+        holds any key, unless ``replace``, which overwrites colliding keys and leaves the others).
+        With a file path as ``target`` an RDB snapshot is written there instead, as the
+        ``dump.rdb`` to start a stopped server from (returns the snapshot's key count)."""
         return self._restore(backup, "redis", target, replace=replace) or 0
 
     # SQLite ---------------------------------------------------------------------------------

@@ -19,27 +19,34 @@ from .._errors import ConfigError
 from ..cache import CacheClient, ClusterCache, RedisCache
 from ._errors import BackupError
 
-__all__ = ["CHUNK", "Link", "redis_client", "refused", "server_label"]
+__all__ = ["CHUNK", "Link", "cache_client", "redis_client", "refused", "server_label"]
 
 CHUNK: Final = 1 << 20
 
 
 @contextlib.contextmanager
-def redis_client(cache: CacheClient | str) -> Iterator[RedisCache]:
-    """The :class:`RedisCache` given, or one made from a redis:// URL and closed afterwards."""
+def cache_client(cache: CacheClient | str) -> Iterator[CacheClient]:
+    """The client given, or one made from a URL and closed afterwards."""
     client = CacheClient.from_url(cache) if isinstance(cache, str) else cache
     try:
-        if isinstance(client, ClusterCache):
-            raise ConfigError(
-                f"backups of a Redis Cluster ({client.location}) are not supported yet: back up "
-                "each master with its own redis:// URL"
-            )
-        if not isinstance(client, RedisCache):
-            raise ConfigError(f"expected a Redis cache client or redis:// URL, got {client!r}")
         yield client
     finally:
         if isinstance(cache, str):
             client.close()
+
+
+@contextlib.contextmanager
+def redis_client(cache: CacheClient | str) -> Iterator[RedisCache]:
+    """The :class:`RedisCache` given, or one made from a redis:// URL and closed afterwards."""
+    with cache_client(cache) as client:
+        if isinstance(client, ClusterCache):
+            raise ConfigError(
+                f"{client.location} is a Redis Cluster: only logical backups "
+                "(mode='logical') are taken from it and restored into it"
+            )
+        if not isinstance(client, RedisCache):
+            raise ConfigError(f"expected a Redis cache client or redis:// URL, got {client!r}")
+        yield client
 
 
 def server_label(cache: RedisCache) -> str:

@@ -15,17 +15,18 @@ import redis
 
 from .._errors import ConfigError
 from .._resp import pack_per_key
-from ..cache import RedisCache
+from ..cache import CacheClient, ClusterCache, RedisCache
 from ..cache._client import escape_glob
 from ._engine import BackupEngine, Capture, RestoreJob
 from ._errors import BackupError, BackupVerifyError, RestoreRefusedError
 from ._model import Backup
-from ._redis_link import CHUNK, Link, redis_client, server_label
+from ._redis_link import CHUNK, Link, cache_client, redis_client, server_label
 
 __all__ = [
     "LogicalDump",
     "LogicalEngine",
     "any_key_matches",
+    "dump_chunks",
     "read_records",
     "refuse_if_holding",
     "restore_entries",
@@ -161,19 +162,26 @@ class LogicalDump:
                 wire.close()
 
     def chunks(self) -> Iterator[bytes]:
-        """The dump: a header, one record per key (absolute expiry in ms), and a trailer with the
-        record count, so a truncated file is detected."""
-        yield _MAGIC
-        buffer = bytearray()
-        for batch in self.entries():
-            for key, expire_at, payload in batch:
-                buffer += _RECORD + _RECORD_HEAD.pack(len(key)) + key
-                buffer += _EXPIRY.pack(expire_at) + _RECORD_HEAD.pack(len(payload))
-                buffer += payload
-            if len(buffer) >= CHUNK:
-                yield bytes(buffer)
-                buffer.clear()
-        yield bytes(buffer) + _END + _COUNT.pack(self.key_count)
+        """The dump of :meth:`entries` (see :func:`dump_chunks`)."""
+        return dump_chunks(self.entries(), lambda: self.key_count)
+
+
+def dump_chunks(
+    batches: Iterable[list[tuple[bytes, int, bytes]]], count: Callable[[], int]
+) -> Iterator[bytes]:
+    """A dump: a header, one record per key (absolute expiry in ms), and a trailer with the
+    record count (``count()`` once the batches are done), so a truncated file is detected."""
+    yield _MAGIC
+    buffer = bytearray()
+    for batch in batches:
+        for key, expire_at, payload in batch:
+            buffer += _RECORD + _RECORD_HEAD.pack(len(key)) + key
+            buffer += _EXPIRY.pack(expire_at) + _RECORD_HEAD.pack(len(payload))
+            buffer += payload
+        if len(buffer) >= CHUNK:
+            yield bytes(buffer)
+            buffer.clear()
+    yield bytes(buffer) + _END + _COUNT.pack(count())
 
 
 class _Reader:
@@ -363,34 +371,46 @@ class LogicalEngine(BackupEngine):
         for _ in read_records(chunks(), backup.data_file):
             pass
 
+    @staticmethod
+    def _restore_into(
+        target: CacheClient, chunks: Iterable[bytes], pattern: str, *, replace: bool, progress: Any
+    ) -> list[bytes]:
+        if isinstance(target, ClusterCache):
+            # Imported here: the cluster module is built on this one.
+            from ._redis_cluster import restore_into_cluster  # noqa: PLC0415
+
+            return restore_into_cluster(chunks, target, pattern, replace=replace, progress=progress)
+        with redis_client(target) as client:
+            return restore_logical(chunks, client, pattern, replace=replace, progress=progress)
+
     def restore(self, job: RestoreJob) -> int:
-        """RESTORE the dump's keys into a Redis client or URL's database."""
+        """RESTORE the dump's keys into a Redis client or URL's database, or into a Redis
+        Cluster (each key to the master owning its slot)."""
         job.check_stored()
         if isinstance(job.target, os.PathLike):
             raise ConfigError("a logical Redis dump is restored into a Redis client or URL")
-        with redis_client(job.target) as client:
-            with job.progress() as progress:
-                restored = restore_logical(
-                    job.chunks(),
-                    client,
-                    str(job.backup.options.get("pattern", "*")),
-                    replace=job.replace,
-                    progress=progress,
-                )
-            return len(restored)
+        pattern = str(job.backup.options.get("pattern", "*"))
+        with cache_client(job.target) as target, job.progress() as progress:
+            chunks = job.chunks()
+            return len(
+                self._restore_into(target, chunks, pattern, replace=job.replace, progress=progress)
+            )
 
     def test_restore(self, job: RestoreJob) -> None:
-        """RESTORE into the empty database ``job.target``, check every key arrived, then
-        remove them."""
+        """RESTORE into the empty database (or cluster) ``job.target``, check every key
+        arrived, then remove them."""
         backup = job.backup
         if job.target is True:
             raise BackupVerifyError(
                 "a test restore of a logical Redis dump needs a target: pass restore_test=<Redis "
                 "client or URL of an empty database>"
             )
-        with redis_client(job.target) as client:
+        with cache_client(job.target) as client:
             pattern = str(backup.options.get("pattern", "*"))
-            restored = restore_logical(job.chunks(), client, pattern)
+            restored = self._restore_into(
+                client, job.chunks(), pattern, replace=False, progress=None
+            )
+            assert isinstance(client, (RedisCache, ClusterCache))
             try:
                 expected = sum(1 for _ in read_records(job.chunks(), backup.data_file))
                 if expected != backup.key_count:
