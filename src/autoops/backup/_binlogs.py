@@ -11,7 +11,6 @@ partial file the next run removes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ from ..db import MySQLClient
 from ._compress import Compressor, decompressed_chunks, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError
-from ._mysql import dump_source, option_file
+from ._mysql import dump_source, option_file, remove_dead_processes_directories
 from ._storage import PARTIAL_SUFFIX
 
 if TYPE_CHECKING:
@@ -341,25 +340,9 @@ def private_directory(prefix: str) -> str:
 def remove_stale_copies() -> list[str]:
     """Remove the binlog copy directories of this user's autoops processes that died (SIGKILL,
     power loss) before removing them; returns their paths."""
-    removed = []
-    with contextlib.suppress(OSError), os.scandir(tempfile.gettempdir()) as entries:
-        for entry in entries:
-            match = _COPY_DIRECTORY_RE.fullmatch(entry.name)
-            if match is None or not entry.is_dir(follow_symlinks=False):
-                continue
-            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
-                continue
-            try:
-                os.kill(int(match.group(1)), 0)
-                continue
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
-            log.info("removed %s, left by a binlog archive or restore that died", entry.path)
-    return removed
+    return remove_dead_processes_directories(
+        _COPY_DIRECTORY_RE, "left by a binlog archive or restore that died"
+    )
 
 
 def _binlog_tool() -> str:

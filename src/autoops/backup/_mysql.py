@@ -112,11 +112,19 @@ _OPTION_DIRECTORY_RE: Final = re.compile(rf"{_OPTION_PREFIX}(\d+)-[^/]+")
 def remove_stale_option_files() -> list[str]:
     """Remove the option-file directories (they hold a password) of this user's autoops
     processes that died without cleaning up (SIGKILL, power loss); returns their paths."""
+    return remove_dead_processes_directories(
+        _OPTION_DIRECTORY_RE, "left by a backup process that died"
+    )
+
+
+def remove_dead_processes_directories(pattern: re.Pattern[str], why: str) -> list[str]:
+    """Remove the directories in the temporary directory whose whole name matches ``pattern``
+    (group 1: the pid that made it), owned by this user, whose process is gone; returns their
+    paths. Directories of live processes, or of other users, are left alone."""
     removed = []
-    temp = tempfile.gettempdir()
-    with contextlib.suppress(OSError), os.scandir(temp) as entries:
+    with contextlib.suppress(OSError), os.scandir(tempfile.gettempdir()) as entries:
         for entry in entries:
-            match = _OPTION_DIRECTORY_RE.fullmatch(entry.name)
+            match = pattern.fullmatch(entry.name)
             if match is None or not entry.is_dir(follow_symlinks=False):
                 continue
             if entry.stat(follow_symlinks=False).st_uid != os.getuid():
@@ -130,7 +138,7 @@ def remove_stale_option_files() -> list[str]:
                 continue
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
-            log.info("removed %s, left by a backup process that died", entry.path)
+            log.info("removed %s, %s", entry.path, why)
     return removed
 
 
