@@ -114,6 +114,15 @@ class PageReader:
     def _read_packed_pages(self, plan: TablePlan, cursor: Any) -> Generator[Page, None, None]:
         """Full-pass pages built whole by the server (see ``TablePlan.packed_page_sql``), cut
         ahead by primary key and read by ``readers`` connections at once, yielded in order."""
+        for pages in self._packed_ranges(plan, cursor):
+            yield from pages
+
+    def _packed_ranges(
+        self, plan: TablePlan, cursor: Any, window: tuple[str, list[Any]] | None = None
+    ) -> Generator[list[Page], None, None]:
+        """The table after ``cursor`` cut ahead into primary-key ranges of ``batch_size``
+        rows, each read (filtered to ``window``, see :meth:`_packed_range`) by ``readers``
+        connections at once; yields each range's pages in primary-key order."""
         pending: collections.deque[Future[list[Page]]] = collections.deque()
         low, exhausted = cursor, False
         try:
@@ -131,11 +140,11 @@ class PageReader:
                         break
                     assert row is not None
                     high = int(row["last_pk"])
-                    pending.append(self._pool.submit(self._packed_range, plan, low, high))
+                    pending.append(self._pool.submit(self._packed_range, plan, low, high, window))
                     exhausted = count < self.batch_size
                     low = high
                 if pending:
-                    yield from pending.popleft().result()
+                    yield pending.popleft().result()
         finally:
             _abandon(pending)
 
@@ -278,33 +287,12 @@ class PageReader:
         carries ``upper``. A row changed during the read leaves the window (its new stamp is
         after ``upper``) and is read after it."""
         window = plan.keyset_where(self.db, lower, upper)
-        pending: collections.deque[Future[list[Page]]] = collections.deque()
-        low: Any = None
-        exhausted = False
-        try:
-            while not self.stop.is_set() and (pending or not exhausted):
-                while not exhausted and len(pending) < self.readers + 1:
-                    first = low is None
-                    row = self.db.query_one(
-                        plan.boundary_sql(self.db, first=first, limit=self.batch_size),
-                        None if first else [low],
-                        **self.reads.options(),
-                    )
-                    count = int(row["n"]) if row is not None else 0
-                    if count == 0:
-                        exhausted = True
-                        break
-                    assert row is not None
-                    high = int(row["last_pk"])
-                    pending.append(self._pool.submit(self._packed_range, plan, low, high, window))
-                    exhausted = count < self.batch_size
-                    low = high
-                if pending:
-                    for page in pending.popleft().result():
-                        page.last_updated, page.last_pk = lower
-                        yield page
-        finally:
-            _abandon(pending)
+        # closing: a pass stopped mid-window abandons the ranges still being read at once.
+        with contextlib.closing(self._packed_ranges(plan, None, window)) as ranges:
+            for pages in ranges:
+                for page in pages:
+                    page.last_updated, page.last_pk = lower
+                    yield page
         if not self.stop.is_set():
             yield Page(rows=0, last_pk=upper[1], last_updated=upper[0])
 
