@@ -32,7 +32,9 @@ class FencedBatch:
     :meth:`from_items` packs them from pairs. Each row expires after ``ttl_ms`` (never when
     None), shortened by the backend's own ``ttl_jitter`` drawn afresh for each key. ``deletes``
     are full keys to remove; ``meta`` are bookkeeping pairs (a checkpoint) written without expiry
-    in the same step.
+    in the same step. ``token`` is the lock's fencing token (:meth:`CacheBackend.claim_fences`;
+    0 when the backend gave none): a backend that cannot check the fence atomically with the
+    rows (Redis Cluster) refuses a batch whose token is older than the newest claimed.
     """
 
     fence: tuple[str, bytes]
@@ -41,6 +43,7 @@ class FencedBatch:
     ttl_ms: int | None = None
     deletes: Sequence[str] = field(default=())
     meta: Sequence[tuple[str, bytes]] = field(default=())
+    token: int = 0
 
     @classmethod
     def from_items(
@@ -50,10 +53,11 @@ class FencedBatch:
         ttl_ms: int | None = None,
         deletes: Sequence[str] = (),
         meta: Sequence[tuple[str, bytes]] = (),
+        token: int = 0,
     ) -> FencedBatch:
         """A batch of ``(full key, value)`` rows, packed."""
         packed = pack_arguments([part for key, value in items for part in (key.encode(), value)])
-        return cls(fence, packed, len(items), ttl_ms, deletes, meta)
+        return cls(fence, packed, len(items), ttl_ms, deletes, meta, token)
 
 
 class CacheBackend(Protocol):
@@ -106,6 +110,12 @@ class CacheBackend(Protocol):
     ) -> bool:
         """Set ``key`` to ``value`` (expiring after ``ttl_ms``, never when None) only while it
         holds ``expected`` (is missing, when None); True when it was set."""
+        ...
+
+    def claim_fences(self, key: str) -> int:
+        """Right after taking the lock ``key``: a fencing token newer than any before, made
+        the one every fenced write must carry from now on (older ones are refused). 0 when
+        the backend's fenced write checks the lock itself in one atomic step."""
         ...
 
     def write_fenced(self, batch: FencedBatch) -> bool:

@@ -226,6 +226,12 @@ class CacheClient(abc.ABC):
         """Set ``key`` to ``value`` (expiring after ``ttl_ms``, never when None) only while it
         holds ``expected`` (is missing, when None); True when it was set."""
 
+    def claim_fences(self, key: str) -> int:
+        """Take a fencing token for the lock ``key`` (just taken) and make every write
+        carrying an older one refused from now on; returns the token. 0 here: a backend whose
+        fenced write checks the lock in the same atomic step needs none (Redis Cluster does)."""
+        return 0
+
     @abc.abstractmethod
     def write_fenced(self, batch: FencedBatch) -> bool:
         """Atomically, and only while ``batch.fence`` holds: set the packed rows (each TTL
@@ -270,12 +276,18 @@ class CacheClient(abc.ABC):
     def _ttl_ms(self, ttl: TTL | None) -> int | None:
         if ttl is None:
             return None
+        return self._jittered(self._base_ttl_ms(ttl))
+
+    @staticmethod
+    def _base_ttl_ms(ttl: TTL) -> float:
+        """``ttl`` in milliseconds before jitter; a clear error for anything but a positive
+        number of seconds or a timedelta."""
         seconds = ttl.total_seconds() if isinstance(ttl, dt.timedelta) else ttl
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
             raise ConfigError(
                 f"ttl must be a number of seconds above 0 or a timedelta, got {ttl!r}"
             )
-        return self._jittered(seconds * 1000)
+        return seconds * 1000
 
     def _jittered(self, milliseconds: float | None) -> int | None:
         """``milliseconds`` shortened by a fresh draw of ``ttl_jitter`` (None stays None)."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
+import random
 import threading
 from binascii import crc_hqx
 from collections import defaultdict
@@ -29,7 +31,7 @@ from redis.retry import Retry
 from .._config import REDIS_OPTIONS, CacheUrl, Secret, convert_options
 from .._connection import CacheConnectionSettings, TlsSettings
 from .._errors import ConfigError, ConnectError
-from .._resp import pack_command, unpack_arguments
+from .._resp import pack_arguments, pack_command, pack_header, unpack_arguments
 from .._retry import Failure, RetryPolicy
 from ._backend import FencedBatch
 from ._client import TTL, CacheClient, escape_glob
@@ -40,6 +42,7 @@ from ._sentinel import ReplicaCounts, _tls, ack_timeout_ms
 __all__ = ["ClusterCache"]
 
 CLUSTER_OPTIONS: Final = {"replica_ack_timeout": float}
+_SLOTS: Final = 16384
 _MSET_CHUNK: Final = 1000
 # Replies that mean "this slot is elsewhere now": rebuild the slot table and resend.
 _MOVED: Final = (redis.exceptions.MovedError, redis.exceptions.ClusterDownError)
@@ -60,18 +63,21 @@ class _Work:
     build: list[bytes] | Callable[[], list[bytes]]
     single: Callable[[RedisCluster], Any]
     replies: list[Any] = field(default_factory=list)
-    #: For a write: the keys set (with values) and unlinked, so a node's writes can go as one
-    #: script; ``ttls`` holds each set key's expiry in ms (None: no expiry).
-    sets: list[tuple[bytes, bytes]] | None = None
-    ttls: list[int] | None = None
-    unlinks: list[bytes] | None = None
-    #: The node refused the one-script form (a slot moving): send this slot's commands.
-    unmerged: bool = False
 
     @functools.cached_property
     def commands(self) -> list[bytes]:
-        """The slot's packed commands, built on first use (a merged write never needs them)."""
+        """The slot's packed commands, built on first use."""
         return self.build if isinstance(self.build, list) else self.build()
+
+
+@dataclass(eq=False)
+class _Share:
+    """One node's share of a packed write: its rows (each ``$len key $len value`` as packed),
+    the keys it unlinks, and a slot it serves (whose fence key the node's script checks)."""
+
+    rows: list[bytes] = field(default_factory=list)
+    deletes: list[bytes] = field(default_factory=list)
+    slot: int = -1
 
 
 class ClusterCache(CacheClient):
@@ -149,6 +155,8 @@ class ClusterCache(CacheClient):
         self._client: RedisCluster | None = None
         self._client_lock = threading.Lock()
         self._stale = False
+        # The slot table the owner list was built from, the masters, each slot's master.
+        self._owner_table: tuple[Any, list[ClusterNode], list[int]] | None = None
 
     @classmethod
     def from_parsed(
@@ -273,15 +281,9 @@ class ClusterCache(CacheClient):
 
     # bulk engine ----------------------------------------------------------------------------
 
-    def _run(
-        self, operation: str, works: list[_Work], *, durable: bool = False, merge: bool = False
-    ) -> None:
+    def _run(self, operation: str, works: list[_Work]) -> None:
         """Send every slot's commands, pipelined per node; resend only failed slots (after
-        rebuilding the slot table) under the retry policy. ``durable`` ends each node's
-        pipeline with ``WAIT 1`` and fails the node's slots when its master has a replica and
-        none acknowledged. ``merge`` sends each node's writes as one script (one reply per node
-        instead of one per slot); a node that refuses it (a slot moved or migrating) gets its
-        slots' own commands on the next try."""
+        rebuilding the slot table) under the retry policy."""
         pending = list(works)
 
         def attempt() -> None:
@@ -294,36 +296,25 @@ class ClusterCache(CacheClient):
             migrating: list[_Work] = []
             first_error: BaseException | None = None
             # Every node is written before any is read, so the masters work at the same time.
-            started: list[tuple[ClusterNode, list[_Work], list[_Work], Any, Any, bool]] = []
+            started: list[tuple[list[_Work], _Exchange]] = []
             for node, node_works in by_node.values():
-                if merge and all(not work.unmerged for work in node_works):
-                    merged = [_Work(-1, [_node_script(node_works)], _unused)]
-                else:
-                    merged = []
+                commands = [command for work in node_works for command in work.commands]
                 try:
-                    sent = self._send_node(cluster, node, merged or node_works, durable)
-                    started.append((node, node_works, merged, *sent))
+                    started.append((node_works, self._send_node(cluster, node, commands, False)))
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                     first_error = first_error or exc
                     failed.extend(node_works)
-            for node, node_works, merged, pool, connection, wait in started:
+            for node_works, exchange in started:
                 try:
-                    self._read_node(node, merged or node_works, pool, connection, wait)
-                except (redis.ConnectionError, redis.TimeoutError, OSError, _NotReplicated) as exc:
+                    replies = self._read_node(exchange)
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                     first_error = first_error or exc
                     failed.extend(node_works)
                     continue
-                if merged:
-                    (reply,) = merged[0].replies
-                    if isinstance(reply, redis.ResponseError):
-                        for work in node_works:
-                            work.unmerged = True
-                        failed.extend(node_works)
-                        first_error = first_error or redis.exceptions.TryAgainError(
-                            f"{node.name} refused the batch as one script ({reply})"
-                        )
-                    continue
+                at = 0
                 for work in node_works:
+                    work.replies = replies[at : at + len(work.commands)]
+                    at += len(work.commands)
                     errors = [r for r in work.replies if isinstance(r, redis.ResponseError)]
                     if not errors:
                         continue
@@ -344,32 +335,32 @@ class ClusterCache(CacheClient):
         self._call(operation, attempt)
 
     def _send_node(
-        self, cluster: RedisCluster, node: ClusterNode, works: list[_Work], durable: bool
-    ) -> tuple[Any, Any, bool]:
-        """Write a node's commands on one of its connections; the replies are read by
-        :meth:`_read_node`."""
+        self, cluster: RedisCluster, node: ClusterNode, commands: list[bytes], durable: bool
+    ) -> _Exchange:
+        """Write ``commands`` to ``node`` on one of its connections, followed by ``WAIT 1``
+        when ``durable`` and the node's master has a replica; :meth:`_read_node` reads the
+        replies."""
         client = cluster.get_redis_connection(node)
         wait = durable and self._replicas.count(node.name, client) > 0
-        payload = [command for work in works for command in work.commands]
         if wait:
-            payload.append(pack_command(b"WAIT", b"1", b"%d" % self._ack_timeout_ms))
+            commands = [*commands, pack_command(b"WAIT", b"1", b"%d" % self._ack_timeout_ms)]
         pool = client.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command([b"".join(payload)])  # type: ignore[no-untyped-call]
+            connection.send_packed_command([b"".join(commands)])  # type: ignore[no-untyped-call]
         except BaseException:
             connection.disconnect()  # type: ignore[no-untyped-call]
             pool.release(connection)
             raise
-        return pool, connection, wait
+        return _Exchange(node, pool, connection, len(commands) - wait, wait)
 
-    def _read_node(
-        self, node: ClusterNode, works: list[_Work], pool: Any, connection: Any, wait: bool
-    ) -> None:
-        count = sum(len(work.commands) for work in works) + wait
+    def _read_node(self, exchange: _Exchange) -> list[Any]:
+        """The replies to :meth:`_send_node`'s commands (a refused command's error in its
+        place); raises :class:`_NotReplicated` when the node's replica did not acknowledge."""
+        connection = exchange.connection
         replies: list[Any] = []
         try:
-            for _ in range(count):
+            for _ in range(exchange.count + exchange.wait):
                 try:
                     replies.append(connection.read_response())
                 except redis.ResponseError as exc:
@@ -378,16 +369,200 @@ class ClusterCache(CacheClient):
             connection.disconnect()
             raise
         finally:
-            pool.release(connection)
-        if wait:
+            exchange.pool.release(connection)
+        if exchange.wait:
             acks = replies.pop()
             if isinstance(acks, int) and acks < 1:
-                self._replicas.forget(node.name)
-                raise _NotReplicated(f"WAIT 1 on {node.name} answered {acks}")
-        at = 0
-        for work in works:
-            work.replies = replies[at : at + len(work.commands)]
-            at += len(work.commands)
+                self._replicas.forget(exchange.node.name)
+                raise _NotReplicated(f"WAIT 1 on {exchange.node.name} answered {acks}")
+        return replies
+
+    def _owners(self, cluster: RedisCluster) -> tuple[list[ClusterNode], list[int]]:
+        """The masters and, for each of the 16384 slots, the index of the one serving it, as
+        the client's slot table says (rebuilt when the table is)."""
+        table = cluster.nodes_manager.slots_cache
+        if self._owner_table is None or self._owner_table[0] is not table:
+            masters: dict[str, int] = {}
+            nodes: list[ClusterNode] = []
+            owner = [0] * _SLOTS
+            for slot in range(_SLOTS):
+                node = table[slot][0]
+                index = masters.get(node.name)
+                if index is None:
+                    index = masters[node.name] = len(nodes)
+                    nodes.append(node)
+                owner[slot] = index
+            self._owner_table = (table, nodes, owner)
+        return self._owner_table[1], self._owner_table[2]
+
+    def _write_packed(
+        self,
+        operation: str,
+        rows: bytes,
+        count: int,
+        deletes: list[bytes],
+        *,
+        ttl_ms: int | None,
+        fence: tuple[str, int] | None,
+        durable: bool,
+    ) -> bool:
+        """Set ``count`` packed rows (``ttl_ms`` jittered per key by the node) and unlink
+        ``deletes``: one script per node, every node written before any is read, each followed
+        by ``WAIT 1`` when ``durable``. With ``fence`` (a lock key and its fencing token) each
+        node's script first reads the fence key of one slot it serves and refuses its whole
+        share when a newer token has claimed it; returns False if any share was refused (the
+        caller lost its lock). A node that refuses the script (a slot moved or migrating) gets
+        one script per slot, keys declared, through ``RedisCluster``, which follows ASK and
+        MOVED. Shares that failed (node down, no replica ack) are resent after the slot table
+        is rebuilt, split by the new table."""
+        pending: tuple[bytes, int, list[bytes]] = (rows, count, deletes)
+        refused = False
+        jitter = round(self.ttl_jitter * 1_000_000)
+
+        def attempt() -> None:
+            nonlocal pending, refused
+            cluster = self._cluster()
+            nodes, owner = self._owners(cluster)
+            shares = _split(*pending, owner, len(nodes))
+            failed: list[_Share] = []
+            moving: list[_Share] = []
+            first_error: BaseException | None = None
+            started: list[tuple[_Share, _Exchange]] = []
+            for node, share in zip(nodes, shares, strict=True):
+                if not share.rows and not share.deletes:
+                    continue
+                fence_key = b"" if fence is None else _fence_key(fence[0], share.slot)
+                command = _write_command(share, fence_key, fence, ttl_ms, jitter)
+                try:
+                    started.append((share, self._send_node(cluster, node, [command], durable)))
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    first_error = first_error or exc
+                    failed.append(share)
+            for share, exchange in started:
+                try:
+                    (reply,) = self._read_node(exchange)
+                except (redis.ConnectionError, redis.TimeoutError, OSError, _NotReplicated) as exc:
+                    first_error = first_error or exc
+                    failed.append(share)
+                    continue
+                if isinstance(reply, redis.ResponseError):
+                    moving.append(share)
+                elif reply == 0:
+                    refused = True
+            for share in moving:
+                for slot_share in _by_slot_shares(share):
+                    try:
+                        if not self._write_slot(cluster, slot_share, fence, ttl_ms, jitter):
+                            refused = True
+                    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                        first_error = first_error or exc
+                        failed.append(slot_share)
+                    except redis.ResponseError as exc:
+                        if not isinstance(exc, _MOVED + _MIGRATING):
+                            raise
+                        first_error = first_error or exc
+                        failed.append(slot_share)
+            if refused:
+                return
+            pending = (
+                b"".join(row for share in failed for row in share.rows),
+                sum(len(share.rows) for share in failed),
+                [key for share in failed for key in share.deletes],
+            )
+            if first_error is not None:
+                self._stale = True
+                raise first_error
+
+        self._call(operation, attempt)
+        return not refused
+
+    def _write_slot(
+        self,
+        cluster: RedisCluster,
+        share: _Share,
+        fence: tuple[str, int] | None,
+        ttl_ms: int | None,
+        jitter: int,
+    ) -> bool:
+        """One slot's share as one script with its keys declared, sent by ``RedisCluster``
+        (which follows MOVED and ASK, and waits out TRYAGAIN while the slot migrates)."""
+        rows = unpack_arguments(b"".join(share.rows), 2 * len(share.rows))
+        fence_key = b"" if fence is None else _fence_key(fence[0], share.slot)
+        keys = [*([fence_key] if fence_key else []), *rows[::2], *share.deletes]
+        arguments = [
+            *_write_head(fence_key, fence, ttl_ms, jitter, len(share.rows), len(share.deletes)),
+            *rows,
+            *share.deletes,
+        ]
+        return bool(cluster.eval(_NODE_WRITE_TEXT, len(keys), *keys, *arguments))
+
+    def claim_fences(self, key: str) -> int:
+        """Take the next fencing token of the lock ``key`` (an ``INCR``, waited for by a
+        replica) and raise the fence key of every slot to it (one script per master, each
+        waited for), so that from now on a write carrying an older token is refused by every
+        node. Returns the token. Called right after the lock is taken, before any read of the
+        source, so a stale holder's write either lands before this claim (and before anything
+        its successor reads) or is refused."""
+        counter = _fence_base(key) + b":fence-token"
+        token = int(self._call("redis INCR (fencing token)", lambda: self._bump(counter, None)))
+        while True:
+            highest = int(
+                self._call("redis fence claim", functools.partial(self._claim, key, token))
+            )
+            if highest <= token:
+                return token
+            # The counter is behind a fence (a failover lost its last INCR): jump past it.
+            token = int(
+                self._call(
+                    "redis SET (fencing token)", functools.partial(self._bump, counter, highest + 1)
+                )
+            )
+
+    def _bump(self, counter: bytes, at_least: int | None) -> int:
+        cluster = self._cluster()
+        node = cluster.nodes_manager.get_node_from_slot(slot_of(counter))
+        command = (
+            pack_command(b"INCR", counter)
+            if at_least is None
+            else pack_command(b"EVAL", _RAISE_TO, b"1", counter, b"%d" % at_least)
+        )
+        (reply,) = self._read_node(self._send_node(cluster, node, [command], True))
+        if isinstance(reply, Exception):
+            raise reply
+        return int(reply)
+
+    def _claim(self, key: str, token: int) -> int:
+        cluster = self._cluster()
+        nodes, owner = self._owners(cluster)
+        slots: list[list[int]] = [[] for _ in nodes]
+        for slot in range(_SLOTS):
+            slots[owner[slot]].append(slot)
+        exchanges = []
+        for node, node_slots in zip(nodes, slots, strict=True):
+            command = pack_command(
+                b"EVAL", _CLAIM, b"0", b"%d" % token,
+                *[_fence_key(key, slot) for slot in node_slots],
+            )  # fmt: skip
+            exchanges.append((node_slots, self._send_node(cluster, node, [command], True)))
+        highest = 0
+        first_error: BaseException | None = None
+        for node_slots, exchange in exchanges:
+            try:
+                (reply,) = self._read_node(exchange)
+            except (redis.RedisError, OSError) as exc:
+                first_error = first_error or exc
+                continue
+            if isinstance(reply, redis.ResponseError):
+                # A slot is moving: each slot's fence key on its own, following ASK.
+                replies = [
+                    cluster.eval(_CLAIM_TEXT, 1, _fence_key(key, slot), token)
+                    for slot in node_slots
+                ]
+                reply = max(int(value) for value in replies)
+            highest = max(highest, int(reply))
+        if first_error is not None:
+            raise first_error
+        return highest
 
     @staticmethod
     def _by_slot(keys: Iterator[tuple[int, Any]] | list[tuple[int, Any]]) -> dict[int, list[Any]]:
@@ -410,8 +585,6 @@ class ClusterCache(CacheClient):
                 slot,
                 [pack_command(b"SET", key, value, b"PX", b"%d" % ms) for key, value, ms in triples],
                 functools.partial(_set_each_px, triples),
-                sets=[(key, value) for key, value, _ in triples],
-                ttls=[ms for _, _, ms in triples],
             )
             for slot, triples in timed.items()
         ]
@@ -423,7 +596,6 @@ class ClusterCache(CacheClient):
                 slot,
                 [pack_command(b"UNLINK", *slot_keys)],
                 _single_unlink(slot_keys),
-                unlinks=slot_keys,
             )
             for slot, slot_keys in groups.items()
         ]
@@ -487,11 +659,16 @@ class ClusterCache(CacheClient):
         self, batch: list[tuple[int, list[tuple[bytes, bytes]]]], ttl: TTL | None
     ) -> None:
         if ttl is None:
-            works = [_mset_work(slot, pairs) for slot, pairs in batch]
-        else:
-            items = [pair for _, pairs in batch for pair in pairs]
-            works = self._set_works(items, [self._ttl_ms(ttl) or 1 for _ in items])
-        self._run("redis set_many", works, merge=True)
+            # One MSET per slot: no script, so the masters store the keys as fast as one Redis.
+            self._run("redis set_many", [_mset_work(slot, pairs) for slot, pairs in batch])
+            return
+        # SET PX per key, the expiry jittered by the node: one script per node.
+        rows = pack_arguments([part for _, pairs in batch for pair in pairs for part in pair])
+        count = sum(len(pairs) for _, pairs in batch)
+        ttl_ms = max(1, int(self._base_ttl_ms(ttl)))
+        self._write_packed(
+            "redis set_many", rows, count, [], ttl_ms=ttl_ms, fence=None, durable=False
+        )
 
     def _delete(self, keys: list[str]) -> int:
         works = self._delete_works([key.encode("utf-8") for key in keys])
@@ -573,34 +750,42 @@ class ClusterCache(CacheClient):
 
     def write_fenced(self, batch: FencedBatch) -> bool:
         """The cluster's form of the fenced batch (its keys span slots, so no one script can
-        hold it): the fence is checked; rows and deletes go out per node, each node's writes
-        followed by ``WAIT 1`` where its master has a replica; only when every node has
-        acknowledged is the fence checked again and ``meta`` (the checkpoint) written, also
-        waited for. A checkpoint is therefore never ahead of its rows, on the masters or on a
-        promoted replica. What it cannot give: atomicity (a crash may leave a batch's rows
-        without its checkpoint; the next pass writes them again) and a fence over the rows
-        themselves (see docs/sync.md)."""
-        fence = batch.fence
-        ttl_ms = batch.ttl_ms
-        meta = batch.meta
-        parts = unpack_arguments(batch.packed_items, 2 * batch.item_count)
-        if self.get_raw(fence[0]) != fence[1]:
+        hold it). Rows and deletes go out as one script per node, every node written before
+        any is read, each followed by ``WAIT 1`` where its master has a replica; only when
+        every node has acknowledged is ``meta`` (the checkpoint) written the same way, so a
+        checkpoint is never ahead of its rows, on the masters or on a promoted replica.
+
+        With a fencing token (``batch.token``, from :meth:`claim_fences`) each node's script
+        checks a fence key on that node and refuses its share when a newer holder has claimed
+        the lock's fences: a runner that lost its lock writes nothing from its successor's
+        claim on. Without one (token 0) the lock is read before the rows and before the
+        checkpoint, which leaves a runner paused between a read and its write able to write.
+        What neither gives: atomicity across nodes (a crash between rows and checkpoint leaves
+        rows without their checkpoint; the next pass writes them again). See docs/sync.md."""
+        fence_key, fence_value = batch.fence
+        fence = (fence_key, batch.token) if batch.token else None
+        if fence is None and self.get_raw(fence_key) != fence_value:
             return False
-        encoded = list(zip(parts[::2], parts[1::2], strict=True))
-        ttls = None
-        if ttl_ms is not None:
-            ttls = [self._jittered(ttl_ms) or 1 for _ in encoded]
-        works = self._set_works(encoded, ttls)
-        works += self._delete_works([key.encode("utf-8") for key in batch.deletes])
-        if works:
-            self._run("redis fenced batch write", works, durable=True, merge=True)
-        if not meta:
+        deletes = [key.encode("utf-8") for key in batch.deletes]
+        if (batch.item_count or deletes) and not self._write_packed(
+            "redis fenced batch write",
+            batch.packed_items,
+            batch.item_count,
+            deletes,
+            ttl_ms=batch.ttl_ms,
+            fence=fence,
+            durable=True,
+        ):
+            return False
+        if not batch.meta:
             return True
-        if self.get_raw(fence[0]) != fence[1]:
+        if fence is None and self.get_raw(fence_key) != fence_value:
             return False
-        meta_works = self._set_works([(key.encode("utf-8"), value) for key, value in meta], None)
-        self._run("redis checkpoint write", meta_works, durable=True)
-        return True
+        meta = pack_arguments([part for key, value in batch.meta for part in (key.encode(), value)])
+        return self._write_packed(
+            "redis checkpoint write", meta, len(batch.meta), [], ttl_ms=None, fence=fence,
+            durable=True,
+        )  # fmt: skip
 
     def _ping(self) -> None:
         self._call(
@@ -619,10 +804,6 @@ def _answered(work: _Work) -> bool:
     return bool(work.replies) and isinstance(work.replies[0], int)
 
 
-def _first(item: tuple[int, bytes, bytes]) -> int:
-    return item[0]
-
-
 def slot_of(key: bytes) -> int:
     """The hash slot of ``key``: redis-py's ``key_slot`` where a hash tag may apply, CRC16 modulo
     16384 directly otherwise (this runs once per key of a bulk write)."""
@@ -635,7 +816,7 @@ def _mset_works(slotted: list[tuple[int, bytes, bytes]]) -> list[_Work]:
     """One MSET work per slot from ``(slot, key, value)`` sorted by slot."""
     return [
         _mset_work(slot, [(key, value) for _, key, value in group])
-        for slot, group in itertools.groupby(slotted, key=_first)
+        for slot, group in itertools.groupby(slotted, key=operator.itemgetter(0))
     ]
 
 
@@ -645,7 +826,6 @@ def _mset_work(slot: int, pairs: list[tuple[bytes, bytes]]) -> _Work:
         slot,
         functools.partial(_msets, pairs),
         functools.partial(_set_each, pairs),
-        sets=pairs,
     )
 
 
@@ -667,53 +847,183 @@ def _msets(pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
     return commands
 
 
-# One node's share of a bulk write in one step. The keys go in ARGV, not KEYS: a node refuses
-# declared keys of several slots, while the flag lets a script touch keys of several slots that
-# the node serves (Redis 7); a key whose slot is elsewhere makes the node refuse the script.
-# ARGV: how many keys are set, whether they expire (1/0), how many are unlinked, the keys set,
-# the keys unlinked, the values, then the expiries in ms.
+# One node's share of a packed write in one step. The keys go in ARGV: a node refuses declared
+# keys of several slots, while the flag lets a script touch keys of several slots that the node
+# serves (Redis 7); a key whose slot is elsewhere makes the node refuse the script. The same
+# script serves one slot's share with its keys also declared (so ASK and TRYAGAIN apply).
+# ARGV: the fence key ('' for none), the fencing token, ttl ms (0: none), jitter (millionths),
+# the jitter's seed, how many rows, how many unlinks, then the rows (key, value, ...) and the
+# keys to unlink. Returns 0, writing nothing, when the fence holds a newer token.
 _NODE_WRITE: Final = b"""#!lua flags=allow-cross-slot-keys
-local sets = tonumber(ARGV[1])
-local unlinks = tonumber(ARGV[3])
-local values = 3 + sets + unlinks
-if ARGV[2] == '1' then
-  local ttls = values + sets
-  for i = 1, sets do redis.call('set', ARGV[3 + i], ARGV[values + i], 'px', ARGV[ttls + i]) end
-else
-  for i = 1, sets do redis.call('set', ARGV[3 + i], ARGV[values + i]) end
+if ARGV[1] ~= '' then
+  local fence = redis.call('get', ARGV[1])
+  if fence and tonumber(fence) > tonumber(ARGV[2]) then return 0 end
 end
-for i = 3 + sets + 1, 3 + sets + unlinks do redis.call('unlink', ARGV[i]) end
+local ttl = tonumber(ARGV[3])
+local jitter = tonumber(ARGV[4]) / 1000000
+local state = tonumber(ARGV[5])
+local first = 8
+local last = first + 2 * tonumber(ARGV[6]) - 1
+if ttl > 0 and jitter > 0 then
+  for i = first, last, 2 do
+    state = (state * 16807) % 2147483647
+    local px = math.max(1, math.floor(ttl * (1 - jitter * state / 2147483647)))
+    redis.call('set', ARGV[i], ARGV[i + 1], 'px', px)
+  end
+elseif ttl > 0 then
+  for i = first, last, 2 do redis.call('set', ARGV[i], ARGV[i + 1], 'px', ttl) end
+else
+  for i = first, last, 2 do redis.call('set', ARGV[i], ARGV[i + 1]) end
+end
+for i = last + 1, last + tonumber(ARGV[7]) do redis.call('unlink', ARGV[i]) end
 return 1
+"""
+# Raise fence keys to a token: ARGV[1] the token, the keys in KEYS (one slot's, declared) or in
+# the rest of ARGV (one node's slots). Returns the highest value a key held before.
+_CLAIM: Final = b"""#!lua flags=allow-cross-slot-keys
+local token = tonumber(ARGV[1])
+local keys, first = KEYS, 1
+if #KEYS == 0 then keys, first = ARGV, 2 end
+local highest = 0
+for i = first, #keys do
+  local held = tonumber(redis.call('get', keys[i]) or '0')
+  if held > highest then highest = held end
+  if held < token then redis.call('set', keys[i], ARGV[1]) end
+end
+return highest
+"""
+_NODE_WRITE_TEXT: Final = _NODE_WRITE.decode()
+_CLAIM_TEXT: Final = _CLAIM.decode()
+# Set a counter to at least ARGV[1]; returns its value.
+_RAISE_TO: Final = b"""
+local held = tonumber(redis.call('get', KEYS[1]) or '0')
+if held < tonumber(ARGV[1]) then redis.call('set', KEYS[1], ARGV[1]); return tonumber(ARGV[1]) end
+return held
 """
 
 
-def _number(value: int) -> bytes:
-    text = b"%d" % value
-    return b"$%d\r\n%b\r\n" % (len(text), text)
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """Commands written to a node whose replies are still to be read."""
+
+    node: ClusterNode
+    pool: Any
+    connection: Any
+    count: int
+    wait: bool
 
 
-def _node_script(works: list[_Work]) -> bytes:
-    """The EVAL of :data:`_NODE_WRITE` for every write in ``works`` (one node's)."""
-    sets = [pair for work in works for pair in (work.sets or ())]
-    unlinks = [key for work in works for key in (work.unlinks or ())]
-    timed = any(work.ttls for work in works)
-    ttls = [ms for work in works for ms in (work.ttls or ())] if timed else []
-    count = 3 + 3 + 2 * len(sets) + len(unlinks) + len(ttls)
-    parts = [
-        b"*%d\r\n$4\r\nEVAL\r\n$%d\r\n%b\r\n$1\r\n0\r\n" % (count, len(_NODE_WRITE), _NODE_WRITE),
-        _number(len(sets)),
-        b"$1\r\n1\r\n" if timed else b"$1\r\n0\r\n",
-        _number(len(unlinks)),
-        *[b"$%d\r\n%b\r\n" % (len(key), key) for key, _ in sets],
-        *[b"$%d\r\n%b\r\n" % (len(key), key) for key in unlinks],
-        *[b"$%d\r\n%b\r\n" % (len(value), value) for _, value in sets],
-        *[_number(ms) for ms in ttls],
+def _split(
+    rows: bytes, count: int, deletes: list[bytes], owner: list[int], nodes: int
+) -> list[_Share]:
+    """Each node's share of ``count`` packed rows and of ``deletes``, by slot owner. Rows stay
+    as the packed bytes they came in (sliced, not re-encoded): this loop runs once per row."""
+    shares = [_Share() for _ in range(nodes)]
+    appends = [share.rows.append for share in shares]
+    find = rows.find
+    position = 0
+    for _ in range(count):
+        end = find(b"\r\n", position)
+        start = end + 2
+        stop = start + int(rows[position + 1 : end])
+        key = rows[start:stop]
+        end = find(b"\r\n", stop + 2)
+        following = end + 4 + int(rows[stop + 3 : end])
+        slot = crc_hqx(key, 0) & 0x3FFF if b"{" not in key else int(key_slot(key))
+        index = owner[slot]
+        if shares[index].slot < 0:
+            shares[index].slot = slot
+        appends[index](rows[position:following])
+        position = following
+    for key in deletes:
+        slot = slot_of(key)
+        share = shares[owner[slot]]
+        share.deletes.append(key)
+        if share.slot < 0:
+            share.slot = slot
+    return shares
+
+
+def _by_slot_shares(share: _Share) -> list[_Share]:
+    """A node's share split into one share per slot."""
+    by_slot: dict[int, _Share] = {}
+    for row in share.rows:
+        key = unpack_arguments(row, 1)[0]
+        slot = slot_of(key)
+        by_slot.setdefault(slot, _Share(slot=slot)).rows.append(row)
+    for key in share.deletes:
+        slot = slot_of(key)
+        by_slot.setdefault(slot, _Share(slot=slot)).deletes.append(key)
+    return list(by_slot.values())
+
+
+def _write_head(
+    fence_key: bytes,
+    fence: tuple[str, int] | None,
+    ttl_ms: int | None,
+    jitter: int,
+    rows: int,
+    deletes: int,
+) -> list[bytes]:
+    """The leading ARGV of :data:`_NODE_WRITE`."""
+    return [
+        fence_key,
+        b"%d" % (fence[1] if fence else 0),
+        b"%d" % (ttl_ms or 0),
+        b"%d" % jitter,
+        b"%d" % random.randrange(1, 2_147_483_647),
+        b"%d" % rows,
+        b"%d" % deletes,
     ]
-    return b"".join(parts)
 
 
-def _unused(_cluster: RedisCluster) -> None:
-    """The merged form has no single-key fallback: a refusal resends the slots' own works."""
+def _write_command(
+    share: _Share, fence_key: bytes, fence: tuple[str, int] | None, ttl_ms: int | None, jitter: int
+) -> bytes:
+    """The EVAL of :data:`_NODE_WRITE` for one node's share, its rows spliced in as packed."""
+    head = _write_head(fence_key, fence, ttl_ms, jitter, len(share.rows), len(share.deletes))
+    count = 3 + len(head) + 2 * len(share.rows) + len(share.deletes)
+    return b"".join(
+        [
+            pack_header(count),
+            pack_arguments([b"EVAL", _NODE_WRITE, b"0", *head]),
+            *share.rows,
+            pack_arguments(share.deletes),
+        ]
+    )
+
+
+@functools.cache
+def _slot_tags() -> list[bytes]:
+    """For each slot, a short hash tag that maps to it."""
+    tags: list[bytes | None] = [None] * _SLOTS
+    missing = _SLOTS
+    for number in itertools.count():
+        tag = b"%x" % number
+        slot = crc_hqx(tag, 0) & 0x3FFF
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+            if not missing:
+                return [tag or b"" for tag in tags]
+    raise AssertionError("unreachable")
+
+
+def _fence_base(lock_key: str) -> bytes:
+    """The lock key, braces replaced, so the fence keys' own hash tags are the ones that count."""
+    return lock_key.encode("utf-8").replace(b"{", b"(").replace(b"}", b")")
+
+
+@functools.lru_cache(maxsize=8)
+def _fence_keys(lock_key: str) -> list[bytes]:
+    base = _fence_base(lock_key) + b":fence:{"
+    return [base + tag + b"}" for tag in _slot_tags()]
+
+
+def _fence_key(lock_key: str, slot: int) -> bytes:
+    """The key holding the newest fencing token seen for ``lock_key`` in ``slot``; it moves
+    with its slot when the slot migrates, and reaches a replica before a claim counts."""
+    return _fence_keys(lock_key)[slot]
 
 
 def _set_each(pairs: list[tuple[bytes, bytes]], cluster: RedisCluster) -> None:

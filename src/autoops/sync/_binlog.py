@@ -573,7 +573,9 @@ class BinlogSync:
         meta: list[tuple[str, bytes]],
     ) -> None:
         cache = self.sync.cache
-        batch = FencedBatch.from_items(lock.fence, items, self.sync.ttl_ms, deletes, meta)
+        batch = FencedBatch.from_items(
+            lock.fence, items, self.sync.ttl_ms, deletes, meta, lock.token
+        )
         if not cache.write_fenced(batch):
             lost_lock(cache, lock, self.sync.name)
 

@@ -90,7 +90,9 @@ def write_page(
     name: str,
 ) -> None:
     """Write ``page`` and the ``meta`` keys (its checkpoint) in one fenced step."""
-    batch = FencedBatch(lock.fence, page.packed, page.item_count, ttl_ms, page.deletes, meta)
+    batch = FencedBatch(
+        lock.fence, page.packed, page.item_count, ttl_ms, page.deletes, meta, lock.token
+    )
     if not cache.write_fenced(batch):
         lost_lock(cache, lock, name)
 
@@ -104,7 +106,8 @@ def write(
     meta: list[tuple[str, bytes]] | None = None,
 ) -> None:
     """Delete keys and write ``meta`` keys in one fenced step."""
-    if not cache.write_fenced(FencedBatch(lock.fence, deletes=deletes or (), meta=meta or ())):
+    batch = FencedBatch(lock.fence, deletes=deletes or (), meta=meta or (), token=lock.token)
+    if not cache.write_fenced(batch):
         lost_lock(cache, lock, name)
 
 

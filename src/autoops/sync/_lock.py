@@ -39,6 +39,8 @@ class SyncLock:
             }
         )
         self.lost = False
+        #: The fencing token the cache gave when the lock was taken (0: it needs none).
+        self.token = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -51,6 +53,11 @@ class SyncLock:
         """Take the lock or raise :class:`LockHeldError` naming the holder."""
         for _ in range(3):
             if self.cache.set_if_absent(self.key, self.value, self.ttl_ms):
+                try:
+                    self.token = self.cache.claim_fences(self.key)
+                except BaseException:
+                    self.cache.delete_if_equal(self.key, self.value)
+                    raise
                 self._thread = threading.Thread(
                     target=self._renew, name=f"autoops-sync-lock {self.key}", daemon=True
                 )
