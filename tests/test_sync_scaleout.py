@@ -4,6 +4,7 @@ through a Sentinel failover, a cluster master killed mid-pass and a slot migrati
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import subprocess
 import threading
 import uuid
@@ -197,6 +198,90 @@ def test_sync_into_cluster_through_a_slot_migration_ends_equal(
     finally:
         reshard.join()
     redis_cluster_topology.wait_healthy()
+    assert cached_rows(cluster) == expected_cache(users_db)
+
+
+def test_sync_into_cluster_through_a_manual_cluster_failover_ends_equal(
+    users_db: autoops.DbClient,
+    cluster: autoops.CacheClient,
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    sync = make_sync(users_db, cluster, batch_size=300)
+    master = redis_cluster_topology.master_of_key(cluster.key("users:1"))
+    (replica,) = redis_cluster_topology.replicas_of(master)
+
+    def failover() -> None:
+        with contextlib.closing(redis_cluster_topology.node(replica).client()) as client:
+            client.execute_command("CLUSTER FAILOVER")  # type: ignore[no-untyped-call]
+
+    after_write(sync, 3, failover)
+    assert sync.run_once().ok
+    redis_cluster_topology.wait_healthy()
+    assert replica in redis_cluster_topology.masters()
+    assert cached_rows(cluster) == expected_cache(users_db)
+
+
+def _spread(cluster: autoops.CacheClient, topology: RedisClusterTopology, names: list[str]) -> int:
+    """How many masters hold at least one of ``names``."""
+    return len({topology.master_of_key(cluster.key(name)) for name in names[:200]})
+
+
+def test_a_cluster_writer_with_an_older_fencing_token_writes_nothing_on_any_node(
+    cluster: autoops.CacheClient, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    lock = cluster.key("autoops-sync:fenced:lock")
+    stale = cluster.claim_fences(lock)
+    current = cluster.claim_fences(lock)
+    assert current > stale
+    names = [f"fenced:{index}" for index in range(3_000)]
+    assert _spread(cluster, redis_cluster_topology, names) == 3
+    items = [(cluster.key(name), b"%d" % index) for index, name in enumerate(names)]
+    checkpoint = [(cluster.key("fenced:checkpoint"), b"stale")]
+    stale_batch = autoops.FencedBatch.from_items(
+        (lock, b"unused"), items, 60_000, [cluster.key("kept")], checkpoint, token=stale
+    )
+    cluster.set("kept", "still here")
+    assert not cluster.write_fenced(stale_batch)
+    raw = cluster.get_many_raw([key for key, _ in items] + [checkpoint[0][0]])
+    assert raw == [None] * (len(items) + 1)
+    assert cluster.get("kept") == "still here"
+    fresh = autoops.FencedBatch.from_items(
+        (lock, b"unused"), items, 60_000, [cluster.key("kept")], checkpoint, token=current
+    )
+    assert cluster.write_fenced(fresh)
+    assert cluster.get_many_raw([key for key, _ in items]) == [value for _, value in items]
+    assert cluster.get("kept") is None
+    # A token the counter never gave (its INCR lost in a failover) is refused too, and the
+    # next claim jumps past every fence.
+    assert not cluster.write_fenced(dataclasses.replace(fresh, token=current - 1))
+    assert cluster.claim_fences(lock) > current
+
+
+def test_a_cluster_sync_paused_past_its_lock_writes_nothing_after_its_successor_took_over(
+    users_db: autoops.DbClient, cluster: autoops.CacheClient
+) -> None:
+    paused = make_sync(users_db, cluster, batch_size=300, name="takeover")
+    successor = make_sync(users_db, cluster, batch_size=300, name="takeover")
+
+    raw = cluster.redis  # type: ignore[attr-defined]
+    lock = cluster.key("autoops-sync:takeover:lock")
+
+    def lease_lapses_and_a_successor_runs() -> None:
+        # What the paused runner sleeps through: its lock expires, the table changes, and a
+        # second runner takes the lock and syncs everything. The paused runner's lock value is
+        # put back afterwards, as it was when the runner last looked: only the fencing token
+        # can tell its writes are stale.
+        held = raw.get(lock)
+        raw.delete(lock)
+        users_db.execute("UPDATE users SET email = CONCAT('new-', email), updated_at = NOW(6)")
+        assert successor.run_once(full=True).ok
+        raw.set(lock, held, px=60_000)
+
+    after_write(paused, 2, lease_lapses_and_a_successor_runs)
+    with pytest.raises(autoops.LockHeldError, match="lost its lock"):
+        paused.run_once(full=True)
+    # Every row the paused runner had read before the update and tried to write after it was
+    # refused on every node: the cache holds the successor's (newer) values only.
     assert cached_rows(cluster) == expected_cache(users_db)
 
 

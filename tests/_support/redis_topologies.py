@@ -82,7 +82,8 @@ class _Server:
 
 @dataclass
 class RedisClusterTopology:
-    """Six cluster nodes (three masters, three replicas) made by ``redis-cli --cluster create``."""
+    """Three cluster masters, each with its replicas (one in the tests), made by ``redis-cli
+    --cluster create``."""
 
     directory: Path
     nodes: list[_Server] = field(default_factory=list)
@@ -192,16 +193,17 @@ class RedisClusterTopology:
 
 @contextlib.contextmanager
 def redis_cluster(
-    directory: Path, *, node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS
+    directory: Path, *, node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS, replicas: int = 1
 ) -> Iterator[RedisClusterTopology]:
-    """Start six cluster-enabled servers, join them with ``redis-cli --cluster create ...
-    --cluster-replicas 1``, wait for ``cluster_state:ok``; stop them afterwards. The tests'
-    short ``node_timeout_ms`` makes failovers quick; a benchmark passes Redis's default (15 s),
-    so a loaded machine does not fail nodes over mid-measurement."""
+    """Start three masters and ``replicas`` replicas of each, cluster-enabled, join them with
+    ``redis-cli --cluster create ... --cluster-replicas N``, wait for ``cluster_state:ok``;
+    stop them afterwards. The tests' short ``node_timeout_ms`` makes failovers quick; a
+    benchmark passes Redis's default (15 s), so a loaded machine does not fail nodes over
+    mid-measurement."""
     require_program("/usr/bin/redis-cli", "redis-tools")
     topology = RedisClusterTopology(directory)
     try:
-        for _ in range(6):
+        for _ in range(3 * (1 + replicas)):
             port = free_cluster_port()
             node_dir = directory / f"node-{port}"
             node_dir.mkdir()
@@ -227,7 +229,7 @@ def redis_cluster(
             [
                 "redis-cli", "--cluster", "create",
                 *(f"127.0.0.1:{port}" for port in topology.ports),
-                "--cluster-replicas", "1", "--cluster-yes",
+                "--cluster-replicas", str(replicas), "--cluster-yes",
             ],
             check=True,
             capture_output=True,
