@@ -43,6 +43,9 @@ __all__ = ["ClusterCache"]
 
 CLUSTER_OPTIONS: Final = {"replica_ack_timeout": float}
 _SLOTS: Final = 16384
+# Rows split and sent per step of a packed write: small enough that the masters start on the
+# first step while the client splits the next, large enough that a script's own cost is noise.
+_CHUNK_ROWS: Final = 2000
 _MSET_CHUNK: Final = 1000
 # Replies that mean "this slot is elsewhere now": rebuild the slot table and resend.
 _MOVED: Final = (redis.exceptions.MovedError, redis.exceptions.ClusterDownError)
@@ -340,27 +343,40 @@ class ClusterCache(CacheClient):
         """Write ``commands`` to ``node`` on one of its connections, followed by ``WAIT 1``
         when ``durable`` and the node's master has a replica; :meth:`_read_node` reads the
         replies."""
+        exchange = self._open(cluster, node, durable)
+        self._send(exchange, [*commands, *([self._wait_command()] if exchange.wait else [])])
+        return exchange
+
+    def _wait_command(self) -> bytes:
+        return pack_command(b"WAIT", b"1", b"%d" % self._ack_timeout_ms)
+
+    def _open(self, cluster: RedisCluster, node: ClusterNode, durable: bool) -> _Exchange:
+        """A connection to ``node`` taken from its pool for an exchange; ``wait``: the writes
+        must be acknowledged by a replica (``durable`` and the master has one)."""
         client = cluster.get_redis_connection(node)
         wait = durable and self._replicas.count(node.name, client) > 0
-        if wait:
-            commands = [*commands, pack_command(b"WAIT", b"1", b"%d" % self._ack_timeout_ms)]
         pool = client.connection_pool
-        connection = pool.get_connection()
+        return _Exchange(node, pool, pool.get_connection(), 0, wait)
+
+    @staticmethod
+    def _send(exchange: _Exchange, commands: list[bytes]) -> None:
+        """Write ``commands`` on the exchange's connection; their replies are read later. A
+        failed write drops the connection."""
         try:
-            connection.send_packed_command([b"".join(commands)])  # type: ignore[no-untyped-call]
+            exchange.connection.send_packed_command([b"".join(commands)])
         except BaseException:
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            pool.release(connection)
+            exchange.connection.disconnect()
+            exchange.pool.release(exchange.connection)
             raise
-        return _Exchange(node, pool, connection, len(commands) - wait, wait)
+        exchange.count += len(commands)
 
     def _read_node(self, exchange: _Exchange) -> list[Any]:
-        """The replies to :meth:`_send_node`'s commands (a refused command's error in its
-        place); raises :class:`_NotReplicated` when the node's replica did not acknowledge."""
+        """The replies to the exchange's commands (a refused command's error in its place);
+        raises :class:`_NotReplicated` when it ended with ``WAIT`` and no replica acknowledged."""
         connection = exchange.connection
         replies: list[Any] = []
         try:
-            for _ in range(exchange.count + exchange.wait):
+            for _ in range(exchange.count):
                 try:
                     replies.append(connection.read_response())
                 except redis.ResponseError as exc:
@@ -423,32 +439,55 @@ class ClusterCache(CacheClient):
             nonlocal pending, refused
             cluster = self._cluster()
             nodes, owner = self._owners(cluster)
-            shares = _split(*pending, owner, len(nodes))
+            rows, count, deletes = pending
+            # Each node's exchange and the shares sent on it, in order. Rows are split and sent
+            # in chunks, so the masters run one chunk's scripts while the next is split here.
+            sent: dict[int, tuple[_Exchange, list[_Share]]] = {}
             failed: list[_Share] = []
             moving: list[_Share] = []
+            down: set[int] = set()
             first_error: BaseException | None = None
-            started: list[tuple[_Share, _Exchange]] = []
-            for node, share in zip(nodes, shares, strict=True):
-                if not share.rows and not share.deletes:
-                    continue
-                fence_key = b"" if fence is None else _fence_key(fence[0], share.slot)
-                command = _write_command(share, fence_key, fence, ttl_ms, jitter)
+            position = done = 0
+            while True:
+                take = min(_CHUNK_ROWS, count - done)
+                shares, position = _split(
+                    rows, position, take, [] if done else deletes, owner, len(nodes)
+                )
+                done += take
+                for index, share in enumerate(shares):
+                    if not share.rows and not share.deletes:
+                        continue
+                    if index in down:
+                        failed.append(share)
+                        continue
+                    fence_key = b"" if fence is None else _fence_key(fence[0], share.slot)
+                    command = _write_command(share, fence_key, fence, ttl_ms, jitter)
+                    try:
+                        if index not in sent:
+                            sent[index] = (self._open(cluster, nodes[index], durable), [])
+                        exchange, node_shares = sent[index]
+                        node_shares.append(share)
+                        self._send(exchange, [command])
+                    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                        first_error = first_error or exc
+                        down.add(index)
+                        failed.extend(sent.pop(index)[1] if index in sent else [share])
+                if done >= count:
+                    break
+            for exchange, node_shares in sent.values():
                 try:
-                    started.append((share, self._send_node(cluster, node, [command], durable)))
-                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                    first_error = first_error or exc
-                    failed.append(share)
-            for share, exchange in started:
-                try:
-                    (reply,) = self._read_node(exchange)
+                    if exchange.wait:
+                        self._send(exchange, [self._wait_command()])
+                    replies = self._read_node(exchange)
                 except (redis.ConnectionError, redis.TimeoutError, OSError, _NotReplicated) as exc:
                     first_error = first_error or exc
-                    failed.append(share)
+                    failed.extend(node_shares)
                     continue
-                if isinstance(reply, redis.ResponseError):
-                    moving.append(share)
-                elif reply == 0:
-                    refused = True
+                for share, reply in zip(node_shares, replies, strict=True):
+                    if isinstance(reply, redis.ResponseError):
+                        moving.append(share)
+                    elif reply == 0:
+                        refused = True
             for share in moving:
                 for slot_share in _by_slot_shares(share):
                     try:
@@ -902,9 +941,9 @@ return held
 """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Exchange:
-    """Commands written to a node whose replies are still to be read."""
+    """Commands written to a node whose ``count`` replies are still to be read."""
 
     node: ClusterNode
     pool: Any
@@ -914,14 +953,14 @@ class _Exchange:
 
 
 def _split(
-    rows: bytes, count: int, deletes: list[bytes], owner: list[int], nodes: int
-) -> list[_Share]:
-    """Each node's share of ``count`` packed rows and of ``deletes``, by slot owner. Rows stay
-    as the packed bytes they came in (sliced, not re-encoded): this loop runs once per row."""
+    rows: bytes, position: int, count: int, deletes: list[bytes], owner: list[int], nodes: int
+) -> tuple[list[_Share], int]:
+    """Each node's share of the ``count`` packed rows from byte ``position`` on and of
+    ``deletes``, by slot owner, and the position after them. Rows stay as the packed bytes they
+    came in (sliced, not re-encoded): this loop runs once per row."""
     shares = [_Share() for _ in range(nodes)]
     appends = [share.rows.append for share in shares]
     find = rows.find
-    position = 0
     for _ in range(count):
         end = find(b"\r\n", position)
         start = end + 2
@@ -941,7 +980,7 @@ def _split(
         share.deletes.append(key)
         if share.slot < 0:
             share.slot = slot
-    return shares
+    return shares, position
 
 
 def _by_slot_shares(share: _Share) -> list[_Share]:
