@@ -672,39 +672,41 @@ class ClusterCache(CacheClient):
         Returns how many were written. Values are all encoded before anything is sent."""
         encode = self.codec.encode
         prefix = self._prefix
-        by_slot: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        ttl_ms = None if ttl is None else max(1, int(self._base_ttl_ms(ttl)))
+        # Each key-value pair is packed as it is grouped: this loop runs once per key.
+        slots: list[list[bytes]] = [[] for _ in range(_SLOTS)]
         for name, value in mapping.items():
             if not isinstance(name, str):
                 raise ConfigError(f"cache keys must be str, got {type(name).__name__}")
             key = (prefix + name).encode("utf-8")
-            by_slot[slot_of(key)].append((key, encode(value)))
+            data = encode(value)
+            slot = crc_hqx(key, 0) & 0x3FFF if b"{" not in key else int(key_slot(key))
+            slots[slot].append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(data), data))
         total = 0
-        batch: list[tuple[int, list[tuple[bytes, bytes]]]] = []
+        batch: list[tuple[int, list[bytes]]] = []
         size = 0
-        for slot in sorted(by_slot):
-            pairs = by_slot[slot]
+        for slot, pairs in enumerate(slots):
+            if not pairs:
+                continue
             batch.append((slot, pairs))
             size += len(pairs)
             if size >= self.chunk_size:
-                self._set_batch(batch, ttl)
+                self._set_batch(batch, ttl_ms)
                 total += size
                 batch, size = [], 0
         if batch:
-            self._set_batch(batch, ttl)
+            self._set_batch(batch, ttl_ms)
             total += size
         return total
 
-    def _set_batch(
-        self, batch: list[tuple[int, list[tuple[bytes, bytes]]]], ttl: TTL | None
-    ) -> None:
-        if ttl is None:
+    def _set_batch(self, batch: list[tuple[int, list[bytes]]], ttl_ms: int | None) -> None:
+        if ttl_ms is None:
             # One MSET per slot: no script, so the masters store the keys as fast as one Redis.
             self._run("redis set_many", [_mset_work(slot, pairs) for slot, pairs in batch])
             return
         # SET PX per key, the expiry jittered by the node: one script per node.
-        rows = pack_arguments([part for _, pairs in batch for pair in pairs for part in pair])
+        rows = b"".join([pair for _, pairs in batch for pair in pairs])
         count = sum(len(pairs) for _, pairs in batch)
-        ttl_ms = max(1, int(self._base_ttl_ms(ttl)))
         self._write_packed(
             "redis set_many", rows, count, [], ttl_ms=ttl_ms, fence=None, durable=False
         )
@@ -854,36 +856,26 @@ def slot_of(key: bytes) -> int:
 def _mset_works(slotted: list[tuple[int, bytes, bytes]]) -> list[_Work]:
     """One MSET work per slot from ``(slot, key, value)`` sorted by slot."""
     return [
-        _mset_work(slot, [(key, value) for _, key, value in group])
+        _mset_work(slot, [pack_arguments([key, value]) for _, key, value in group])
         for slot, group in itertools.groupby(slotted, key=operator.itemgetter(0))
     ]
 
 
-def _mset_work(slot: int, pairs: list[tuple[bytes, bytes]]) -> _Work:
-    """MSETs of up to 1,000 of one slot's keys (built only if sent), the RESP written directly."""
-    return _Work(
-        slot,
-        functools.partial(_msets, pairs),
-        functools.partial(_set_each, pairs),
-    )
+def _mset_work(slot: int, pairs: list[bytes]) -> _Work:
+    """MSETs of up to 1,000 of one slot's packed key-value pairs, joined only if sent."""
+    return _Work(slot, functools.partial(_msets, pairs), functools.partial(_set_each, pairs))
 
 
-def _msets(pairs: list[tuple[bytes, bytes]]) -> list[bytes]:
-    commands = []
-    for start in range(0, len(pairs), _MSET_CHUNK):
-        part = pairs[start : start + _MSET_CHUNK]
-        commands.append(
-            b"".join(
-                [
-                    b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(part)),
-                    *[
-                        b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(value), value)
-                        for key, value in part
-                    ],
-                ]
-            )
+def _msets(pairs: list[bytes]) -> list[bytes]:
+    return [
+        b"".join(
+            [
+                b"*%d\r\n$4\r\nMSET\r\n" % (1 + 2 * len(pairs[start : start + _MSET_CHUNK])),
+                *pairs[start : start + _MSET_CHUNK],
+            ]
         )
-    return commands
+        for start in range(0, len(pairs), _MSET_CHUNK)
+    ]
 
 
 # One node's share of a packed write in one step. The keys go in ARGV: a node refuses declared
@@ -1065,8 +1057,9 @@ def _fence_key(lock_key: str, slot: int) -> bytes:
     return _fence_keys(lock_key)[slot]
 
 
-def _set_each(pairs: list[tuple[bytes, bytes]], cluster: RedisCluster) -> None:
-    for key, value in pairs:
+def _set_each(pairs: list[bytes], cluster: RedisCluster) -> None:
+    for pair in pairs:
+        key, value = unpack_arguments(pair, 2)
         cluster.set(key, value)
 
 
