@@ -45,7 +45,7 @@ CLUSTER_OPTIONS: Final = {"replica_ack_timeout": float}
 _SLOTS: Final = 16384
 # Rows split and sent per step of a packed write: small enough that the masters start on the
 # first step while the client splits the next, large enough that a script's own cost is noise.
-_CHUNK_ROWS: Final = 2000
+_CHUNK_ROWS: Final = 1000
 _MSET_CHUNK: Final = 1000
 # Replies that mean "this slot is elsewhere now": rebuild the slot table and resend.
 _MOVED: Final = (redis.exceptions.MovedError, redis.exceptions.ClusterDownError)
@@ -793,8 +793,8 @@ class ClusterCache(CacheClient):
         """The cluster's form of the fenced batch (its keys span slots, so no one script can
         hold it). Rows and deletes go out as one script per node, every node written before
         any is read, each followed by ``WAIT 1`` where its master has a replica; only when
-        every node has acknowledged is ``meta`` (the checkpoint) written the same way, so a
-        checkpoint is never ahead of its rows, on the masters or on a promoted replica.
+        every node has acknowledged is ``meta`` (the checkpoint) written, so a checkpoint is
+        never ahead of its rows, on the masters or on a promoted replica.
 
         With a fencing token (``batch.token``, from :meth:`claim_fences`) each node's script
         checks a fence key on that node and refuses its share when a newer holder has claimed
@@ -823,9 +823,11 @@ class ClusterCache(CacheClient):
         if fence is None and self.get_raw(fence_key) != fence_value:
             return False
         meta = pack_arguments([part for key, value in batch.meta for part in (key.encode(), value)])
+        # Not waited for: its rows are on a replica already, so a replica that has it is never
+        # ahead, and a failover that loses it only makes the next pass write the batch again.
         return self._write_packed(
             "redis checkpoint write", meta, len(batch.meta), [], ttl_ms=None, fence=fence,
-            durable=True,
+            durable=False,
         )  # fmt: skip
 
     def _ping(self) -> None:
