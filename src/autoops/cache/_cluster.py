@@ -7,6 +7,10 @@ so a batch costs one round trip to the slowest node. A slot whose command comes 
 (failover, resharding) is resent after the slot table is rebuilt; ASK and TRYAGAIN (a slot
 migrating) fall back to single-key commands, which redis-py sends with ASKING. Only the slots
 that failed are resent, and every bulk command is idempotent, so a resend cannot apply twice.
+
+Packed writes (``CacheSync``'s batches, ``set_many`` with a TTL) go as one script per node
+instead, its rows sliced out of the packed batch as they came; the script checks the batch's
+fencing token against a fence key on that node first (see :meth:`ClusterCache.claim_fences`).
 """
 
 from __future__ import annotations
@@ -91,10 +95,11 @@ class ClusterCache(CacheClient):
     Same API and behaviour as :class:`RedisCache`; ``get_many``, ``set_many`` and
     ``delete_prefix`` group keys by slot and pipeline them per node (SCAN runs on every master).
     MOVED, ASK, TRYAGAIN, CLUSTERDOWN and a lost node during a failover are retried by the
-    client's :class:`RetryPolicy` after the slot table is rebuilt. Writes that carry a
-    checkpoint (``CacheSync``) wait for one replica of each node (``WAIT 1``, up to
-    ``replica_ack_timeout`` seconds, 2 by default) where the node's master has one. Cluster has
-    database 0 only.
+    client's :class:`RetryPolicy` after the slot table is rebuilt. The rows of a batch that
+    carries a checkpoint (``CacheSync``) wait for one replica of each node (``WAIT 1``, up to
+    ``replica_ack_timeout`` seconds, 2 by default) where the node's master has one, and are
+    refused by every node once a newer lock holder has claimed the fences
+    (:meth:`claim_fences`). Cluster has database 0 only.
     """
 
     scheme = "redis+cluster"
