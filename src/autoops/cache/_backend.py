@@ -44,6 +44,8 @@ class FencedBatch:
     deletes: Sequence[str] = field(default=())
     meta: Sequence[tuple[str, bytes]] = field(default=())
     token: int = 0
+    #: What :meth:`CacheBackend.prepare_rows` returned for these rows (None: nothing).
+    prepared: object = None
 
     @classmethod
     def from_items(
@@ -110,6 +112,12 @@ class CacheBackend(Protocol):
     ) -> bool:
         """Set ``key`` to ``value`` (expiring after ``ttl_ms``, never when None) only while it
         holds ``expected`` (is missing, when None); True when it was set."""
+        ...
+
+    def prepare_rows(self, packed: bytes, count: int) -> object:
+        """Work on ``count`` packed rows done ahead of their write (a reader thread calls it
+        while the previous batch is written), handed back as ``FencedBatch.prepared``; the
+        backend must still write correctly if the result no longer fits. None: nothing."""
         ...
 
     def claim_fences(self, key: str) -> int:

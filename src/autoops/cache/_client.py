@@ -226,6 +226,11 @@ class CacheClient(abc.ABC):
         """Set ``key`` to ``value`` (expiring after ``ttl_ms``, never when None) only while it
         holds ``expected`` (is missing, when None); True when it was set."""
 
+    def prepare_rows(self, packed: bytes, count: int) -> object:
+        """Work a backend can do on a batch's packed rows ahead of :meth:`write_fenced` (in a
+        reader thread), passed back as ``FencedBatch.prepared``; None here: nothing to do."""
+        return None
+
     def claim_fences(self, key: str) -> int:
         """Take a fencing token for the lock ``key`` (just taken) and make every write
         carrying an older one refused from now on; returns the token. 0 here: a backend whose

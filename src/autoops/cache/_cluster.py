@@ -88,6 +88,14 @@ class _Share:
     slot: int = -1
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """Rows split by node ahead of their write, with the slot table the split followed."""
+
+    table: Any
+    shares: list[_Share]
+
+
 class ClusterCache(CacheClient):
     """A :class:`CacheClient` on a Redis Cluster (``redis+cluster://n1:7000,n2:7001``: seed
     nodes; ``rediss+cluster://`` for TLS), through redis-py's ``RedisCluster``.
@@ -427,6 +435,7 @@ class ClusterCache(CacheClient):
         ttl_ms: int | None,
         fence: tuple[str, int] | None,
         durable: bool,
+        prepared: object = None,
     ) -> bool:
         """Set ``count`` packed rows (``ttl_ms`` jittered per key by the node) and unlink
         ``deletes``: one script per node, every node written before any is read, each followed
@@ -436,29 +445,44 @@ class ClusterCache(CacheClient):
         caller lost its lock). A node that refuses the script (a slot moved or migrating) gets
         one script per slot, keys declared, through ``RedisCluster``, which follows ASK and
         MOVED. Shares that failed (node down, no replica ack) are resent after the slot table
-        is rebuilt, split by the new table."""
+        is rebuilt, split by the new table. ``prepared`` (from :meth:`prepare_rows`) saves the
+        split when the slot table is the one it was made with."""
         pending: tuple[bytes, int, list[bytes]] = (rows, count, deletes)
+        ready = prepared if isinstance(prepared, _Prepared) else None
         refused = False
         jitter = round(self.ttl_jitter * 1_000_000)
+
+        def steps(cluster: RedisCluster) -> Iterator[tuple[list[ClusterNode], list[_Share]]]:
+            nonlocal ready
+            nodes, owner = self._owners(cluster)
+            rows, count, deletes = pending
+            if ready is not None and ready.table is cluster.nodes_manager.slots_cache:
+                shares, ready = ready.shares, None
+                _add_deletes(shares, deletes, owner)
+                yield nodes, shares
+                return
+            ready = None
+            position = done = 0
+            while True:
+                take = min(_CHUNK_ROWS, count - done)
+                shares, position = _split(rows, position, take, owner, len(nodes))
+                if not done:
+                    _add_deletes(shares, deletes, owner)
+                done += take
+                yield nodes, shares
+                if done >= count:
+                    return
 
         def attempt() -> None:
             nonlocal pending, refused
             cluster = self._cluster()
-            nodes, owner = self._owners(cluster)
-            rows, count, deletes = pending
             # Each node's exchange and the shares sent on it, in order (one per step).
             sent: dict[int, tuple[_Exchange, list[_Share]]] = {}
             failed: list[_Share] = []
             moving: list[_Share] = []
             down: set[int] = set()
             first_error: BaseException | None = None
-            position = done = 0
-            while True:
-                take = min(_CHUNK_ROWS, count - done)
-                shares, position = _split(
-                    rows, position, take, [] if done else deletes, owner, len(nodes)
-                )
-                done += take
+            for nodes, shares in steps(cluster):
                 for index, share in enumerate(shares):
                     if not share.rows and not share.deletes:
                         continue
@@ -477,8 +501,6 @@ class ClusterCache(CacheClient):
                         first_error = first_error or exc
                         down.add(index)
                         failed.extend(sent.pop(index)[1] if index in sent else [share])
-                if done >= count:
-                    break
             for exchange, node_shares in sent.values():
                 try:
                     if exchange.wait:
@@ -544,6 +566,23 @@ class ClusterCache(CacheClient):
             *share.deletes,
         ]
         return bool(cluster.eval(_NODE_WRITE_TEXT, len(keys), *keys, *arguments))
+
+    def prepare_rows(self, packed: bytes, count: int) -> object:
+        """The rows split by the node serving each (a one-pass read of the packed bytes, CRC16
+        per key), so a reader thread does it while the previous batch is being written; the
+        write uses it if the slot table has not changed meanwhile. None for more rows than
+        one step, or when the cluster cannot be asked now (the write will split them)."""
+        if count > _CHUNK_ROWS:
+            return None
+        try:
+            cluster = self._cluster()
+            table = cluster.nodes_manager.slots_cache
+            nodes, owner = self._owners(cluster)
+        except (redis.RedisError, OSError):
+            return None
+        if cluster.nodes_manager.slots_cache is not table:
+            return None
+        return _Prepared(table, _split(packed, 0, count, owner, len(nodes))[0])
 
     def claim_fences(self, key: str) -> int:
         """Take the next fencing token of the lock ``key`` (an ``INCR``, waited for by a
@@ -826,6 +865,7 @@ class ClusterCache(CacheClient):
             ttl_ms=batch.ttl_ms,
             fence=fence,
             durable=True,
+            prepared=batch.prepared,
         ):
             return False
         if not batch.meta:
@@ -957,10 +997,10 @@ class _Exchange:
 
 
 def _split(
-    rows: bytes, position: int, count: int, deletes: list[bytes], owner: list[int], nodes: int
+    rows: bytes, position: int, count: int, owner: list[int], nodes: int
 ) -> tuple[list[_Share], int]:
-    """Each node's share of the ``count`` packed rows from byte ``position`` on and of
-    ``deletes``, by slot owner, and the position after them. Rows stay as the packed bytes they
+    """Each node's share of the ``count`` packed rows from byte ``position`` on, by slot
+    owner, and the position after them. Rows stay as the packed bytes they
     came in (sliced, not re-encoded): this loop runs once per row."""
     shares = [_Share() for _ in range(nodes)]
     appends = [share.rows.append for share in shares]
@@ -978,13 +1018,17 @@ def _split(
             shares[index].slot = slot
         appends[index](rows[position:following])
         position = following
+    return shares, position
+
+
+def _add_deletes(shares: list[_Share], deletes: list[bytes], owner: list[int]) -> None:
+    """Add each key of ``deletes`` to the share of the node serving its slot."""
     for key in deletes:
         slot = slot_of(key)
         share = shares[owner[slot]]
         share.deletes.append(key)
         if share.slot < 0:
             share.slot = slot
-    return shares, position
 
 
 def _by_slot_shares(share: _Share) -> list[_Share]:

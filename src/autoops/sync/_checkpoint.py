@@ -91,8 +91,9 @@ def write_page(
 ) -> None:
     """Write ``page`` and the ``meta`` keys (its checkpoint) in one fenced step."""
     batch = FencedBatch(
-        lock.fence, page.packed, page.item_count, ttl_ms, page.deletes, meta, lock.token
-    )
+        lock.fence, page.packed, page.item_count, ttl_ms, page.deletes, meta, lock.token,
+        page.prepared,
+    )  # fmt: skip
     if not cache.write_fenced(batch):
         lost_lock(cache, lock, name)
 

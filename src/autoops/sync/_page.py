@@ -25,6 +25,8 @@ class Page:
     item_count: int = 0
     packed: bytes = b""
     deletes: list[str] = field(default_factory=list)
+    #: The cache's own work on ``packed`` done ahead (``CacheBackend.prepare_rows``).
+    prepared: object = None
 
 
 def encode_rows(
@@ -79,6 +81,7 @@ def _encode(
         deletes=deletes,
     )
     page.packed = pack_arguments([part for key, value in items for part in (key.encode(), value)])
+    page.prepared = cache.prepare_rows(page.packed, page.item_count)
     return page
 
 
@@ -98,4 +101,5 @@ def _encode_server(plan: TablePlan, rows: list[dict[str, Any]], cache: CacheBack
         deletes=deletes,
     )
     page.packed = pack_arguments([part for row in live for part in (row["k"], row["v"])])
+    page.prepared = cache.prepare_rows(page.packed, page.item_count)
     return page

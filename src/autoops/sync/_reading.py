@@ -202,6 +202,7 @@ class PageReader:
                     dense=(first_pk, last_pk) if dense else None,
                     item_count=count,
                     packed=packed,
+                    prepared=self.cache.prepare_rows(packed, count),
                 )
             )
             if last_pk >= high or count < limit:
