@@ -1,27 +1,29 @@
-"""Logical backups of a Redis Cluster: one SCAN + DUMP pass per master, all at once, written as
-one logical dump (the same format as a single server's) whose manifest records each master's
-address, slot ranges and key count. Restored through the target's own client, which routes every
-key to the master that owns its slot now, so the dump restores onto a cluster of any shape or one
-server."""
+"""Logical backups of a Redis Cluster: one SCAN + DUMP pass per master, all at once, each
+written as a data file of its own (a logical dump in the same format as a single server's), one
+manifest listing them with each master's address, slot ranges and key count. Restored through
+the target's own client, which routes every key to the master that owns its slot now, so the
+dump restores onto a cluster of any shape or one server."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Final, Protocol
 
 import redis
 
 from .._pipeline import read_ahead
 from .._retry import RetryPolicy
 from ..cache import CacheClient, ClusterCache, RedisCache
-from ._engine import Capture
+from ._engine import Part, SplitCapture
 from ._errors import BackupError, RestoreRefusedError
-from ._redis_logical import LogicalDump, dump_chunks, read_records
+from ._redis_logical import LogicalDump, read_records
 
 __all__ = [
     "cluster_capture",
+    "interleave",
+    "master_parts",
     "node_client",
     "refuse_if_cluster_holds",
     "restore_entries_into_cluster",
@@ -79,10 +81,11 @@ def node_client(cluster: ClusterCache, host: str, port: int) -> RedisCache:
     return client
 
 
-def cluster_capture(cluster: ClusterCache, pattern: str | None) -> Capture:
+def cluster_capture(cluster: ClusterCache, pattern: str | None) -> SplitCapture:
     """The keys matching ``pattern`` (default: the client's namespace) on every master of the
-    cluster, as one logical dump; the slot table is read once at the start and checked again at
-    the end, so a resharding during the backup fails it instead of losing or doubling keys."""
+    cluster, one logical dump per master; the slot table is read once at the start and checked
+    again at the end, so a resharding during the backup fails it instead of losing or doubling
+    keys."""
     table = slot_table(cluster)
     masters: list[_Master] = []
     for (host, port), slots in table.items():
@@ -93,25 +96,17 @@ def cluster_capture(cluster: ClusterCache, pattern: str | None) -> Capture:
     dump_pattern = masters[0].dump.pattern if masters else (pattern or "*")
     source = f"{cluster.location}/0?match={dump_pattern}"
 
-    def batches() -> Iterator[list[tuple[bytes, int, bytes]]]:
+    def pieces() -> Iterator[tuple[int, bytes]]:
         # Every master is scanned at once, each in a thread of its own, so the dumps cover the
         # same stretch of time and the backup takes as long as the largest master, not the sum.
         streams = [
-            read_ahead(master.dump.entries(), 4, name=f"autoops-dump-{master.node}",
+            read_ahead(master.dump.chunks(), 4, name=f"autoops-dump-{master.node}",
                        join_timeout=None)
             for master in masters
         ]  # fmt: skip
         try:
-            while streams:
-                for stream in list(streams):
-                    batch = next(stream, None)
-                    if batch is None:
-                        streams.remove(stream)
-                    else:
-                        yield batch
+            yield from interleave(streams)
         finally:
-            for stream in streams:
-                stream.close()  # type: ignore[attr-defined]
             for master in masters:
                 master.client.close()
         if slot_table(cluster) != table:
@@ -119,9 +114,6 @@ def cluster_capture(cluster: ClusterCache, pattern: str | None) -> Capture:
                 f"the slots of the Redis Cluster at {cluster.location} moved during the backup; "
                 "nothing was stored, run it again once the resharding is done"
             )
-
-    def chunks() -> Iterator[bytes]:
-        return dump_chunks(batches(), lambda: sum(m.dump.key_count for m in masters))
 
     def describe() -> dict[str, Any]:
         vanished = sum(master.dump.vanished for master in masters)
@@ -146,13 +138,52 @@ def cluster_capture(cluster: ClusterCache, pattern: str | None) -> Capture:
             "warnings": tuple(warnings),
         }
 
-    return Capture(
+    return SplitCapture(
         kind="redis",
         source=source,
         data_format="redis",
-        chunks=chunks,
+        parts=master_parts(
+            [(master.node, master.slots) for master in masters], [m.dump for m in masters]
+        ),
+        pieces=pieces,
         describe=describe,
         label=f"backup {source}",
+    )
+
+
+def interleave(streams: list[Iterator[bytes]]) -> Iterator[tuple[int, bytes]]:
+    """``(stream number, chunk)`` from each stream in turn until all are done; closes the
+    streams left when stopped early."""
+    live = dict(enumerate(streams))
+    try:
+        while live:
+            for index, stream in list(live.items()):
+                chunk = next(stream, None)
+                if chunk is None:
+                    del live[index]
+                else:
+                    yield index, chunk
+    finally:
+        for stream in live.values():
+            stream.close()  # type: ignore[attr-defined]
+
+
+class _Counted(Protocol):
+    key_count: int
+
+
+def _counter(source: _Counted) -> Callable[[], int]:
+    return lambda: source.key_count
+
+
+def master_parts(
+    nodes: list[tuple[str, list[tuple[int, int]]]], sources: Sequence[_Counted]
+) -> tuple[Part, ...]:
+    """The data files of a Cluster backup: ``master-1`` ... one per master, with its node, slot
+    ranges and the key count its source (snapshot or dump) has once done."""
+    return tuple(
+        Part(f"master-{number}", node, tuple(slots), _counter(source))
+        for number, ((node, slots), source) in enumerate(zip(nodes, sources, strict=True), 1)
     )
 
 

@@ -452,6 +452,18 @@ def _row(backup: Backup) -> str:
     )
 
 
+def _file_rows(backup: Backup) -> list[str]:
+    """One indented line per data file of a backup of several (a Redis Cluster's masters)."""
+    rows = []
+    for data_file in backup.files:
+        row = f"    {data_file.name}  {data_file.size:>12}"
+        if data_file.node:
+            slots = ",".join(f"{start}-{end}" for start, end in data_file.slots)
+            row += f"  master {data_file.node}  slots {slots}  {data_file.key_count} keys"
+        rows.append(row)
+    return rows
+
+
 def _binlog_row(archive: ArchivedBinlog) -> str:
     state = "complete" if archive.complete else "active"
     last = archive.last_event_at.isoformat(timespec="seconds") if archive.last_event_at else "-"
@@ -467,7 +479,12 @@ def _backups(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             for backup in backuper.list(args.source):
-                print(backup.to_json().decode().replace("\n", "") if args.json else _row(backup))
+                if args.json:
+                    print(backup.to_json().decode().replace("\n", ""))
+                    continue
+                print(_row(backup))
+                for row in _file_rows(backup):
+                    print(row)
             server = server_source(args.source) if args.source else None
             for archive in backuper.binlogs(server):
                 print(
