@@ -1,0 +1,491 @@
+"""A Redis Cluster backup is one backup of one data file per master: on the private 3+3 cluster,
+in a local directory, on S3 (moto) and on a full disk, encrypted or not. Every file is checked,
+verified, restored and deleted with the backup; a failure leaves nothing listed and no file; a
+backup of the older one-file format still restores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import redis
+import zstandard
+
+import autoops
+from _support.proxy import TcpProxy
+from _support.redis_content import content, fill_every_type
+from _support.redis_topologies import RedisClusterTopology
+from _support.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, moto_server
+from _support.services import redis_server, run_script
+from autoops.backup import BackupError, BackupVerifyError
+
+PREFIX = "cluster/nightly"
+
+
+@pytest.fixture
+def cluster(redis_cluster_topology: RedisClusterTopology) -> Iterator[autoops.ClusterCache]:
+    redis_cluster_topology.wait_healthy()
+    client = autoops.CacheClient.from_url(redis_cluster_topology.url())
+    assert isinstance(client, autoops.ClusterCache)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def keys(cluster: autoops.ClusterCache) -> Iterator[list[bytes]]:
+    """Keys of every type on every master, removed after the test."""
+    prefix = f"cf{uuid.uuid4().hex[:8]}:"
+    yield fill_every_type(cluster.redis, prefix.encode())
+    cluster.delete_prefix(prefix)
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with moto_server() as server:
+        yield server
+
+
+def _s3_client(moto: MotoServer) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=moto.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+    )
+
+
+def _bucket(moto: MotoServer) -> str:
+    bucket = f"autoops-cluster-{secrets.token_hex(4)}"
+    _s3_client(moto).create_bucket(Bucket=bucket)
+    return bucket
+
+
+def _s3_storage(endpoint_url: str, bucket: str) -> autoops.S3Storage:
+    return autoops.S3Storage(
+        bucket,
+        prefix=PREFIX,
+        endpoint_url=endpoint_url,
+        region="us-east-1",
+        access_key_id=ACCESS_KEY_ID,
+        secret_access_key=SECRET_ACCESS_KEY,
+        part_size=5 << 20,
+        max_attempts=2,
+        connect_timeout=2.0,
+        read_timeout=10.0,
+    )
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _one_per_master(backup: autoops.Backup, topology: RedisClusterTopology) -> None:
+    sealed = ".age" if "encryption" in backup.options else ""
+    assert [f.name for f in backup.files] == [
+        f"{backup.id}.master-{n}.{backup.format}.zst{sealed}" for n in range(1, 4)
+    ]
+    assert sorted(int(f.node.rsplit(":", 1)[1]) for f in backup.files) == topology.masters()
+    assert sum(end - start + 1 for f in backup.files for start, end in f.slots) == 16384
+    assert sum(f.key_count or 0 for f in backup.files) == backup.key_count
+    assert all(f.key_count for f in backup.files)
+    assert backup.size == sum(f.size for f in backup.files)
+    assert backup.data_file == ""
+
+
+# the files ----------------------------------------------------------------------------------
+
+
+def test_an_encrypted_rdb_cluster_backup_is_a_file_per_master_and_one_manifest(
+    tmp_path: Path,
+    cluster: autoops.ClusterCache,
+    keys: list[bytes],
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    storage = autoops.LocalStorage(tmp_path / "store")
+    backuper = autoops.Backuper(
+        storage, encryption=autoops.Encryption.generate_key(tmp_path / "key")
+    )
+    backup = backuper.backup_redis(cluster)
+    _one_per_master(backup, redis_cluster_topology)
+    assert backup.key_count is not None
+    assert backup.key_count >= len(keys)
+    assert storage.names() == sorted([f.name for f in backup.files] + [backup.manifest_file])
+    # Without the key the catalogue still lists the files (names, sizes), not their masters.
+    listed = autoops.Backuper(autoops.LocalStorage(tmp_path / "store", create=False)).list()
+    assert [(f.name, f.size, f.sha256) for f in listed[0].files] == [
+        (f.name, f.size, f.sha256) for f in backup.files
+    ]
+    assert {f.node for f in listed[0].files} == {""}
+    manifest = json.loads((tmp_path / "store" / backup.manifest_file).read_text())
+    assert manifest["manifest_version"] == 2
+    assert "127.0.0.1" not in json.dumps(manifest["files"])
+    # With it, each master's file is verified and loaded by a private redis-server.
+    verified = backuper.verify(listed[0], restore_test=True)
+    assert verified.status == "ok"
+    assert [f.node for f in verified.files] == [f.node for f in backup.files]
+
+
+def test_a_logical_cluster_backup_is_a_dump_per_master_restored_onto_one_redis(
+    tmp_path: Path,
+    cluster: autoops.ClusterCache,
+    keys: list[bytes],
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    before = content(cluster.redis, keys)
+    prefix = keys[0].split(b":", 1)[0].decode() + ":*"
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    backup = backuper.backup_redis(cluster, mode="logical", pattern=prefix)
+    _one_per_master(backup, redis_cluster_topology)
+    assert backup.key_count == len(keys)
+    cluster.delete_prefix(prefix[:-1])
+    assert backuper.verify(backup, restore_test=cluster).status == "ok"
+    assert cluster.redis.exists(*keys) == 0
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
+        assert backuper.restore_redis(backup, f"redis://127.0.0.1:{port}/0") == len(keys)
+        assert content(single, keys) == before
+
+
+# verify, delete, prune ------------------------------------------------------------------------
+
+
+def test_verify_names_the_corrupted_or_missing_file_of_a_master(
+    tmp_path: Path, cluster: autoops.ClusterCache, keys: list[bytes]
+) -> None:
+    store = tmp_path / "store"
+    backuper = autoops.Backuper(autoops.LocalStorage(store))
+    backup = backuper.backup_redis(cluster)
+    second = backup.files[1]
+    _flip_a_byte(store / second.name)
+    expected = f"{re.escape(second.name)} \\(file 2 of 3, master {re.escape(second.node)}\\)"
+    with pytest.raises(BackupVerifyError, match=expected + ".* has SHA-256"):
+        backuper.verify(backup)
+    assert backuper.get(backup.id).status == "corrupt"
+    # A restore checks every file before it writes anything.
+    with pytest.raises(BackupVerifyError, match=expected):
+        backuper.restore_redis(backup, cluster, replace=True)
+    (store / second.name).unlink()
+    with pytest.raises(BackupVerifyError, match=expected + ".* is missing"):
+        backuper.verify(backup)
+
+
+def test_delete_and_prune_remove_every_file_of_a_cluster_backup(
+    tmp_path: Path, cluster: autoops.ClusterCache, keys: list[bytes]
+) -> None:
+    storage = autoops.LocalStorage(tmp_path / "store")
+    backuper = autoops.Backuper(storage)
+    older = backuper.backup_redis(cluster)
+    newer = backuper.backup_redis(cluster)
+    plan = backuper.prune(autoops.RetentionPolicy(keep_last=1))
+    assert [b.id for b in plan.remove] == [older.id]
+    assert storage.names() == sorted([f.name for f in newer.files] + [newer.manifest_file])
+    backuper.delete(newer)
+    assert storage.names() == []
+
+
+# failures -------------------------------------------------------------------------------------
+
+
+class _KillingStorage(autoops.LocalStorage):
+    """Kills a cluster master when the second master's file is created: the first file's
+    upload is under way, no master has been read yet."""
+
+    def __init__(self, root: Path, kill: Callable[[], None]) -> None:
+        super().__init__(root)
+        self._kill = kill
+        self.created: list[str] = []
+
+    def create(self, name: str) -> Any:
+        self.created.append(name)
+        if len(self.created) == 2:
+            self._kill()
+        return super().create(name)
+
+
+@pytest.mark.parametrize("mode", ["rdb", "logical"])
+def test_a_master_lost_during_the_backup_leaves_no_backup_and_no_file(
+    tmp_path: Path,
+    cluster: autoops.ClusterCache,
+    keys: list[bytes],
+    redis_cluster_topology: RedisClusterTopology,
+    mode: str,
+) -> None:
+    victim = redis_cluster_topology.masters()[0]
+    storage = _KillingStorage(tmp_path, lambda: redis_cluster_topology.kill(victim))
+    backuper = autoops.Backuper(storage)
+    try:
+        with pytest.raises(autoops.BackupError, match=f"127.0.0.1:{victim}"):
+            backuper.backup_redis(cluster, mode=mode)  # type: ignore[arg-type]
+    finally:
+        redis_cluster_topology.restart(victim)
+        redis_cluster_topology.wait_healthy()
+    assert len(storage.created) == 3
+    assert backuper.list() == []
+    assert storage.names() == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for this test and unmounted afterwards."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True, capture_output=True)
+
+
+def test_a_full_store_fails_the_backup_clearly_and_leaves_no_file(
+    small_disk: Path, cluster: autoops.ClusterCache
+) -> None:
+    prefix = f"cf{uuid.uuid4().hex[:8]}:"
+    # 3 MiB that does not compress, on every master: no master's file fits in 1 MiB.
+    cluster.set_many({f"{prefix}{n}": os.urandom(32 << 10).hex() for n in range(48)})
+    storage = autoops.LocalStorage(small_disk / "store")
+    backuper = autoops.Backuper(storage)
+    try:
+        with pytest.raises(BackupError, match=r"no space left on .*store"):
+            backuper.backup_redis(cluster)
+    finally:
+        cluster.delete_prefix(prefix)
+    assert backuper.list() == []
+    assert storage.names() == []
+
+
+# S3 ---------------------------------------------------------------------------------------------
+
+
+def test_an_encrypted_cluster_backup_on_s3_verifies_restores_onto_one_redis_and_deletes(
+    tmp_path: Path,
+    moto: MotoServer,
+    cluster: autoops.ClusterCache,
+    keys: list[bytes],
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    before = content(cluster.redis, keys)
+    bucket = _bucket(moto)
+    storage = _s3_storage(moto.endpoint_url, bucket)
+    s3 = _s3_client(moto)
+    encryption = autoops.Encryption.generate_key(tmp_path / "key")
+    backuper = autoops.Backuper(storage, encryption=encryption)
+    backup = backuper.backup_redis(cluster)
+    _one_per_master(backup, redis_cluster_topology)
+    objects = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert sorted(objects) == sorted(
+        f"{PREFIX}/{name}" for name in [f.name for f in backup.files] + [backup.manifest_file]
+    )
+    assert storage.uploads() == []
+    assert backuper.verify(backup, restore_test=True).status == "ok"
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
+        assert backuper.restore_redis(backup, f"redis://127.0.0.1:{port}/0") == backup.key_count
+        assert content(single, keys) == before
+    third = backup.files[2]
+    key = f"{PREFIX}/{third.name}"
+    body = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    body[-40] ^= 0x01
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+    with pytest.raises(BackupVerifyError, match=re.escape(f"{third.name} (file 3 of 3, master")):
+        backuper.verify(backup)
+    backuper.delete(backup)
+    assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+    storage.close()
+
+
+def test_a_store_cut_off_mid_upload_lists_nothing_and_the_next_run_aborts_every_upload(
+    moto: MotoServer,
+    tcp_proxy: Callable[[str, int], TcpProxy],
+    cluster: autoops.ClusterCache,
+) -> None:
+    bucket = _bucket(moto)
+    proxy = tcp_proxy("127.0.0.1", moto.port)
+    storage = _s3_storage(f"http://127.0.0.1:{proxy.port}", bucket)
+    direct = _s3_storage(moto.endpoint_url, bucket)
+    prefix = f"cf{uuid.uuid4().hex[:8]}:"
+    # About 7 MiB that does not compress on each master: every file is a multipart upload.
+    pipeline = cluster.redis.pipeline()  # type: ignore[no-untyped-call]
+    for number in range(84):
+        pipeline.set(f"{prefix}{number}", os.urandom(256 << 10))
+    pipeline.execute()
+
+    def cut_when_uploading() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if direct.uploads():
+                proxy.mode = "refuse"
+                proxy.drop_all()
+                return
+            time.sleep(0.01)
+
+    cutter = threading.Thread(target=cut_when_uploading)
+    cutter.start()
+    try:
+        with pytest.raises(autoops.ConnectError, match="nothing was left under a final name"):
+            autoops.Backuper(storage).backup_redis(cluster)
+    finally:
+        cutter.join()
+        proxy.mode = "forward"
+        cluster.delete_prefix(prefix)
+    assert autoops.Backuper(direct).list() == []
+    assert not [name for name in direct.names() if not name.endswith(".partial")]
+    # The aborts could not get through either; the next run of this host aborts them all.
+    assert direct.uploads()
+    autoops.Backuper(direct).prune(autoops.RetentionPolicy(keep_last=1))
+    assert direct.uploads() == []
+    assert direct.names() == []
+    storage.close()
+    direct.close()
+
+
+# restore ----------------------------------------------------------------------------------------
+
+
+def test_an_rdb_cluster_backup_restores_each_master_onto_the_same_shape(
+    tmp_path: Path,
+    cluster: autoops.ClusterCache,
+    keys: list[bytes],
+    redis_cluster_topology: RedisClusterTopology,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = content(cluster.redis, keys)
+    backuper = autoops.Backuper(
+        autoops.LocalStorage(tmp_path / "store"),
+        encryption=autoops.Encryption.generate_key(tmp_path / "key"),
+    )
+    backup = backuper.backup_redis(cluster)
+    # The snapshot holds every key of the session's cluster, so the target is flushed whole.
+    redis_cluster_topology.flush()
+    with caplog.at_level(logging.INFO, logger="autoops.backup"):
+        assert backuper.restore_redis(backup, cluster) == backup.key_count
+    assert "each master's file into the master serving its slots" in caplog.text
+    assert content(cluster.redis, keys) == before
+    with pytest.raises(autoops.RestoreRefusedError, match="replace=True"):
+        backuper.restore_redis(backup, cluster)
+    assert backuper.restore_redis(backup, cluster, replace=True) == backup.key_count
+
+
+def _old_format_backup(backup: autoops.Backup, root: Path) -> str:
+    """The backup rewritten as autoops wrote Cluster RDB backups before one file per master:
+    one ``cluster-rdb`` file of frames (F: a piece of master n's RDB, D: master n done, E: end)
+    and a version 1 manifest. Returns the old backup's id."""
+    frames = [b"AUTOOPS-CLUSTER-RDB 1\n"]
+    for number, data_file in enumerate(backup.files):
+        rdb = (
+            zstandard.ZstdDecompressor()
+            .decompressobj()
+            .decompress((root / data_file.name).read_bytes())
+        )
+        for start in range(0, len(rdb), 1 << 16):
+            piece = rdb[start : start + (1 << 16)]
+            frames.append(b"F" + number.to_bytes(2, "big") + len(piece).to_bytes(4, "big") + piece)
+        frames.append(b"D" + number.to_bytes(2, "big") + bytes(4))
+    frames.append(b"E" + len(backup.files).to_bytes(2, "big") + bytes(4))
+    raw = b"".join(frames)
+    stored = zstandard.ZstdCompressor().compress(raw)
+    old_id = backup.id.replace("redis-", "redis-old-", 1)
+    old_file = f"{old_id}.cluster-rdb.zst"
+    (root / old_file).write_bytes(stored)
+    manifest = json.loads(backup.to_json())
+    del manifest["files"]
+    manifest.update(
+        manifest_version=1,
+        id=old_id,
+        data_file=old_file,
+        format="cluster-rdb",
+        size=len(stored),
+        raw_size=len(raw),
+        sha256=hashlib.sha256(stored).hexdigest(),
+    )
+    (root / f"{old_id}.manifest.json").write_text(json.dumps(manifest))
+    return old_id
+
+
+def test_an_old_single_file_cluster_backup_still_lists_verifies_and_restores(
+    tmp_path: Path,
+    cluster: autoops.ClusterCache,
+    keys: list[bytes],
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    before = content(cluster.redis, keys)
+    store = tmp_path / "store"
+    backuper = autoops.Backuper(autoops.LocalStorage(store))
+    old_id = _old_format_backup(backuper.backup_redis(cluster), store)
+    old = backuper.get(old_id)
+    assert (old.format, old.files, old.data_file) == (
+        "cluster-rdb",
+        (),
+        f"{old_id}.cluster-rdb.zst",
+    )
+    assert backuper.verify(old, restore_test=True).status == "ok"
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
+        assert backuper.restore_redis(old, f"redis://127.0.0.1:{port}/0") == old.key_count
+        assert content(single, keys) == before
+    redis_cluster_topology.flush()
+    assert backuper.restore_redis(old, cluster) == old.key_count
+    assert content(cluster.redis, keys) == before
+    backuper.delete(old)
+    assert not any(name.startswith(old_id) for name in os.listdir(store))
+
+
+# the commands ---------------------------------------------------------------------------------
+
+
+def test_the_commands_show_each_master_file_and_name_a_bad_one(
+    tmp_path: Path,
+    cluster: autoops.ClusterCache,
+    keys: list[bytes],
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    before = content(cluster.redis, keys)
+    store = tmp_path / "store"
+    url = redis_cluster_topology.url()
+    taken = run_script(
+        "autoops-backup", "redis", "--url", url, "--storage", str(store), timeout=120
+    )
+    assert taken.returncode == 0, taken.stderr
+    listed = run_script("autoops-backups", "list", "--storage", str(store), timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    head, *files = listed.stdout.splitlines()
+    backup_id = head.split()[0]
+    assert len(files) == 3
+    for number, line in enumerate(files, 1):
+        assert re.fullmatch(
+            rf"    {backup_id}\.master-{number}\.rdb\.zst +\d+  master 127\.0\.0\.1:\d+  "
+            r"slots [0-9,-]+  \d+ keys",
+            line,
+        ), line
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
+        restored = run_script(
+            "autoops-restore", backup_id[:30], "--url", f"redis://127.0.0.1:{port}/0",
+            "--storage", str(store), timeout=120,
+        )  # fmt: skip
+        assert restored.returncode == 0, restored.stderr
+        assert content(single, keys) == before
+    _flip_a_byte(store / f"{backup_id}.master-2.rdb.zst")
+    verified = run_script("autoops-backups", "verify", "--storage", str(store), timeout=120)
+    assert verified.returncode == 1
+    assert verified.stdout.startswith(f"FAILED   {backup_id}: {backup_id}.master-2.rdb.zst ")
+    assert "(file 2 of 3, master 127.0.0.1:" in verified.stdout
