@@ -127,7 +127,8 @@ def test_an_encrypted_rdb_cluster_backup_is_a_file_per_master_and_one_manifest(
     assert backup.key_count >= len(keys)
     assert storage.names() == sorted([f.name for f in backup.files] + [backup.manifest_file])
     # Without the key the catalogue still lists the files (names, sizes), not their masters.
-    listed = autoops.Backuper(autoops.LocalStorage(tmp_path / "store", create=False)).list()
+    keyless = autoops.Backuper(autoops.LocalStorage(tmp_path / "store", create=False))
+    listed = keyless.list()
     assert [(f.name, f.size, f.sha256) for f in listed[0].files] == [
         (f.name, f.size, f.sha256) for f in backup.files
     ]
@@ -135,6 +136,8 @@ def test_an_encrypted_rdb_cluster_backup_is_a_file_per_master_and_one_manifest(
     manifest = json.loads((tmp_path / "store" / backup.manifest_file).read_text())
     assert manifest["manifest_version"] == 2
     assert "127.0.0.1" not in json.dumps(manifest["files"])
+    fresh = autoops.BackupFreshnessCheck("backups", keyless, sources=[backup.source]).run()
+    assert fresh.status is autoops.CheckStatus.OK, fresh.summary
     # With it, each master's file is verified and loaded by a private redis-server.
     verified = backuper.verify(listed[0], restore_test=True)
     assert verified.status == "ok"

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -62,6 +62,12 @@ log: Final = logging.getLogger("autoops.backup")
 
 def _is_encrypted(backup: Backup) -> bool:
     return backup.data_files[0].name.endswith(ENCRYPTED_SUFFIX)
+
+
+def _as_pieces(chunks: Callable[[], Iterable[bytes]]) -> Iterator[tuple[int, bytes]]:
+    """A single-file capture's chunks as the pieces of file 0."""
+    for chunk in chunks():
+        yield 0, chunk
 
 
 def _one_file(backup: Backup, data_file: DataFile) -> Backup:
@@ -244,8 +250,7 @@ class Backuper:
         else:
             parts = ()
             names = [f"{backup_id}.{data_format}{suffix}"]
-            chunks = capture.chunks
-            pieces = lambda: ((0, chunk) for chunk in chunks())  # noqa: E731
+            pieces = functools.partial(_as_pieces, capture.chunks)
         written, level = self._write_files(names, pieces, capture.label)
         try:
             finished = utc_now()
