@@ -5,7 +5,6 @@ backup of the older one-file format still restores."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,9 +21,9 @@ from typing import Any
 import boto3
 import pytest
 import redis
-import zstandard
 
 import autoops
+from _support.old_cluster_backup import framed_copy
 from _support.proxy import TcpProxy
 from _support.redis_content import content, fill_every_type
 from _support.redis_topologies import RedisClusterTopology
@@ -388,42 +387,6 @@ def test_an_rdb_cluster_backup_restores_each_master_onto_the_same_shape(
     assert backuper.restore_redis(backup, cluster, replace=True) == backup.key_count
 
 
-def _old_format_backup(backup: autoops.Backup, root: Path) -> str:
-    """The backup rewritten as autoops wrote Cluster RDB backups before one file per master:
-    one ``cluster-rdb`` file of frames (F: a piece of master n's RDB, D: master n done, E: end)
-    and a version 1 manifest. Returns the old backup's id."""
-    frames = [b"AUTOOPS-CLUSTER-RDB 1\n"]
-    for number, data_file in enumerate(backup.files):
-        rdb = (
-            zstandard.ZstdDecompressor()
-            .decompressobj()
-            .decompress((root / data_file.name).read_bytes())
-        )
-        for start in range(0, len(rdb), 1 << 16):
-            piece = rdb[start : start + (1 << 16)]
-            frames.append(b"F" + number.to_bytes(2, "big") + len(piece).to_bytes(4, "big") + piece)
-        frames.append(b"D" + number.to_bytes(2, "big") + bytes(4))
-    frames.append(b"E" + len(backup.files).to_bytes(2, "big") + bytes(4))
-    raw = b"".join(frames)
-    stored = zstandard.ZstdCompressor().compress(raw)
-    old_id = backup.id.replace("redis-", "redis-old-", 1)
-    old_file = f"{old_id}.cluster-rdb.zst"
-    (root / old_file).write_bytes(stored)
-    manifest = json.loads(backup.to_json())
-    del manifest["files"]
-    manifest.update(
-        manifest_version=1,
-        id=old_id,
-        data_file=old_file,
-        format="cluster-rdb",
-        size=len(stored),
-        raw_size=len(raw),
-        sha256=hashlib.sha256(stored).hexdigest(),
-    )
-    (root / f"{old_id}.manifest.json").write_text(json.dumps(manifest))
-    return old_id
-
-
 def test_an_old_single_file_cluster_backup_still_lists_verifies_and_restores(
     tmp_path: Path,
     cluster: autoops.ClusterCache,
@@ -433,7 +396,7 @@ def test_an_old_single_file_cluster_backup_still_lists_verifies_and_restores(
     before = content(cluster.redis, keys)
     store = tmp_path / "store"
     backuper = autoops.Backuper(autoops.LocalStorage(store))
-    old_id = _old_format_backup(backuper.backup_redis(cluster), store)
+    old_id = framed_copy(backuper.backup_redis(cluster), store)
     old = backuper.get(old_id)
     assert (old.format, old.files, old.data_file) == (
         "cluster-rdb",
@@ -483,9 +446,11 @@ def test_the_commands_show_each_master_file_and_name_a_bad_one(
     with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
         restored = run_script(
             "autoops-restore", backup_id[:30], "--url", f"redis://127.0.0.1:{port}/0",
-            "--storage", str(store), timeout=120,
+            "--storage", str(store), "-v", timeout=120,
         )  # fmt: skip
         assert restored.returncode == 0, restored.stderr
+        assert re.search(r"restored .* into redis://127\.0\.0\.1:\d+/0: \d+ keys from 3 data files",
+                         restored.stderr), restored.stderr  # fmt: skip
         assert content(single, keys) == before
     _flip_a_byte(store / f"{backup_id}.master-2.rdb.zst")
     verified = run_script("autoops-backups", "verify", "--storage", str(store), timeout=120)

@@ -393,15 +393,18 @@ def _restore(args: argparse.Namespace) -> int:
             backup = backuper.get(args.backup)
         if args.until is not None and backup.kind != "mysql":
             raise ConfigError(f"--until replays MySQL binary logs; {backup.id} is {backup.kind}")
+        detail = ""
         if backup.kind == "mysql":
             backuper.restore_mysql(
                 backup, args.url, replace=args.replace, definer=args.definer, until=args.until
             )
         elif backup.kind == "redis":
-            backuper.restore_redis(backup, args.url, replace=args.replace)
+            keys = backuper.restore_redis(backup, args.url, replace=args.replace)
+            files = len(backup.data_files)
+            detail = f": {keys} keys from {files} data file{'s' if files > 1 else ''}"
         else:
             backuper.restore_sqlite(backup, args.url, replace=args.replace)
-        log.info("restored %s into %s", backup.id, redact_url(args.url))
+        log.info("restored %s into %s%s", backup.id, redact_url(args.url), detail)
     finally:
         backuper.storage.close()
     return EXIT_OK
