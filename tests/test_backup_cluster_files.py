@@ -29,6 +29,8 @@ from _support.redis_content import content, fill_every_type
 from _support.redis_topologies import RedisClusterTopology
 from _support.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, moto_server
 from _support.services import redis_server, run_script
+from _support.sshd import SshServer
+from autoops._ssh import SshOptions
 from autoops.backup import BackupError, BackupVerifyError
 
 PREFIX = "cluster/nightly"
@@ -358,6 +360,38 @@ def test_a_store_cut_off_mid_upload_lists_nothing_and_the_next_run_aborts_every_
     assert direct.names() == []
     storage.close()
     direct.close()
+
+
+# SFTP -------------------------------------------------------------------------------------------
+
+
+def test_a_cluster_backup_over_sftp_is_a_file_per_master_verified_and_deleted(
+    sshd: SshServer,
+    tmp_path: Path,
+    cluster: autoops.ClusterCache,
+    keys: list[bytes],
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    remote = tmp_path / "remote"
+    storage = autoops.SftpStorage(
+        sshd.address,
+        str(remote),
+        options=SshOptions(
+            key_filename=str(sshd.client_key),
+            known_hosts=str(sshd.known_hosts),
+            connect_timeout=5,
+        ),
+    )
+    backuper = autoops.Backuper(storage)
+    backup = backuper.backup_redis(cluster, mode="logical")
+    _one_per_master(backup, redis_cluster_topology)
+    assert sorted(os.listdir(remote)) == sorted(
+        [f.name for f in backup.files] + [backup.manifest_file]
+    )
+    assert backuper.verify(backup).status == "ok"
+    backuper.delete(backup)
+    assert os.listdir(remote) == []
+    storage.close()
 
 
 # restore ----------------------------------------------------------------------------------------
