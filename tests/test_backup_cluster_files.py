@@ -5,6 +5,7 @@ backup of the older one-file format still restores."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from _support.services import redis_server, run_script
 from _support.sshd import SshServer
 from autoops._ssh import SshOptions
 from autoops.backup import BackupError, BackupVerifyError
+from autoops.backup._redis_cluster import same_shape_owners
 
 PREFIX = "cluster/nightly"
 
@@ -145,11 +147,12 @@ def test_an_encrypted_rdb_cluster_backup_is_a_file_per_master_and_one_manifest(
     assert [f.node for f in verified.files] == [f.node for f in backup.files]
 
 
-def test_a_logical_cluster_backup_is_a_dump_per_master_restored_onto_one_redis(
+def test_a_logical_cluster_backup_is_a_dump_per_master_restored_per_master_and_onto_one_redis(
     tmp_path: Path,
     cluster: autoops.ClusterCache,
     keys: list[bytes],
     redis_cluster_topology: RedisClusterTopology,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     before = content(cluster.redis, keys)
     prefix = keys[0].split(b":", 1)[0].decode() + ":*"
@@ -160,6 +163,12 @@ def test_a_logical_cluster_backup_is_a_dump_per_master_restored_onto_one_redis(
     cluster.delete_prefix(prefix[:-1])
     assert backuper.verify(backup, restore_test=cluster).status == "ok"
     assert cluster.redis.exists(*keys) == 0
+    with caplog.at_level(logging.INFO, logger="autoops.backup"):
+        assert backuper.restore_redis(backup, cluster) == len(keys)
+    assert "each master's file into the master serving its slots" in caplog.text
+    assert content(cluster.redis, keys) == before
+    with pytest.raises(autoops.RestoreRefusedError, match="replace=True"):
+        backuper.restore_redis(backup, cluster)
     (tmp_path / "redis").mkdir()
     with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
         assert backuper.restore_redis(backup, f"redis://127.0.0.1:{port}/0") == len(keys)
@@ -419,6 +428,26 @@ def test_an_rdb_cluster_backup_restores_each_master_onto_the_same_shape(
     with pytest.raises(autoops.RestoreRefusedError, match="replace=True"):
         backuper.restore_redis(backup, cluster)
     assert backuper.restore_redis(backup, cluster, replace=True) == backup.key_count
+
+
+def test_the_same_shape_is_the_same_slot_ranges_on_as_many_masters(
+    tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    backup = autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(cluster)
+    owners = same_shape_owners(backup.files, cluster)
+    assert owners is not None
+    assert [f"{host}:{port}" for host, port in owners] == [f.node for f in backup.files]
+    # Another split of the slots, fewer masters, or a file without slots: another shape.
+    first, second, third = backup.files
+    moved = (first.slots[0][0], first.slots[-1][1] - 1)
+    resplit = (
+        dataclasses.replace(first, slots=(moved,)),
+        dataclasses.replace(second, slots=((moved[1] + 1, second.slots[-1][1]),)),
+        third,
+    )
+    assert same_shape_owners(resplit, cluster) is None
+    assert same_shape_owners(backup.files[:2], cluster) is None
+    assert same_shape_owners((dataclasses.replace(first, slots=()), second, third), cluster) is None
 
 
 def test_an_old_single_file_cluster_backup_still_lists_verifies_and_restores(

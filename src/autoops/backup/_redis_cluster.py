@@ -6,10 +6,13 @@ dump restores onto a cluster of any shape or one server."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import redis
 
@@ -18,18 +21,25 @@ from .._retry import RetryPolicy
 from ..cache import CacheClient, ClusterCache, RedisCache
 from ._engine import Part, SplitCapture
 from ._errors import BackupError, RestoreRefusedError
-from ._redis_logical import LogicalDump, read_records
+from ._model import DataFile
+from ._redis_logical import LogicalDump, read_records, restore_logical
 
 __all__ = [
     "cluster_capture",
+    "each_master_at_once",
     "interleave",
     "master_parts",
     "node_client",
     "refuse_if_cluster_holds",
+    "restore_dumps_per_master",
     "restore_entries_into_cluster",
     "restore_into_cluster",
+    "same_shape_owners",
     "slot_table",
 ]
+
+log: Final = logging.getLogger("autoops.backup")
+T = TypeVar("T")
 
 _SCAN_COUNT: Final = 5000
 
@@ -185,6 +195,70 @@ def master_parts(
         Part(f"master-{number}", node, tuple(slots), _counter(source))
         for number, ((node, slots), source) in enumerate(zip(nodes, sources, strict=True), 1)
     )
+
+
+def same_shape_owners(
+    files: Sequence[DataFile], target: ClusterCache
+) -> list[tuple[str, int]] | None:
+    """For each master's file, the target master that serves exactly the slots that master
+    served (its address may have changed, e.g. after a failover); None unless every file has
+    one and the target has no other master (another shape)."""
+    if not files or not all(f.slots for f in files):
+        return None
+    by_slots = {tuple(slots): owner for owner, slots in slot_table(target).items()}
+    owners = [by_slots.get(f.slots) for f in files]
+    if any(owner is None for owner in owners) or len(by_slots) != len(owners):
+        return None
+    return [owner for owner in owners if owner is not None]
+
+
+def each_master_at_once(
+    work: Sequence[Callable[[RedisCache], T]],
+    owners: Sequence[tuple[str, int]],
+    target: ClusterCache,
+) -> list[T]:
+    """``work[n]`` given a client of master ``owners[n]``, all at once, a thread each (as the
+    backup took them); the results in order."""
+    log.info(
+        "restoring each master's file into the master serving its slots in %s", target.location
+    )
+
+    def run(job: Callable[[RedisCache], T], owner: tuple[str, int]) -> T:
+        client = node_client(target, *owner)
+        try:
+            return job(client)
+        finally:
+            client.close()
+
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=len(owners), thread_name_prefix="autoops-restore-master"
+    ) as pool:
+        futures = [pool.submit(run, job, owner) for job, owner in zip(work, owners, strict=True)]
+        return [future.result() for future in futures]
+
+
+def _restore_dump(
+    chunks: Iterable[bytes], pattern: str, progress: Any, client: RedisCache
+) -> list[bytes]:
+    # The refusal was checked on the whole cluster; each master takes only its keys.
+    return restore_logical(chunks, client, pattern, replace=True, progress=progress)
+
+
+def restore_dumps_per_master(
+    dumps: Sequence[Iterable[bytes]],
+    owners: Sequence[tuple[str, int]],
+    cluster: ClusterCache,
+    pattern: str,
+    *,
+    replace: bool,
+    progress: Any = None,
+) -> list[bytes]:
+    """Each master's logical dump into the master serving its slots, all at once; refuses first
+    when keys matching ``pattern`` exist on any master, unless ``replace``. Returns the restored
+    keys."""
+    refuse_if_cluster_holds(cluster, pattern, replace=replace)
+    work = [functools.partial(_restore_dump, chunks, pattern, progress) for chunks in dumps]
+    return [key for keys in each_master_at_once(work, owners, cluster) for key in keys]
 
 
 def _holds(cluster: ClusterCache, pattern: str) -> bool:

@@ -11,9 +11,7 @@ running server takes no RDB over the network. Backups written before one file pe
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import logging
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
@@ -25,11 +23,13 @@ from ._engine import BackupEngine, RestoreJob, SplitCapture
 from ._errors import BackupError, BackupVerifyError
 from ._model import Backup
 from ._redis_cluster import (
+    each_master_at_once,
     interleave,
     master_parts,
     node_client,
     refuse_if_cluster_holds,
     restore_entries_into_cluster,
+    same_shape_owners,
     slot_table,
 )
 from ._redis_link import cache_client, redis_client
@@ -37,8 +37,6 @@ from ._redis_logical import LogicalDump, _Reader, refuse_if_holding
 from ._redis_rdb import RdbSnapshot, _private_server, restore_rdb, verify_rdb_by_loading
 
 __all__ = ["ClusterRdbEngine"]
-
-log: Final = logging.getLogger("autoops.backup")
 
 # The older format: one file of frames, every master's RDB in it.
 _FRAMED: Final = "cluster-rdb"
@@ -195,9 +193,13 @@ class ClusterRdbEngine(BackupEngine):
                         for _, chunks in snapshots
                     )
             refuse_if_cluster_holds(target, "*", replace=job.replace)
-            owners = _same_shape_owners(job.backup, target)
+            owners = same_shape_owners(job.backup.files, target)
             if owners is not None:
-                return _restore_per_master(snapshots, owners, target, progress)
+                work = [
+                    functools.partial(_restore_snapshot, chunks, progress)
+                    for _, chunks in snapshots
+                ]
+                return sum(each_master_at_once(work, owners, target))
             restored = 0
             for where, chunks in snapshots:
                 with _private_server(chunks(), where, BackupError) as socket_path:
@@ -218,42 +220,8 @@ class ClusterRdbEngine(BackupEngine):
             verify_rdb_by_loading(chunks(), where)
 
 
-def _same_shape_owners(backup: Backup, target: ClusterCache) -> list[tuple[str, int]] | None:
-    """For each master's file, the target master that serves exactly the slots that master
-    served; None unless every file has one (another shape)."""
-    if not backup.files or not all(f.slots for f in backup.files):
-        return None
-    by_slots = {tuple(slots): owner for owner, slots in slot_table(target).items()}
-    owners = [by_slots.get(f.slots) for f in backup.files]
-    if any(owner is None for owner in owners) or len(by_slots) != len(owners):
-        return None
-    return [owner for owner in owners if owner is not None]
-
-
-def _restore_per_master(
-    snapshots: list[tuple[str, Callable[[], Iterable[bytes]]]],
-    owners: list[tuple[str, int]],
-    target: ClusterCache,
-    progress: Any,
+def _restore_snapshot(
+    chunks: Callable[[], Iterable[bytes]], progress: Any, client: RedisCache
 ) -> int:
-    """Each snapshot into its own master, all at once (a thread each, as they were taken)."""
-    log.info(
-        "restoring each master's file into the master serving its slots in %s", target.location
-    )
-
-    def restore_one(chunks: Callable[[], Iterable[bytes]], owner: tuple[str, int]) -> int:
-        client = node_client(target, *owner)
-        try:
-            # The refusal was checked on the whole cluster; each master takes only its keys.
-            return restore_rdb(chunks(), client, 0, replace=True, progress=progress)
-        finally:
-            client.close()
-
-    with concurrent.futures.ThreadPoolExecutor(
-        max_workers=len(owners), thread_name_prefix="autoops-restore-master"
-    ) as pool:
-        futures = [
-            pool.submit(restore_one, chunks, owner)
-            for (_, chunks), owner in zip(snapshots, owners, strict=True)
-        ]
-        return sum(future.result() for future in futures)
+    # The refusal was checked on the whole cluster; each master takes only its keys.
+    return restore_rdb(chunks(), client, 0, replace=True, progress=progress)

@@ -378,7 +378,18 @@ class LogicalEngine(BackupEngine):
         target: CacheClient, job: RestoreJob, pattern: str, *, replace: bool, progress: Any
     ) -> list[bytes]:
         """Every data file's keys into ``target``; the refusal is checked before the first (the
-        later files' keys would trip it)."""
+        later files' keys would trip it). A Cluster backup onto a cluster of the same shape
+        goes master by master, all at once, each file to the master serving its slots."""
+        if isinstance(target, ClusterCache) and job.backup.files:
+            # Imported here: the cluster module is built on this one.
+            from ._redis_cluster import restore_dumps_per_master, same_shape_owners  # noqa: PLC0415
+
+            owners = same_shape_owners(job.backup.files, target)
+            if owners is not None:
+                dumps = [job.file_chunks(data_file) for data_file in job.backup.files]
+                return restore_dumps_per_master(
+                    dumps, owners, target, pattern, replace=replace, progress=progress
+                )
         restored: list[bytes] = []
         for number, data_file in enumerate(job.backup.data_files):
             chunks = job.file_chunks(data_file)
