@@ -530,9 +530,9 @@ class Backuper:
         holds any key, unless ``replace``, which overwrites colliding keys and leaves the others).
         With a file path as ``target`` an RDB snapshot is written there instead, as the
         ``dump.rdb`` to start a stopped server from (returns the snapshot's key count). A Redis
-        Cluster RDB backup restores onto a cluster of the same shape master by master (each
-        file to the master serving its slots, all at once), onto another shape or one Redis
-        through the target's client, never to a file."""
+        Cluster backup (RDB or logical) restores onto a cluster of the same shape master by
+        master (each file to the master serving its slots, all at once), onto another shape or
+        one Redis through the target's client; a Cluster RDB backup never to a file."""
         return self._restore(backup, "redis", target, replace=replace) or 0
 
     # SQLite ---------------------------------------------------------------------------------
