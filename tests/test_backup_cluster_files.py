@@ -32,8 +32,7 @@ from _support.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, moto_serve
 from _support.services import redis_server, run_script
 from _support.sshd import SshServer
 from autoops._ssh import SshOptions
-from autoops.backup import BackupError, BackupVerifyError
-from autoops.backup._redis_cluster import same_shape_owners
+from autoops.backup import BackupError, BackupVerifyError, _redis_cluster
 
 PREFIX = "cluster/nightly"
 
@@ -434,7 +433,7 @@ def test_the_same_shape_is_the_same_slot_ranges_on_as_many_masters(
     tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
 ) -> None:
     backup = autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(cluster)
-    owners = same_shape_owners(backup.files, cluster)
+    owners = _redis_cluster.same_shape_owners(backup.files, cluster)
     assert owners is not None
     assert [f"{host}:{port}" for host, port in owners] == [f.node for f in backup.files]
     # Another split of the slots, fewer masters, or a file without slots: another shape.
@@ -445,9 +444,32 @@ def test_the_same_shape_is_the_same_slot_ranges_on_as_many_masters(
         dataclasses.replace(second, slots=((moved[1] + 1, second.slots[-1][1]),)),
         third,
     )
-    assert same_shape_owners(resplit, cluster) is None
-    assert same_shape_owners(backup.files[:2], cluster) is None
-    assert same_shape_owners((dataclasses.replace(first, slots=()), second, third), cluster) is None
+    assert _redis_cluster.same_shape_owners(resplit, cluster) is None
+    assert _redis_cluster.same_shape_owners(backup.files[:2], cluster) is None
+    assert (
+        _redis_cluster.same_shape_owners(
+            (dataclasses.replace(first, slots=()), second, third), cluster
+        )
+        is None
+    )
+
+
+def test_keys_routed_by_a_stale_slot_table_follow_the_redirections(
+    cluster: autoops.ClusterCache, keys: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = content(cluster.redis, keys)
+    raw: Any = cluster.redis
+    entries = [(key, int(raw.pexpiretime(key)), bytes(raw.dump(key))) for key in keys]
+    cluster.redis.delete(*keys)
+    # Each master's slots said to be the next master's, as after a resharding: every batch is
+    # answered MOVED and goes again through the cluster client.
+    table = _redis_cluster.slot_table(cluster)
+    owners = list(table)
+    stale = dict(zip(owners[1:] + owners[:1], table.values(), strict=True))
+    monkeypatch.setattr(_redis_cluster, "slot_table", lambda target: stale)
+    restored = _redis_cluster.restore_entries_into_cluster(entries, cluster, batch=50)
+    assert sorted(restored) == sorted(keys)
+    assert content(cluster.redis, keys) == before
 
 
 def test_an_old_single_file_cluster_backup_still_lists_verifies_and_restores(

@@ -15,14 +15,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 import redis
+from redis.crc import key_slot
 
+from .._errors import AutoOpsError
 from .._pipeline import read_ahead
 from .._retry import RetryPolicy
 from ..cache import CacheClient, ClusterCache, RedisCache
 from ._engine import Part, SplitCapture
 from ._errors import BackupError, RestoreRefusedError
 from ._model import DataFile
-from ._redis_logical import LogicalDump, read_records, restore_logical
+from ._redis_logical import LogicalDump, read_records, restore_entries, restore_logical
 
 __all__ = [
     "cluster_capture",
@@ -42,6 +44,9 @@ log: Final = logging.getLogger("autoops.backup")
 T = TypeVar("T")
 
 _SCAN_COUNT: Final = 5000
+_SLOTS: Final = 16384
+# Replies that mean the slot is served elsewhere now (or for a moment not at all).
+_REDIRECTIONS: Final = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
 
 
 @dataclasses.dataclass
@@ -315,33 +320,87 @@ def restore_entries_into_cluster(
     progress: Any = None,
 ) -> list[bytes]:
     """``RESTORE key ttl payload REPLACE ABSTTL`` for each ``(key, expire_at_ms or -1,
-    payload)`` through the cluster client, ``batch`` at a time; keys already expired are
-    skipped. Returns the restored keys."""
+    payload)``, each key sent to the master serving its slot, ``batch`` keys of a master at a
+    time; keys already expired are skipped. Returns the restored keys.
+
+    The keys are routed here by the slot table read at the start and written as a single
+    server's restore writes them (redis-py's cluster pipeline costs several times as much per
+    key); a batch answered with a redirection (slots moved since) is sent again through the
+    cluster client, which follows it."""
+    table = slot_table(cluster)
+    owners = list(table)
+    owner_of = [0] * _SLOTS
+    for number, ranges in enumerate(table.values()):
+        for start, end in ranges:
+            owner_of[start : end + 1] = [number] * (end - start + 1)
+    clients = [node_client(cluster, host, port) for host, port in owners]
+    pending: list[list[tuple[bytes, int, bytes]]] = [[] for _ in owners]
     restored: list[bytes] = []
+
+    def flush(number: int) -> None:
+        group, pending[number] = pending[number], []
+        try:
+            restored.extend(restore_entries(group, clients[number], batch=batch, progress=progress))
+        except (redis.ResponseError, AutoOpsError) as exc:
+            # The reply is a BackupError's tool_message on the hiredis path, else inside the
+            # message of the error send_packed raised.
+            reply = exc.tool_message if isinstance(exc, BackupError) else str(exc)
+            if not any(mark in reply for mark in _REDIRECTIONS):
+                raise
+            restored.extend(_restore_through_client(group, cluster, batch, progress))
+
     try:
-        # RESTORE ... REPLACE is idempotent, so the cluster pipeline may resend a batch after
-        # MOVED or a lost node.
-        pipeline = cluster.redis.pipeline(transaction=False)  # type: ignore[no-untyped-call]
-        pending = 0
-        for key, expire_at, payload in entries:
-            if 0 <= expire_at <= int(time.time() * 1000):
-                continue
-            pipeline.execute_command(
-                "RESTORE", key, 0 if expire_at < 0 else expire_at, payload, "REPLACE", "ABSTTL"
-            )
-            restored.append(key)
-            pending += 1
-            if progress is not None:
-                progress.advance(len(payload))
-            if pending >= batch:
-                pipeline.execute()
-                pending = 0
-        if pending:
-            pipeline.execute()
+        for entry in entries:
+            number = owner_of[key_slot(entry[0])]
+            pending[number].append(entry)
+            if len(pending[number]) >= batch:
+                flush(number)
+        for number in range(len(owners)):
+            if pending[number]:
+                flush(number)
     except redis.RedisError as exc:
+        raise _restore_failed(cluster, exc) from exc
+    except BackupError as exc:
         raise BackupError(
-            f"the restore into the Redis Cluster at {cluster.location} failed "
-            f"({type(exc).__name__}: {exc}); RESTORE ... REPLACE is idempotent: run it again "
-            "with replace=True"
+            f"the restore into the Redis Cluster at {cluster.location} failed ({exc}); "
+            "RESTORE ... REPLACE is idempotent: run it again with replace=True",
+            tool_message=exc.tool_message,
         ) from exc
+    finally:
+        for client in clients:
+            client.close()
+    return restored
+
+
+def _restore_failed(cluster: ClusterCache, exc: Exception) -> BackupError:
+    return BackupError(
+        f"the restore into the Redis Cluster at {cluster.location} failed "
+        f"({type(exc).__name__}: {exc}); RESTORE ... REPLACE is idempotent: run it again "
+        "with replace=True"
+    )
+
+
+def _restore_through_client(
+    entries: Iterable[tuple[bytes, int, bytes]], cluster: ClusterCache, batch: int, progress: Any
+) -> list[bytes]:
+    """The entries through the cluster client's pipeline, which follows MOVED and ASK (and
+    may resend a batch: RESTORE ... REPLACE is idempotent)."""
+    restored: list[bytes] = []
+    pipeline = cluster.redis.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+    pending = 0
+    for key, expire_at, payload in entries:
+        if 0 <= expire_at <= int(time.time() * 1000):
+            continue
+        pipeline.execute_command(
+            "RESTORE", key, 0 if expire_at < 0 else expire_at, payload, "REPLACE", "ABSTTL"
+        )
+        restored.append(key)
+        pending += 1
+        if progress is not None:
+            progress.advance(len(payload))
+        if pending >= batch:
+            pipeline.execute()
+            pending = 0
+    if pending:
+        pipeline.execute()
     return restored
