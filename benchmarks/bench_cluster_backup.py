@@ -5,11 +5,11 @@ On a private 6-node cluster (3 masters, 3 replicas, Redis's default 15 s node ti
 
 1. ``backup_redis(cluster)``: every master's snapshot at once, one data file each (time, size).
 2. Restoring onto the same cluster (flushed before each): the per-master files, each straight
-   to the master serving its slots, all at once; the same files a master after another through
-   the cluster client (the path any other shape takes, forced here by hiding the same shape);
-   and the same snapshots in the older one-file ``cluster-rdb`` format, which restores a master
-   after another through the cluster client, reading the one file again for each master. The
-   ratios are each against the first.
+   to the master serving its slots, all at once; the same files a master after another, each
+   key routed by the slot table (the path any other shape takes, forced here by hiding the same
+   shape); that path through redis-py's cluster pipeline instead (how keys were routed before);
+   and the same snapshots in the older one-file ``cluster-rdb`` format, a master after another,
+   the one file read again for each master. The ratios are each against the first.
 3. Restoring the per-master files onto one private redis-server (another shape), for scale.
 
 Both servers are private, started by this script on loopback, so the shared Redis is left alone.
@@ -27,12 +27,15 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import redis
 
 import autoops
+from autoops.backup import _redis_cluster as cluster_backup
 from autoops.backup import _redis_cluster_rdb as cluster_rdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -43,6 +46,16 @@ from _support.services import redis_server
 
 def load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def through_pipeline(
+    entries: Iterable[tuple[bytes, int, bytes]],
+    cluster: autoops.ClusterCache,
+    *,
+    batch: int = 5000,
+    progress: Any = None,
+) -> list[bytes]:
+    return cluster_backup._restore_through_client(entries, cluster, batch, progress)
 
 
 def main() -> None:
@@ -86,20 +99,29 @@ def run(
     )
 
     old = backuper.get(framed_copy(backup, store))
+    # (label, backup, how): "direct" as the engine chooses; "routed" the path another shape
+    # takes (the same shape hidden from the engine); "pipeline" that path through redis-py's
+    # cluster pipeline, as autoops routed keys before.
     peers = [
-        ("files, per master at once", backup, False),
-        ("files, routed in turn", backup, True),
-        ("one framed file, routed", old, False),
+        ("files, per master at once", backup, "direct"),
+        ("files, routed in turn", backup, "routed"),
+        ("files, redis-py pipeline", backup, "pipeline"),
+        ("one framed file, routed", old, "direct"),
     ]
     results: dict[str, list[float]] = {label: [] for label, _, _ in peers}
     for number in range(rounds):
-        for label, which, routed in peers[number % 3 :] + peers[: number % 3]:
+        for label, which, how in peers[number % 4 :] + peers[: number % 4]:
             topology.flush()
             with contextlib.ExitStack() as stack:
-                if routed:
-                    # The path another shape takes: the same shape hidden from the engine.
+                if how != "direct":
                     stack.enter_context(
                         mock.patch.object(cluster_rdb, "same_shape_owners", return_value=None)
+                    )
+                if how == "pipeline":
+                    stack.enter_context(
+                        mock.patch.object(
+                            cluster_rdb, "restore_entries_into_cluster", through_pipeline
+                        )
                     )
                 started = time.perf_counter()
                 restored = backuper.restore_redis(which, cluster)
