@@ -429,6 +429,46 @@ def test_an_rdb_cluster_backup_restores_each_master_onto_the_same_shape(
     assert backuper.restore_redis(backup, cluster, replace=True) == backup.key_count
 
 
+class _KillOnRead(autoops.LocalStorage):
+    """Kills a cluster master when the restore opens the first master's file to load it (after
+    every file was opened once to check its SHA-256)."""
+
+    def __init__(self, root: Path, kill: Callable[[], None], checks: int) -> None:
+        super().__init__(root)
+        self._kill = kill
+        self._opens = 0
+        self._checks = checks
+
+    def open(self, name: str) -> Any:
+        self._opens += 1
+        if self._opens == self._checks + 1:
+            self._kill()
+        return super().open(name)
+
+
+def test_a_master_lost_during_a_same_shape_restore_is_a_clear_error_and_a_rerun_restores(
+    tmp_path: Path,
+    cluster: autoops.ClusterCache,
+    keys: list[bytes],
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    before = content(cluster.redis, keys)
+    backup = autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(cluster)
+    redis_cluster_topology.flush()
+    victim = int(backup.files[0].node.rsplit(":", 1)[1])
+    storage = _KillOnRead(tmp_path, lambda: redis_cluster_topology.kill(victim), checks=3)
+    backuper = autoops.Backuper(storage)
+    try:
+        with pytest.raises(autoops.AutoOpsError, match=f"127.0.0.1:{victim}"):
+            backuper.restore_redis(backup, cluster)
+    finally:
+        redis_cluster_topology.restart(victim)
+        redis_cluster_topology.wait_healthy()
+    # The replica that took over serves the same slots: still the same shape.
+    assert backuper.restore_redis(backup, cluster, replace=True) == backup.key_count
+    assert content(cluster.redis, keys) == before
+
+
 def test_the_same_shape_is_the_same_slot_ranges_on_as_many_masters(
     tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
 ) -> None:

@@ -232,6 +232,12 @@ def each_master_at_once(
         client = node_client(target, *owner)
         try:
             return job(client)
+        except redis.RedisError as exc:
+            raise BackupError(
+                f"the restore into master {owner[0]}:{owner[1]} of the Redis Cluster at "
+                f"{target.location} failed ({type(exc).__name__}: {exc}); RESTORE ... REPLACE "
+                "is idempotent: run it again with replace=True"
+            ) from exc
         finally:
             client.close()
 
