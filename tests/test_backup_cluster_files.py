@@ -469,6 +469,38 @@ def test_a_master_lost_during_a_same_shape_restore_is_a_clear_error_and_a_rerun_
     assert content(cluster.redis, keys) == before
 
 
+def test_a_master_lost_during_a_routed_restore_is_a_clear_error_and_a_rerun_restores(
+    tmp_path: Path,
+    cluster: autoops.ClusterCache,
+    keys: list[bytes],
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    before = content(cluster.redis, keys)
+    prefix = keys[0].split(b":", 1)[0].decode() + ":*"
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
+        raw: Any = cluster.redis
+        for key in keys:
+            expire_at = raw.pexpiretime(key)
+            single.restore(key, max(expire_at, 0), raw.dump(key), replace=True, absttl=True)
+        # One Redis's dump: restored onto the cluster by routing each key.
+        backup = autoops.Backuper(autoops.LocalStorage(tmp_path / "store")).backup_redis(
+            f"redis://127.0.0.1:{port}/0", mode="logical", pattern=prefix
+        )
+    cluster.delete_prefix(prefix[:-1])
+    victim = redis_cluster_topology.masters()[1]
+    storage = _KillOnRead(tmp_path / "store", lambda: redis_cluster_topology.kill(victim), checks=1)
+    backuper = autoops.Backuper(storage)
+    try:
+        with pytest.raises(BackupError, match=f"127.0.0.1:{victim}.* run it again with replace"):
+            backuper.restore_redis(backup, cluster)
+    finally:
+        redis_cluster_topology.restart(victim)
+        redis_cluster_topology.wait_healthy()
+    assert backuper.restore_redis(backup, cluster, replace=True) == len(keys)
+    assert content(cluster.redis, keys) == before
+
+
 def test_the_same_shape_is_the_same_slot_ranges_on_as_many_masters(
     tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
 ) -> None:
