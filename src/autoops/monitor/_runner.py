@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, ParamSpec, TypeVar
 
 from .._errors import ConfigError
-from ._check import Check
+from ._check import Check, log
 from ._result import CheckResult, check_results
 from ._status import CheckStatus
 
@@ -129,6 +129,7 @@ class _Run:
     def on_new_loop(self) -> list[CheckResult]:
         loop = asyncio.new_event_loop()
         loop.set_default_executor(self.threads)
+        loop.set_exception_handler(_loop_trouble)
         try:
             loop.run_until_complete(self._all())
         finally:
@@ -150,7 +151,9 @@ class _Run:
         running: set[asyncio.Task[None]] = set()
         while pending or running:
             while pending and len(running) < self.limit and time.monotonic() < self.stop_at:
-                running.add(asyncio.create_task(self._one(pending.popleft())))
+                index = pending.popleft()
+                name = f"check {self.checks[index].name}"
+                running.add(asyncio.create_task(self._one(index), name=name))
             if not running:
                 break
             # Every check gives up by the deadline; the grace is for one that, cancelled, would
@@ -218,6 +221,18 @@ class _Run:
         else:
             why = f"still running at the overall deadline of {self.deadline:g} s (check abandoned)"
         self.results[index] = _abandoned(check, started, now, why, CheckStatus.CRITICAL)
+
+
+def _loop_trouble(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # Mostly the task of a check that would not stop when abandoned, dropped with the loop: it
+    # belongs in the monitor's log, with the check's name, not as asyncio's dump on stderr.
+    task = context.get("task")
+    log.warning(
+        "%s%s",
+        f"{task.get_name()}: " if isinstance(task, asyncio.Task) else "",
+        context.get("message", "trouble on the checks' event loop"),
+        exc_info=context.get("exception"),
+    )
 
 
 def _abandoned(
