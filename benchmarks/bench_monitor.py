@@ -292,19 +292,15 @@ def scale(count: int, rounds: int, timeout: float = 2.0) -> None:
             figure = json.loads(done.stdout.splitlines()[-1])
             figure["load"] = load()
             figures[runner].append(figure)
-            unexpected = {
-                reason: number
-                for reason, number in figure["reasons"].items()
-                if number and figure["not_ok"] != count // 10
-            }
             print(
                 f"  round {round_ + 1} {runner:18s} {figure['wall']:6.3f} s wall "
                 f"{figure['cpu']:6.3f} CPU s, peak RSS {figure['rss_mib']:5.1f} MiB, "
                 f"{figure['not_ok']} not OK (load {figure['load']})",
                 flush=True,
             )
-            for reason, number in sorted(unexpected.items(), key=lambda item: -item[1])[:4]:
-                print(f"      {number:4d} x {reason}")
+            if figure["not_ok"] != count // 10:  # more than the hung ones: say what
+                for reason, number in sorted(figure["reasons"].items(), key=lambda it: -it[1]):
+                    print(f"      {number:4d} x {reason}")
             time.sleep(0.5)
     print(f"medians of {rounds} rounds (target {target:g} s):")
     for runner, what in RUNNERS.items():
