@@ -1,10 +1,13 @@
 """50 checks on loopback (MySQL, Redis, HTTP) through autoops-check: parallel wall time against
 the slowest single check, with the serial time for contrast. ``--scale 500`` instead runs 500
 checks (TCP, HTTP, Redis, MySQL against local targets, 10% of them against targets that never
-answer) with a 2 s timeout at several ``max_parallel`` settings, and reports wall time against the
-target (the slowest timeout + 1 s), CPU seconds and peak RSS.
+answer) with a 2 s timeout, each run in a fresh process: run_checks() at its defaults, the same
+with every check in a thread, and the thread runner it replaced at its old default
+(max_parallel=32) and at one thread per check. It reports wall time against the target (the
+slowest timeout + 1 s), CPU seconds and peak RSS of the process doing the checks, per round and
+as medians.
 
-Run: .venv/bin/python benchmarks/bench_monitor.py [--scale 500]
+Run: .venv/bin/python benchmarks/bench_monitor.py [--scale 500 [--rounds 3]]
 """
 
 from __future__ import annotations
