@@ -254,6 +254,14 @@ def test_redis_behind_a_password_and_tls_is_ok_and_a_wrong_password_critical(
     assert "wrong-Pw" not in bad.summary
 
 
+def test_redis_over_a_unix_socket_is_ok(tmp_path: Path, run: Run) -> None:
+    socket_path = tmp_path / "redis.sock"
+    with redis_server(tmp_path, "--unixsocket", str(socket_path), "--unixsocketperm", "700"):
+        result = run(RedisCheck("cache", f"unix://{socket_path}?db=0"))
+    assert result.status is CheckStatus.OK, result.summary
+    assert "PING" in result.summary
+
+
 def test_redis_down_is_critical(run: Run) -> None:
     result = run(RedisCheck("cache", f"redis://127.0.0.1:{free_port()}/0", timeout=2))
     assert result.status is CheckStatus.CRITICAL
