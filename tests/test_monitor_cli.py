@@ -161,7 +161,10 @@ def test_hung_targets_of_every_kind_end_the_command_with_critical_lines(config: 
         [f"hung-{kind}", "CRITICAL:"] for kind in ("tcp", "http", "redis", "mysql")
     ]
     for line in lines[1:]:
-        assert "timed out" in line or "Lost connection" in line, line
+        # Its own timeout error, or the runner's word when a loaded machine delays that.
+        assert any(
+            words in line for words in ("timed out", "Lost connection", "no answer within")
+        ), line
 
 
 def test_an_unknown_check_name_is_unknown_with_the_known_names(config: Path) -> None:

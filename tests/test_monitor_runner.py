@@ -210,9 +210,11 @@ def test_many_hung_targets_all_time_out_and_the_rest_are_ok_in_one_run(
         assert result.name == check.name
         if "hung" in check.name:
             assert result.status is CheckStatus.CRITICAL, result.summary
-            assert "timed out" in result.summary or "Lost connection" in result.summary, (
-                result.summary
-            )
+            # Its own timeout error, or the runner's word when a loaded machine delays that.
+            assert any(
+                words in result.summary
+                for words in ("timed out", "Lost connection", "no answer within")
+            ), result.summary
         else:
             assert result.status is CheckStatus.OK, f"{check.name}: {result.summary}"
 
