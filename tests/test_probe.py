@@ -157,6 +157,11 @@ def test_each_framing_of_a_body_is_read(
     assert (answer.status, answer.body) == (status, body)
 
 
+def test_a_path_with_a_control_character_or_space_is_refused(web: _Server, get: Get) -> None:
+    with pytest.raises(ProbeError, match="can't contain control characters"):
+        get(web.url("/a b"), timeout=5)
+
+
 def test_a_chunked_body_is_cut_at_the_limit_too(web: _Server, get: Get) -> None:
     assert get(web.url("/chunked"), timeout=5, max_body=7).body == b"hello w"
 

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import http.client
 import io
+import re
 import socket
 import ssl
 import string
@@ -181,8 +182,9 @@ def _get_once(
     return response.status, response.reason, body, certificate, response.getheader("Location")
 
 
-#: As http.client: the most header lines accepted.
+#: As http.client: the most header lines accepted, and what a request path may not hold.
 _MAX_HEADERS: Final = 100
+_UNSAFE_IN_PATH: Final = re.compile("[\x00-\x20\x7f]")
 
 
 async def http_get_async(
@@ -208,6 +210,9 @@ async def http_get_async(
         port = parts.port
     except ValueError as exc:
         raise ProbeError(f"{redact_url(url)!r}: {exc}") from None
+    if _UNSAFE_IN_PATH.search(path):
+        # As http.client refuses it (whose error http_get passes on as a ProbeError).
+        raise ProbeError(f"{redact_url(url)!r}: a URL can't contain control characters or spaces")
     host: str = parts.hostname
     where = host if port is None else f"{host}:{port}"
     tls = parts.scheme == "https"
@@ -229,7 +234,7 @@ async def http_get_async(
         header_host = shown_host if port in (None, 443 if tls else 80) else f"{shown_host}:{port}"
         writer.write(
             f"GET {path} HTTP/1.1\r\nHost: {header_host}\r\nAccept-Encoding: identity\r\n"
-            f"User-Agent: {user_agent}\r\nConnection: close\r\n\r\n".encode("latin-1")
+            f"User-Agent: {user_agent}\r\nConnection: close\r\n\r\n".encode("ascii")
         )
         head = await _read_head(reader, timeout, where)
         response = http.client.HTTPResponse(_Replay(head), method="GET")  # type: ignore[arg-type]
