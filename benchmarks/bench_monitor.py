@@ -7,7 +7,7 @@ with every check in a thread, and the thread runner it replaced at its old defau
 slowest timeout + 1 s), CPU seconds and peak RSS of the process doing the checks, per round and
 as medians.
 
-Run: .venv/bin/python benchmarks/bench_monitor.py [--scale 500 [--rounds 3]]
+Run: .venv/bin/python benchmarks/bench_monitor.py [--scale 500 [--rounds 3] [--hung-every 10]]
 """
 
 from __future__ import annotations
@@ -130,14 +130,16 @@ class Tarpit:
         return port
 
 
-def scale_checks(count: int, timeout: float, web_url: str, silent: int, full: int) -> list[Check]:
+def scale_checks(
+    count: int, timeout: float, web_url: str, silent: int, full: int, hung_every: int = 10
+) -> list[Check]:
     """``count`` checks, a quarter of each kind but fewer MySQL ones (the shared server's
-    max_connections is shared with other work); every tenth points at the tarpit."""
+    max_connections is shared with other work); every ``hung_every``-th points at the tarpit."""
     redis_port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
     web_port = int(web_url.rsplit(":", 1)[1].rstrip("/"))
     checks: list[Check] = []
     for index in range(count):
-        hung = index % 10 == 9
+        hung = index % hung_every == hung_every - 1
         kind = ("tcp", "http", "redis", "tcp", "http", "redis", "mysql")[index % 7]
         name = f"{kind}{index}"
         if kind == "tcp":
@@ -220,10 +222,10 @@ RUNNERS = {
 }
 
 
-def child(runner: str, count: int, timeout: float, ports: list[int]) -> None:
+def child(runner: str, count: int, timeout: float, ports: list[int], hung_every: int) -> None:
     """Run the checks once in this fresh process and print what it cost as JSON."""
     web_port, silent, full = ports
-    checks = scale_checks(count, timeout, f"http://127.0.0.1:{web_port}/", silent, full)
+    checks = scale_checks(count, timeout, f"http://127.0.0.1:{web_port}/", silent, full, hung_every)
     if runner == "run_checks-threads":
         for check in checks:
             # Replaces the class's property: the runner sees False.
@@ -256,21 +258,27 @@ def child(runner: str, count: int, timeout: float, ports: list[int]) -> None:
     )
 
 
-def scale(count: int, rounds: int, timeout: float = 2.0) -> None:
+def scale(count: int, rounds: int, hung_every: int, timeout: float = 2.0) -> None:
     server = Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     web_port = server.server_address[1]
     tarpit = Tarpit()
     checks = scale_checks(
-        count, timeout, f"http://127.0.0.1:{web_port}/", tarpit.silent_port, tarpit.full_port
+        count,
+        timeout,
+        f"http://127.0.0.1:{web_port}/",
+        tarpit.silent_port,
+        tarpit.full_port,
+        hung_every,
     )
+    hung = count // hung_every
     kinds = {
         kind: sum(c.kind == kind for c in checks) for kind in ("tcp", "http", "redis", "mysql")
     }
     target = timeout + 1
     print(
         f"{count} checks ({', '.join(f'{n} {k}' for k, n in kinds.items())}), "
-        f"{count // 10} against targets that never answer, timeout {timeout:g} s; "
+        f"{hung} against targets that never answer, timeout {timeout:g} s; "
         f"target: within {target:g} s. Each run in a fresh process, {rounds} rounds, "
         "runners in turn; the targets live in this process."
     )
@@ -287,6 +295,8 @@ def scale(count: int, rounds: int, timeout: float = 2.0) -> None:
                     str(count),
                     "--ports",
                     f"{web_port},{tarpit.silent_port},{tarpit.full_port}",
+                    "--hung-every",
+                    str(hung_every),
                 ],
                 capture_output=True,
                 text=True,
@@ -301,7 +311,7 @@ def scale(count: int, rounds: int, timeout: float = 2.0) -> None:
                 f"{figure['not_ok']} not OK (load {figure['load']})",
                 flush=True,
             )
-            if figure["not_ok"] != count // 10:  # more than the hung ones: say what
+            if figure["not_ok"] != hung:  # more than the hung ones: say what
                 for reason, number in sorted(figure["reasons"].items(), key=lambda it: -it[1]):
                     print(f"      {number:4d} x {reason}")
             time.sleep(0.5)
@@ -324,14 +334,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=int, metavar="N", help="run N checks at scale instead")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --scale (default 3)")
+    parser.add_argument(
+        "--hung-every", type=int, default=10, metavar="K", help="every K-th check hangs (10)"
+    )
     parser.add_argument("--child", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.scale, 2.0, [int(port) for port in args.ports.split(",")])
+        ports = [int(port) for port in args.ports.split(",")]
+        child(args.child, args.scale, 2.0, ports, args.hung_every)
         return
     if args.scale:
-        scale(args.scale, args.rounds)
+        scale(args.scale, args.rounds, args.hung_every)
         return
     server = Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
