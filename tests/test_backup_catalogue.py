@@ -11,11 +11,13 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import autoops
 from autoops.backup import BackupError, TableStats
+from autoops.backup._model import files_digest
 
 
 def _backup(
@@ -212,3 +214,78 @@ def test_local_storage_reclaims_only_its_own_dead_partials(
     check_partial_reclaim(
         autoops.LocalStorage(tmp_path), lambda name: (tmp_path / name).write_text("x"), monkeypatch
     )
+
+
+def _files_document(backup_id: str) -> dict[str, object]:
+    """A manifest of a backup of two files, as the Backuper writes it."""
+    files = tuple(
+        autoops.DataFile(
+            f"{backup_id}.master-{n}.rdb.zst", 10 * n, f"{n}" * 64, 20 * n, f"10.0.0.{n}:7000",
+            ((0, 8191),) if n == 1 else ((8192, 16383),), n,
+        )
+        for n in (1, 2)
+    )  # fmt: skip
+    backup = autoops.Backup(
+        id=backup_id,
+        kind="redis",
+        source="redis+cluster://10.0.0.1:7000",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        finished_at=datetime(2026, 1, 1, tzinfo=UTC),
+        status="ok",
+        size=30,
+        sha256=files_digest(files),
+        data_file="",
+        format="rdb",
+        compression="zstd",
+        raw_size=60,
+        key_count=3,
+        files=files,
+    )
+    document: dict[str, object] = json.loads(backup.to_json())
+    return document
+
+
+def test_a_manifest_of_several_files_round_trips_as_version_2() -> None:
+    document = _files_document("c1")
+    assert document["manifest_version"] == 2
+    backup = autoops.Backup.from_json(json.dumps(document).encode(), "c1.manifest.json")
+    assert [f.node for f in backup.files] == ["10.0.0.1:7000", "10.0.0.2:7000"]
+    assert backup.files[1].slots == ((8192, 16383),)
+    assert backup.data_files == backup.files
+    assert json.loads(backup.to_json()) == document
+    single = _backup("b1", datetime(2026, 1, 1, tzinfo=UTC))
+    assert json.loads(single.to_json())["manifest_version"] == 1
+    assert single.data_files == (autoops.DataFile("b1.sql.zst", 3, "0" * 64, 3),)
+
+
+def _file_change(index: int, **change: object) -> Callable[[dict[str, Any]], None]:
+    def apply(document: dict[str, Any]) -> None:
+        document["files"][index].update(change)
+
+    return apply
+
+
+MALFORMED_FILES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "file-outside": _file_change(0, name="../c2.master-1.rdb.zst"),
+    "file-of-another-backup": _file_change(1, name="other.master-2.rdb.zst"),
+    "file-twice": _file_change(1, name="c2.master-1.rdb.zst"),
+    "file-size-a-string": _file_change(0, size="10"),
+    "file-sha256-short": _file_change(0, sha256="ab"),
+    "file-slots-not-pairs": _file_change(0, slots=[[0, 1, 2]]),
+    "files-empty": lambda document: document.update(files=[]),
+    "files-a-dict": lambda document: document.update(files={}),
+    "size-not-the-total": lambda document: document.update(size=31),
+    "sha256-not-of-the-files": _file_change(0, sha256="f" * 64),
+    "data-file-beside-files": lambda document: document.update(data_file="c2.rdb.zst"),
+    "version-3": lambda document: document.update(manifest_version=3),
+}
+
+
+@pytest.mark.parametrize("change", list(MALFORMED_FILES.values()), ids=list(MALFORMED_FILES))
+def test_a_manifest_of_several_files_is_checked_naming_the_manifest(
+    change: Callable[[dict[str, Any]], None],
+) -> None:
+    document = _files_document("c2")
+    change(document)
+    with pytest.raises(BackupError, match=r"c2\.manifest\.json"):
+        autoops.Backup.from_json(json.dumps(document).encode(), "c2.manifest.json")

@@ -255,3 +255,24 @@ def test_restore_logs_the_target_without_a_password_given_as_a_query_parameter(
     assert "restored" in result.stderr
     assert f"127.0.0.1:{port}/0" in result.stderr
     assert "s3cret-q" not in result.stderr
+
+
+def test_a_renamed_setting_is_one_warning_line_in_the_commands_voice(
+    app_db: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    assert (
+        _run("autoops-backup", "sqlite", "--url", str(app_db), "--storage", str(store)).returncode
+        == 0
+    )
+    config = tmp_path / "autoops.toml"
+    config.write_text(f'[backup]\nstorage = "{store}"\nssh_key = "{tmp_path / "key"}"\n')
+
+    listing = _run("autoops-backups", "list", "--config", str(config))
+
+    assert listing.returncode == 0
+    assert listing.stderr == (
+        "autoops-backups: warning: [backup]: the setting ssh_key is now called key_filename; "
+        "rename it (the old name will stop working in a future release)\n"
+    )
+    assert len(listing.stdout.splitlines()) == 1

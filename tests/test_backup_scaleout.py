@@ -13,6 +13,7 @@ import pytest
 import redis
 
 import autoops
+from _support.redis_content import content, fill_every_type
 from _support.redis_topologies import RedisClusterTopology, SentinelTopology
 from _support.services import redis_server
 
@@ -71,46 +72,6 @@ def test_prefer_replica_on_one_server_is_a_config_error(
         autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(cache, prefer="replica")
 
 
-def _fill_every_type(client: Any, prefix: bytes) -> list[bytes]:
-    """Keys of every Redis type with ugly names (UTF-8, binary, spaces, hash tags), some with
-    TTLs, spread over every master; returns their names."""
-    keys: list[bytes] = []
-    for index in range(60):
-        tag = f"{{order-items}}:{index}".encode() if index % 7 == 0 else b""
-        base = prefix + "usérs:".encode() + tag + b" \xff\x00:%d" % index
-        string, hashed, listed, members, ranked, stream = (
-            base + suffix for suffix in (b":s", b":h", b":l", b":set", b":z", b":x")
-        )
-        client.set(string, b"\x00\xffvalue %d" % index)
-        client.hset(hashed, mapping={b"2fa_codes": b"123", "naïve".encode(): b"%d" % index})
-        client.rpush(listed, *[b"item-%d" % n for n in range(index % 5 + 1)])
-        client.sadd(members, *[b"m%d" % n for n in range(index % 4 + 1)])
-        client.zadd(ranked, {b"a": 1.5, b"b": index, b"c": -(2**53) - 1})
-        client.xadd(stream, {b"field": b"value %d" % index})
-        if index % 3 == 0:
-            client.pexpire(string, 600_000 + index)
-            client.pexpire(hashed, 900_000)
-        keys += [string, hashed, listed, members, ranked, stream]
-    return keys
-
-
-def _content(client: Any, keys: list[bytes]) -> dict[bytes, Any]:
-    """Each key's type, value and absolute expiry, as read through ``client``."""
-    readers = {
-        b"string": client.get,
-        b"hash": client.hgetall,
-        b"list": lambda key: client.lrange(key, 0, -1),
-        b"set": client.smembers,
-        b"zset": lambda key: client.zrange(key, 0, -1, withscores=True),
-        b"stream": client.xrange,
-    }
-    content = {}
-    for key in keys:
-        kind = client.type(key)
-        content[key] = (kind, readers[kind](key), client.pexpiretime(key))
-    return content
-
-
 @pytest.fixture
 def cluster(redis_cluster_topology: RedisClusterTopology) -> Iterator[autoops.ClusterCache]:
     redis_cluster_topology.wait_healthy()
@@ -124,14 +85,14 @@ def test_a_logical_cluster_backup_restores_every_type_onto_a_flushed_cluster(
     tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
 ) -> None:
     prefix = f"bk{uuid.uuid4().hex[:8]}:".encode()
-    keys = _fill_every_type(cluster.redis, prefix)
-    before = _content(cluster.redis, keys)
+    keys = fill_every_type(cluster.redis, prefix)
+    before = content(cluster.redis, keys)
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
     backup = backuper.backup_redis(cluster, mode="logical", pattern=prefix.decode() + "*")
     assert backup.key_count == len(keys)
     cluster.delete_prefix(prefix.decode())
     assert backuper.restore_redis(backup, redis_cluster_topology.url()) == len(keys)
-    assert _content(cluster.redis, keys) == before
+    assert content(cluster.redis, keys) == before
 
 
 def test_a_logical_cluster_backup_records_every_master_in_one_manifest(
@@ -168,8 +129,8 @@ def test_a_logical_cluster_backup_restores_onto_one_redis_server(
     tmp_path: Path, cluster: autoops.ClusterCache
 ) -> None:
     prefix = f"bk{uuid.uuid4().hex[:8]}:".encode()
-    keys = _fill_every_type(cluster.redis, prefix)
-    before = _content(cluster.redis, keys)
+    keys = fill_every_type(cluster.redis, prefix)
+    before = content(cluster.redis, keys)
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
     backup = backuper.backup_redis(cluster, mode="logical", pattern=prefix.decode() + "*")
     cluster.delete_prefix(prefix.decode())
@@ -177,7 +138,7 @@ def test_a_logical_cluster_backup_restores_onto_one_redis_server(
     with redis_server(tmp_path / "redis") as port:
         assert backuper.restore_redis(backup, f"redis://127.0.0.1:{port}/0") == len(keys)
         with contextlib.closing(redis.Redis(port=port)) as single:
-            assert _content(single, keys) == before
+            assert content(single, keys) == before
 
 
 def test_a_restore_into_a_cluster_holding_the_keys_is_refused_unless_replace(
@@ -203,13 +164,13 @@ def test_a_logical_backup_of_one_redis_restores_onto_a_cluster(
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
     (tmp_path / "redis").mkdir()
     with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
-        keys = _fill_every_type(single, prefix)
-        before = _content(single, keys)
+        keys = fill_every_type(single, prefix)
+        before = content(single, keys)
         backup = backuper.backup_redis(
             f"redis://127.0.0.1:{port}/0", mode="logical", pattern=prefix.decode() + "*"
         )
     assert backuper.restore_redis(backup, redis_cluster_topology.url()) == len(keys)
-    assert _content(cluster.redis, keys) == before
+    assert content(cluster.redis, keys) == before
     cluster.delete_prefix(prefix.decode())
 
 
@@ -269,8 +230,8 @@ def test_an_rdb_cluster_backup_restores_every_type_onto_a_cluster_and_one_redis(
     tmp_path: Path, cluster: autoops.ClusterCache, redis_cluster_topology: RedisClusterTopology
 ) -> None:
     prefix = f"bk{uuid.uuid4().hex[:8]}:".encode()
-    keys = _fill_every_type(cluster.redis, prefix)
-    before = _content(cluster.redis, keys)
+    keys = fill_every_type(cluster.redis, prefix)
+    before = content(cluster.redis, keys)
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
     backup = backuper.backup_redis(cluster)
     cluster.delete_prefix(prefix.decode())
@@ -278,9 +239,9 @@ def test_an_rdb_cluster_backup_restores_every_type_onto_a_cluster_and_one_redis(
     with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
         restored = backuper.restore_redis(backup, f"redis://127.0.0.1:{port}/0")
         assert restored == backup.key_count
-        assert _content(single, keys) == before
+        assert content(single, keys) == before
     # The snapshot holds every key of the session's cluster, so the target is flushed whole.
     redis_cluster_topology.flush()
     assert backuper.restore_redis(backup, cluster) == backup.key_count
-    assert _content(cluster.redis, keys) == before
+    assert content(cluster.redis, keys) == before
     cluster.delete_prefix(prefix.decode())

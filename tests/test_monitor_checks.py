@@ -1,7 +1,9 @@
-"""Each check against the real thing: OK paths and forced WARNING/CRITICAL paths."""
+"""Each check against the real thing: OK paths and forced WARNING/CRITICAL paths. A check that
+also measures on an event loop (HTTP, TCP, a single Redis) is tested both ways."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,11 +13,14 @@ import pymysql
 import pytest
 import redis
 
+from _support.certs import make_server_tls
 from _support.monitor_servers import SilentServer, WebServer, make_certificate
 from _support.proxy import TcpProxy
 from _support.services import redis_server
 from _support.sshd import SshServer, free_port
 from autoops import (
+    Check,
+    CheckResult,
     CheckStatus,
     ConfigError,
     HostCheck,
@@ -25,6 +30,23 @@ from autoops import (
     TcpCheck,
 )
 from autoops._ssh import SshOptions
+
+Run = Callable[..., CheckResult]
+
+
+@pytest.fixture(params=["thread", "event loop"])
+def run(request: pytest.FixtureRequest) -> Run:
+    """Check.run(), or Check.run_async() on an event loop of its own (how run_checks() runs a
+    check that measures without blocking)."""
+    if request.param == "thread":
+        return lambda check, state=None: check.run(state)
+
+    def on_a_loop(check: Check, state: dict[str, object] | None = None) -> CheckResult:
+        assert check.measures_async
+        return asyncio.run(check.run_async(state))
+
+    return on_a_loop
+
 
 # --- MySQL -------------------------------------------------------------------------------------
 
@@ -114,6 +136,15 @@ def test_the_password_never_shows_in_a_failing_check(mysql_url: str) -> None:
     assert "Sup3rSecret" not in result.nagios_line()
 
 
+def test_mysql_and_host_checks_measure_in_a_thread(mysql_url: str) -> None:
+    check = MySQLCheck("db", mysql_url)
+    assert not check.measures_async
+    with pytest.raises(NotImplementedError, match="measures in a thread"):
+        asyncio.run(check.measure_async(None))  # type: ignore[arg-type]
+    assert not RedisCheck("cluster", "redis+cluster://127.0.0.1:7000").measures_async
+    assert RedisCheck("one", "redis://127.0.0.1:6379/0").measures_async
+
+
 def test_a_url_that_is_not_mysql_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="mysql://"):
         MySQLCheck("db", "sqlite:///x.db")
@@ -122,26 +153,26 @@ def test_a_url_that_is_not_mysql_is_a_config_error() -> None:
 # --- Redis -------------------------------------------------------------------------------------
 
 
-def test_redis_ok_says_when_there_is_no_maxmemory(redis_url: str) -> None:
-    result = RedisCheck("cache", redis_url).run()
+def test_redis_ok_says_when_there_is_no_maxmemory(redis_url: str, run: Run) -> None:
+    result = run(RedisCheck("cache", redis_url))
     assert result.status is CheckStatus.OK, result.summary
     assert "no maxmemory limit" in result.summary
     assert "role master" in result.summary
 
 
-def test_redis_memory_near_maxmemory_is_critical(tmp_path: Path) -> None:
+def test_redis_memory_near_maxmemory_is_critical(tmp_path: Path, run: Run) -> None:
     with redis_server(tmp_path) as port:
         client = redis.Redis(port=port)
         client.set("ballast", b"x" * 1_000_000)
         used = int(client.info("memory")["used_memory"])
         client.config_set("maxmemory", str(int(used * 1.02)))
-        result = RedisCheck("cache", f"redis://127.0.0.1:{port}/0").run()
+        result = run(RedisCheck("cache", f"redis://127.0.0.1:{port}/0"))
         client.close()
     assert result.status is CheckStatus.CRITICAL, result.summary
     assert "of maxmemory" in result.summary
 
 
-def test_redis_hit_ratio_is_measured_since_the_previous_run(tmp_path: Path) -> None:
+def test_redis_hit_ratio_is_measured_since_the_previous_run(tmp_path: Path, run: Run) -> None:
     with redis_server(tmp_path) as port:
         client = redis.Redis(port=port)
         check = RedisCheck(
@@ -152,18 +183,18 @@ def test_redis_hit_ratio_is_measured_since_the_previous_run(tmp_path: Path) -> N
         for _ in range(9):
             client.get("present")
         client.get("absent")
-        check.run(state)
+        run(check, state)
         for _ in range(3):
             client.get("absent")
         client.get("present")
-        second = check.run(state)
+        second = run(check, state)
         client.close()
     ratio = next(metric for metric in second.metrics if metric.label == "hit_ratio")
     assert ratio.value == pytest.approx(25.0)
     assert second.status is CheckStatus.CRITICAL
 
 
-def test_a_replica_with_its_link_up_is_ok(tmp_path: Path) -> None:
+def test_a_replica_with_its_link_up_is_ok(tmp_path: Path, run: Run) -> None:
     (tmp_path / "p").mkdir()
     (tmp_path / "r").mkdir()
     with (
@@ -176,21 +207,21 @@ def test_a_replica_with_its_link_up_is_ok(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the replica never linked"
             time.sleep(0.05)
         client.close()
-        result = RedisCheck("replica", f"redis://127.0.0.1:{replica}/0").run()
+        result = run(RedisCheck("replica", f"redis://127.0.0.1:{replica}/0"))
     assert result.status is CheckStatus.OK, result.summary
     assert f"replica of 127.0.0.1:{primary}, link up" in result.summary
 
 
-def test_a_replica_whose_source_is_gone_is_critical(tmp_path: Path) -> None:
+def test_a_replica_whose_source_is_gone_is_critical(tmp_path: Path, run: Run) -> None:
     nobody = free_port()
     with redis_server(tmp_path, "--replicaof", "127.0.0.1", str(nobody)) as replica:
-        result = RedisCheck("replica", f"redis://127.0.0.1:{replica}/0").run()
+        result = run(RedisCheck("replica", f"redis://127.0.0.1:{replica}/0"))
     assert result.status is CheckStatus.CRITICAL
     assert "replica link to" in result.summary
     assert "is down" in result.summary
 
 
-def test_a_failed_background_save_is_critical(tmp_path: Path) -> None:
+def test_a_failed_background_save_is_critical(tmp_path: Path, run: Run) -> None:
     data = tmp_path / "data"
     data.mkdir()
     with redis_server(data) as port:
@@ -203,14 +234,36 @@ def test_a_failed_background_save_is_critical(tmp_path: Path) -> None:
         while client.info("persistence")["rdb_last_bgsave_status"] == "ok":
             assert time.monotonic() < deadline, "bgsave never failed"
             time.sleep(0.05)
-        result = RedisCheck("cache", f"redis://127.0.0.1:{port}/0").run()
+        result = run(RedisCheck("cache", f"redis://127.0.0.1:{port}/0"))
         client.close()
     assert result.status is CheckStatus.CRITICAL
     assert "last background save failed (err)" in result.summary
 
 
-def test_redis_down_is_critical() -> None:
-    result = RedisCheck("cache", f"redis://127.0.0.1:{free_port()}/0", timeout=2).run()
+def test_redis_behind_a_password_and_tls_is_ok_and_a_wrong_password_critical(
+    tmp_path: Path, run: Run
+) -> None:
+    tls = make_server_tls(tmp_path / "tls")
+    with redis_server(tmp_path, tls=tls, password="s3cret-Pw") as port:
+        base = f"127.0.0.1:{port}/0?ssl_ca_certs={tls.ca_file}"
+        good = run(RedisCheck("cache", f"rediss://:s3cret-Pw@{base}", timeout=5))
+        bad = run(RedisCheck("cache", f"rediss://:wrong-Pw@{base}", timeout=5))
+    assert good.status is CheckStatus.OK, good.summary
+    assert bad.status is CheckStatus.CRITICAL, bad.summary
+    assert "refused the credentials" in bad.summary
+    assert "wrong-Pw" not in bad.summary
+
+
+def test_redis_over_a_unix_socket_is_ok(tmp_path: Path, run: Run) -> None:
+    socket_path = tmp_path / "redis.sock"
+    with redis_server(tmp_path, "--unixsocket", str(socket_path), "--unixsocketperm", "700"):
+        result = run(RedisCheck("cache", f"unix://{socket_path}?db=0"))
+    assert result.status is CheckStatus.OK, result.summary
+    assert "PING" in result.summary
+
+
+def test_redis_down_is_critical(run: Run) -> None:
+    result = run(RedisCheck("cache", f"redis://127.0.0.1:{free_port()}/0", timeout=2))
     assert result.status is CheckStatus.CRITICAL
     assert "cannot reach Redis" in result.summary
 
@@ -300,61 +353,65 @@ def https_server(tmp_path: Path) -> Iterator[tuple[WebServer, Path]]:
     server.close()
 
 
-def test_https_ok_checks_status_body_and_certificate(https_server: tuple[WebServer, Path]) -> None:
+def test_https_ok_checks_status_body_and_certificate(
+    https_server: tuple[WebServer, Path], run: Run
+) -> None:
     server, cert = https_server
-    result = HttpCheck("web", server.url("/health"), contains="healthy", ca_file=str(cert)).run()
+    result = run(HttpCheck("web", server.url("/health"), contains="healthy", ca_file=str(cert)))
     assert result.status is CheckStatus.OK, result.summary
     days = next(metric for metric in result.metrics if metric.label == "certificate_days")
     assert 89 < days.value <= 90
 
 
-def test_a_certificate_close_to_expiry_is_critical(tmp_path: Path) -> None:
+def test_a_certificate_close_to_expiry_is_critical(tmp_path: Path, run: Run) -> None:
     cert, key = make_certificate(tmp_path, days=5)
     server = WebServer((cert, key))
     server.routes["/"] = (200, b"ok")
     try:
-        result = HttpCheck("web", server.url("/"), ca_file=str(cert)).run()
+        result = run(HttpCheck("web", server.url("/"), ca_file=str(cert)))
     finally:
         server.close()
     assert result.status is CheckStatus.CRITICAL
     assert "certificate expires in 5 days" in result.summary
 
 
-def test_an_unverifiable_certificate_is_critical(https_server: tuple[WebServer, Path]) -> None:
+def test_an_unverifiable_certificate_is_critical(
+    https_server: tuple[WebServer, Path], run: Run
+) -> None:
     server, _ = https_server
-    result = HttpCheck("web", server.url("/health")).run()
+    result = run(HttpCheck("web", server.url("/health")))
     assert result.status is CheckStatus.CRITICAL
     assert "CERTIFICATE_VERIFY_FAILED" in result.summary
 
 
 def test_without_verification_the_expiry_is_still_read(
-    https_server: tuple[WebServer, Path],
+    https_server: tuple[WebServer, Path], run: Run
 ) -> None:
     server, _ = https_server
-    result = HttpCheck("web", server.url("/health"), verify=False).run()
+    result = run(HttpCheck("web", server.url("/health"), verify=False))
     assert result.status is CheckStatus.OK
     assert any(metric.label == "certificate_days" for metric in result.metrics)
 
 
-def test_a_server_error_is_critical(https_server: tuple[WebServer, Path]) -> None:
+def test_a_server_error_is_critical(https_server: tuple[WebServer, Path], run: Run) -> None:
     server, cert = https_server
-    result = HttpCheck("web", server.url("/broken"), ca_file=str(cert)).run()
+    result = run(HttpCheck("web", server.url("/broken"), ca_file=str(cert)))
     assert result.status is CheckStatus.CRITICAL
     assert "HTTP 500 Internal Server Error (expected 2xx or 3xx)" in result.summary
 
 
-def test_a_missing_body_text_is_critical(https_server: tuple[WebServer, Path]) -> None:
+def test_a_missing_body_text_is_critical(https_server: tuple[WebServer, Path], run: Run) -> None:
     server, cert = https_server
-    result = HttpCheck("web", server.url("/health"), contains="ready", ca_file=str(cert)).run()
+    result = run(HttpCheck("web", server.url("/health"), contains="ready", ca_file=str(cert)))
     assert result.status is CheckStatus.CRITICAL
     assert "body lacks 'ready'" in result.summary
 
 
-def test_a_hung_web_server_is_critical_within_the_timeout() -> None:
+def test_a_hung_web_server_is_critical_within_the_timeout(run: Run) -> None:
     silent = SilentServer()
     try:
         started = time.monotonic()
-        result = HttpCheck("web", f"http://127.0.0.1:{silent.port}/", timeout=0.5).run()
+        result = run(HttpCheck("web", f"http://127.0.0.1:{silent.port}/", timeout=0.5))
         elapsed = time.monotonic() - started
     finally:
         silent.close()
@@ -363,17 +420,17 @@ def test_a_hung_web_server_is_critical_within_the_timeout() -> None:
     assert elapsed < 3
 
 
-def test_an_open_tcp_port_is_ok() -> None:
+def test_an_open_tcp_port_is_ok(run: Run) -> None:
     silent = SilentServer()
     try:
-        result = TcpCheck("port", "127.0.0.1", silent.port).run()
+        result = run(TcpCheck("port", "127.0.0.1", silent.port))
     finally:
         silent.close()
     assert result.status is CheckStatus.OK
 
 
-def test_a_closed_tcp_port_is_critical() -> None:
-    result = TcpCheck("port", "127.0.0.1", free_port()).run()
+def test_a_closed_tcp_port_is_critical(run: Run) -> None:
+    result = run(TcpCheck("port", "127.0.0.1", free_port()))
     assert result.status is CheckStatus.CRITICAL
     assert "refused" in result.summary
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import autoops
-from _support.monitor_servers import SilentServer, WebServer
+from _support.monitor_servers import SilentServer, UnacceptingServer, WebServer
 from _support.services import promtool_accepts
 from _support.sshd import SshServer, free_port
 
@@ -137,6 +137,34 @@ timeout = 1
     assert lines[2].startswith("web OK")
     assert done.returncode == 2
     assert elapsed < 10
+
+
+def test_hung_targets_of_every_kind_end_the_command_with_critical_lines(config: Path) -> None:
+    silent, unaccepting = SilentServer(), UnacceptingServer()
+    try:
+        with config.open("a") as handle:
+            for name, table in {
+                "hung-tcp": f'type = "tcp"\nhost = "127.0.0.1"\nport = {unaccepting.port}',
+                "hung-http": f'type = "http"\nurl = "http://127.0.0.1:{silent.port}/"',
+                "hung-redis": f'type = "redis"\nurl = "redis://127.0.0.1:{silent.port}/0"',
+                "hung-mysql": f'type = "mysql"\nurl = "mysql://root@127.0.0.1:{silent.port}/"',
+            }.items():
+                handle.write(f"\n[monitor.checks.{name}]\n{table}\ntimeout = 1\n")
+        done = run_check(config, "cache", "hung-tcp", "hung-http", "hung-redis", "hung-mysql")
+    finally:
+        silent.close()
+        unaccepting.close()
+    lines = done.stdout.splitlines()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert lines[0].startswith("cache OK")
+    assert [line.split()[:2] for line in lines[1:]] == [
+        [f"hung-{kind}", "CRITICAL:"] for kind in ("tcp", "http", "redis", "mysql")
+    ]
+    for line in lines[1:]:
+        # Its own timeout error, or the runner's word when a loaded machine delays that.
+        assert any(
+            words in line for words in ("timed out", "Lost connection", "no answer within")
+        ), line
 
 
 def test_an_unknown_check_name_is_unknown_with_the_known_names(config: Path) -> None:

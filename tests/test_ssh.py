@@ -146,3 +146,65 @@ def test_writing_into_a_missing_directory_is_a_file_error_not_a_connect_error(
             upload_bytes(connection, b"x", str(tmp_path / "missing" / "file"))
     finally:
         connection.close()
+
+
+def test_aes_gcm_is_negotiated_where_the_server_offers_it(sshd: SshServer) -> None:
+    connection = connect(sshd.address, options_for(sshd))
+    try:
+        transport = connection.transport
+        assert transport is not None
+        assert transport.local_cipher == "aes128-gcm@openssh.com"
+        assert transport.remote_cipher == "aes128-gcm@openssh.com"
+        assert run(connection, ["echo", "ok"]).stdout == "ok\n"
+    finally:
+        connection.close()
+
+
+def test_a_server_without_aes_gcm_gets_aes_ctr(sshd: SshServer, tmp_path: Path) -> None:
+    from _support.sshd import make_server
+
+    server = make_server(tmp_path / "ctr-only", sshd.client_key)
+    server.extra_options["Ciphers"] = "aes256-ctr,aes128-ctr"
+    server.start()
+    try:
+        connection = connect(server.address, options_for(server))
+        try:
+            transport = connection.transport
+            assert transport is not None
+            assert transport.local_cipher == "aes128-ctr"
+            assert run(connection, ["echo", "ok"]).stdout == "ok\n"
+        finally:
+            connection.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("with_openssl", [True, False], ids=["openssl", "sha256sum"])
+def test_the_remote_sha256_command_gives_the_digest_with_or_without_openssl(
+    sshd: SshServer, tmp_path: Path, with_openssl: bool
+) -> None:
+    """The host's openssl when it has one, coreutils otherwise; both give the same first word,
+    also for a name with spaces and quotes."""
+    import hashlib
+    import shlex
+    import shutil
+
+    from autoops._ssh import sha256_command
+
+    payload = bytes(range(256)) * 4099
+    target = tmp_path / "it's a file.bin"
+    target.write_bytes(payload)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ["sh", "sha256sum"] + (["openssl"] if with_openssl else []):
+        found = shutil.which(tool)
+        assert found is not None, f"{tool} is needed on this machine"
+        (tools / tool).symlink_to(found)
+    script = f"PATH={shlex.quote(str(tools))}; line=$({sha256_command(shlex.quote(str(target)))}); "
+    script += 'printf "%s" "${line%% *}"'
+    connection = connect(sshd.address, options_for(sshd))
+    try:
+        result = run(connection, ["sh", "-c", script])
+    finally:
+        connection.close()
+    assert result.stdout == hashlib.sha256(payload).hexdigest()

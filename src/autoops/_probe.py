@@ -6,8 +6,11 @@ gives one clear line for any of them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
+import io
+import re
 import socket
 import ssl
 import string
@@ -19,7 +22,15 @@ from urllib.request import getproxies, proxy_bypass
 
 from ._config import redact_url
 
-__all__ = ["HttpAnswer", "ProbeError", "failure_reason", "http_get", "tcp_connect"]
+__all__ = [
+    "HttpAnswer",
+    "ProbeError",
+    "failure_reason",
+    "http_get",
+    "http_get_async",
+    "tcp_connect",
+    "tcp_connect_async",
+]
 
 DEFAULT_BODY_LIMIT: Final = 1 << 20
 # urllib's HTTPRedirectHandler gives up after 10 as well; deploy health checks used urllib.
@@ -49,6 +60,15 @@ def tcp_connect(host: str, port: int, timeout: float) -> float:
     """Open and close a TCP connection to ``host:port``; the seconds the connect took."""
     started = time.perf_counter()
     socket.create_connection((host, port), timeout=timeout).close()
+    return time.perf_counter() - started
+
+
+async def tcp_connect_async(host: str, port: int, timeout: float) -> float:
+    """:func:`tcp_connect` without blocking: the connect is bounded by ``timeout``."""
+    started = time.perf_counter()
+    async with asyncio.timeout(timeout):
+        _, writer = await asyncio.open_connection(host, port)
+    writer.close()
     return time.perf_counter() - started
 
 
@@ -160,3 +180,148 @@ def _get_once(
     finally:
         connection.close()
     return response.status, response.reason, body, certificate, response.getheader("Location")
+
+
+#: As http.client: the most header lines accepted, and what a request path may not hold.
+_MAX_HEADERS: Final = 100
+_UNSAFE_IN_PATH: Final = re.compile("[\x00-\x20\x7f]")
+
+
+async def http_get_async(
+    url: str,
+    *,
+    timeout: float,
+    context: ssl.SSLContext | None = None,
+    user_agent: str = "autoops",
+    max_body: int = DEFAULT_BODY_LIMIT,
+    peer_certificate: bool = False,
+) -> HttpAnswer:
+    """:func:`http_get` without blocking, for many probes on one event loop: ``timeout``
+    bounds the connect (TLS handshake included) and each read. It follows no redirect and
+    goes through no proxy (the monitor's checks need neither). The status line and headers
+    are parsed by http.client, so a broken answer fails as it does in :func:`http_get`."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ProbeError(f"{redact_url(url)!r} is not an http(s) URL")
+    path = parts.path or "/"
+    if parts.query:
+        path += f"?{parts.query}"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ProbeError(f"{redact_url(url)!r}: {exc}") from None
+    if _UNSAFE_IN_PATH.search(path):
+        # As http.client refuses it (whose error http_get passes on as a ProbeError).
+        raise ProbeError(f"{redact_url(url)!r}: a URL can't contain control characters or spaces")
+    host: str = parts.hostname
+    where = host if port is None else f"{host}:{port}"
+    tls = parts.scheme == "https"
+    started = time.perf_counter()
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(
+            host,
+            port or (443 if tls else 80),
+            ssl=(context if context is not None else ssl.create_default_context()) if tls else None,
+            server_hostname=host if tls else None,
+        )
+    try:
+        certificate = None
+        if peer_certificate and tls:
+            tls_object = writer.get_extra_info("ssl_object")
+            certificate = tls_object.getpeercert(binary_form=True) if tls_object else None
+        # http.client's Host header: brackets around an IPv6 address, the port unless default.
+        shown_host = f"[{host}]" if ":" in host else host
+        header_host = shown_host if port in (None, 443 if tls else 80) else f"{shown_host}:{port}"
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {header_host}\r\nAccept-Encoding: identity\r\n"
+            f"User-Agent: {user_agent}\r\nConnection: close\r\n\r\n".encode("ascii")
+        )
+        head = await _read_head(reader, timeout, where)
+        response = http.client.HTTPResponse(_Replay(head), method="GET")  # type: ignore[arg-type]
+        try:
+            response.begin()
+        except http.client.HTTPException as exc:
+            if isinstance(exc, OSError):
+                raise
+            shown = f"{type(exc).__name__}: {str(exc)[:80]!r}" if str(exc) else type(exc).__name__
+            raise ProbeError(f"not an HTTP answer from {where}: {shown}") from exc
+        body = await _read_body(reader, response, timeout, max_body, where)
+    finally:
+        writer.close()
+    return HttpAnswer(
+        response.status,
+        response.reason,
+        body,
+        time.perf_counter() - started,
+        url,
+        certificate,
+    )
+
+
+class _Replay:
+    """Stands in for a socket so that http.client parses a status line and headers read
+    asynchronously."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def makefile(self, mode: str) -> io.BytesIO:
+        return io.BytesIO(self._data)
+
+
+async def _read_head(reader: asyncio.StreamReader, timeout: float, where: str) -> bytes:
+    """The status line and headers, up to and with the empty line (less when the server
+    closed before it: http.client then says what is wrong)."""
+    lines: list[bytes] = []
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                line = await reader.readline()
+        except ValueError:  # past the reader's limit, 64 KiB as http.client's
+            raise ProbeError(
+                f"not an HTTP answer from {where}: a header line is over 64 KiB"
+            ) from None
+        lines.append(line)
+        if line in (b"\r\n", b"\n", b""):
+            break
+        if len(lines) > _MAX_HEADERS + 1:
+            raise ProbeError(f"not an HTTP answer from {where}: more than 100 headers")
+    return b"".join(lines)
+
+
+async def _read_body(
+    reader: asyncio.StreamReader,
+    response: http.client.HTTPResponse,
+    timeout: float,
+    max_body: int,
+    where: str,
+) -> bytes:
+    """Up to ``max_body`` bytes of the body, framed as ``response``'s headers say. As
+    http.client's ``read(amount)``, a body cut short by the server is returned as it came."""
+    body = bytearray()
+    try:
+        if response.chunked:
+            while len(body) < max_body:
+                async with asyncio.timeout(timeout):
+                    size_line = await reader.readline()
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    break
+                take = min(size, max_body - len(body))
+                async with asyncio.timeout(timeout):
+                    body += await reader.readexactly(take)
+                    if take == size:
+                        await reader.readline()
+        else:
+            wanted = max_body if response.length is None else min(response.length, max_body)
+            while len(body) < wanted:
+                async with asyncio.timeout(timeout):
+                    chunk = await reader.read(wanted - len(body))
+                if not chunk:
+                    break
+                body += chunk
+    except (ValueError, asyncio.IncompleteReadError) as exc:
+        raise ProbeError(
+            f"not an HTTP answer from {where}: a broken chunked body ({type(exc).__name__})"
+        ) from exc
+    return bytes(body)

@@ -36,6 +36,7 @@ __all__ = [
     "connect",
     "read_bytes",
     "run",
+    "sha256_command",
     "upload",
     "upload_bytes",
 ]
@@ -195,7 +196,7 @@ def connect(
             user=target.user,
             port=target.port,
             connect_timeout=opts.connect_timeout,
-            connect_kwargs=connect_kwargs,
+            connect_kwargs={**connect_kwargs, "transport_factory": _gcm_first},
         )
         client: paramiko.SSHClient = connection.client
         known = _known_hosts_path(opts)
@@ -223,6 +224,38 @@ def connect(
         classify=lambda exc: _classify(exc, target, opts),
         operation="ssh connect",
         where=str(target),
+    )
+
+
+# AES-GCM first: OpenSSH has offered it since 6.2, and an AEAD cipher needs no separate HMAC,
+# which paramiko otherwise computes per 32 KiB packet. Servers without it get paramiko's order.
+_AEAD_CIPHERS: Final = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _gcm_first(sock: Any, **kwargs: Any) -> paramiko.Transport:
+    """A paramiko Transport that offers AES-GCM before AES-CTR with HMAC-SHA-256.
+
+    paramiko lists GCM last; with it first, a 10 MB release to 50 loopback hosts cost the
+    deploying process 0.9 instead of 1.3 CPU s (user), and sshd's share did not change
+    measurably. The cipher stays one that OpenSSH itself offers by default."""
+    transport = paramiko.Transport(sock, **kwargs)
+    options = transport.get_security_options()
+    available = tuple(options.ciphers)
+    first = tuple(name for name in _AEAD_CIPHERS if name in available)
+    options.ciphers = first + tuple(name for name in available if name not in first)
+    return transport
+
+
+def sha256_command(quoted_path: str) -> str:
+    """A POSIX shell command printing a line whose first word is the hex SHA-256 of the file.
+
+    coreutils' ``sha256sum`` does not use the CPU's SHA instructions (330 MB/s here) while
+    ``openssl dgst`` does (1.7 GB/s), so the host's openssl is used when it has one: checking a
+    10 MB release on 50 hosts fell from 1.5 to 0.3 CPU s. ``quoted_path`` is already quoted for
+    the shell. Take the first word (``${line%% *}``): the two tools differ in what follows."""
+    return (
+        "{ if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; "
+        f"else sha256sum; fi; }} < {quoted_path}"
     )
 
 

@@ -146,3 +146,31 @@ class SilentServer:
         for connection in held:
             with contextlib.suppress(OSError):
                 connection.close()
+
+
+class UnacceptingServer:
+    """Listens and never accepts, its backlog kept full: a connect to it hangs (the kernel
+    drops further SYNs) instead of being refused, as for a host that is down behind a firewall
+    that drops packets."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)
+        self.port: int = self._listener.getsockname()[1]
+        self._filler: list[socket.socket] = []
+        while True:
+            filler = socket.socket()
+            filler.settimeout(0.3)
+            try:
+                filler.connect(("127.0.0.1", self.port))
+            except OSError:
+                filler.close()
+                break
+            self._filler.append(filler)
+            if len(self._filler) > 16:
+                raise RuntimeError("the listen backlog never filled")
+
+    def close(self) -> None:
+        for connection in [*self._filler, self._listener]:
+            connection.close()

@@ -11,7 +11,7 @@ import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
@@ -43,6 +43,8 @@ class SshServer:
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
+    # sshd_config settings added to (or overriding) the defaults below, e.g. {"Ciphers": ...}.
+    extra_options: dict[str, str] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -67,6 +69,7 @@ class SshServer:
             "MaxStartups": "200",
             "MaxSessions": "200",
             "LogLevel": "ERROR",
+            **self.extra_options,
         }
         argv = [SSHD, "-D", "-e", "-f", "/dev/null"]
         for name, value in options.items():

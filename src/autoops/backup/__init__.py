@@ -5,7 +5,7 @@ from ._backuper import Backuper
 from ._binlogs import ArchivedBinlog
 from ._encryption import Encryption
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError, RestoreRefusedError
-from ._model import Backup, TableStats
+from ._model import Backup, DataFile, TableStats
 from ._pitr import BinlogGapError, BinlogPosition
 from ._retention import RetentionDecision, RetentionPlan, RetentionPolicy
 from ._s3 import S3Storage
@@ -19,6 +19,7 @@ __all__ = [
     "Backuper",
     "BinlogGapError",
     "BinlogPosition",
+    "DataFile",
     "Encryption",
     "EncryptionKeyError",
     "LocalStorage",

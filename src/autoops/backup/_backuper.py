@@ -6,11 +6,12 @@ import base64
 import builtins
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -32,9 +33,9 @@ from ._binlogs import (
 )
 from ._compress import Compressor, decompressed_chunks, suffix_for
 from ._encryption import ENCRYPTED_SUFFIX, Encryption
-from ._engine import BackupEngine, Capture, RestoreJob
+from ._engine import BackupEngine, Capture, RestoreJob, SplitCapture
 from ._errors import BackupError, BackupVerifyError, EncryptionKeyError
-from ._model import MANIFEST_SUFFIX, Backup, Definer, backup_list
+from ._model import MANIFEST_SUFFIX, Backup, DataFile, Definer, backup_list, files_digest
 from ._mysql import MySQLEngine, mysql_client, source_database
 from ._pitr import BinlogPosition, backup_before, prepare_replay
 from ._redis_cluster import cluster_capture
@@ -52,7 +53,7 @@ from ._settings import (
     storage_from_settings,
 )
 from ._sqlite import SQLiteEngine
-from ._storage import Storage
+from ._storage import Storage, Upload
 
 __all__ = ["Backuper"]
 
@@ -60,7 +61,29 @@ log: Final = logging.getLogger("autoops.backup")
 
 
 def _is_encrypted(backup: Backup) -> bool:
-    return backup.data_file.endswith(ENCRYPTED_SUFFIX)
+    return backup.data_files[0].name.endswith(ENCRYPTED_SUFFIX)
+
+
+def _as_pieces(chunks: Callable[[], Iterable[bytes]]) -> Iterator[tuple[int, bytes]]:
+    """A single-file capture's chunks as the pieces of file 0."""
+    for chunk in chunks():
+        yield 0, chunk
+
+
+def _one_file(backup: Backup, data_file: DataFile) -> Backup:
+    """One file of a backup of several, as a backup of that file alone: how an engine's
+    per-file checks see it."""
+    if not backup.files:
+        return backup
+    return dataclasses.replace(
+        backup,
+        data_file=data_file.name,
+        size=data_file.size,
+        sha256=data_file.sha256,
+        raw_size=data_file.raw_size,
+        key_count=data_file.key_count,
+        files=(),
+    )
 
 
 def _expect_kind(backup: Backup, kind: str) -> None:
@@ -207,45 +230,41 @@ class Backuper:
     def _progress(self, label: str) -> Progress:
         return Progress(label, unit="bytes", enabled=self.progress)
 
-    def _store(self, capture: Capture) -> Backup:
-        """Stream the capture's ``chunks()`` through the compressor into the storage, check it
-        back, then write the manifest built from its ``describe()`` (called after the data is
-        complete)."""
+    def _store(self, capture: Capture | SplitCapture) -> Backup:
+        """Stream the capture's data through the compressor into the storage (one data file,
+        or one per part of a :class:`SplitCapture`), check it back, then write the manifest
+        built from its ``describe()`` (called after the data is complete)."""
         kind, source, data_format = capture.kind, capture.source, capture.data_format
         self.storage.clean_partials()
         started = utc_now()
         backup_id = new_backup_id(kind, source, started)
-        data_file = f"{backup_id}.{data_format}{suffix_for(self.compression)}"
-        compressor: Any = Compressor(self.compression, self.compression_level)
+        suffix = suffix_for(self.compression)
         sealed_options: dict[str, Any] = {}
         if self.encryption is not None:
-            data_file += ENCRYPTED_SUFFIX
-            compressor = self.encryption.encoder(compressor)
+            suffix += ENCRYPTED_SUFFIX
             sealed_options = {"encryption": "age", "encrypted_for": self.encryption.recipient}
-        raw_size = 0
-        upload = self.storage.create(data_file)
+        if isinstance(capture, SplitCapture):
+            parts = capture.parts
+            names = [f"{backup_id}.{part.name}.{data_format}{suffix}" for part in parts]
+            pieces = capture.pieces
+        else:
+            parts = ()
+            names = [f"{backup_id}.{data_format}{suffix}"]
+            pieces = functools.partial(_as_pieces, capture.chunks)
+        written, level = self._write_files(names, pieces, capture.label)
         try:
-            with self._progress(capture.label) as progress:
-                # The source is read in its own thread while this one compresses, hashes and
-                # writes, as a shell pipeline's separate processes would.
-                for chunk in read_ahead(capture.chunks()):
-                    raw_size += len(chunk)
-                    upload.write(compressor.feed(chunk))
-                    progress.advance(len(chunk))
-                upload.write(compressor.finish())
-            upload.commit()
-        except BaseException:
-            upload.abort()
-            raise
-        try:
-            stored = self.storage.checksum(data_file)
-            if stored != upload.sha256:
-                raise BackupVerifyError(
-                    f"{data_file} in {self.storage.location} reads back with SHA-256 {stored}, "
-                    f"but {upload.sha256} was written; the storage is corrupting data"
-                )
             finished = utc_now()
             details = capture.describe()
+            files = (
+                tuple(
+                    dataclasses.replace(
+                        data_file, node=part.node, slots=part.slots, key_count=part.key_count()
+                    )
+                    for data_file, part in zip(written, parts, strict=True)
+                )
+                if parts
+                else ()
+            )
             backup = Backup(
                 id=backup_id,
                 kind=kind,
@@ -253,36 +272,87 @@ class Backuper:
                 started_at=started,
                 finished_at=finished,
                 status="ok",
-                size=upload.size,
-                sha256=upload.sha256,
-                data_file=data_file,
+                size=sum(f.size for f in written),
+                sha256=files_digest(files) if files else written[0].sha256,
+                data_file="" if files else written[0].name,
                 format=data_format,
                 compression=self.compression,
-                raw_size=raw_size,
+                raw_size=sum(f.raw_size for f in written),
                 verified_at=finished,
                 options={
-                    "compression_level": compressor.level,
+                    "compression_level": level,
                     **sealed_options,
                     **details.pop("options", {}),
                 },
+                files=files,
                 **details,
             )
             self._update(backup)
         except BaseException:
-            self.storage.delete(data_file)
+            for name in names:
+                self.storage.delete(name)
             raise
         log.info(
-            "backup %s of %s stored in %s: %s (%s raw) in %s",
+            "backup %s of %s stored in %s: %s (%s raw) in %d file(s) in %s",
             backup.id,
             source,
             self.storage.location,
             format_bytes(backup.size),
-            format_bytes(raw_size),
+            format_bytes(backup.raw_size),
+            len(names),
             format_seconds(backup.duration_seconds),
         )
         for warning in backup.warnings:
             log.warning("backup %s: %s", backup.id, warning)
         return backup
+
+    def _write_files(
+        self, names: Sequence[str], pieces: Callable[[], Iterable[tuple[int, bytes]]], label: str
+    ) -> tuple[builtins.list[DataFile], int]:
+        """Compress (and encrypt) each ``(file number, bytes)`` of ``pieces()`` into its file of
+        ``names``, commit them all once every one is complete and read each back; returns the
+        files and the compression level. On any failure nothing is left under a final name."""
+        compressors = [Compressor(self.compression, self.compression_level) for _ in names]
+        encoders: builtins.list[Any] = list(compressors)
+        if self.encryption is not None:
+            encoders = [self.encryption.encoder(compressor) for compressor in compressors]
+        raw_sizes = [0] * len(names)
+        uploads: builtins.list[Upload] = []
+        committed: builtins.list[str] = []
+        try:
+            for name in names:
+                uploads.append(self.storage.create(name))
+            with self._progress(label) as progress:
+                # The sources are read in their own thread while this one compresses, hashes
+                # and writes, as a shell pipeline's separate processes would.
+                for index, chunk in read_ahead(pieces()):
+                    raw_sizes[index] += len(chunk)
+                    uploads[index].write(encoders[index].feed(chunk))
+                    progress.advance(len(chunk))
+                for upload, encoder in zip(uploads, encoders, strict=True):
+                    upload.write(encoder.finish())
+            # Committed only once every file is complete: a source that fails late leaves
+            # no file of this backup under its final name.
+            for upload in uploads:
+                upload.commit()
+                committed.append(upload.name)
+            written = []
+            for upload, raw_size in zip(uploads, raw_sizes, strict=True):
+                stored = self.storage.checksum(upload.name)
+                if stored != upload.sha256:
+                    raise BackupVerifyError(
+                        f"{upload.name} in {self.storage.location} reads back with SHA-256 "
+                        f"{stored}, but {upload.sha256} was written; the storage is corrupting "
+                        "data"
+                    )
+                written.append(DataFile(upload.name, upload.size, upload.sha256, raw_size))
+        except BaseException:
+            for upload in uploads:
+                upload.abort()
+            for name in committed:
+                self.storage.delete(name)
+            raise
+        return written, compressors[0].level
 
     # restoring ------------------------------------------------------------------------------
 
@@ -290,7 +360,8 @@ class Backuper:
         return RestoreJob(
             backup,
             target,
-            chunks=lambda: self._chunks_of(backup),
+            chunks=lambda: self._chunks_of(backup, backup.data_files[0]),
+            file_chunks=lambda data_file: self._chunks_of(backup, data_file),
             check_stored=lambda: self._check_stored(backup),
             progress=lambda: self._progress(f"restore {backup.id}"),
             **choices,
@@ -414,7 +485,8 @@ class Backuper:
         ``redis+sentinel://`` cache, ``prefer="replica"`` reads from a healthy replica the
         sentinels name (recorded as that replica's address), never the master. On a
         ``redis+cluster://`` cache every master is backed up at once into one backup (one data
-        file, one manifest; ``options["cluster"]``: each master's node, slots, key count)."""
+        file per master, one manifest; ``files`` and ``options["cluster"]``: each master's
+        node, slots, key count)."""
         with cache_client(cache) as any_client:
             if isinstance(any_client, ClusterCache):
                 if prefer != "master":
@@ -457,7 +529,10 @@ class Backuper:
         taken from are RESTOREd into the target client's database (refused when that database
         holds any key, unless ``replace``, which overwrites colliding keys and leaves the others).
         With a file path as ``target`` an RDB snapshot is written there instead, as the
-        ``dump.rdb`` to start a stopped server from (returns the snapshot's key count)."""
+        ``dump.rdb`` to start a stopped server from (returns the snapshot's key count). A Redis
+        Cluster backup (RDB or logical) restores onto a cluster of the same shape master by
+        master (each file to the master serving its slots, all at once), onto another shape or
+        one Redis through the target's client; a Cluster RDB backup never to a file."""
         return self._restore(backup, "redis", target, replace=replace) or 0
 
     # SQLite ---------------------------------------------------------------------------------
@@ -475,23 +550,32 @@ class Backuper:
     # verify -----------------------------------------------------------------------------------
 
     def _check_stored(self, backup: Backup) -> None:
-        """The data file is there with the manifest's size and SHA-256."""
-        where = f"{backup.data_file} in {self.storage.location}"
-        if backup.data_file not in self.storage.names():
+        """Every data file is there with the manifest's size and SHA-256."""
+        names = set(self.storage.names())
+        for data_file in backup.data_files:
+            self._check_file(backup, data_file, names)
+
+    def _check_file(self, backup: Backup, data_file: DataFile, names: set[str]) -> None:
+        where = data_file.name
+        if backup.files:
+            master = f", master {data_file.node}" if data_file.node else ""
+            where += f" (file {backup.files.index(data_file) + 1} of {len(backup.files)}{master})"
+        where += f" in {self.storage.location}"
+        if data_file.name not in names:
             raise BackupVerifyError(f"{where} is missing")
-        size = self.storage.size(backup.data_file)
-        if size != backup.size:
-            raise BackupVerifyError(f"{where} is {size} bytes; the manifest says {backup.size}")
-        digest = self.storage.checksum(backup.data_file)
-        if digest != backup.sha256:
+        size = self.storage.size(data_file.name)
+        if size != data_file.size:
+            raise BackupVerifyError(f"{where} is {size} bytes; the manifest says {data_file.size}")
+        digest = self.storage.checksum(data_file.name)
+        if digest != data_file.sha256:
             raise BackupVerifyError(
-                f"{where} has SHA-256 {digest}; the manifest says {backup.sha256}"
+                f"{where} has SHA-256 {digest}; the manifest says {data_file.sha256}"
             )
         if _is_encrypted(backup):
             # Every chunk is authenticated before a restore writes its first byte, so a
             # tampered file (even one whose manifest checksum was forged too) restores nothing.
             self._encryption_for(backup).authenticate(
-                self.storage.open(backup.data_file), backup.data_file
+                self.storage.open(data_file.name), data_file.name
             )
 
     def verify(
@@ -519,12 +603,17 @@ class Backuper:
         return verified
 
     def _check_content(self, backup: Backup) -> None:
-        tail = b""
-        for chunk in self._chunks_of(backup):
-            tail = (tail + chunk)[-512:]
         engine = _find_engine(backup)
-        if engine is not None:
-            engine.check_content(backup, lambda: self._chunks_of(backup), tail)
+        for data_file in backup.data_files:
+            tail = b""
+            for chunk in self._chunks_of(backup, data_file):
+                tail = (tail + chunk)[-512:]
+            if engine is not None:
+                engine.check_content(
+                    _one_file(backup, data_file),
+                    functools.partial(self._chunks_of, backup, data_file),
+                    tail,
+                )
 
     def _restore_test(self, backup: Backup, target: Any) -> None:
         engine = _find_engine(backup)
@@ -598,7 +687,12 @@ class Backuper:
         readable = {key: backup.options[key] for key in ("encryption", "encrypted_for")}
         readable["sealed"] = base64.b64encode(sealed).decode("ascii")
         return dataclasses.replace(
-            backup, options=readable, tables={}, position={}, warnings=()
+            backup,
+            options=readable,
+            tables={},
+            position={},
+            warnings=(),
+            files=tuple(data_file.public() for data_file in backup.files),
         ).to_json()
 
     def _unsealed(self, backup: Backup) -> Backup:
@@ -624,19 +718,21 @@ class Backuper:
             tables=inner.tables,
             position=inner.position,
             warnings=inner.warnings,
+            files=inner.files,
         )
 
     def delete(self, backup: Backup) -> None:
-        """Remove a backup: its manifest first (so it stops existing), then its data."""
+        """Remove a backup: its manifest first (so it stops existing), then its data files."""
         self.storage.delete(backup.manifest_file)
-        self.storage.delete(backup.data_file)
+        for data_file in backup.data_files:
+            self.storage.delete(data_file.name)
 
-    def _chunks_of(self, backup: Backup) -> Iterable[bytes]:
-        handle = self.storage.open(backup.data_file)
+    def _chunks_of(self, backup: Backup, data_file: DataFile) -> Iterable[bytes]:
+        handle = self.storage.open(data_file.name)
         if _is_encrypted(backup):
-            handle = self._encryption_for(backup).open(handle, backup.data_file)
+            handle = self._encryption_for(backup).open(handle, data_file.name)
         try:
-            yield from decompressed_chunks(handle, backup.compression, backup.data_file)
+            yield from decompressed_chunks(handle, backup.compression, data_file.name)
         finally:
             handle.close()
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._progress import Progress
-from ._model import Backup, BackupKind, Definer
+from ._model import Backup, BackupKind, DataFile, Definer
 
-__all__ = ["BackupEngine", "Capture", "RestoreJob"]
+__all__ = ["BackupEngine", "Capture", "Part", "RestoreJob", "SplitCapture"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +30,43 @@ class Capture:
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """One data file of a :class:`SplitCapture`: ``name`` goes into the file's name
+    (``<id>.<name>.<format>...``); a Redis Cluster master's ``node`` and ``slots`` go into the
+    manifest's ``files`` entry, with its ``key_count`` once known."""
+
+    name: str
+    node: str = ""
+    slots: tuple[tuple[int, int], ...] = ()
+    key_count: Callable[[], int | None] = lambda: None
+
+
+@dataclass(frozen=True, slots=True)
+class SplitCapture:
+    """A backup taken as several data files at once (one per Redis Cluster master):
+    ``pieces()`` yields ``(part number, bytes)`` as the parts' sources deliver them, read once;
+    ``describe()`` as for :class:`Capture`."""
+
+    kind: BackupKind
+    source: str
+    data_format: str
+    parts: tuple[Part, ...]
+    pieces: Callable[[], Iterator[tuple[int, bytes]]]
+    describe: Callable[[], dict[str, Any]]
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
 class RestoreJob:
     """One restore (or test restore) of a stored backup into ``target``: ``chunks()`` reads its
-    data afresh at each call, ``check_stored()`` checks the stored file's size, SHA-256 and
+    data afresh at each call (the one data file's; ``file_chunks(f)`` reads one of
+    ``backup.data_files``), ``check_stored()`` checks the stored files' sizes, SHA-256 and
     authenticity, ``progress()`` makes the terminal progress line."""
 
     backup: Backup
     target: Any
     chunks: Callable[[], Iterable[bytes]]
+    file_chunks: Callable[[DataFile], Iterable[bytes]]
     check_stored: Callable[[], None]
     progress: Callable[[], Progress]
     replace: bool = False
@@ -49,17 +78,24 @@ class BackupEngine(ABC):
 
     kind: ClassVar[BackupKind]
     data_format: ClassVar[str]
+    # Whether it reads a backup of several data files (backup.files).
+    several_files: ClassVar[bool] = False
 
     def handles(self, backup: Backup) -> bool:
-        """Whether this engine reads ``backup`` (by its kind and data format)."""
-        return backup.kind == self.kind and backup.format == self.data_format
+        """Whether this engine reads ``backup`` (by its kind, data format and files)."""
+        return (
+            backup.kind == self.kind
+            and backup.format == self.data_format
+            and (self.several_files or not backup.files)
+        )
 
     # Not abstract: a format with no end marker (SQLite) is checked by decompressing it whole.
     def check_content(  # noqa: B027
         self, backup: Backup, chunks: Callable[[], Iterable[bytes]], tail: bytes
     ) -> None:
         """Raise :class:`BackupVerifyError` unless the decompressed data (``tail`` is its last
-        512 bytes) is whole in this format."""
+        512 bytes) is whole in this format. A backup of several files is checked one file at a
+        time, each as a backup of that one file (``backup.data_file``)."""
 
     @abstractmethod
     def restore(self, job: RestoreJob) -> int | None:

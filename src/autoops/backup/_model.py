@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ __all__ = [
     "Backup",
     "BackupKind",
     "BackupStatus",
+    "DataFile",
     "Definer",
     "TableStats",
     "backup_list",
@@ -29,7 +31,11 @@ BackupStatus = Literal["ok", "corrupt"]
 Definer = Literal["keep", "strip"]
 
 MANIFEST_SUFFIX: Final = ".manifest.json"
+# Version 1: one data file (data_file, size, sha256). Version 2, written only for a backup of
+# several data files, adds "files"; a single-file backup is still written as version 1, so an
+# older autoops keeps reading it.
 MANIFEST_VERSION: Final = 1
+FILES_MANIFEST_VERSION: Final = 2
 T = TypeVar("T")
 
 
@@ -100,6 +106,49 @@ class _Fields:
     def mapping(self, name: str) -> dict[str, Any]:
         return self.expect(self.document.get(name, {}), dict, name)
 
+    def own_file(self, name: str, backup_id: str, field_name: str) -> str:
+        # Prune and delete remove the data files: each must be this backup's own file.
+        if not name.startswith(backup_id + ".") or "/" in name or "\\" in name:
+            raise BackupError(
+                f"manifest {self.where}: {field_name} {name!r} is not a file of backup "
+                f"{backup_id!r}"
+            )
+        return name
+
+    def files(self, backup_id: str) -> tuple[DataFile, ...]:
+        entries = self.expect(self.document.get("files", _MISSING), list, "files")
+        if not entries:
+            raise BackupError(f"manifest {self.where}: files is empty")
+        files = []
+        for number, item in enumerate(entries):
+            at = f"files[{number}]"
+            entry = _Fields(self.expect(item, dict, at), f"{self.where} {at}")
+            slots = []
+            for value in entry.expect(entry.document.get("slots", []), list, "slots"):
+                pair = entry.expect(value, list, "slots[]")
+                if len(pair) != 2:
+                    raise BackupError(f"manifest {self.where}: {at}.slots[] is not a pair")
+                slots.append((entry.expect(pair[0], int, "slots[][0]"),
+                              entry.expect(pair[1], int, "slots[][1]")))  # fmt: skip
+            sha256 = entry.text("sha256")
+            if not _SHA256.fullmatch(sha256):
+                raise BackupError(f"manifest {self.where}: {at}.sha256 is not 64 hex digits")
+            key_count = entry.document.get("key_count")
+            files.append(
+                DataFile(
+                    name=self.own_file(entry.text("name"), backup_id, f"{at}.name"),
+                    size=entry.count("size"),
+                    sha256=sha256,
+                    raw_size=entry.count("raw_size"),
+                    node=entry.text("node", ""),
+                    slots=tuple(slots),
+                    key_count=entry.count("key_count") if key_count is not None else None,
+                )
+            )
+        if len({f.name for f in files}) != len(files):
+            raise BackupError(f"manifest {self.where}: files names one file twice")
+        return tuple(files)
+
     def tables(self) -> dict[str, TableStats]:
         tables = {}
         for table, stats in self.mapping("tables").items():
@@ -113,12 +162,58 @@ class _Fields:
 
 
 @dataclass(frozen=True, slots=True)
+class DataFile:
+    """One stored data file of a backup: its name, size and SHA-256 as stored, its size before
+    compression, and for a Redis Cluster master's file the master's ``node`` (host:port), the
+    slot ranges it served and its key count."""
+
+    name: str
+    size: int
+    sha256: str
+    raw_size: int
+    node: str = ""
+    slots: tuple[tuple[int, int], ...] = ()
+    key_count: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's entry in the manifest's ``files``."""
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "raw_size": self.raw_size,
+        }
+        if self.node:
+            entry["node"] = self.node
+            entry["slots"] = [list(slot_range) for slot_range in self.slots]
+        if self.key_count is not None:
+            entry["key_count"] = self.key_count
+        return entry
+
+    def public(self) -> DataFile:
+        """The entry without the master it holds (what an encrypted backup's manifest shows
+        outside its sealed fields)."""
+        return DataFile(self.name, self.size, self.sha256, self.raw_size)
+
+
+def files_digest(files: Iterable[DataFile]) -> str:
+    """The SHA-256 of a backup of several files: over each file's name, size and SHA-256, so
+    the manifest's ``sha256`` still names exactly the bytes stored."""
+    listing = "".join(f"{f.name}\t{f.size}\t{f.sha256}\n" for f in files)
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
 class Backup:
     """One stored backup, as its manifest describes it.
 
     ``source`` is a secret-free label of what was backed up (the retention grouping key);
     ``status`` is ``"ok"`` for a complete backup and ``"corrupt"`` once verify found a mismatch;
     ``size`` and ``sha256`` describe the stored (compressed) file ``data_file``.
+
+    A backup of several data files (a Redis Cluster's, one per master) lists them in ``files``;
+    then ``data_file`` is empty, ``size`` and ``raw_size`` are the files' totals and ``sha256``
+    is :func:`files_digest` of them. :attr:`data_files` is every backup's files either way.
     """
 
     id: str
@@ -141,6 +236,14 @@ class Backup:
     position: Mapping[str, str] = field(default_factory=dict)
     key_count: int | None = None
     warnings: tuple[str, ...] = ()
+    files: tuple[DataFile, ...] = ()
+
+    @property
+    def data_files(self) -> tuple[DataFile, ...]:
+        """The stored data files: ``files``, or the one ``data_file`` of a single-file backup."""
+        if self.files:
+            return self.files
+        return (DataFile(self.data_file, self.size, self.sha256, self.raw_size),)
 
     @property
     def manifest_file(self) -> str:
@@ -195,6 +298,9 @@ class Backup:
             "key_count": self.key_count,
             "warnings": list(self.warnings),
         }
+        if self.files:
+            document["manifest_version"] = FILES_MANIFEST_VERSION
+            document["files"] = [data_file.to_dict() for data_file in self.files]
         return json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
 
     @classmethod
@@ -208,22 +314,29 @@ class Backup:
         if not isinstance(document, dict):
             raise BackupError(f"manifest {where} is not a JSON object")
         version = document.get("manifest_version")
-        if version != MANIFEST_VERSION:
+        if version not in (MANIFEST_VERSION, FILES_MANIFEST_VERSION):
             raise BackupError(
-                f"manifest {where} has version {version!r}; this autoops reads version "
-                f"{MANIFEST_VERSION}: upgrade autoops"
+                f"manifest {where} has version {version!r}; this autoops reads versions "
+                f"{MANIFEST_VERSION} and {FILES_MANIFEST_VERSION}: upgrade autoops"
             )
         fields = _Fields(document, where)
         backup_id = fields.text("id")
-        data_file = fields.text("data_file")
-        # Prune and delete remove data_file: it must be this backup's own file in the storage.
-        if not data_file.startswith(backup_id + ".") or "/" in data_file or "\\" in data_file:
-            raise BackupError(
-                f"manifest {where}: data_file {data_file!r} is not a file of backup {backup_id!r}"
-            )
         sha256 = fields.text("sha256")
         if not _SHA256.fullmatch(sha256):
             raise BackupError(f"manifest {where}: sha256 is not 64 hex digits")
+        files: tuple[DataFile, ...] = ()
+        if version == FILES_MANIFEST_VERSION:
+            files = fields.files(backup_id)
+            data_file = fields.text("data_file", "")
+            if data_file:
+                raise BackupError(f"manifest {where}: a backup with files has no data_file")
+            if fields.count("size") != sum(f.size for f in files) or sha256 != files_digest(files):
+                raise BackupError(
+                    f"manifest {where}: its size and sha256 do not match its files; the file "
+                    "is damaged or was not written by autoops"
+                )
+        else:
+            data_file = fields.own_file(fields.text("data_file"), backup_id, "data_file")
         verified = document.get("verified_at")
         return cls(
             id=backup_id,
@@ -252,6 +365,7 @@ class Backup:
                 fields.expect(text, str, "warnings[]")
                 for text in fields.expect(document.get("warnings", []), list, "warnings")
             ),
+            files=files,
         )
 
     def __repr__(self) -> str:
@@ -278,6 +392,9 @@ class Backup:
         ]
         if self.key_count is not None:
             rows.append(("keys", self.key_count))
+        for data_file in self.files:
+            holds = f" ({data_file.node}, {data_file.key_count} keys)" if data_file.node else ""
+            rows.append(("file", f"{data_file.name}{holds}: {format_bytes(data_file.size)}"))
         return html_table(
             f"Backup {self.id}",
             rows,

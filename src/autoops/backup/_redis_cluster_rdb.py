@@ -1,11 +1,17 @@
 """RDB backups of a Redis Cluster: every master's RDB snapshot, taken at once (SYNC on each,
-each in a thread of its own), stored as one data file of frames tagged with the master's
-number, and one manifest. A restore loads each master's snapshot into a private
-``redis-server`` and moves its keys through the target's client, so it restores onto a cluster
-of any shape or onto one Redis."""
+each in a thread of its own), stored as one data file per master (a plain RDB, compressed and
+encrypted as any) and one manifest listing them with each master's node, slots and key count.
+
+A restore onto a cluster whose masters serve the same slot ranges (the same shape) takes each
+master's file straight to the master serving its slots now, all masters at once; onto any other
+shape, or one Redis, each snapshot's keys go through the target's client, which routes them.
+Either way a private ``redis-server`` loads the snapshot and its keys are RESTOREd, since a
+running server takes no RDB over the network. Backups written before one file per master (one
+``cluster-rdb`` file of frames tagged with the master's number) are still read."""
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
@@ -13,13 +19,17 @@ from typing import Any, Final
 from .._errors import ConfigError
 from .._pipeline import read_ahead
 from ..cache import CacheClient, ClusterCache, RedisCache
-from ._engine import BackupEngine, Capture, RestoreJob
+from ._engine import BackupEngine, RestoreJob, SplitCapture
 from ._errors import BackupError, BackupVerifyError
 from ._model import Backup
 from ._redis_cluster import (
+    each_master_at_once,
+    interleave,
+    master_parts,
     node_client,
     refuse_if_cluster_holds,
     restore_entries_into_cluster,
+    same_shape_owners,
     slot_table,
 )
 from ._redis_link import cache_client, redis_client
@@ -28,6 +38,8 @@ from ._redis_rdb import RdbSnapshot, _private_server, restore_rdb, verify_rdb_by
 
 __all__ = ["ClusterRdbEngine"]
 
+# The older format: one file of frames, every master's RDB in it.
+_FRAMED: Final = "cluster-rdb"
 _MAGIC: Final = b"AUTOOPS-CLUSTER-RDB 1\n"
 # kind (F: a piece of a master's RDB, D: that master's RDB is complete, E: end), master
 # number, length of the piece that follows.
@@ -57,19 +69,29 @@ def _frames(chunks: Iterable[bytes], where: str) -> Iterator[tuple[bytes, int, b
         yield kind, index, reader.take(length)
 
 
-def _master_rdb(chunks: Iterable[bytes], index: int, where: str) -> Iterator[bytes]:
-    for kind, number, data in _frames(chunks, where):
+def _master_rdb(chunks: Callable[[], Iterable[bytes]], index: int, where: str) -> Iterator[bytes]:
+    """One master's RDB out of an older framed file."""
+    for kind, number, data in _frames(chunks(), where):
         if kind == b"F" and number == index:
             yield data
 
 
 class ClusterRdbEngine(BackupEngine):
-    """Redis Cluster RDB backups (kind ``redis``, format ``cluster-rdb``)."""
+    """Redis Cluster RDB backups (kind ``redis``, format ``rdb`` with one file per master, or
+    the older single ``cluster-rdb`` file)."""
 
     kind = "redis"
-    data_format = "cluster-rdb"
+    data_format = "rdb"
+    several_files = True
 
-    def capture(self, cluster: ClusterCache, *, timeout: float) -> Capture:
+    def handles(self, backup: Backup) -> bool:
+        if backup.kind != self.kind:
+            return False
+        if backup.files:
+            return backup.format == self.data_format
+        return backup.format == _FRAMED
+
+    def capture(self, cluster: ClusterCache, *, timeout: float) -> SplitCapture:
         """Every master's RDB snapshot, taken together; a slot table that changed by the end
         fails the backup."""
         table = slot_table(cluster)
@@ -78,25 +100,14 @@ class ClusterRdbEngine(BackupEngine):
         snapshots = [RdbSnapshot(client, timeout=timeout) for client in clients]
         source = cluster.location
 
-        def chunks() -> Iterator[bytes]:
-            yield _MAGIC
-            streams = {
-                index: read_ahead(snapshot.chunks(), 4, name=f"autoops-rdb-{nodes[index][0]}",
-                                  join_timeout=None)
-                for index, snapshot in enumerate(snapshots)
-            }  # fmt: skip
+        def pieces() -> Iterator[tuple[int, bytes]]:
+            streams = [
+                read_ahead(snapshot.chunks(), 4, name=f"autoops-rdb-{node}", join_timeout=None)
+                for (node, _), snapshot in zip(nodes, snapshots, strict=True)
+            ]
             try:
-                while streams:
-                    for index, stream in list(streams.items()):
-                        chunk = next(stream, None)
-                        if chunk is None:
-                            del streams[index]
-                            yield _FRAME.pack(b"D", index, 0)
-                        else:
-                            yield _FRAME.pack(b"F", index, len(chunk)) + chunk
+                yield from interleave(streams)
             finally:
-                for stream in streams.values():
-                    stream.close()  # type: ignore[attr-defined]
                 for client in clients:
                     client.close()
             if slot_table(cluster) != table:
@@ -104,7 +115,6 @@ class ClusterRdbEngine(BackupEngine):
                     f"the slots of the Redis Cluster at {source} moved during the backup; "
                     "nothing was stored, run it again once the resharding is done"
                 )
-            yield _FRAME.pack(b"E", len(snapshots), 0)
 
         def describe() -> dict[str, Any]:
             return {
@@ -121,11 +131,12 @@ class ClusterRdbEngine(BackupEngine):
                 "key_count": sum(snapshot.key_count for snapshot in snapshots),
             }
 
-        return Capture(
+        return SplitCapture(
             kind=self.kind,
             source=source,
             data_format=self.data_format,
-            chunks=chunks,
+            parts=master_parts(nodes, snapshots),
+            pieces=pieces,
             describe=describe,
             label=f"backup {source}",
         )
@@ -133,6 +144,13 @@ class ClusterRdbEngine(BackupEngine):
     def check_content(
         self, backup: Backup, chunks: Callable[[], Iterable[bytes]], tail: bytes
     ) -> None:
+        if backup.format == self.data_format:
+            # One master's file, seen as a backup of that file alone.
+            if len(tail) < 9 or tail[-9] != _RDB_EOF_OPCODE:
+                raise BackupVerifyError(
+                    f"{backup.data_file}: the RDB does not end with its EOF marker"
+                )
+            return
         tails: dict[int, bytes] = {}
         for kind, index, data in _frames(chunks(), backup.data_file):
             if kind == b"F":
@@ -143,31 +161,48 @@ class ClusterRdbEngine(BackupEngine):
                     "marker"
                 )
 
+    @staticmethod
+    def _snapshots(job: RestoreJob) -> list[tuple[str, Callable[[], Iterable[bytes]]]]:
+        """Each master's snapshot, as (what it is called in errors, its chunks afresh)."""
+        backup = job.backup
+        if backup.files:
+            return [(f.name, functools.partial(job.file_chunks, f)) for f in backup.files]
+        where = backup.data_file
+        return [
+            (f"{where} (master {index})", functools.partial(_master_rdb, job.chunks, index, where))
+            for index in range(len(backup.options.get("cluster", ())))
+        ]
+
     def restore(self, job: RestoreJob) -> int:
-        """Each master's snapshot is loaded by a private ``redis-server`` and its keys are
-        RESTOREd through the target's client (a cluster of any shape, or one Redis)."""
+        """Onto a cluster of the same shape each master's file goes to the master serving its
+        slots, all at once; onto another shape or one Redis each snapshot's keys go through the
+        target's client."""
         job.check_stored()
-        masters = len(job.backup.options.get("cluster", ()))
-        where = job.backup.data_file
         if not isinstance(job.target, CacheClient) and "://" not in str(job.target):
             raise ConfigError(
                 "a Redis Cluster RDB backup is restored into a Redis client or URL, not written "
                 "to a file"
             )
+        snapshots = self._snapshots(job)
         with cache_client(job.target) as target, job.progress() as progress:
             if not isinstance(target, ClusterCache):
                 with redis_client(target) as client:
                     refuse_if_holding(client, "*", replace=job.replace)
                     return sum(
-                        restore_rdb(_master_rdb(job.chunks(), index, where), client, 0,
-                                    replace=True, progress=progress)
-                        for index in range(masters)
-                    )  # fmt: skip
+                        restore_rdb(chunks(), client, 0, replace=True, progress=progress)
+                        for _, chunks in snapshots
+                    )
             refuse_if_cluster_holds(target, "*", replace=job.replace)
+            owners = same_shape_owners(job.backup.files, target)
+            if owners is not None:
+                work = [
+                    functools.partial(_restore_snapshot, chunks, progress)
+                    for _, chunks in snapshots
+                ]
+                return sum(each_master_at_once(work, owners, target))
             restored = 0
-            for index in range(masters):
-                chunks = _master_rdb(job.chunks(), index, where)
-                with _private_server(chunks, where, BackupError) as socket_path:
+            for where, chunks in snapshots:
+                with _private_server(chunks(), where, BackupError) as socket_path:
                     server = RedisCache(unix_socket_path=socket_path, socket_timeout=60.0)
                     try:
                         batches = read_ahead(LogicalDump(server, "*").entries(), depth=4)
@@ -181,7 +216,12 @@ class ClusterRdbEngine(BackupEngine):
 
     def test_restore(self, job: RestoreJob) -> None:
         """A private redis-server loads each master's snapshot (checking its CRC64)."""
-        for index in range(len(job.backup.options.get("cluster", ()))):
-            verify_rdb_by_loading(
-                _master_rdb(job.chunks(), index, job.backup.data_file), job.backup.data_file
-            )
+        for where, chunks in self._snapshots(job):
+            verify_rdb_by_loading(chunks(), where)
+
+
+def _restore_snapshot(
+    chunks: Callable[[], Iterable[bytes]], progress: Any, client: RedisCache
+) -> int:
+    # The refusal was checked on the whole cluster; each master takes only its keys.
+    return restore_rdb(chunks(), client, 0, replace=True, progress=progress)

@@ -329,10 +329,12 @@ def restore_entries(
 
 
 class LogicalEngine(BackupEngine):
-    """Redis logical dumps (kind ``redis``, format ``redis``)."""
+    """Redis logical dumps (kind ``redis``, format ``redis``): one file, or one per Redis
+    Cluster master, each a whole dump."""
 
     kind = "redis"
     data_format = "redis"
+    several_files = True
 
     def handles(self, backup: Backup) -> bool:
         return backup.kind == self.kind and backup.format != "rdb"
@@ -373,15 +375,38 @@ class LogicalEngine(BackupEngine):
 
     @staticmethod
     def _restore_into(
-        target: CacheClient, chunks: Iterable[bytes], pattern: str, *, replace: bool, progress: Any
+        target: CacheClient, job: RestoreJob, pattern: str, *, replace: bool, progress: Any
     ) -> list[bytes]:
-        if isinstance(target, ClusterCache):
+        """Every data file's keys into ``target``; the refusal is checked before the first (the
+        later files' keys would trip it). A Cluster backup onto a cluster of the same shape
+        goes master by master, all at once, each file to the master serving its slots."""
+        if isinstance(target, ClusterCache) and job.backup.files:
             # Imported here: the cluster module is built on this one.
-            from ._redis_cluster import restore_into_cluster  # noqa: PLC0415
+            from ._redis_cluster import restore_dumps_per_master, same_shape_owners  # noqa: PLC0415
 
-            return restore_into_cluster(chunks, target, pattern, replace=replace, progress=progress)
-        with redis_client(target) as client:
-            return restore_logical(chunks, client, pattern, replace=replace, progress=progress)
+            owners = same_shape_owners(job.backup.files, target)
+            if owners is not None:
+                dumps = [job.file_chunks(data_file) for data_file in job.backup.files]
+                return restore_dumps_per_master(
+                    dumps, owners, target, pattern, replace=replace, progress=progress
+                )
+        restored: list[bytes] = []
+        for number, data_file in enumerate(job.backup.data_files):
+            chunks = job.file_chunks(data_file)
+            replacing = replace or number > 0
+            if isinstance(target, ClusterCache):
+                # Imported here: the cluster module is built on this one.
+                from ._redis_cluster import restore_into_cluster  # noqa: PLC0415
+
+                restored += restore_into_cluster(
+                    chunks, target, pattern, replace=replacing, progress=progress
+                )
+            else:
+                with redis_client(target) as client:
+                    restored += restore_logical(
+                        chunks, client, pattern, replace=replacing, progress=progress
+                    )
+        return restored
 
     def restore(self, job: RestoreJob) -> int:
         """RESTORE the dump's keys into a Redis client or URL's database, or into a Redis
@@ -391,9 +416,8 @@ class LogicalEngine(BackupEngine):
             raise ConfigError("a logical Redis dump is restored into a Redis client or URL")
         pattern = str(job.backup.options.get("pattern", "*"))
         with cache_client(job.target) as target, job.progress() as progress:
-            chunks = job.chunks()
             return len(
-                self._restore_into(target, chunks, pattern, replace=job.replace, progress=progress)
+                self._restore_into(target, job, pattern, replace=job.replace, progress=progress)
             )
 
     def test_restore(self, job: RestoreJob) -> None:
@@ -407,17 +431,18 @@ class LogicalEngine(BackupEngine):
             )
         with cache_client(job.target) as client:
             pattern = str(backup.options.get("pattern", "*"))
-            restored = self._restore_into(
-                client, job.chunks(), pattern, replace=False, progress=None
-            )
+            restored = self._restore_into(client, job, pattern, replace=False, progress=None)
             assert isinstance(client, (RedisCache, ClusterCache))
             try:
-                expected = sum(1 for _ in read_records(job.chunks(), backup.data_file))
-                if expected != backup.key_count:
-                    raise BackupVerifyError(
-                        f"{backup.data_file} holds {expected} keys; the manifest says "
-                        f"{backup.key_count}"
+                for data_file in backup.data_files:
+                    expected = sum(
+                        1 for _ in read_records(job.file_chunks(data_file), data_file.name)
                     )
+                    should = backup.key_count if not backup.files else data_file.key_count
+                    if expected != should:
+                        raise BackupVerifyError(
+                            f"{data_file.name} holds {expected} keys; the manifest says {should}"
+                        )
                 present = 0
                 for start in range(0, len(restored), 1000):
                     present += int(client.redis.exists(*restored[start : start + 1000]))

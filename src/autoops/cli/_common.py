@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Final
+from functools import partial
+from typing import Final, TextIO
 
 from .._config import Settings, load_settings
 from .._errors import AutoOpsError, ConfigError, LockHeldError
@@ -98,6 +100,28 @@ def run_command(
     stderr and an exit code (never a traceback for an error autoops understands)."""
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
+    with warnings.catch_warnings():
+        # A renamed setting is news for whoever runs the command: one line in the command's
+        # voice, not Python's "file:line: FutureWarning" with a line of autoops source under it.
+        warnings.showwarning = partial(_show_warning, name)
+        return _run_body(name, body, args)
+
+
+def _show_warning(
+    name: str,
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    print(f"{name}: warning: {message}", file=file or sys.stderr)
+
+
+def _run_body(
+    name: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
     try:
         return body(args)
     except ConfigError as exc:

@@ -393,15 +393,18 @@ def _restore(args: argparse.Namespace) -> int:
             backup = backuper.get(args.backup)
         if args.until is not None and backup.kind != "mysql":
             raise ConfigError(f"--until replays MySQL binary logs; {backup.id} is {backup.kind}")
+        detail = ""
         if backup.kind == "mysql":
             backuper.restore_mysql(
                 backup, args.url, replace=args.replace, definer=args.definer, until=args.until
             )
         elif backup.kind == "redis":
-            backuper.restore_redis(backup, args.url, replace=args.replace)
+            keys = backuper.restore_redis(backup, args.url, replace=args.replace)
+            files = len(backup.data_files)
+            detail = f": {keys} keys from {files} data file{'s' if files > 1 else ''}"
         else:
             backuper.restore_sqlite(backup, args.url, replace=args.replace)
-        log.info("restored %s into %s", backup.id, redact_url(args.url))
+        log.info("restored %s into %s%s", backup.id, redact_url(args.url), detail)
     finally:
         backuper.storage.close()
     return EXIT_OK
@@ -452,6 +455,18 @@ def _row(backup: Backup) -> str:
     )
 
 
+def _file_rows(backup: Backup) -> list[str]:
+    """One indented line per data file of a backup of several (a Redis Cluster's masters)."""
+    rows = []
+    for data_file in backup.files:
+        row = f"    {data_file.name}  {data_file.size:>12}"
+        if data_file.node:
+            slots = ",".join(f"{start}-{end}" for start, end in data_file.slots)
+            row += f"  master {data_file.node}  slots {slots}  {data_file.key_count} keys"
+        rows.append(row)
+    return rows
+
+
 def _binlog_row(archive: ArchivedBinlog) -> str:
     state = "complete" if archive.complete else "active"
     last = archive.last_event_at.isoformat(timespec="seconds") if archive.last_event_at else "-"
@@ -467,7 +482,12 @@ def _backups(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             for backup in backuper.list(args.source):
-                print(backup.to_json().decode().replace("\n", "") if args.json else _row(backup))
+                if args.json:
+                    print(backup.to_json().decode().replace("\n", ""))
+                    continue
+                print(_row(backup))
+                for row in _file_rows(backup):
+                    print(row)
             server = server_source(args.source) if args.source else None
             for archive in backuper.binlogs(server):
                 print(

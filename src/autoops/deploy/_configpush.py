@@ -20,7 +20,7 @@ from typing import Any, Final
 import jinja2
 
 from .._errors import AutoOpsError, ConfigError
-from .._ssh import RemoteCommandError, read_bytes, upload_bytes
+from .._ssh import RemoteCommandError, read_bytes, sha256_command, upload_bytes
 from ._health import expand
 from ._remote import HostSession
 from ._results import HostConfigResult
@@ -62,7 +62,8 @@ def render_template(template: jinja2.Template, context: Mapping[str, Any], where
 def _remote_status(session: HostSession, dest: str) -> tuple[str, str] | None:
     script = (
         f"if [ -f {q(dest)} ]; then "
-        f"printf '%s %s\\n' \"$(sha256sum < {q(dest)} | cut -d ' ' -f 1)\" "
+        f"sum=$({sha256_command(q(dest))}); "
+        f"printf '%s %s\\n' \"${{sum%% *}}\" "
         f"\"$(stat -c '%a %U %G' {q(dest)})\"; else echo missing; fi"
     )
     line = session.sh(script).stdout.strip()

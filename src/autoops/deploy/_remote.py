@@ -17,7 +17,7 @@ import paramiko
 
 from .._errors import ConnectError
 from .._retry import RetryPolicy
-from .._ssh import CommandResult, SshHost, SshOptions, connect
+from .._ssh import CommandResult, SshHost, SshOptions, connect, sha256_command
 from ._shell import PersistentShell
 
 __all__ = ["HostSession", "HostState", "LockOwner", "Scripts"]
@@ -247,7 +247,8 @@ class Scripts:
             f"cd {root}\n"
             f"[ ! -e {final} ] || {_die(f'release {release} already exists', 66)}\n"
             f"trap {q(f'rm -rf {partial} {upload}')} EXIT\n"
-            f'actual="$(sha256sum {upload} | cut -d " " -f 1)"\n'
+            f'actual="$({sha256_command(upload)})"\n'
+            'actual="${actual%% *}"\n'
             f'[ "$actual" = {q(digest)} ] || {_die(mismatch, 65)}\n'
             f"mkdir {partial}\n"
             # tar's own reason, without its closing "Exiting with failure status" line.

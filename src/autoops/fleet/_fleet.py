@@ -22,7 +22,7 @@ import paramiko
 from .._errors import AuthenticationError, AutoOpsError, ConfigError, ConnectError
 from .._progress import Progress
 from .._retry import RetryPolicy
-from .._ssh import SshHost, SshOptions, connect
+from .._ssh import SshHost, SshOptions, connect, sha256_command
 from ._channel import ChannelOutcome, LinePrinter, OutputSink, run_script
 from ._facts import FactsParseError, HostFacts, facts_script, parse_facts
 from ._results import FleetResult, HostResult, HostStatus
@@ -377,7 +377,7 @@ class Fleet:
                 )
             quoted, final = shlex.quote(temporary), shlex.quote(remote)
             script = (
-                f"sum=$(sha256sum < {quoted}) || exit 3\n"
+                f"sum=$({sha256_command(quoted)}) || exit 3\n"
                 f'if [ "${{sum%% *}}" != {digest} ]; then rm -f {quoted}; '
                 "echo 'the uploaded copy does not match the local file (checksum)' >&2; "
                 "exit 4; fi\n"
@@ -419,7 +419,7 @@ class Fleet:
             began = time.monotonic()
             outcome, _ = self._script(
                 host,
-                f"sha256sum < {shlex.quote(remote)}",
+                sha256_command(shlex.quote(remote)),
                 environment={},
                 sudo=False,
                 timeout=timeout,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 import re
 import socket
@@ -188,6 +189,17 @@ class Check(abc.ABC):
     def measure(self, findings: CheckFindings) -> None:
         """Look at the target and record metrics, problems and notes in ``findings``."""
 
+    @property
+    def measures_async(self) -> bool:
+        """True where :meth:`measure_async` measures without blocking: :func:`run_checks` then
+        runs the check on its event loop instead of in a thread of its own."""
+        return False
+
+    async def measure_async(self, findings: CheckFindings) -> None:
+        """:meth:`measure` without blocking, for checks whose :attr:`measures_async` is True;
+        it waits on the network with ``await`` only, each wait bounded by ``timeout``."""
+        raise NotImplementedError(f"{type(self).__name__} measures in a thread (measure())")
+
     def run(self, state: MutableMapping[str, Any] | None = None) -> CheckResult:
         """Run the check once; ``state`` is this check's own memory between runs (for rates)."""
         started_at = datetime.now(UTC)
@@ -195,15 +207,38 @@ class Check(abc.ABC):
         findings = CheckFindings(self.thresholds, state if state is not None else {})
         try:
             self.measure(findings)
-        except ConfigError as exc:
-            findings.problem(CheckStatus.UNKNOWN, f"cannot run: {self._at_target(str(exc))}")
-        except (TimeoutError, AutoOpsError, OSError) as exc:
-            findings.problem(CheckStatus.CRITICAL, self._at_target(_describe(exc)))
         except Exception as exc:
-            log.exception("check %s failed internally", self.name)
+            self._failed(findings, exc)
+        return self._result(findings, started_at, started)
+
+    async def run_async(self, state: MutableMapping[str, Any] | None = None) -> CheckResult:
+        """:meth:`run` on an event loop, through :meth:`measure_async`."""
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        findings = CheckFindings(self.thresholds, state if state is not None else {})
+        try:
+            # The whole of it, not each wait: on a loop busy with many checks the waits start
+            # late, and the runner gives up on a check at its timeout in any case.
+            async with asyncio.timeout(self.timeout):
+                await self.measure_async(findings)
+        except TimeoutError as exc:
+            self._failed(findings, exc if str(exc) else TimeoutError(_no_answer(self.timeout)))
+        except Exception as exc:
+            self._failed(findings, exc)
+        return self._result(findings, started_at, started)
+
+    def _failed(self, findings: CheckFindings, exc: Exception) -> None:
+        if isinstance(exc, ConfigError):
+            findings.problem(CheckStatus.UNKNOWN, f"cannot run: {self._at_target(str(exc))}")
+        elif isinstance(exc, TimeoutError | AutoOpsError | OSError):
+            findings.problem(CheckStatus.CRITICAL, self._at_target(_describe(exc)))
+        else:
+            log.error("check %s failed internally", self.name, exc_info=exc)
             findings.problem(
                 CheckStatus.UNKNOWN, f"check failed internally: {type(exc).__name__}: {exc}"
             )
+
+    def _result(self, findings: CheckFindings, started_at: datetime, started: float) -> CheckResult:
         return CheckResult(
             name=self.name,
             kind=self.kind,
@@ -229,6 +264,10 @@ def _level(value: str | float | None, default: ThresholdRange | None) -> Thresho
     if value == "":
         return None
     return ThresholdRange.parse(value)
+
+
+def _no_answer(timeout: float) -> str:
+    return f"no answer within {timeout:g} s"
 
 
 def _describe(exc: BaseException) -> str:

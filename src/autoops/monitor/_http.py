@@ -13,7 +13,7 @@ from cryptography import x509
 from .._config import redact_url
 from .._connection import TlsSettings, tls_context
 from .._errors import ConfigError
-from .._probe import http_get, tcp_connect
+from .._probe import HttpAnswer, http_get, http_get_async, tcp_connect, tcp_connect_async
 from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._status import CheckStatus
 
@@ -74,6 +74,10 @@ class HttpCheck(Check):
             )
         )
 
+    @property
+    def measures_async(self) -> bool:
+        return True
+
     def measure(self, findings: CheckFindings) -> None:
         answer = http_get(
             self.url,
@@ -82,6 +86,19 @@ class HttpCheck(Check):
             user_agent="autoops-check",
             peer_certificate=True,
         )
+        self._judge(findings, answer)
+
+    async def measure_async(self, findings: CheckFindings) -> None:
+        answer = await http_get_async(
+            self.url,
+            timeout=self.timeout,
+            context=self._context(),
+            user_agent="autoops-check",
+            peer_certificate=True,
+        )
+        self._judge(findings, answer)
+
+    def _judge(self, findings: CheckFindings, answer: HttpAnswer) -> None:
         status, latency = answer.status, answer.elapsed
         expected = status in self.expect_status if self.expect_status else 200 <= status < 400
         if expected:
@@ -141,14 +158,30 @@ class TcpCheck(Check):
     def target(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def measures_async(self) -> bool:
+        return True
+
     def measure(self, findings: CheckFindings) -> None:
         try:
             latency = tcp_connect(self.host, self.port, self.timeout)
         except ConnectionRefusedError:
-            findings.problem(
-                CheckStatus.CRITICAL, f"{self.host}:{self.port} refused the connection"
-            )
+            self._refused(findings)
             return
+        self._judge(findings, latency)
+
+    async def measure_async(self, findings: CheckFindings) -> None:
+        try:
+            latency = await tcp_connect_async(self.host, self.port, self.timeout)
+        except ConnectionRefusedError:
+            self._refused(findings)
+            return
+        self._judge(findings, latency)
+
+    def _refused(self, findings: CheckFindings) -> None:
+        findings.problem(CheckStatus.CRITICAL, f"{self.host}:{self.port} refused the connection")
+
+    def _judge(self, findings: CheckFindings, latency: float) -> None:
         findings.metric(
             "latency",
             latency,

@@ -91,7 +91,7 @@ class Monitor:
         remediations: Mapping[str, Remediation] | None = None,
         policy: AlertPolicy | None = None,
         deadline: float = 60.0,
-        max_parallel: int = 32,
+        max_parallel: int | None = None,
     ) -> None:
         self.checks = {check.name: check for check in checks}
         self.state_file = StateFile(state_file) if isinstance(state_file, str) else state_file

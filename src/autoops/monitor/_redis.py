@@ -12,6 +12,7 @@ from .._connection import CacheConnectionSettings
 from .._errors import ConfigError
 from .._retry import RetryPolicy
 from ..cache import CacheClient, ClusterCache, RedisCache
+from ..cache._redis import classify_redis_error
 from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
 from ._redis_topology import CLUSTER_SLOTS, evaluate_cluster, evaluate_sentinels
 from ._status import CheckStatus
@@ -78,10 +79,18 @@ class RedisCheck(Check):
     def target(self) -> str:
         return self.settings.location
 
-    def measure(self, findings: CheckFindings) -> None:
-        settings = dataclasses.replace(
+    @property
+    def measures_async(self) -> bool:
+        # A cluster or a sentinel group is asked through redis-py's synchronous clients.
+        return self.settings.topology == "single"
+
+    def _timed_settings(self) -> CacheConnectionSettings:
+        return dataclasses.replace(
             self.settings, socket_timeout=self.timeout, connect_timeout=self.timeout
         )
+
+    def measure(self, findings: CheckFindings) -> None:
+        settings = self._timed_settings()
         if settings.topology == "cluster":
             self._measure_cluster(findings, settings)
             return
@@ -105,6 +114,45 @@ class RedisCheck(Check):
             maxclients = _config_number(client, "maxclients")
         finally:
             client.close()
+        evaluate_info(findings, info, maxclients)
+
+    async def measure_async(self, findings: CheckFindings) -> None:
+        # Loaded here: only a run of many checks needs redis-py's asyncio client.
+        import redis  # noqa: PLC0415
+        import redis.asyncio  # noqa: PLC0415
+        from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.retry import Retry  # noqa: PLC0415
+
+        settings = self._timed_settings()
+        arguments = settings.redis_arguments()
+        arguments.update(retry=Retry(NoBackoff(), 0), single_connection_client=True)
+        client = redis.asyncio.Redis(**arguments)
+        operation = "redis PING"
+        try:
+            # As measure(): the first PING opens the connection, the second is the round trip.
+            started = time.perf_counter()
+            await client.ping()
+            connect_time = time.perf_counter() - started
+            started = time.perf_counter()
+            await client.ping()
+            latency = time.perf_counter() - started
+            operation = "redis INFO"
+            info: dict[str, Any] = await client.info()
+            maxclients: float | None
+            try:
+                reply = await client.config_get("maxclients")
+            except redis.RedisError:  # as _config_number: CONFIG renamed or not permitted
+                maxclients = None
+            else:
+                value = reply.get("maxclients")
+                maxclients = float(value) if value not in (None, "") else None
+        except (redis.RedisError, OSError) as exc:
+            failure = classify_redis_error(exc, operation, settings.location, settings.password)
+            raise failure.build() from exc
+        finally:
+            await client.aclose()
+        findings.metric("connect_time", connect_time, "s", text=None, minimum=0)
+        findings.metric("latency", latency, "s", text=f"PING {latency * 1000:.2f} ms", minimum=0)
         evaluate_info(findings, info, maxclients)
 
     @staticmethod

@@ -310,5 +310,9 @@ def monitor_from_settings(settings: Settings) -> Monitor:
         remediations=remediations,
         policy=AlertPolicy(window=_positive(top, "flap_window", "[monitor]", 10, whole=True)),
         deadline=_positive(top, "deadline", "[monitor]", 60.0),
-        max_parallel=_positive(top, "max_parallel", "[monitor]", 32, whole=True),
+        max_parallel=(
+            _positive(top, "max_parallel", "[monitor]", 1, whole=True)
+            if "max_parallel" in top
+            else None
+        ),
     )
