@@ -22,6 +22,7 @@ from _support.redis_topologies import (
     SentinelTopology,
     redis_cluster,
     redis_sentinel,
+    scratch_client,
 )
 from _support.services import (
     MYSQL_ADMIN_URL,
@@ -162,3 +163,19 @@ def redis_sentinel_topology(
     """A private master + 2 replicas + 3 sentinels, started once per session."""
     with redis_sentinel(tmp_path_factory.mktemp("redis-sentinel")) as topology:
         yield topology
+
+
+@pytest.fixture
+def cluster(redis_cluster_topology: RedisClusterTopology) -> Iterator[autoops.CacheClient]:
+    """A client of the private cluster (healthy first) under a namespace of its own."""
+    redis_cluster_topology.wait_healthy()
+    with scratch_client(redis_cluster_topology.url()) as client:
+        yield client
+
+
+@pytest.fixture
+def sentinel(redis_sentinel_topology: SentinelTopology) -> Iterator[autoops.CacheClient]:
+    """A client of the private Sentinel set (settled first) under a namespace of its own."""
+    redis_sentinel_topology.wait_settled()
+    with scratch_client(redis_sentinel_topology.url()) as client:
+        yield client

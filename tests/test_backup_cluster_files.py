@@ -27,7 +27,7 @@ import autoops
 from _support.old_cluster_backup import framed_copy
 from _support.proxy import TcpProxy
 from _support.redis_content import content, fill_every_type
-from _support.redis_topologies import RedisClusterTopology
+from _support.redis_topologies import RedisClusterTopology, redis_cluster
 from _support.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, moto_server
 from _support.services import redis_server, run_script
 from _support.sshd import SshServer
@@ -172,6 +172,31 @@ def test_a_logical_cluster_backup_is_a_dump_per_master_restored_per_master_and_o
     with redis_server(tmp_path / "redis") as port, redis.Redis(port=port) as single:
         assert backuper.restore_redis(backup, f"redis://127.0.0.1:{port}/0") == len(keys)
         assert content(single, keys) == before
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("mode", ["logical", "rdb"])
+def test_a_cluster_backup_restores_onto_a_cluster_of_another_shape(
+    tmp_path: Path, cluster: autoops.ClusterCache, keys: list[bytes], mode: str
+) -> None:
+    """Three masters' files onto four masters with no replicas: other slot ranges, other
+    nodes; every key goes to the master that owns its slot there."""
+    before = content(cluster.redis, keys)
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    backup = backuper.backup_redis(cluster, mode=mode)  # type: ignore[arg-type]
+    with (
+        redis_cluster(_mkdir(tmp_path / "four"), masters=4, replicas=0) as four,
+        autoops.CacheClient.from_url(four.url()) as target,
+    ):
+        assert isinstance(target, autoops.ClusterCache)
+        assert len(four.masters()) == 4
+        restored = backuper.restore_redis(backup, target)
+        assert restored == backup.key_count
+        assert content(target.redis, keys) == before
 
 
 # verify, delete, prune ------------------------------------------------------------------------

@@ -11,43 +11,12 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import autoops
 from _support.redis_topologies import RedisClusterTopology, SentinelTopology
-
-# A failover takes a few seconds (node timeout 1.5 s, then an election); under load more.
-PATIENT = autoops.RetryPolicy(attempts=60, timeout=90.0, wait_initial=0.1, wait_max=1.0)
-
-
-def _namespace() -> str:
-    return f"aot:{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def cluster(redis_cluster_topology: RedisClusterTopology) -> Iterator[autoops.CacheClient]:
-    redis_cluster_topology.wait_healthy()
-    client = autoops.CacheClient.from_url(redis_cluster_topology.url(), _namespace(), retry=PATIENT)
-    yield client
-    with contextlib.suppress(autoops.AutoOpsError):
-        client.delete_prefix("")
-    client.close()
-
-
-@pytest.fixture
-def sentinel(redis_sentinel_topology: SentinelTopology) -> Iterator[autoops.CacheClient]:
-    redis_sentinel_topology.wait_settled()
-    client = autoops.CacheClient.from_url(
-        redis_sentinel_topology.url(), _namespace(), retry=PATIENT
-    )
-    yield client
-    with contextlib.suppress(autoops.AutoOpsError):
-        client.delete_prefix("")
-    client.close()
-
 
 # URLs -------------------------------------------------------------------------------------------
 
@@ -115,7 +84,8 @@ def test_settings_file_takes_a_cluster_url(
 ) -> None:
     settings = tmp_path / "autoops.toml"
     settings.write_text(
-        f'[cache]\nurl = "{redis_cluster_topology.url()}"\nnamespace = "{_namespace()}"\n'
+        f'[cache]\nurl = "{redis_cluster_topology.url()}"\n'
+        f'namespace = "aot:{uuid.uuid4().hex[:10]}"\n'
     )
     with autoops.CacheClient.from_config(settings) as client:
         assert isinstance(client, autoops.ClusterCache)

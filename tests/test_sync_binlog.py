@@ -5,19 +5,16 @@ equal to the table."""
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 
 import autoops
-from _support.binlog import execute, scratch_database, start_row_logged
+from _support.binlog import execute, scratch_database, start_row_logged, steady_writer
 from _support.mariadb_pair import MariaDbInstance
 from _support.services import promtool_accepts, redis_test_url
 from _support.sync_tables import CACHED, cached_rows, create_users, expected_cache
@@ -200,45 +197,10 @@ def test_a_writer_running_through_the_snapshot_leaves_the_cache_equal_to_the_tab
     server: MariaDbInstance, db: autoops.DbClient, cache: autoops.CacheClient
 ) -> None:
     create_users(db, 20_000)
-    stop = threading.Event()
-    writes = 0
-
-    def writer() -> None:
-        nonlocal writes
-        connection = pymysql.connect(
-            host="127.0.0.1",
-            port=server.port,
-            user="root",
-            database=db.connection_settings.database,
-            autocommit=True,
-        )
-        rng = random.Random(7)
-        with connection.cursor() as cursor:
-            while not stop.is_set():
-                pk = rng.randrange(1, 25_000)
-                action = rng.random()
-                if action < 0.5:
-                    cursor.execute(
-                        "UPDATE users SET username = %s WHERE id = %s", (f"w{writes}", pk)
-                    )
-                elif action < 0.8:
-                    cursor.execute(
-                        "REPLACE INTO users (id, username, email, password_hash) "
-                        "VALUES (%s, %s, 'e', 'p')",
-                        (pk, f"r{writes}"),
-                    )
-                else:
-                    cursor.execute("DELETE FROM users WHERE id = %s", (pk,))
-                writes += 1
-        connection.close()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
+    database = db.connection_settings.database
+    with steady_writer(server, database, max_id=25_000, seed=7) as written:
         first = binlog_sync(db, cache, batch_size=500).run_once()
-    finally:
-        stop.set()
-        thread.join()
+        writes = written()
     assert first.kind == "snapshot"
     assert writes > 0
     binlog_sync(db, cache).run_once()

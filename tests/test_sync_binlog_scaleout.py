@@ -4,25 +4,18 @@ changing rows and the stream is being applied."""
 
 from __future__ import annotations
 
-import contextlib
-import random
-import threading
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pymysql
 import pytest
 
 import autoops
-from _support.binlog import scratch_database, start_row_logged
+from _support.binlog import scratch_database, start_row_logged, steady_writer
 from _support.mariadb_pair import MariaDbInstance
 from _support.redis_topologies import RedisClusterTopology, SentinelTopology
 from _support.sync_tables import cached_rows, create_users, expected_cache
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-PATIENT = autoops.RetryPolicy(attempts=60, timeout=90.0, wait_initial=0.1, wait_max=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -39,30 +32,6 @@ def users(server: MariaDbInstance) -> Iterator[autoops.DbClient]:
         yield client
 
 
-@pytest.fixture
-def cluster(redis_cluster_topology: RedisClusterTopology) -> Iterator[autoops.CacheClient]:
-    redis_cluster_topology.wait_healthy()
-    client = autoops.CacheClient.from_url(
-        redis_cluster_topology.url(), f"aob:{uuid.uuid4().hex[:10]}", retry=PATIENT
-    )
-    yield client
-    with contextlib.suppress(autoops.AutoOpsError):
-        client.delete_prefix("")
-    client.close()
-
-
-@pytest.fixture
-def sentinel(redis_sentinel_topology: SentinelTopology) -> Iterator[autoops.CacheClient]:
-    redis_sentinel_topology.wait_settled()
-    client = autoops.CacheClient.from_url(
-        redis_sentinel_topology.url(), f"aob:{uuid.uuid4().hex[:10]}", retry=PATIENT
-    )
-    yield client
-    with contextlib.suppress(autoops.AutoOpsError):
-        client.delete_prefix("")
-    client.close()
-
-
 def binlog_sync(db: autoops.DbClient, cache: autoops.CacheClient) -> autoops.CacheSync:
     return autoops.CacheSync(
         db,
@@ -76,51 +45,6 @@ def binlog_sync(db: autoops.DbClient, cache: autoops.CacheClient) -> autoops.Cac
     )
 
 
-@contextlib.contextmanager
-def writer(server: MariaDbInstance, db: autoops.DbClient) -> Iterator[Callable[[], int]]:
-    """Updates, REPLACEs and deletes in their own autocommit transactions until the block ends;
-    yields a function giving the number of statements so far."""
-    stop = threading.Event()
-    count = 0
-
-    def work() -> None:
-        nonlocal count
-        connection = pymysql.connect(
-            host="127.0.0.1",
-            port=server.port,
-            user="root",
-            database=db.connection_settings.database,
-            autocommit=True,
-        )
-        rng = random.Random(11)
-        with connection.cursor() as cursor:
-            while not stop.is_set():
-                pk = rng.randrange(1, 3500)
-                action = rng.random()
-                if action < 0.5:
-                    cursor.execute(
-                        "UPDATE users SET username = %s WHERE id = %s", (f"w{count}", pk)
-                    )
-                elif action < 0.8:
-                    cursor.execute(
-                        "REPLACE INTO users (id, username, email, password_hash) "
-                        "VALUES (%s, %s, 'e', 'p')",
-                        (pk, f"r{count}"),
-                    )
-                else:
-                    cursor.execute("DELETE FROM users WHERE id = %s", (pk,))
-                count += 1
-        connection.close()
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    try:
-        yield lambda: count
-    finally:
-        stop.set()
-        thread.join()
-
-
 def stream_through(
     server: MariaDbInstance,
     db: autoops.DbClient,
@@ -132,7 +56,7 @@ def stream_through(
     sync = binlog_sync(db, cache)
     assert sync.run_once().kind == "snapshot"
     assert cached_rows(cache, "users:") == expected_cache(db)
-    with writer(server, db) as written:
+    with steady_writer(server, db.connection_settings.database, max_id=3500, seed=11) as written:
         first = sync.run_once()
         assert first.kind == "stream"
         fault()

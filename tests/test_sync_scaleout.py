@@ -7,8 +7,7 @@ import contextlib
 import dataclasses
 import subprocess
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,8 +16,6 @@ import redis
 import autoops
 from _support.redis_topologies import RedisClusterTopology, SentinelTopology
 from _support.sync_tables import cached_rows, create_users, expected_cache, make_sync
-
-PATIENT = autoops.RetryPolicy(attempts=60, timeout=90.0, wait_initial=0.1, wait_max=1.0)
 
 
 def after_write(sync: autoops.CacheSync, number: int, fault: Callable[[], None]) -> None:
@@ -44,30 +41,6 @@ def void(_result: object) -> None:
 def users_db(mysql_db: autoops.DbClient) -> autoops.DbClient:
     create_users(mysql_db, 3000)
     return mysql_db
-
-
-@pytest.fixture
-def cluster(redis_cluster_topology: RedisClusterTopology) -> Iterator[autoops.CacheClient]:
-    redis_cluster_topology.wait_healthy()
-    client = autoops.CacheClient.from_url(
-        redis_cluster_topology.url(), f"aot:{uuid.uuid4().hex[:10]}", retry=PATIENT
-    )
-    yield client
-    with contextlib.suppress(autoops.AutoOpsError):
-        client.delete_prefix("")
-    client.close()
-
-
-@pytest.fixture
-def sentinel(redis_sentinel_topology: SentinelTopology) -> Iterator[autoops.CacheClient]:
-    redis_sentinel_topology.wait_settled()
-    client = autoops.CacheClient.from_url(
-        redis_sentinel_topology.url(), f"aot:{uuid.uuid4().hex[:10]}", retry=PATIENT
-    )
-    yield client
-    with contextlib.suppress(autoops.AutoOpsError):
-        client.delete_prefix("")
-    client.close()
 
 
 def _change_some_rows(db: autoops.DbClient) -> None:

@@ -17,7 +17,7 @@ import string
 import time
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit, urlunsplit
 from urllib.request import getproxies, proxy_bypass
 
 from ._config import redact_url
@@ -119,20 +119,11 @@ def _get_once(
     peer_certificate: bool,
     env_proxy: bool,
 ) -> tuple[int, str, bytes, bytes | None, str | None]:
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ProbeError(f"{redact_url(url)!r} is not an http(s) URL")
-    path = parts.path or "/"
-    if parts.query:
-        path += f"?{parts.query}"
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ProbeError(f"{redact_url(url)!r}: {exc}") from None
-    where = parts.hostname if port is None else f"{parts.hostname}:{port}"
+    parts, hostname, path, port = _split_http_url(url)
+    where = hostname if port is None else f"{hostname}:{port}"
     headers = {"User-Agent": user_agent}
     proxy = getproxies().get(parts.scheme) if env_proxy and not proxy_bypass(where) else None
-    host: str = parts.hostname
+    host = hostname
     connect_port = port
     proxy_headers: dict[str, str] = {}
     if proxy:
@@ -152,7 +143,7 @@ def _get_once(
             context=context if context is not None else ssl.create_default_context(),
         )
         if proxy:
-            connection.set_tunnel(parts.hostname, port, headers=proxy_headers)
+            connection.set_tunnel(hostname, port, headers=proxy_headers)
     else:
         connection = http.client.HTTPConnection(host, connect_port, timeout=timeout)
         if proxy:
@@ -200,20 +191,11 @@ async def http_get_async(
     bounds the connect (TLS handshake included) and each read. It follows no redirect and
     goes through no proxy (the monitor's checks need neither). The status line and headers
     are parsed by http.client, so a broken answer fails as it does in :func:`http_get`."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ProbeError(f"{redact_url(url)!r} is not an http(s) URL")
-    path = parts.path or "/"
-    if parts.query:
-        path += f"?{parts.query}"
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ProbeError(f"{redact_url(url)!r}: {exc}") from None
+    parts, hostname, path, port = _split_http_url(url)
     if _UNSAFE_IN_PATH.search(path):
         # As http.client refuses it (whose error http_get passes on as a ProbeError).
         raise ProbeError(f"{redact_url(url)!r}: a URL can't contain control characters or spaces")
-    host: str = parts.hostname
+    host = hostname
     where = host if port is None else f"{host}:{port}"
     tls = parts.scheme == "https"
     started = time.perf_counter()
@@ -325,3 +307,19 @@ async def _read_body(
             f"not an HTTP answer from {where}: a broken chunked body ({type(exc).__name__})"
         ) from exc
     return bytes(body)
+
+
+def _split_http_url(url: str) -> tuple[SplitResult, str, str, int | None]:
+    """``url``'s parts, host name, request path (with its query) and port, or a
+    :class:`ProbeError` saying what is wrong with it (the URL redacted)."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ProbeError(f"{redact_url(url)!r} is not an http(s) URL")
+    path = parts.path or "/"
+    if parts.query:
+        path += f"?{parts.query}"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ProbeError(f"{redact_url(url)!r}: {exc}") from None
+    return parts, parts.hostname, path, port

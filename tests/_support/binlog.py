@@ -3,8 +3,10 @@ to reach it: one server per test module (the machine has two cores), a database 
 
 from __future__ import annotations
 
+import random
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,3 +68,47 @@ def execute(server: MariaDbInstance, database: str, *statements: str) -> None:
                 cursor.execute(statement)
     finally:
         connection.close()
+
+
+@contextmanager
+def steady_writer(
+    server: MariaDbInstance, database: str, *, max_id: int, seed: int
+) -> Iterator[Callable[[], int]]:
+    """Updates, REPLACEs and deletes of ``users`` rows with ids below ``max_id`` (new ones too),
+    each its own autocommit transaction, until the block ends; yields a function giving the
+    number of statements so far."""
+    stop = threading.Event()
+    count = 0
+
+    def work() -> None:
+        nonlocal count
+        connection = pymysql.connect(
+            host="127.0.0.1", port=server.port, user="root", database=database, autocommit=True
+        )
+        rng = random.Random(seed)
+        with connection.cursor() as cursor:
+            while not stop.is_set():
+                pk = rng.randrange(1, max_id)
+                action = rng.random()
+                if action < 0.5:
+                    cursor.execute(
+                        "UPDATE users SET username = %s WHERE id = %s", (f"w{count}", pk)
+                    )
+                elif action < 0.8:
+                    cursor.execute(
+                        "REPLACE INTO users (id, username, email, password_hash) "
+                        "VALUES (%s, %s, 'e', 'p')",
+                        (pk, f"r{count}"),
+                    )
+                else:
+                    cursor.execute("DELETE FROM users WHERE id = %s", (pk,))
+                count += 1
+        connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        yield lambda: count
+    finally:
+        stop.set()
+        thread.join()

@@ -13,6 +13,7 @@ import random
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import redis
 
+import autoops
 from _support.services import require_program, wait_for_port
 from _support.sshd import free_port
 
@@ -82,11 +84,12 @@ class _Server:
 
 @dataclass
 class RedisClusterTopology:
-    """Three cluster masters, each with its replicas (one in the tests), made by ``redis-cli
-    --cluster create``."""
+    """Cluster masters (three in the tests), each with its replicas (one in the tests), made by
+    ``redis-cli --cluster create``."""
 
     directory: Path
     nodes: list[_Server] = field(default_factory=list)
+    master_count: int = 3
 
     @property
     def ports(self) -> list[int]:
@@ -174,7 +177,7 @@ class RedisClusterTopology:
                     return False
         flags = self._cluster_nodes().values()
         masters = sum("master" in flag for flag in flags)
-        return not any("fail" in flag for flag in flags) and masters == 3
+        return not any("fail" in flag for flag in flags) and masters == self.master_count
 
     def kill(self, port: int) -> None:
         self.node(port).kill()
@@ -193,17 +196,22 @@ class RedisClusterTopology:
 
 @contextlib.contextmanager
 def redis_cluster(
-    directory: Path, *, node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS, replicas: int = 1
+    directory: Path,
+    *,
+    node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS,
+    replicas: int = 1,
+    masters: int = 3,
 ) -> Iterator[RedisClusterTopology]:
-    """Start three masters and ``replicas`` replicas of each, cluster-enabled, join them with
+    """Start ``masters`` masters (at least 3, as redis-cli requires) and ``replicas`` replicas
+    of each, cluster-enabled, join them with
     ``redis-cli --cluster create ... --cluster-replicas N``, wait for ``cluster_state:ok``;
     stop them afterwards. The tests' short ``node_timeout_ms`` makes failovers quick; a
     benchmark passes Redis's default (15 s), so a loaded machine does not fail nodes over
     mid-measurement."""
     require_program("/usr/bin/redis-cli", "redis-tools")
-    topology = RedisClusterTopology(directory)
+    topology = RedisClusterTopology(directory, master_count=masters)
     try:
-        for _ in range(3 * (1 + replicas)):
+        for _ in range(masters * (1 + replicas)):
             port = free_cluster_port()
             node_dir = directory / f"node-{port}"
             node_dir.mkdir()
@@ -392,3 +400,20 @@ def _wait_sentinels_see_replicas(topology: SentinelTopology, seconds: float = 30
         if time.monotonic() > deadline:
             raise RuntimeError("the sentinels did not discover each other and the replicas")
         time.sleep(0.2)
+
+
+#: A failover takes a few seconds (node timeout 1.5 s, then an election); under load more.
+PATIENT = autoops.RetryPolicy(attempts=60, timeout=90.0, wait_initial=0.1, wait_max=1.0)
+
+
+@contextlib.contextmanager
+def scratch_client(url: str) -> Iterator[autoops.CacheClient]:
+    """A client of ``url`` under a namespace of its own, patient through failovers; its keys
+    are removed afterwards (as far as the topology still answers)."""
+    client = autoops.CacheClient.from_url(url, f"aot:{uuid.uuid4().hex[:10]}", retry=PATIENT)
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(autoops.AutoOpsError):
+            client.delete_prefix("")
+        client.close()
