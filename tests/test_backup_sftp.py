@@ -124,3 +124,21 @@ def test_a_reader_of_a_missing_sftp_catalogue_gets_an_error_not_a_new_directory(
         autoops.Backuper(storage).list()
     assert not typo.exists()
     storage.close()
+
+
+def test_the_remote_checksum_is_computed_on_the_host_for_an_awkward_path(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    import hashlib
+
+    remote = tmp_path / "it's a dir"
+    remote.mkdir()
+    payload = os.urandom(3 << 20)
+    (remote / "a b.bin").write_bytes(payload)
+    storage = autoops.SftpStorage(sshd.address, str(remote), options=_options(sshd))
+    try:
+        digest = storage.remote_checksum(str(remote / "a b.bin"))
+        assert digest == hashlib.sha256(payload).hexdigest()
+        assert storage._hashes_remotely is True
+    finally:
+        storage.close()

@@ -16,6 +16,7 @@ import logging
 import os
 import posixpath
 import re
+import shlex
 import socket
 import stat
 from pathlib import Path
@@ -371,9 +372,9 @@ class SftpStorage(Storage):
     """Backups in a directory on an SSH host, over SFTP, with the host key checked.
 
     ``host`` is ``user@host:port``; ``options`` an :class:`~autoops.SshOptions` (key file,
-    known_hosts, timeouts). The remote SHA-256 is computed by ``sha256sum`` on the host when it
-    has one, else by reading the file back. The directory is created on first use, unless
-    ``create=False`` (then a missing one is a :class:`ConfigError`).
+    known_hosts, timeouts). The remote SHA-256 is computed on the host (by ``openssl`` or
+    ``sha256sum``) when it has either, else by reading the file back. The directory is created
+    on first use, unless ``create=False`` (then a missing one is a :class:`ConfigError`).
     """
 
     def __init__(
@@ -393,7 +394,7 @@ class SftpStorage(Storage):
         self.create_directory = create
         self._connection: Any = None
         self._sftp: Any = None
-        self._has_sha256sum: bool | None = None
+        self._hashes_remotely: bool | None = None
 
     def sftp(self) -> Any:
         """The open paramiko SFTP client (connecting, and creating the directory, on first use)."""
@@ -435,15 +436,16 @@ class SftpStorage(Storage):
 
     def remote_checksum(self, remote_path: str) -> str:
         """SHA-256 of a remote file, computed on the host when it can."""
-        from .._ssh import run  # noqa: PLC0415  (Fabric loads only for SSH storage)
+        from .._ssh import run, sha256_command  # noqa: PLC0415  (Fabric loads only for SSH)
 
-        if self._has_sha256sum is not False:
+        if self._hashes_remotely is not False:
             self.sftp()
-            result = run(self._connection, ["sha256sum", "--", remote_path], check=False)
+            command = sha256_command(shlex.quote(remote_path))
+            result = run(self._connection, command, check=False)
             if result.ok and result.stdout.split():
-                self._has_sha256sum = True
+                self._hashes_remotely = True
                 return result.stdout.split()[0]
-            self._has_sha256sum = False
+            self._hashes_remotely = False
         digest = hashlib.sha256()
         with self._call(f"read {remote_path}", lambda sftp: sftp.open(remote_path, "rb")) as handle:
             handle.prefetch()
