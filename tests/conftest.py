@@ -6,6 +6,8 @@ both removed afterwards, so tests can run beside each other and beside real data
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from _support.redis_topologies import (
 from _support.services import (
     MYSQL_ADMIN_URL,
     REDIS_URL,
+    _unavailable,
     admin_connection,
     require_program,
     require_tcp,
@@ -179,3 +182,21 @@ def sentinel(redis_sentinel_topology: SentinelTopology) -> Iterator[autoops.Cach
     redis_sentinel_topology.wait_settled()
     with scratch_client(redis_sentinel_topology.url()) as client:
         yield client
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for this test and unmounted afterwards."""
+    if os.geteuid() != 0:
+        _unavailable("mounting a small tmpfs needs root")
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True, capture_output=True)

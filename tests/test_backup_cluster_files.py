@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import secrets
-import subprocess
 import threading
 import time
 import uuid
@@ -275,22 +274,6 @@ def test_a_master_lost_during_the_backup_leaves_no_backup_and_no_file(
     assert len(storage.created) == 3
     assert backuper.list() == []
     assert storage.names() == []
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted for this test and unmounted afterwards."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True, capture_output=True)
 
 
 def test_a_full_store_fails_the_backup_clearly_and_leaves_no_file(

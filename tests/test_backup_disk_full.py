@@ -7,34 +7,15 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import autoops
-from _support.services import REDIS_URL, _unavailable, require_tcp
+from _support.services import REDIS_URL, require_tcp
 from autoops.backup import BackupError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted for this test and unmounted afterwards."""
-    if os.geteuid() != 0:
-        _unavailable("mounting a small tmpfs needs root")
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True, capture_output=True)
 
 
 def fill(directory: Path) -> None:
