@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -207,3 +208,25 @@ def test_a_connection_dropped_mid_dump_fails_clearly_and_leaves_nothing(
     dropper.join()
     assert cut.is_set()
     assert storage.names() == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "aof"}, "unknown Redis backup mode 'aof'; use 'rdb' or 'logical'"),
+        ({"pattern": "users:*"}, "pattern= selects keys of a logical dump; use mode='logical'"),
+    ],
+)
+def test_bad_backup_arguments_are_config_errors_on_a_server_and_on_a_cluster(
+    tmp_path: Path,
+    redis_url: str,
+    redis_cluster_topology: Any,
+    options: dict[str, Any],
+    message: str,
+) -> None:
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path / "store"))
+    for url in (redis_url, redis_cluster_topology.url()):
+        with pytest.raises(autoops.ConfigError) as caught:
+            backuper.backup_redis(url, **options)
+        assert str(caught.value) == message
+    assert backuper.list() == []

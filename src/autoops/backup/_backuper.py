@@ -487,6 +487,10 @@ class Backuper:
         ``redis+cluster://`` cache every master is backed up at once into one backup (one data
         file per master, one manifest; ``files`` and ``options["cluster"]``: each master's
         node, slots, key count)."""
+        if mode not in ("rdb", "logical"):
+            raise ConfigError(f"unknown Redis backup mode {mode!r}; use 'rdb' or 'logical'")
+        if mode == "rdb" and pattern is not None:
+            raise ConfigError("pattern= selects keys of a logical dump; use mode='logical'")
         with cache_client(cache) as any_client:
             if isinstance(any_client, ClusterCache):
                 if prefer != "master":
@@ -494,23 +498,11 @@ class Backuper:
                         f"{any_client.location} is a Redis Cluster: use prefer='master'"
                     )
                 if mode == "rdb":
-                    if pattern is not None:
-                        raise ConfigError(
-                            "pattern= selects keys of a logical dump; use mode='logical'"
-                        )
                     return self._store(_CLUSTER_RDB.capture(any_client, timeout=timeout))
-                if mode != "logical":
-                    raise ConfigError(f"unknown Redis backup mode {mode!r}; use 'rdb' or 'logical'")
                 return self._store(cluster_capture(any_client, pattern))
             with redis_client(any_client) as given, backup_source(given, prefer) as client:
                 if mode == "rdb":
-                    if pattern is not None:
-                        raise ConfigError(
-                            "pattern= selects keys of a logical dump; use mode='logical'"
-                        )
                     return self._store(_RDB.capture(client, timeout=timeout))
-                if mode != "logical":
-                    raise ConfigError(f"unknown Redis backup mode {mode!r}; use 'rdb' or 'logical'")
                 return self._store(_LOGICAL.capture(client, pattern))
 
     def restore_redis(

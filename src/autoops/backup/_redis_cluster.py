@@ -22,9 +22,9 @@ from .._pipeline import read_ahead
 from .._retry import RetryPolicy
 from ..cache import CacheClient, ClusterCache, RedisCache
 from ._engine import Part, SplitCapture
-from ._errors import BackupError, RestoreRefusedError
+from ._errors import BackupError
 from ._model import DataFile
-from ._redis_logical import LogicalDump, read_records, restore_entries, restore_logical
+from ._redis_logical import LogicalDump, read_records, refusal, restore_entries, restore_logical
 
 __all__ = [
     "cluster_capture",
@@ -294,11 +294,7 @@ def refuse_if_cluster_holds(cluster: ClusterCache, pattern: str, *, replace: boo
             f"cannot read the Redis Cluster at {cluster.location}: {type(exc).__name__}: {exc}"
         ) from exc
     if holds:
-        what = "keys" if pattern == "*" else f"keys matching {pattern!r}"
-        raise RestoreRefusedError(
-            f"{cluster.location} already holds {what}; restore into an empty cluster or pass "
-            "replace=True (--replace) to overwrite the keys the backup also has"
-        )
+        raise refusal(cluster.location, pattern, "an empty cluster")
 
 
 def restore_into_cluster(

@@ -28,6 +28,7 @@ __all__ = [
     "any_key_matches",
     "dump_chunks",
     "read_records",
+    "refusal",
     "refuse_if_holding",
     "restore_entries",
     "restore_logical",
@@ -252,9 +253,15 @@ def any_key_matches(cache: RedisCache, pattern: str) -> bool:
 def refuse_if_holding(cache: RedisCache, pattern: str, *, replace: bool) -> None:
     if replace or not any_key_matches(cache, pattern):
         return
+    raise refusal(cache.location, pattern, "an empty database")
+
+
+def refusal(location: str, pattern: str, empty: str) -> RestoreRefusedError:
+    """The error for a restore target at ``location`` already holding keys of ``pattern``;
+    ``empty`` names what to restore into instead."""
     what = "keys" if pattern == "*" else f"keys matching {pattern!r}"
-    raise RestoreRefusedError(
-        f"{cache.location} already holds {what}; restore into an empty database or pass "
+    return RestoreRefusedError(
+        f"{location} already holds {what}; restore into {empty} or pass "
         "replace=True (--replace) to overwrite the keys the backup also has"
     )
 
