@@ -234,7 +234,8 @@ class CacheClient(abc.ABC):
     def claim_fences(self, key: str) -> int:
         """Take a fencing token for the lock ``key`` (just taken) and make every write
         carrying an older one refused from now on; returns the token. 0 here: a backend whose
-        fenced write checks the lock in the same atomic step needs none (Redis Cluster does)."""
+        fenced write checks the lock in the same atomic step needs none (Redis Cluster cannot
+        check it so, and overrides this)."""
         return 0
 
     @abc.abstractmethod
