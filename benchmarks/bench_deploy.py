@@ -9,6 +9,11 @@ ansible-core runs from its own virtualenv (default /tmp/autoops-bench-ansible, m
 first use); it gets the same hosts, key and known_hosts, pipelining on and the same steps: copy,
 unarchive into a new release, symlink ``current``, health check (a command on the host). Each
 figure is the median of the rounds; peers run interleaved, so machine noise mostly cancels.
+
+Each round ships a new build (the same layout, new bytes), as a real deploy does: ansible's
+``copy`` skips a file whose checksum the host already has, so re-sending identical bytes would
+measure ansible without its transfer and autoops with it. ``--same-artifact`` ships the first
+round's bytes every round instead (the re-deploy case, where both sides may skip the transfer).
 """
 
 from __future__ import annotations
@@ -83,7 +88,9 @@ def ensure_ansible() -> Path:
 
 
 def make_artifact(directory: Path) -> Path:
+    """A 10 MB tarball of incompressible bytes, new ones on every call."""
     app = directory / "app"
+    shutil.rmtree(app, ignore_errors=True)
     (app / "static").mkdir(parents=True)
     (app / "index.html").write_text("<h1>benchmark</h1>\n")
     for index in range(10):
@@ -197,6 +204,11 @@ def main() -> None:
         help="deploy as this local user, created with /bin/sh as its login shell, to measure "
         "without the current user's shell start-up files (default: the current user)",
     )
+    parser.add_argument(
+        "--same-artifact",
+        action="store_true",
+        help="ship the same bytes every round (default: a new build each round)",
+    )
     args = parser.parse_args()
     playbook = ensure_ansible()
     count = args.hosts
@@ -255,6 +267,8 @@ def main() -> None:
             print(f"load average at start: {load()}", flush=True)
             for round_number in range(args.rounds):
                 release = f"r{round_number}"
+                if round_number and not args.same_artifact:
+                    artifact = make_artifact(workdir)
                 times["autoops"].append(
                     timed(partial(parallel.deploy, artifact, release_id=release))
                 )
@@ -280,7 +294,8 @@ def main() -> None:
     target = TARGET_RATIO if count <= HOSTS else 0.1
     print(
         f"deploy of a {ARTIFACT_BYTES // (1024 * 1024)} MB artifact to {count} loopback hosts as "
-        f"{who}, lock, checksum, atomic switch and a health check, median of {args.rounds} rounds"
+        f"{who}, lock, checksum, atomic switch and a health check, median of {args.rounds} rounds, "
+        + ("the same artifact every round" if args.same_artifact else "a new artifact each round")
     )
     print(f"  autoops (concurrency {parallel.concurrency:<3})    {autoops:7.3f} s")
     print(f"  ansible-playbook (forks {count:<3})  {ansible:7.3f} s")

@@ -449,6 +449,7 @@ def test_push_config_names_a_missing_template_variable(fleet: Fleet, template: P
         ({"host_vars": {"root@elsewhere:22": {"A": "1"}}}, "not in hosts"),
         ({"deploy_to": "/srv/{missing}"}, "missing"),
         ({"shared_dirs": ["../escape"]}, "relative path"),
+        ({"reuse_artifact": "yes"}, "reuse_artifact must be true or false"),
     ],
 )
 def test_bad_options_are_config_errors(kwargs: dict[str, Any], message: str) -> None:
@@ -502,6 +503,90 @@ def test_a_corrupted_upload_is_caught_by_the_checksum_before_unpacking(
         assert fleet.current(server) is None
         assert not (fleet.root(server) / "releases" / "r1").exists()
         assert not (fleet.root(server) / "releases" / "r1.partial").exists()
+
+
+def kept_artifacts(fleet: Fleet, server: SshServer) -> list[str]:
+    return sorted(path.name for path in fleet.root(server).glob(".autoops-artifact-*"))
+
+
+def test_the_same_artifact_again_is_not_sent_but_still_checked_and_unpacked(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    deployer = fleet.deployer()
+    app = fleet.app(tmp_path, 1, size=200_000)
+
+    first = deployer.deploy(app, release_id="r1")
+    again = deployer.deploy(app, release_id="r2")  # the directory packs to the same bytes
+    other = deployer.deploy(fleet.app(tmp_path, 2, size=200_000), release_id="r3")
+
+    assert [host.uploaded for host in first.hosts] == [True] * 3
+    assert [host.uploaded for host in again.hosts] == [False] * 3
+    assert all("upload" not in host.timings for host in again.hosts)
+    assert [host.uploaded for host in other.hosts] == [True] * 3
+    for server in fleet.servers:
+        releases = fleet.root(server) / "releases"
+        assert (releases / "r2" / "index.html").read_text() == "<h1>version 1</h1>\n"
+        assert (releases / "r2" / "static" / "blob.bin").read_bytes() == (
+            app / "static" / "blob.bin"
+        ).read_bytes()
+        assert fleet.current(server) == "releases/r3"
+        # One copy is kept, the last one unpacked; no upload is left over.
+        assert len(kept_artifacts(fleet, server)) == 1
+        assert not list(fleet.root(server).glob(".autoops-upload-*"))
+
+
+def test_a_kept_artifact_altered_or_removed_on_the_host_is_sent_again(
+    fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    altered, removed, intact = fleet.servers
+    app = fleet.app(tmp_path, 1, size=100_000)
+    fleet.deployer().deploy(app, release_id="r1")
+
+    def tamper(host: str, phase: str) -> None:
+        # Between reading the host's state (which lists the kept copy) and unpacking it.
+        if phase != "unpack":
+            return
+        for server, action in ((altered, "alter"), (removed, "remove")):
+            if host == server.address:
+                for kept in fleet.root(server).glob(".autoops-artifact-*"):
+                    if action == "alter":
+                        with kept.open("r+b") as handle:
+                            handle.write(b"bit rot")
+                    else:
+                        kept.unlink()
+
+    with caplog.at_level(logging.WARNING, logger="autoops"):
+        result = fleet.deployer(on_phase=tamper).deploy(app, release_id="r2")
+
+    assert result.ok
+    assert {host.host: host.uploaded for host in result.hosts} == {
+        altered.address: True,
+        removed.address: True,
+        intact.address: False,
+    }
+    assert "kept artifact's sha256 differs" in caplog.text
+    assert "kept by an earlier deploy is gone" in caplog.text
+    for server in fleet.servers:
+        assert fleet.current(server) == "releases/r2"
+        assert (fleet.root(server) / "releases" / "r2" / "static" / "blob.bin").read_bytes() == (
+            app / "static" / "blob.bin"
+        ).read_bytes()
+        assert len(kept_artifacts(fleet, server)) == 1
+
+
+def test_reuse_artifact_off_keeps_no_copy_and_removes_an_old_one(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    app = fleet.app(tmp_path, 1)
+    fleet.deployer().deploy(app, release_id="r1")
+    assert all(kept_artifacts(fleet, server) for server in fleet.servers)
+
+    result = fleet.deployer(reuse_artifact=False).deploy(app, release_id="r2")
+
+    assert [host.uploaded for host in result.hosts] == [True] * 3
+    for server in fleet.servers:
+        assert kept_artifacts(fleet, server) == []
+        assert fleet.current(server) == "releases/r2"
 
 
 def test_failures_within_max_failures_leave_the_healthy_hosts_deployed(

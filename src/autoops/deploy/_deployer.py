@@ -36,7 +36,15 @@ from .._time import utc_now
 from ._artifact import Artifact, directory_size
 from ._configpush import load_template, push_to_host, render_template
 from ._health import HealthCheck, expand
-from ._remote import PARTIAL_SUFFIX, HostSession, HostState, LockOwner, valid_variable_name
+from ._remote import (
+    ARTIFACT_DIFFERS,
+    KEPT_ARTIFACT_GONE,
+    PARTIAL_SUFFIX,
+    HostSession,
+    HostState,
+    LockOwner,
+    valid_variable_name,
+)
 from ._results import (
     ConfigPushError,
     ConfigPushResult,
@@ -123,7 +131,9 @@ class Deployer:
     once; ``batch_size`` hosts switch together; more than ``max_failures`` failed hosts roll the
     whole deploy back. ``on_phase(host, phase)`` is called as each host enters each phase (for
     logs or dashboards); ``connect_retry`` governs retried connects; ``progress`` forces the
-    terminal progress line on or off (default: on for a terminal).
+    terminal progress line on or off (default: on for a terminal). With ``reuse_artifact`` each
+    host keeps the last artifact it unpacked (one copy, under ``deploy_to``) and a deploy of the
+    same bytes is not sent it again (its SHA-256 is still checked there); False keeps none.
     """
 
     def __init__(
@@ -149,6 +159,7 @@ class Deployer:
         on_phase: Callable[[str, DeployPhase], None] | None = None,
         connect_retry: RetryPolicy | None = None,
         progress: bool | None = None,
+        reuse_artifact: bool = True,
     ) -> None:
         if isinstance(hosts, str) or not hosts:
             raise ConfigError("Deployer needs a list of hosts such as ['deploy@web1:22']")
@@ -167,6 +178,8 @@ class Deployer:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
         if not isinstance(max_failures, int) or max_failures < 0:
             raise ConfigError(f"max_failures must be a whole number >= 0, got {max_failures!r}")
+        if not isinstance(reuse_artifact, bool):
+            raise ConfigError(f"reuse_artifact must be true or false, got {reuse_artifact!r}")
         self.ssh = SshOptions(
             key_filename=os.path.expanduser(key_filename) if key_filename else None,
             known_hosts=os.path.expanduser(known_hosts) if known_hosts else None,
@@ -186,6 +199,7 @@ class Deployer:
         self.on_phase = on_phase
         self.connect_retry = connect_retry
         self.progress = progress
+        self.reuse_artifact = reuse_artifact
         self._variables = self._host_variables(host_vars or {})
 
     def _host_variables(
@@ -548,26 +562,44 @@ class Deployer:
             log.warning("removing %s on %s before unpacking", leftovers, session.address)
             session.sh(scripts.remove_releases(leftovers), what="removing unfinished releases")
             state.releases = [r for r in state.releases if r not in leftovers]
-        with self._phase(result, "upload"):
-            send_file(
-                session.connection,
-                artifact.path,
-                scripts.upload_path(release),
-                where=session.address,
-                timeout=session.options.command_timeout,
-            )
         has_hooks = any(hook.phase == "after_unpack" for hook in self.hooks)
-        with self._phase(result, "unpack"):
-            session.sh(
-                scripts.unpack(
-                    release,
-                    artifact.sha256,
-                    self.shared_dirs,
-                    self.shared_files,
-                    mark_prepared=None if has_hooks else _utc_now(),
-                ),
-                what=f"unpacking release {release}",
-            )
+
+        def unpack(*, reuse: bool) -> None:
+            with self._phase(result, "unpack"):
+                session.sh(
+                    scripts.unpack(
+                        release,
+                        artifact.sha256,
+                        self.shared_dirs,
+                        self.shared_files,
+                        mark_prepared=None if has_hooks else _utc_now(),
+                        reuse=reuse,
+                        keep=self.reuse_artifact,
+                    ),
+                    what=f"unpacking release {release}",
+                )
+
+        reused = False
+        if self.reuse_artifact and artifact.sha256 in state.artifacts:
+            try:
+                unpack(reuse=True)
+                reused = True
+                log.info("%s already held this artifact; it was not sent again", session.address)
+            except RemoteCommandError as exc:
+                if exc.exit_code not in (ARTIFACT_DIFFERS, KEPT_ARTIFACT_GONE):
+                    raise
+                log.warning("%s on %s; sending it", str(exc).splitlines()[0], session.address)
+        if not reused:
+            with self._phase(result, "upload"):
+                send_file(
+                    session.connection,
+                    artifact.path,
+                    scripts.upload_path(release),
+                    where=session.address,
+                    timeout=session.options.command_timeout,
+                )
+            result.uploaded = True
+            unpack(reuse=False)
         if has_hooks:
             with self._phase(result, "after_unpack"):
                 try:

@@ -24,6 +24,11 @@ __all__ = ["HostSession", "HostState", "LockOwner", "Scripts"]
 
 LOCK_DIR: Final = ".autoops-deploy.lock"
 HISTORY: Final = ".autoops-history"
+# The last artifact unpacked, kept by its SHA-256 so a deploy of the same bytes need not send it.
+KEPT_ARTIFACT: Final = ".autoops-artifact-"
+# The unpack script's exit statuses that send the artifact again when the kept copy was used.
+ARTIFACT_DIFFERS: Final = 65
+KEPT_ARTIFACT_GONE: Final = 69
 PARTIAL_SUFFIX: Final = ".partial"
 _VARIABLE_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -74,6 +79,7 @@ class HostState:
     switched: list[str] = field(default_factory=list)
     failed: set[str] = field(default_factory=set)
     prepared: set[str] = field(default_factory=set)
+    artifacts: set[str] = field(default_factory=set)
 
     @classmethod
     def parse(cls, text: str) -> HostState:
@@ -88,6 +94,8 @@ class HostState:
                 state.releases.append(value)
             elif key == "lock":
                 state.lock = LockOwner.parse(value)
+            elif key == "artifact" and value:
+                state.artifacts.add(value)
             elif key == "history":
                 release, _, event = value.partition("\t")
                 event = event.split("\t", 1)[0]
@@ -162,6 +170,9 @@ class Scripts:
             f"if [ -d {LOCK_DIR} ]; then\n"
             f'  printf "lock=%s\\n" "$(tr "\\n" " " < {LOCK_DIR}/owner 2>/dev/null)"\n'
             "fi\n"
+            f"for kept in {KEPT_ARTIFACT}*; do\n"
+            f'  [ -f "$kept" ] && printf "artifact=%s\\n" "${{kept#{KEPT_ARTIFACT}}}"\n'
+            "done\n"
             f'[ -f {HISTORY} ] && tail -n 500 {HISTORY} | sed "s/^/history=/"\n'
             "exit 0\n"
         )
@@ -206,6 +217,9 @@ class Scripts:
     def upload_path(self, release: str) -> str:
         return f"{self.root}/.autoops-upload-{release}"
 
+    def kept_artifact(self, digest: str) -> str:
+        return f"{self.root}/{KEPT_ARTIFACT}{digest}"
+
     def clear_stale(self) -> str:
         # The lock is ours, so any partial release or upload left here is from a dead deploy.
         return (
@@ -221,13 +235,30 @@ class Scripts:
         shared_files: Sequence[str],
         *,
         mark_prepared: str | None,
+        reuse: bool = False,
+        keep: bool = False,
     ) -> str:
         """Verify, unpack into ``<id>.partial``, link shared paths, rename to ``<id>``; with
-        ``mark_prepared`` (a time) also record the release as ready in the history."""
+        ``mark_prepared`` (a time) also record the release as ready in the history. With
+        ``reuse`` the artifact is the copy kept by an earlier deploy instead of an upload (gone:
+        exit 69; its bytes differ: exit 65 and it is removed); with ``keep`` the artifact is
+        kept afterwards (replacing any other kept one), else every kept one is removed."""
         root = q(self.root)
         partial = q(f"releases/{release}{PARTIAL_SUFFIX}")
         final = q(f"releases/{release}")
         upload = q(self.upload_path(release))
+        kept = q(self.kept_artifact(digest))
+        take_kept = (
+            f"mv -f {kept} {upload} 2>/dev/null || "
+            f"{_die('the artifact kept by an earlier deploy is gone', KEPT_ARTIFACT_GONE)}\n"
+            if reuse
+            else ""
+        )
+        after_unpack = (
+            f"rm -f {KEPT_ARTIFACT}*\nmv -f {upload} {kept}\n"
+            if keep
+            else f"rm -f {upload} {KEPT_ARTIFACT}*\n"
+        )
         links = []
         for path in shared_dirs:
             links.append(f"mkdir -p {q('shared/' + path)}")
@@ -239,7 +270,10 @@ class Scripts:
             )
             links.append(self._link(f"releases/{release}{PARTIAL_SUFFIX}", path))
         link_script = "\n".join(links)
-        mismatch = f"the uploaded artifact's sha256 differs from the local {digest}"
+        mismatch = (
+            f"the {'kept' if reuse else 'uploaded'} artifact's sha256 differs from the local "
+            f"{digest}"
+        )
         # A failed step removes the half-made release and the upload (the trap), so nothing
         # named .partial outlives the deploy that made it.
         return (
@@ -247,16 +281,17 @@ class Scripts:
             f"cd {root}\n"
             f"[ ! -e {final} ] || {_die(f'release {release} already exists', 66)}\n"
             f"trap {q(f'rm -rf {partial} {upload}')} EXIT\n"
+            f"{take_kept}"
             f'actual="$({sha256_command(upload)})"\n'
             'actual="${actual%% *}"\n'
-            f'[ "$actual" = {q(digest)} ] || {_die(mismatch, 65)}\n'
+            f'[ "$actual" = {q(digest)} ] || {_die(mismatch, ARTIFACT_DIFFERS)}\n'
             f"mkdir {partial}\n"
             # tar's own reason, without its closing "Exiting with failure status" line.
             f'if ! errors="$(tar -xf {upload} -C {partial} 2>&1 >/dev/null)"; then\n'
             '  printf "%s\\n" "$errors" | grep -v "Exiting with failure status" >&2 || true\n'
             "  exit 68\n"
             "fi\n"
-            f"rm -f {upload}\n"
+            f"{after_unpack}"
             f"{link_script}\n"
             f"mv -T {partial} {final}\n"
             "trap - EXIT\n"

@@ -56,8 +56,9 @@ class DeployOutcome:
 @dataclass(slots=True)
 class HostDeployResult:
     """One host's part in a deploy or rollback: the last phase it reached, its outcome, the
-    error (with the remote stderr tail) if any, the release it was on before, and per-phase
-    timings in seconds."""
+    error (with the remote stderr tail) if any, the release it was on before, per-phase timings
+    in seconds, and whether the artifact was sent (``uploaded`` is False where the host already
+    held the same bytes, see ``Deployer(reuse_artifact=...)``, or stopped before the upload)."""
 
     host: str
     phase: DeployPhase = "pending"
@@ -68,6 +69,7 @@ class HostDeployResult:
     current_release: str | None = None
     lock_released: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    uploaded: bool = False
 
     @property
     def ok(self) -> bool:
