@@ -510,10 +510,20 @@ class ClusterCache(CacheClient):
                         first_error = first_error or exc
                         down.add(index)
                         failed.extend(sent.pop(index)[1] if index in sent else [share])
+            # Every node's WAIT goes out before any reply is read, so the replicas acknowledge
+            # at the same time rather than one after another.
+            waiting: list[tuple[_Exchange, list[_Share]]] = []
             for exchange, node_shares in sent.values():
                 try:
                     if exchange.wait:
                         self._send(exchange, [self._wait_command()])
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    first_error = first_error or exc
+                    failed.extend(node_shares)
+                    continue
+                waiting.append((exchange, node_shares))
+            for exchange, node_shares in waiting:
+                try:
                     replies = self._read_node(exchange)
                 except (redis.ConnectionError, redis.TimeoutError, OSError, _NotReplicated) as exc:
                     first_error = first_error or exc
