@@ -9,7 +9,7 @@ migrating) fall back to single-key commands, which redis-py sends with ASKING. O
 that failed are resent, and every bulk command is idempotent, so a resend cannot apply twice.
 
 Packed writes (``CacheSync``'s batches, ``set_many`` with a TTL) go as one script per node
-instead, its rows sliced out of the packed batch as they came; the script checks the batch's
+instead, its rows cut out of the packed batch as they came; the script checks the batch's
 fencing token against a fence key on that node first (see :meth:`ClusterCache.claim_fences`).
 """
 
@@ -587,10 +587,11 @@ class ClusterCache(CacheClient):
         return bool(cluster.eval(_NODE_WRITE_TEXT, len(keys), *keys, *arguments))
 
     def prepare_rows(self, packed: bytes, count: int) -> object:
-        """The rows split by the node serving each (a one-pass read of the packed bytes, CRC16
-        per key), so a reader thread does it while the previous batch is being written; the
-        write uses it if the slot table has not changed meanwhile. None for more rows than
-        one step, or when the cluster cannot be asked now (the write will split them)."""
+        """The rows split by the node serving each (cut at their CRLFs, CRC16 per key, each
+        node's rows picked by C-level passes), so a reader thread does it while the previous
+        batch is being written; the write uses it if the slot table has not changed meanwhile.
+        None for more rows than one step, or when the cluster cannot be asked now (the write
+        will split them)."""
         if count > _CHUNK_ROWS:
             return None
         try:
@@ -1049,11 +1050,12 @@ def _split(
 ) -> list[_Share]:
     """Each node's share of the ``count`` packed rows (all ``rows`` holds), by slot owner.
 
-    Rows are cut at CRLFs: each row has exactly four (after each header and each string), so
-    when ``rows`` has ``4 * count`` the keys and values contain none and the pieces are the
-    headers and strings; otherwise (binary values) each row is walked by its headers' lengths.
-    The pieces go to their node whole (not re-encoded), picked by C-level passes: this runs
-    for every row a sync writes."""
+    Rows are cut at CRLFs: a row has four of its own (after each header and each string) and
+    a CRLF inside a key or value would add a piece, so ``4 * count + 1`` pieces are exactly the
+    headers and strings; otherwise (binary values, more masters than a byte numbers) each row
+    is walked by its headers' lengths. The pieces go to their node as they came (not
+    re-encoded), picked by C-level passes rather than a Python loop per row: this runs for
+    every row a sync writes (0.7 CPU-seconds per million rows, the walk 1.7)."""
     shares = [_Share() for _ in range(nodes)]
     pieces = rows.split(b"\r\n") if count and quads else []
     if len(pieces) == 4 * count + 1 and not pieces[-1]:
