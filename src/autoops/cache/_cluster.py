@@ -175,10 +175,10 @@ class ClusterCache(CacheClient):
         self._client: RedisCluster | None = None
         self._client_lock = threading.Lock()
         self._stale = False
-        # The slot table the owner list was built from, the masters, each slot's master.
-        self._owner_table: tuple[Any, list[ClusterNode], list[int]] | None = None
-        # For each CRC16 of a key, its master's index as four bytes (see _split).
-        self._owner_quads: list[bytes] = []
+        # The slot table the owner list was built from, the masters, each slot's master and
+        # each CRC16's master as four bytes (see _split): one tuple, so a reader thread never
+        # sees parts of two tables.
+        self._owner_table: tuple[Any, list[ClusterNode], list[int], list[bytes]] | None = None
 
     @classmethod
     def from_parsed(
@@ -412,11 +412,13 @@ class ClusterCache(CacheClient):
                 raise _NotReplicated(f"WAIT 1 on {exchange.node.name} answered {acks}")
         return replies
 
-    def _owners(self, cluster: RedisCluster) -> tuple[list[ClusterNode], list[int]]:
-        """The masters and, for each of the 16384 slots, the index of the one serving it, as
-        the client's slot table says (rebuilt when the table is)."""
+    def _owners(self, cluster: RedisCluster) -> tuple[list[ClusterNode], list[int], list[bytes]]:
+        """The masters, for each of the 16384 slots the index of the one serving it, and the
+        same per CRC16 for :func:`_split`, as the client's slot table says (rebuilt when the
+        table is)."""
         table = cluster.nodes_manager.slots_cache
-        if self._owner_table is None or self._owner_table[0] is not table:
+        routing = self._owner_table
+        if routing is None or routing[0] is not table:
             masters: dict[str, int] = {}
             nodes: list[ClusterNode] = []
             owner = [0] * _SLOTS
@@ -427,9 +429,9 @@ class ClusterCache(CacheClient):
                     index = masters[node.name] = len(nodes)
                     nodes.append(node)
                 owner[slot] = index
-            self._owner_quads = _quads(owner, len(nodes))
-            self._owner_table = (table, nodes, owner)
-        return self._owner_table[1], self._owner_table[2]
+            routing = (table, nodes, owner, _quads(owner, len(nodes)))
+            self._owner_table = routing
+        return routing[1], routing[2], routing[3]
 
     def _write_packed(
         self,
@@ -460,7 +462,7 @@ class ClusterCache(CacheClient):
 
         def steps(cluster: RedisCluster) -> Iterator[tuple[list[ClusterNode], list[_Share]]]:
             nonlocal ready
-            nodes, owner = self._owners(cluster)
+            nodes, owner, quads = self._owners(cluster)
             rows, count, deletes = pending
             if ready is not None and ready.table is cluster.nodes_manager.slots_cache:
                 shares, ready = ready.shares, None
@@ -468,7 +470,6 @@ class ClusterCache(CacheClient):
                 yield nodes, shares
                 return
             ready = None
-            quads = self._owner_quads
             position = done = 0
             while True:
                 take = min(_CHUNK_ROWS, count - done)
@@ -597,8 +598,7 @@ class ClusterCache(CacheClient):
         try:
             cluster = self._cluster()
             table = cluster.nodes_manager.slots_cache
-            nodes, owner = self._owners(cluster)
-            quads = self._owner_quads
+            nodes, owner, quads = self._owners(cluster)
         except (redis.RedisError, OSError):
             return None
         if cluster.nodes_manager.slots_cache is not table:
@@ -642,7 +642,7 @@ class ClusterCache(CacheClient):
 
     def _claim(self, key: str, token: int) -> int:
         cluster = self._cluster()
-        nodes, owner = self._owners(cluster)
+        nodes, owner, _ = self._owners(cluster)
         slots: list[list[int]] = [[] for _ in nodes]
         for slot in range(_SLOTS):
             slots[owner[slot]].append(slot)
