@@ -412,10 +412,12 @@ class ClusterCache(CacheClient):
                 raise _NotReplicated(f"WAIT 1 on {exchange.node.name} answered {acks}")
         return replies
 
-    def _owners(self, cluster: RedisCluster) -> tuple[list[ClusterNode], list[int], list[bytes]]:
-        """The masters, for each of the 16384 slots the index of the one serving it, and the
-        same per CRC16 for :func:`_split`, as the client's slot table says (rebuilt when the
-        table is)."""
+    def _owners(
+        self, cluster: RedisCluster
+    ) -> tuple[Any, list[ClusterNode], list[int], list[bytes]]:
+        """The client's slot table, its masters, for each of the 16384 slots the index of the
+        one serving it, and the same per CRC16 for :func:`_split` (rebuilt when the table is);
+        one read, so the four always belong together."""
         table = cluster.nodes_manager.slots_cache
         routing = self._owner_table
         if routing is None or routing[0] is not table:
@@ -431,7 +433,7 @@ class ClusterCache(CacheClient):
                 owner[slot] = index
             routing = (table, nodes, owner, _quads(owner, len(nodes)))
             self._owner_table = routing
-        return routing[1], routing[2], routing[3]
+        return routing
 
     def _write_packed(
         self,
@@ -462,9 +464,9 @@ class ClusterCache(CacheClient):
 
         def steps(cluster: RedisCluster) -> Iterator[tuple[list[ClusterNode], list[_Share]]]:
             nonlocal ready
-            nodes, owner, quads = self._owners(cluster)
+            table, nodes, owner, quads = self._owners(cluster)
             rows, count, deletes = pending
-            if ready is not None and ready.table is cluster.nodes_manager.slots_cache:
+            if ready is not None and ready.table is table:
                 shares, ready = ready.shares, None
                 _add_deletes(shares, deletes, owner)
                 yield nodes, shares
@@ -597,11 +599,8 @@ class ClusterCache(CacheClient):
             return None
         try:
             cluster = self._cluster()
-            table = cluster.nodes_manager.slots_cache
-            nodes, owner, quads = self._owners(cluster)
+            table, nodes, owner, quads = self._owners(cluster)
         except (redis.RedisError, OSError):
-            return None
-        if cluster.nodes_manager.slots_cache is not table:
             return None
         return _Prepared(table, _split(packed, count, owner, quads, len(nodes)))
 
@@ -642,7 +641,7 @@ class ClusterCache(CacheClient):
 
     def _claim(self, key: str, token: int) -> int:
         cluster = self._cluster()
-        nodes, owner, _ = self._owners(cluster)
+        _, nodes, owner, _ = self._owners(cluster)
         slots: list[list[int]] = [[] for _ in nodes]
         for slot in range(_SLOTS):
             slots[owner[slot]].append(slot)
