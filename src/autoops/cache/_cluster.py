@@ -1157,7 +1157,6 @@ def _write_command(
 
 
 @functools.cache
-@functools.lru_cache(maxsize=1)
 def _slot_tags() -> list[bytes]:
     """For each slot, a short hash tag that maps to it (found once per process: it takes
     about 315,000 CRCs, 40 ms, and every lock key's fence keys use the same tags)."""

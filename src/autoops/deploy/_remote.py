@@ -254,7 +254,7 @@ class Scripts:
             if reuse
             else ""
         )
-        after_unpack = (
+        dispose_artifact = (
             f"rm -f {KEPT_ARTIFACT}*\nmv -f {upload} {kept}\n"
             if keep
             else f"rm -f {upload} {KEPT_ARTIFACT}*\n"
@@ -291,7 +291,7 @@ class Scripts:
             '  printf "%s\\n" "$errors" | grep -v "Exiting with failure status" >&2 || true\n'
             "  exit 68\n"
             "fi\n"
-            f"{after_unpack}"
+            f"{dispose_artifact}"
             f"{link_script}\n"
             f"mv -T {partial} {final}\n"
             "trap - EXIT\n"
