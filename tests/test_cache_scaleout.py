@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
 import autoops
 from _support.redis_topologies import RedisClusterTopology, SentinelTopology
@@ -230,6 +231,104 @@ def test_cluster_set_many_survives_a_manual_cluster_failover(
     redis_cluster_topology.wait_healthy()
     assert replica in redis_cluster_topology.masters()
     _all_written(cluster, 30, 5_000)
+
+
+def _admin(topology: RedisClusterTopology, port: int) -> contextlib.closing[redis.Redis]:
+    return contextlib.closing(topology.node(port).client())
+
+
+def _node_id(topology: RedisClusterTopology, port: int) -> str:
+    with _admin(topology, port) as client:
+        value = client.execute_command("CLUSTER", "MYID")  # type: ignore[no-untyped-call]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _migrate(topology: RedisClusterTopology, source: int, target: int, keys: list[str]) -> None:
+    if keys:
+        with _admin(topology, source) as client:
+            client.execute_command(  # type: ignore[no-untyped-call]
+                "MIGRATE", "127.0.0.1", target, "", 0, 10_000, "REPLACE", "KEYS", *keys
+            )
+
+
+def _finish_migration(topology: RedisClusterTopology, slot: int, source: int, target: int) -> None:
+    """Move every key of ``slot`` still on ``source`` and give the slot to ``target`` (the
+    target first, then the source, then the other masters, as ``redis-cli --cluster`` does)."""
+    while True:
+        with _admin(topology, source) as client:
+            keys = client.execute_command(  # type: ignore[no-untyped-call]
+                "CLUSTER", "GETKEYSINSLOT", slot, 1000
+            )
+        if not keys:
+            break
+        _migrate(topology, source, target, [key.decode() for key in keys])
+    target_id = _node_id(topology, target)
+    others = [port for port in topology.masters() if port not in (source, target)]
+    for port in [target, source, *others]:
+        with _admin(topology, port) as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)  # type: ignore[no-untyped-call]
+
+
+def test_cluster_set_many_writes_a_migrating_slot_and_then_follows_it_moved(
+    cluster: autoops.CacheClient, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    topology = redis_cluster_topology
+    tag = f"{{order-items-{uuid.uuid4().hex[:8]}}}"
+    tagged = [f"{tag}:{index}" for index in range(6)]
+    cluster.set_many(dict.fromkeys(tagged[:4], "old"))
+    source = topology.master_of_key(cluster.key(tagged[0]))
+    target = next(port for port in topology.masters() if port != source)
+    with _admin(topology, source) as client:
+        slot = int(client.execute_command("CLUSTER", "KEYSLOT", cluster.key(tagged[0])))  # type: ignore[no-untyped-call]
+    source_id, target_id = _node_id(topology, source), _node_id(topology, target)
+    try:
+        with _admin(topology, target) as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)  # type: ignore[no-untyped-call]
+        with _admin(topology, source) as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)  # type: ignore[no-untyped-call]
+        _migrate(topology, source, target, [cluster.key(name) for name in tagged[:2]])
+        # The slot's MSET is answered TRYAGAIN (some keys moved) and is written key by key,
+        # following ASK; every other slot is written as usual.
+        others = {f"order-items:{index}": index for index in range(3_000)}
+        newer = {**dict.fromkeys(tagged, "new"), **others}
+        assert cluster.set_many(newer) == len(newer)
+        assert cluster.get_many(list(newer)) == newer
+    finally:
+        _finish_migration(topology, slot, source, target)
+    assert topology.master_of_key(cluster.key(tagged[0])) == target
+    # The client's slot table still gives the slot to the source, which answers MOVED: the table
+    # is rebuilt and the slot sent again.
+    newest = dict.fromkeys(tagged, "newest")
+    assert cluster.set_many({**newest, **{f"2fa_codes:{i}": i for i in range(2_000)}}) == 2_006
+    with _admin(topology, target) as client:
+        held = client.mget([cluster.key(name) for name in tagged])
+    assert held == [b'"newest"'] * 6
+    assert cluster.get_many(tagged) == newest
+
+
+def test_cluster_set_many_refused_by_a_full_master_is_a_clear_error_and_nothing_hangs(
+    cluster: autoops.CacheClient, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    victim = redis_cluster_topology.masters()[0]
+    values = {f"full:{index}": index for index in range(3_000)}
+    with _admin(redis_cluster_topology, victim) as admin:
+        limit = str(admin.config_get("maxmemory")["maxmemory"])
+        policy = str(admin.config_get("maxmemory-policy")["maxmemory-policy"])
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        try:
+            started = time.monotonic()
+            with pytest.raises(autoops.QueryError, match="out of memory") as raised:
+                cluster.set_many(values)
+            # Not retried: an out-of-memory master answers the same until someone acts.
+            assert time.monotonic() - started < 10
+            assert f"answered by the master at 127.0.0.1:{victim}" in str(raised.value)
+        finally:
+            admin.config_set("maxmemory", limit)
+            admin.config_set("maxmemory-policy", policy)
+    # Every connection is in step again: the same write now succeeds and reads back.
+    assert cluster.set_many(values) == 3_000
+    assert cluster.get_many(list(values)) == values
 
 
 # Sentinel ---------------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ _CHUNK_ROWS: Final = 10_000
 _MSET_CHUNK: Final = 1000
 # Replies that mean "this slot is elsewhere now": rebuild the slot table and resend.
 _MOVED: Final = (redis.exceptions.MovedError, redis.exceptions.ClusterDownError)
-# Replies that mean "this slot is migrating": single-key commands follow ASK.
+# Replies that mean "this slot is migrating": single-key commands follow ASK. (redis-py's
+# MovedError is a subclass of AskError: see _migrating.)
 _MIGRATING: Final = (redis.exceptions.AskError, redis.exceptions.TryAgainError)
 _SLOT_MASK: Final = _SLOTS - 1
 
@@ -317,6 +318,7 @@ class ClusterCache(CacheClient):
             failed: list[_Work] = []
             migrating: list[_Work] = []
             first_error: BaseException | None = None
+            refused: BaseException | None = None
             # Every node is written before any is read, so the masters work at the same time.
             started: list[tuple[list[_Work], _Exchange]] = []
             for node, node_works in by_node.values():
@@ -326,13 +328,17 @@ class ClusterCache(CacheClient):
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                     first_error = first_error or exc
                     failed.extend(node_works)
-            for node_works, exchange in started:
+            for number, (node_works, exchange) in enumerate(started):
                 try:
                     replies = self._read_node(exchange)
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                     first_error = first_error or exc
                     failed.extend(node_works)
                     continue
+                except BaseException:
+                    for _, later in started[number + 1 :]:
+                        _abandon(later)
+                    raise
                 at = 0
                 for work in node_works:
                     work.replies = replies[at : at + len(work.commands)]
@@ -340,16 +346,25 @@ class ClusterCache(CacheClient):
                     errors = [r for r in work.replies if isinstance(r, redis.ResponseError)]
                     if not errors:
                         continue
-                    if all(isinstance(error, _MIGRATING) for error in errors):
+                    if _migrating(errors):
                         migrating.append(work)
                     elif all(isinstance(error, _MOVED + _MIGRATING) for error in errors):
                         first_error = first_error or errors[0]
                         failed.append(work)
                     else:
-                        raise errors[0]
-            for work in migrating:
-                work.replies = [work.single(cluster)]
+                        # Raised once every node's replies are read (its connection in step).
+                        refused = refused or _naming(errors[0], exchange.node)
+            if refused is not None:
+                raise refused
+            if failed or migrating:
+                self._owner_table = None
             pending[:] = failed
+            for number, work in enumerate(migrating):
+                try:
+                    work.replies = [work.single(cluster)]
+                except BaseException:
+                    pending.extend(migrating[number:])
+                    raise
             if first_error is not None:
                 self._stale = True
                 raise first_error
@@ -737,8 +752,9 @@ class ClusterCache(CacheClient):
 
     def set_many(self, mapping: Mapping[str, Any], ttl: TTL | None = None) -> int:
         """Store every item; keys are grouped by slot across the whole mapping (so a slot's keys
-        go in one MSET) and sent in batches of about ``chunk_size`` keys, pipelined per node.
-        Returns how many were written. Values are all encoded before anything is sent."""
+        go in one MSET) and every master is sent its share at the same time, in rounds of about
+        ``chunk_size`` keys per master. Returns how many were written. Values are all encoded
+        before anything is sent."""
         encode = self.codec.encode
         prefix = self._prefix
         ttl_ms = None if ttl is None else max(1, int(self._base_ttl_ms(ttl)))
@@ -751,34 +767,140 @@ class ClusterCache(CacheClient):
             data = encode(value)
             slot = crc_hqx(key, 0) & 0x3FFF if b"{" not in key else int(key_slot(key))
             slots[slot].append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(data), data))
+        if ttl_ms is None:
+            return self._mset_slots(slots)
         total = 0
-        batch: list[tuple[int, list[bytes]]] = []
+        batch: list[list[bytes]] = []
         size = 0
-        for slot, pairs in enumerate(slots):
+        for pairs in slots:
             if not pairs:
                 continue
-            batch.append((slot, pairs))
+            batch.append(pairs)
             size += len(pairs)
             if size >= self.chunk_size:
-                self._set_batch(batch, ttl_ms)
+                self._set_batch_px(batch, size, ttl_ms)
                 total += size
                 batch, size = [], 0
         if batch:
-            self._set_batch(batch, ttl_ms)
+            self._set_batch_px(batch, size, ttl_ms)
             total += size
         return total
 
-    def _set_batch(self, batch: list[tuple[int, list[bytes]]], ttl_ms: int | None) -> None:
-        if ttl_ms is None:
-            # One MSET per slot: no script, so the masters store the keys as fast as one Redis.
-            self._run("redis set_many", [_mset_work(slot, pairs) for slot, pairs in batch])
-            return
-        # SET PX per key, the expiry jittered by the node: one script per node.
-        rows = b"".join([pair for _, pairs in batch for pair in pairs])
-        count = sum(len(pairs) for _, pairs in batch)
+    def _set_batch_px(self, batch: list[list[bytes]], count: int, ttl_ms: int) -> None:
+        """SET PX per key, the expiry jittered by the node: one script per node."""
+        rows = b"".join([pair for pairs in batch for pair in pairs])
         self._write_packed(
             "redis set_many", rows, count, [], ttl_ms=ttl_ms, fence=None, durable=False
         )
+
+    def _mset_slots(self, slots: list[list[bytes]]) -> int:
+        """MSET each slot's packed pairs (``slots[slot]``) on the master serving it, one MSET per
+        slot (and per 1,000 pairs); returns how many pairs were written.
+
+        Every master gets its own connection and is sent its next ``chunk_size`` keys in turn,
+        round after round, before any reply is read: the masters store keys at the same time,
+        while the client joins the next round (Redis buffers the replies). A slot refused with
+        MOVED or CLUSTERDOWN, or whose node was lost, is sent again after the slot table is
+        rebuilt, under the retry policy; a slot answering ASK or TRYAGAIN (migrating) is written
+        key by key through ``RedisCluster``, which follows ASK. MSET is idempotent, so a slot
+        written twice holds the same values."""
+        pending = [slot for slot in range(_SLOTS) if slots[slot]]
+        total = sum(len(slots[slot]) for slot in pending)
+        chunk = self.chunk_size
+
+        def attempt() -> None:
+            cluster = self._cluster()
+            _, nodes, owner, _ = self._owners(cluster)
+            queues: list[list[int]] = [[] for _ in nodes]
+            for slot in pending:
+                queues[owner[slot]].append(slot)
+            positions = [0] * len(nodes)
+            # Each node's exchange and the slots sent on it, in order.
+            sent: dict[int, tuple[_Exchange, list[int]]] = {}
+            failed: list[int] = []
+            first_error: BaseException | None = None
+            try:
+                while True:
+                    progressed = False
+                    for index, queue in enumerate(queues):
+                        start = end = positions[index]
+                        size = 0
+                        while end < len(queue) and size < chunk:
+                            size += len(slots[queue[end]])
+                            end += 1
+                        if start == end:
+                            continue
+                        progressed = True
+                        positions[index] = end
+                        round_slots = queue[start:end]
+                        commands = [c for slot in round_slots for c in _msets(slots[slot])]
+                        try:
+                            if index not in sent:
+                                sent[index] = (self._open(cluster, nodes[index], False), [])
+                            exchange, node_slots = sent[index]
+                            self._send(exchange, commands)
+                            node_slots.extend(round_slots)
+                        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                            # The node is lost for this attempt: none of its slots counts as
+                            # written, and it is sent nothing more.
+                            first_error = first_error or exc
+                            failed.extend(sent.pop(index)[1] if index in sent else [])
+                            failed.extend(queue[start:])
+                            positions[index] = len(queue)
+                    if not progressed:
+                        break
+            except BaseException:
+                for exchange, _ in sent.values():
+                    _abandon(exchange)
+                raise
+            migrating: list[int] = []
+            refused: BaseException | None = None
+            readers = list(sent.values())
+            for number, (exchange, node_slots) in enumerate(readers):
+                try:
+                    replies = self._read_node(exchange)
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    first_error = first_error or exc
+                    failed.extend(node_slots)
+                    continue
+                except BaseException:
+                    for later, _ in readers[number + 1 :]:
+                        _abandon(later)
+                    raise
+                at = 0
+                for slot in node_slots:
+                    count = -(-len(slots[slot]) // _MSET_CHUNK)
+                    errors = [
+                        r for r in replies[at : at + count] if isinstance(r, redis.ResponseError)
+                    ]
+                    at += count
+                    if not errors:
+                        continue
+                    if _migrating(errors):
+                        migrating.append(slot)
+                    elif all(isinstance(error, _MOVED + _MIGRATING) for error in errors):
+                        first_error = first_error or errors[0]
+                        failed.append(slot)
+                    else:
+                        refused = refused or _naming(errors[0], exchange.node)
+            if refused is not None:
+                # Not a routing reply (out of memory, say): no retry writes past it.
+                raise refused
+            if failed or migrating:
+                self._owner_table = None
+            pending[:] = failed
+            for number, slot in enumerate(migrating):
+                try:
+                    _set_each(slots[slot], cluster)
+                except BaseException:
+                    pending.extend(migrating[number:])
+                    raise
+            if first_error is not None:
+                self._stale = True
+                raise first_error
+
+        self._call("redis set_many", attempt)
+        return total
 
     def _delete(self, keys: list[str]) -> int:
         works = self._delete_works([key.encode("utf-8") for key in keys])
@@ -911,6 +1033,27 @@ class ClusterCache(CacheClient):
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def _migrating(errors: list[redis.ResponseError]) -> bool:
+    """Whether every one of ``errors`` says the slot is migrating (ASK, TRYAGAIN), so its keys
+    are written one by one following ASK; a MOVED (in redis-py a subclass of ASK's error) means
+    the slot table is out of date, and the slot is resent whole once it is rebuilt."""
+    return all(
+        isinstance(error, _MIGRATING) and not isinstance(error, redis.exceptions.MovedError)
+        for error in errors
+    )
+
+
+def _naming(error: redis.ResponseError, node: ClusterNode) -> redis.ResponseError:
+    """``error`` (of the same class, so it is judged the same) saying which master answered it."""
+    return type(error)(f"{error} (answered by the master at {node.name})")
+
+
+def _abandon(exchange: _Exchange) -> None:
+    """Drop an exchange whose replies will not be read: its connection is closed, not reused."""
+    exchange.connection.disconnect()
+    exchange.pool.release(exchange.connection)
 
 
 def _answered(work: _Work) -> bool:
