@@ -24,7 +24,7 @@ from binascii import crc_hqx
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -98,6 +98,38 @@ class _Prepared:
 
     table: Any
     shares: list[_Share]
+
+
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
+class _Outcome(Generic[T]):
+    """What one attempt of a bulk command came to, unit by unit (a unit is a slot's work):
+    failed (its node lost, or MOVED: resent whole after the slot table is rebuilt), migrating
+    (ASK or TRYAGAIN: written key by key), and the first refusal that is not about routing."""
+
+    failed: list[T] = field(default_factory=list)
+    migrating: list[T] = field(default_factory=list)
+    first_error: BaseException | None = None
+    refused: BaseException | None = None
+
+    def lost(self, units: list[T], exc: BaseException) -> None:
+        self.first_error = self.first_error or exc
+        self.failed.extend(units)
+
+    def judge(self, unit: T, replies: list[Any], node: ClusterNode) -> None:
+        """Sort ``unit`` by its replies; a refusal is kept to be raised once every node's
+        replies are read (each connection left in step)."""
+        errors = [reply for reply in replies if isinstance(reply, redis.ResponseError)]
+        if not errors:
+            return
+        if _migrating(errors):
+            self.migrating.append(unit)
+        elif all(isinstance(error, _MOVED + _MIGRATING) for error in errors):
+            self.lost([unit], errors[0])
+        else:
+            self.refused = self.refused or _naming(errors[0], node)
 
 
 class ClusterCache(CacheClient):
@@ -315,61 +347,70 @@ class ClusterCache(CacheClient):
             for work in pending:
                 node = cluster.nodes_manager.get_node_from_slot(work.slot)
                 by_node.setdefault(node.name, (node, []))[1].append(work)
-            failed: list[_Work] = []
-            migrating: list[_Work] = []
-            first_error: BaseException | None = None
-            refused: BaseException | None = None
+            outcome: _Outcome[_Work] = _Outcome()
             # Every node is written before any is read, so the masters work at the same time.
-            started: list[tuple[list[_Work], _Exchange]] = []
+            started: list[tuple[_Exchange, list[_Work]]] = []
             for node, node_works in by_node.values():
                 commands = [command for work in node_works for command in work.commands]
                 try:
-                    started.append((node_works, self._send_node(cluster, node, commands, False)))
+                    started.append((self._send_node(cluster, node, commands, False), node_works))
                 except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                    first_error = first_error or exc
-                    failed.extend(node_works)
-            for number, (node_works, exchange) in enumerate(started):
-                try:
-                    replies = self._read_node(exchange)
-                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                    first_error = first_error or exc
-                    failed.extend(node_works)
-                    continue
-                except BaseException:
-                    for _, later in started[number + 1 :]:
-                        _abandon(later)
-                    raise
+                    outcome.lost(node_works, exc)
+            for exchange, node_works, replies in self._read_all(started, outcome):
                 at = 0
                 for work in node_works:
                     work.replies = replies[at : at + len(work.commands)]
                     at += len(work.commands)
-                    errors = [r for r in work.replies if isinstance(r, redis.ResponseError)]
-                    if not errors:
-                        continue
-                    if _migrating(errors):
-                        migrating.append(work)
-                    elif all(isinstance(error, _MOVED + _MIGRATING) for error in errors):
-                        first_error = first_error or errors[0]
-                        failed.append(work)
-                    else:
-                        # Raised once every node's replies are read (its connection in step).
-                        refused = refused or _naming(errors[0], exchange.node)
-            if refused is not None:
-                raise refused
-            if failed or migrating:
-                self._owner_table = None
-            pending[:] = failed
-            for number, work in enumerate(migrating):
-                try:
-                    work.replies = [work.single(cluster)]
-                except BaseException:
-                    pending.extend(migrating[number:])
-                    raise
-            if first_error is not None:
-                self._stale = True
-                raise first_error
+                    outcome.judge(work, work.replies, exchange.node)
+
+            def single(work: _Work) -> None:
+                work.replies = [work.single(cluster)]
+
+            self._settle(outcome, pending, single)
 
         self._call(operation, attempt)
+
+    def _read_all(
+        self, started: list[tuple[_Exchange, list[T]]], outcome: _Outcome[T]
+    ) -> Iterator[tuple[_Exchange, list[T], list[Any]]]:
+        """Each exchange with its units and replies, read in turn; a node lost meanwhile has
+        its units counted as failed in ``outcome``. Anything else (or the loop left early)
+        drops the unread exchanges' connections."""
+        read = 0
+        try:
+            for exchange, units in started:
+                read += 1
+                try:
+                    replies = self._read_node(exchange)
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    outcome.lost(units, exc)
+                    continue
+                yield exchange, units, replies
+        finally:
+            for later, _ in started[read:]:
+                _abandon(later)
+
+    def _settle(
+        self, outcome: _Outcome[T], pending: list[T], single: Callable[[T], object]
+    ) -> None:
+        """End an attempt of a bulk command: raise what a node refused (not retried); write each
+        migrating unit key by key through ``RedisCluster`` (which follows ASK); leave the failed
+        units in ``pending`` and raise the first failure, so the retry policy sends them again
+        after the slot table is rebuilt."""
+        if outcome.refused is not None:
+            raise outcome.refused
+        if outcome.failed or outcome.migrating:
+            self._owner_table = None
+        pending[:] = outcome.failed
+        for number, unit in enumerate(outcome.migrating):
+            try:
+                single(unit)
+            except BaseException:
+                pending.extend(outcome.migrating[number:])
+                raise
+        if outcome.first_error is not None:
+            self._stale = True
+            raise outcome.first_error
 
     def _send_node(
         self, cluster: RedisCluster, node: ClusterNode, commands: list[bytes], durable: bool
@@ -817,8 +858,7 @@ class ClusterCache(CacheClient):
             positions = [0] * len(nodes)
             # Each node's exchange and the slots sent on it, in order.
             sent: dict[int, tuple[_Exchange, list[int]]] = {}
-            failed: list[int] = []
-            first_error: BaseException | None = None
+            outcome: _Outcome[int] = _Outcome()
             try:
                 while True:
                     progressed = False
@@ -843,9 +883,8 @@ class ClusterCache(CacheClient):
                         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                             # The node is lost for this attempt: none of its slots counts as
                             # written, and it is sent nothing more.
-                            first_error = first_error or exc
-                            failed.extend(sent.pop(index)[1] if index in sent else [])
-                            failed.extend(queue[start:])
+                            outcome.lost(sent.pop(index)[1] if index in sent else [], exc)
+                            outcome.lost(queue[start:], exc)
                             positions[index] = len(queue)
                     if not progressed:
                         break
@@ -853,51 +892,13 @@ class ClusterCache(CacheClient):
                 for exchange, _ in sent.values():
                     _abandon(exchange)
                 raise
-            migrating: list[int] = []
-            refused: BaseException | None = None
-            readers = list(sent.values())
-            for number, (exchange, node_slots) in enumerate(readers):
-                try:
-                    replies = self._read_node(exchange)
-                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                    first_error = first_error or exc
-                    failed.extend(node_slots)
-                    continue
-                except BaseException:
-                    for later, _ in readers[number + 1 :]:
-                        _abandon(later)
-                    raise
+            for exchange, node_slots, replies in self._read_all(list(sent.values()), outcome):
                 at = 0
                 for slot in node_slots:
                     count = -(-len(slots[slot]) // _MSET_CHUNK)
-                    errors = [
-                        r for r in replies[at : at + count] if isinstance(r, redis.ResponseError)
-                    ]
+                    outcome.judge(slot, replies[at : at + count], exchange.node)
                     at += count
-                    if not errors:
-                        continue
-                    if _migrating(errors):
-                        migrating.append(slot)
-                    elif all(isinstance(error, _MOVED + _MIGRATING) for error in errors):
-                        first_error = first_error or errors[0]
-                        failed.append(slot)
-                    else:
-                        refused = refused or _naming(errors[0], exchange.node)
-            if refused is not None:
-                # Not a routing reply (out of memory, say): no retry writes past it.
-                raise refused
-            if failed or migrating:
-                self._owner_table = None
-            pending[:] = failed
-            for number, slot in enumerate(migrating):
-                try:
-                    _set_each(slots[slot], cluster)
-                except BaseException:
-                    pending.extend(migrating[number:])
-                    raise
-            if first_error is not None:
-                self._stale = True
-                raise first_error
+            self._settle(outcome, pending, lambda slot: _set_each(slots[slot], cluster))
 
         self._call("redis set_many", attempt)
         return total
