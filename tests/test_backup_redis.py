@@ -230,3 +230,41 @@ def test_bad_backup_arguments_are_config_errors_on_a_server_and_on_a_cluster(
             backuper.backup_redis(url, **options)
         assert str(caught.value) == message
     assert backuper.list() == []
+
+
+def test_a_connection_dropped_mid_restore_fails_clearly(
+    redis_raw: redis.Redis,
+    redis_namespace: str,
+    restore_url: str,
+    tcp_proxy: Callable[[str, int], TcpProxy],
+    tmp_path: Path,
+) -> None:
+    pipe = redis_raw.pipeline(transaction=False)
+    for index in range(100_000):
+        pipe.set(f"{redis_namespace}:{index}", b"x" * 200)
+    pipe.execute()
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    with autoops.CacheClient.from_url(redis_test_url(), namespace=redis_namespace) as cache:
+        backup = backuper.backup_redis(cache, mode="logical")
+    proxy = tcp_proxy(REDIS_HOST, REDIS_PORT)
+    cut = threading.Event()
+
+    def drop_when_writing() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proxy.accepted < 2:
+            time.sleep(0.001)
+        time.sleep(0.05)
+        proxy.drop_all()
+        cut.set()
+
+    dropper = threading.Thread(target=drop_when_writing)
+    dropper.start()
+    target = redis_test_url(proxy.address, db=int(restore_url.rsplit("/", 1)[1]))
+    try:
+        with pytest.raises(autoops.AutoOpsError, match="Redis") as failure:
+            backuper.restore_redis(backup, target)
+    finally:
+        dropper.join()
+    assert cut.is_set()
+    # Not a traceback from inside redis-py or the socket module: autoops's error, with the server.
+    assert proxy.address in str(failure.value) or REDIS_HOST in str(failure.value)

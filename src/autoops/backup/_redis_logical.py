@@ -4,6 +4,7 @@ pipelined, for servers that block SYNC or to take part of a database; restored w
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import time
@@ -296,7 +297,8 @@ def restore_entries(
     skipped. Returns the restored key names."""
     restored: list[bytes] = []
     commands: list[bytes] = []
-    server_seconds, micros = cache.redis.time()
+    # Through the client's retry policy, so a lost server is its clear error, not redis-py's.
+    server_seconds, micros = cache._call("redis TIME", cache.redis.time)
     clock_offset_ms = server_seconds * 1000 + micros // 1000 - int(time.time() * 1000)
     wire = _Wire(cache) if _has_hiredis() else None
 
@@ -452,11 +454,14 @@ class LogicalEngine(BackupEngine):
                         )
                 present = 0
                 for start in range(0, len(restored), 1000):
-                    present += int(client.redis.exists(*restored[start : start + 1000]))
+                    batch = restored[start : start + 1000]
+                    exists = functools.partial(client.redis.exists, *batch)
+                    present += int(client._call("redis EXISTS", exists))
                 if present != len(restored):
                     raise BackupVerifyError(
                         f"only {present} of {len(restored)} restored keys are in {client.location}"
                     )
             finally:
                 for start in range(0, len(restored), 1000):
-                    client.redis.unlink(*restored[start : start + 1000])
+                    batch = restored[start : start + 1000]
+                    client._call("redis UNLINK", functools.partial(client.redis.unlink, *batch))
