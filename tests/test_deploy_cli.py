@@ -247,3 +247,26 @@ def test_on_a_terminal_paramiko_speaks_only_with_verbose(
     assert "INFO autoops.deploy" in quiet
     assert "paramiko" not in quiet
     assert "paramiko.transport" in verbose
+
+
+def kept_artifacts(tmp_path: Path, server: SshServer) -> list[str]:
+    return sorted(
+        path.name
+        for path in (tmp_path / "srv" / str(server.port)).iterdir()
+        if path.name.startswith(".autoops-artifact-")
+    )
+
+
+def test_no_reuse_artifact_keeps_no_copy_on_the_hosts(
+    config: Path, app: Path, hosts: list[SshServer], tmp_path: Path
+) -> None:
+    # By default (and per the settings file) each host keeps the last artifact it unpacked.
+    assert main(["--config", str(config), "deploy", str(app), "--release-id", "r1"]) == 0
+    assert all(len(kept_artifacts(tmp_path, server)) == 1 for server in hosts)
+    # The flag overrides it: no copy kept, the earlier one removed.
+    (app / "index.html").write_text("hello again\n")
+    argv = ["--config", str(config), "deploy", str(app), "--release-id", "r2"]
+    assert main([*argv, "--no-reuse-artifact"]) == 0
+    for server in hosts:
+        assert current(tmp_path, server) == "releases/r2"
+        assert kept_artifacts(tmp_path, server) == []

@@ -79,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--shared-dir", action="append", dest="shared_dirs", metavar="PATH")
     deploy.add_argument("--shared-file", action="append", dest="shared_files", metavar="PATH")
     deploy.add_argument(
+        "--no-reuse-artifact",
+        dest="reuse_artifact",
+        action="store_false",
+        default=None,
+        help="keep no copy of the artifact on the hosts, and remove one kept earlier (by "
+        "default a host keeps the last one and is not sent the same bytes again)",
+    )
+    deploy.add_argument(
         "--hook",
         action="append",
         default=[],
@@ -178,7 +186,14 @@ def _deployer(args: argparse.Namespace) -> Deployer:
         "concurrency": args.concurrency,
         "host_vars": _host_vars(args.var, section, args.hosts) or None,
     }
-    for name in ("batch_size", "max_failures", "keep_releases", "shared_dirs", "shared_files"):
+    for name in (
+        "batch_size",
+        "max_failures",
+        "keep_releases",
+        "shared_dirs",
+        "shared_files",
+        "reuse_artifact",
+    ):
         overrides[name] = getattr(args, name, None)
     if getattr(args, "hook", None):
         overrides["hooks"] = _hooks(args.hook)
