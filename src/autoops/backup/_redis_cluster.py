@@ -17,7 +17,7 @@ from typing import Any, Final, Protocol, TypeVar
 import redis
 from redis.crc import key_slot
 
-from .._errors import AutoOpsError
+from .._errors import AutoOpsError, ConnectError
 from .._pipeline import read_ahead
 from .._retry import RetryPolicy
 from ..cache import CacheClient, ClusterCache, RedisCache
@@ -232,7 +232,7 @@ def each_master_at_once(
         client = node_client(target, *owner)
         try:
             return job(client)
-        except redis.RedisError as exc:
+        except (redis.RedisError, ConnectError) as exc:
             raise BackupError(
                 f"the restore into master {owner[0]}:{owner[1]} of the Redis Cluster at "
                 f"{target.location} failed ({type(exc).__name__}: {exc}); RESTORE ... REPLACE "
@@ -360,7 +360,8 @@ def restore_entries_into_cluster(
         for number in range(len(owners)):
             if pending[number]:
                 flush(number)
-    except redis.RedisError as exc:
+    except (redis.RedisError, ConnectError) as exc:
+        # A master lost mid-restore (its own client's error once retries are spent).
         raise _restore_failed(cluster, exc) from exc
     except BackupError as exc:
         raise BackupError(
