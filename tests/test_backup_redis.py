@@ -179,25 +179,10 @@ def test_a_connection_dropped_mid_dump_fails_clearly_and_leaves_nothing(
     tcp_proxy: Callable[[str, int], TcpProxy],
     tmp_path: Path,
 ) -> None:
-    pipe = redis_raw.pipeline(transaction=False)
-    for index in range(100_000):
-        pipe.set(f"{redis_namespace}:{index}", b"x" * 200)
-    pipe.execute()
+    _fill_100k(redis_raw, redis_namespace)
     proxy = tcp_proxy(REDIS_HOST, REDIS_PORT)
     storage = autoops.LocalStorage(tmp_path)
-    cut = threading.Event()
-
-    def drop_when_writing() -> None:
-        deadline = time.monotonic() + 30
-        # The client's own connection first, then the dump's bulk connection.
-        while time.monotonic() < deadline and proxy.accepted < 2:
-            time.sleep(0.001)
-        time.sleep(0.05)
-        proxy.drop_all()
-        cut.set()
-
-    dropper = threading.Thread(target=drop_when_writing)
-    dropper.start()
+    dropper, cut = _drop_on_the_bulk_connection(proxy)
     with (
         autoops.CacheClient.from_url(
             redis_test_url(proxy.address), namespace=redis_namespace
@@ -208,6 +193,31 @@ def test_a_connection_dropped_mid_dump_fails_clearly_and_leaves_nothing(
     dropper.join()
     assert cut.is_set()
     assert storage.names() == []
+
+
+def _fill_100k(raw: redis.Redis, namespace: str) -> None:
+    pipe = raw.pipeline(transaction=False)
+    for index in range(100_000):
+        pipe.set(f"{namespace}:{index}", b"x" * 200)
+    pipe.execute()
+
+
+def _drop_on_the_bulk_connection(proxy: TcpProxy) -> tuple[threading.Thread, threading.Event]:
+    """A started thread that drops every connection through ``proxy`` 50 ms after the second
+    one (the client's own connection comes first, then the bulk one); the event says it did."""
+    cut = threading.Event()
+
+    def drop_when_writing() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proxy.accepted < 2:
+            time.sleep(0.001)
+        time.sleep(0.05)
+        proxy.drop_all()
+        cut.set()
+
+    dropper = threading.Thread(target=drop_when_writing)
+    dropper.start()
+    return dropper, cut
 
 
 @pytest.mark.parametrize(
@@ -239,26 +249,12 @@ def test_a_connection_dropped_mid_restore_fails_clearly(
     tcp_proxy: Callable[[str, int], TcpProxy],
     tmp_path: Path,
 ) -> None:
-    pipe = redis_raw.pipeline(transaction=False)
-    for index in range(100_000):
-        pipe.set(f"{redis_namespace}:{index}", b"x" * 200)
-    pipe.execute()
+    _fill_100k(redis_raw, redis_namespace)
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
     with autoops.CacheClient.from_url(redis_test_url(), namespace=redis_namespace) as cache:
         backup = backuper.backup_redis(cache, mode="logical")
     proxy = tcp_proxy(REDIS_HOST, REDIS_PORT)
-    cut = threading.Event()
-
-    def drop_when_writing() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proxy.accepted < 2:
-            time.sleep(0.001)
-        time.sleep(0.05)
-        proxy.drop_all()
-        cut.set()
-
-    dropper = threading.Thread(target=drop_when_writing)
-    dropper.start()
+    dropper, cut = _drop_on_the_bulk_connection(proxy)
     target = redis_test_url(proxy.address, db=int(restore_url.rsplit("/", 1)[1]))
     try:
         with pytest.raises(autoops.AutoOpsError, match="Redis") as failure:
