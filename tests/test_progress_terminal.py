@@ -108,7 +108,7 @@ def sync_command(namespace: str) -> str:
     return " ".join(
         [
             shlex.quote(sys.executable), "-m", "autoops.cli.sync", "--table", "big_users",
-            "--key", shlex.quote("big:{id}"), "--namespace", namespace, "--batch-size", "30",
+            "--key", shlex.quote("big:{id}"), "--namespace", namespace, "--batch-size", "5",
             "; echo exit=$?",
         ]
     )  # fmt: skip
@@ -134,7 +134,11 @@ def test_progress_fits_the_terminal_survives_ctrl_c_and_ends_on_what_was_done(
 ) -> None:
     command = sync_command(redis_namespace)
     terminal.type(command)
-    running = terminal.wait_for(lambda lines: any("rows/s" in line for line in lines))
+    # Small batches make the pass last long enough to be interrupted in the middle: with 30 rows
+    # a batch it could end before the ^C arrived (the report's "rows/s" matched, then exit).
+    running = terminal.wait_for(
+        lambda lines: any("rows/s" in line for line in progress_lines(lines))
+    )
     terminal.interrupt()
     stopped = terminal.wait_for(lambda lines: any(line.startswith("exit=") for line in lines))
 
