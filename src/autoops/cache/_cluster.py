@@ -440,8 +440,7 @@ class ClusterCache(CacheClient):
         try:
             exchange.connection.send_packed_command([b"".join(commands)])
         except BaseException:
-            exchange.connection.disconnect()
-            exchange.pool.release(exchange.connection)
+            _abandon(exchange)
             raise
         exchange.count += len(commands)
 
