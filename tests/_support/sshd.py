@@ -90,12 +90,17 @@ class SshServer:
                 time.sleep(0.05)
         raise RuntimeError(f"sshd on port {self.port} did not answer within 10 s")
 
+    def drop_sessions(self) -> None:
+        """Kill sshd's per-connection children (every open session) and keep listening, as a
+        connection cut mid-command looks to the client."""
+        if self.process is not None:
+            subprocess.run(["pkill", "-KILL", "-P", str(self.process.pid)], check=False)
+
     def stop(self) -> None:
         """Stop the listener and cut every session, as a host that goes down does."""
         if self.process is None or self.process.poll() is not None:
             return
-        # sshd's per-connection children outlive the listener; end them first.
-        subprocess.run(["pkill", "-KILL", "-P", str(self.process.pid)], check=False)
+        self.drop_sessions()  # sshd's per-connection children outlive the listener
         self.process.terminate()
         try:
             self.process.wait(timeout=5)

@@ -10,6 +10,7 @@ on forever on the host.
 
 from __future__ import annotations
 
+import logging
 import select
 import shlex
 import threading
@@ -20,7 +21,9 @@ from typing import Final, TextIO
 
 import paramiko
 
-__all__ = ["ChannelOutcome", "LinePrinter", "OutputTail", "run_script", "wrap_script"]
+__all__ = ["ChannelOutcome", "LinePrinter", "OutputTail", "describe", "run_script", "wrap_script"]
+
+log = logging.getLogger(__name__)
 
 _CHUNK: Final = 65536
 #: After the exit status arrives, how long to wait for the output to end: a command that left a
@@ -30,7 +33,8 @@ _DRAIN_SECONDS: Final = 1.0
 #: the buffer without bound.
 _LONGEST_LINE: Final = 65536
 
-_LOST: Final = "the connection was lost while the command ran; its outcome is unknown (not re-run)"
+_UNKNOWN: Final = "its outcome is unknown (not re-run)"
+_LOST: Final = f"the connection was lost while the command ran; {_UNKNOWN}"
 
 OutputSink = Callable[[str, bytes], None]
 
@@ -145,19 +149,54 @@ def run_script(
     deadline = started + timeout
     try:
         channel = transport.open_session(timeout=open_timeout)
-        channel.exec_command("exec sudo -n sh" if sudo else "exec sh")
     except (OSError, EOFError, paramiko.SSHException) as exc:
-        return ChannelOutcome(False, None, stdout, stderr, error=f"cannot start a shell: {exc}")
+        return ChannelOutcome(
+            False, None, stdout, stderr, error=f"cannot start a shell: {describe(exc)}"
+        )
     try:
+        try:
+            channel.exec_command("exec sudo -n sh" if sudo else "exec sh")
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            # The shell reads its script from stdin, and none was sent: nothing ran.
+            return ChannelOutcome(
+                False, None, stdout, stderr, error=f"cannot start a shell: {describe(exc)}"
+            )
         try:
             channel.sendall(wrap_script(script, environment))
         except (OSError, EOFError, paramiko.SSHException) as exc:
             return ChannelOutcome(
-                True, None, stdout, stderr, error=f"the connection failed while sending: {exc}"
+                True,
+                None,
+                stdout,
+                stderr,
+                error=f"the connection failed while sending ({describe(exc)}); {_UNKNOWN}",
             )
-        return _collect(channel, transport, stdout, stderr, deadline, timeout, sink)
+        try:
+            return _collect(channel, transport, stdout, stderr, deadline, timeout, sink)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            # Reading sends window adjustments, so a connection that breaks under a stream of
+            # output can fail in recv() itself: the script was sent, so the outcome is unknown.
+            return ChannelOutcome(True, None, stdout, stderr, error=f"{_LOST} ({describe(exc)})")
     finally:
+        _close_quietly(channel)
+
+
+def _close_quietly(channel: paramiko.Channel) -> None:
+    """Close ``channel``; on a connection that already broke, closing fails, and that must not
+    replace the outcome already known (a timeout, say) with an exception."""
+    try:
         channel.close()
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        log.debug("closing an SSH channel failed: %s", describe(exc))
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` as text that is never empty: paramiko raises a bare ``EOFError()`` when the
+    socket breaks, whose ``str()`` is ``""``."""
+    text = str(exc)
+    if isinstance(exc, EOFError):
+        return f"the connection closed{f': {text}' if text else ''}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _collect(

@@ -23,7 +23,7 @@ from .._errors import AuthenticationError, AutoOpsError, ConfigError, ConnectErr
 from .._progress import Progress
 from .._retry import RetryPolicy
 from .._ssh import SshHost, SshOptions, connect, sha256_command
-from ._channel import ChannelOutcome, LinePrinter, OutputSink, run_script
+from ._channel import ChannelOutcome, LinePrinter, OutputSink, describe, run_script
 from ._facts import FactsParseError, HostFacts, facts_script, parse_facts
 from ._results import FleetResult, HostResult, HostStatus
 
@@ -210,7 +210,10 @@ class Fleet:
             except (ConnectError, OSError, EOFError, paramiko.SSHException) as exc:
                 self._forget(host)
                 return HostResult(
-                    host, "unreachable", duration_seconds=time.monotonic() - began, error=str(exc)
+                    host,
+                    "unreachable",
+                    duration_seconds=time.monotonic() - began,
+                    error=str(exc) or describe(exc),
                 )
             except AutoOpsError as exc:
                 return HostResult(
