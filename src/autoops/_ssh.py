@@ -34,6 +34,7 @@ __all__ = [
     "SshHost",
     "SshOptions",
     "connect",
+    "describe_error",
     "read_bytes",
     "run",
     "sha256_command",
@@ -130,6 +131,15 @@ class CommandResult:
         return self.duration_seconds
 
 
+def describe_error(exc: BaseException) -> str:
+    """``exc`` as text that is never empty: paramiko raises a bare ``EOFError()`` when the
+    socket breaks, whose ``str()`` is ``""``."""
+    text = str(exc)
+    if isinstance(exc, EOFError):
+        return f"the connection closed{f': {text}' if text else ''}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _known_hosts_path(options: SshOptions) -> str:
     return options.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
 
@@ -164,10 +174,10 @@ def _classify(exc: BaseException, host: SshHost, options: SshOptions) -> Failure
         return Failure(
             True,
             ConnectError,
-            f"cannot reach {host} over SSH ({type(exc).__name__}: {exc}); check that the host is "
+            f"cannot reach {host} over SSH ({describe_error(exc)}); check that the host is "
             "up and sshd listens on that port",
         )
-    return Failure(False, ConnectError, f"SSH to {host} failed: {type(exc).__name__}: {exc}")
+    return Failure(False, ConnectError, f"SSH to {host} failed: {describe_error(exc)}")
 
 
 def connect(
@@ -293,7 +303,8 @@ def run(
         ) from exc
     except (OSError, EOFError, paramiko.SSHException) as exc:
         raise ConnectError(
-            f"the SSH connection to {label} failed while running {line[:200]!r}: {exc}"
+            f"the SSH connection to {label} failed while running {line[:200]!r}: "
+            f"{describe_error(exc)}"
         ) from exc
     outcome = CommandResult(
         command=line,
@@ -316,7 +327,7 @@ def _sftp(connection: fabric.Connection, label: str) -> paramiko.SFTPClient:
     try:
         return connection.sftp()
     except (OSError, EOFError, paramiko.SSHException) as exc:
-        raise ConnectError(f"cannot open SFTP on {label}: {exc}") from exc
+        raise ConnectError(f"cannot open SFTP on {label}: {describe_error(exc)}") from exc
 
 
 def _label(connection: fabric.Connection, where: str | None) -> str:
@@ -339,7 +350,7 @@ def _file_error(exc: OSError, action: str, remote_path: str, label: str) -> Auto
             f"{action} {remote_path} on {label} failed: {reason}; check that its directory "
             "exists and the SSH user may write there"
         )
-    return ConnectError(f"{action} {remote_path} on {label} failed: {exc}")
+    return ConnectError(f"{action} {remote_path} on {label} failed: {describe_error(exc)}")
 
 
 def upload(
@@ -360,7 +371,9 @@ def upload(
             raise ConfigError(f"cannot upload {os.fspath(local_path)}: no such file") from exc
         raise _file_error(exc, "uploading to", remote_path, label) from exc
     except (EOFError, paramiko.SSHException) as exc:
-        raise ConnectError(f"uploading to {remote_path} on {label} failed: {exc}") from exc
+        raise ConnectError(
+            f"uploading to {remote_path} on {label} failed: {describe_error(exc)}"
+        ) from exc
     return int(attributes.st_size or 0)
 
 
@@ -376,7 +389,9 @@ def upload_bytes(
     except OSError as exc:
         raise _file_error(exc, "writing", remote_path, label) from exc
     except (EOFError, paramiko.SSHException) as exc:
-        raise ConnectError(f"writing {remote_path} on {label} failed: {exc}") from exc
+        raise ConnectError(
+            f"writing {remote_path} on {label} failed: {describe_error(exc)}"
+        ) from exc
 
 
 def read_bytes(
@@ -394,7 +409,9 @@ def read_bytes(
     except OSError as exc:
         raise _file_error(exc, "reading", remote_path, label) from exc
     except (EOFError, paramiko.SSHException) as exc:
-        raise ConnectError(f"reading {remote_path} on {label} failed: {exc}") from exc
+        raise ConnectError(
+            f"reading {remote_path} on {label} failed: {describe_error(exc)}"
+        ) from exc
 
 
 def tail_lines(text: str, lines: int = 10) -> str:

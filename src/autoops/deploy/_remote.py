@@ -17,7 +17,14 @@ import paramiko
 
 from .._errors import ConnectError
 from .._retry import RetryPolicy
-from .._ssh import CommandResult, SshHost, SshOptions, connect, sha256_command
+from .._ssh import (
+    CommandResult,
+    SshHost,
+    SshOptions,
+    connect,
+    describe_error,
+    sha256_command,
+)
 from ._shell import PersistentShell
 
 __all__ = ["HostSession", "HostState", "LockOwner", "Scripts"]
@@ -375,7 +382,9 @@ class HostSession:
         try:
             sftp: paramiko.SFTPClient = self._connection.sftp()
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectError(f"cannot open SFTP on {self.address}: {exc}") from exc
+            raise ConnectError(
+                f"cannot open SFTP on {self.address}: {describe_error(exc)}"
+            ) from exc
         channel = sftp.get_channel()
         if channel is not None:
             channel.settimeout(self.options.command_timeout)

@@ -21,7 +21,7 @@ import fabric
 import paramiko
 
 from .._errors import ConnectError
-from .._ssh import CommandResult, RemoteCommandError, tail_lines
+from .._ssh import CommandResult, RemoteCommandError, describe_error, tail_lines
 
 __all__ = ["PersistentShell"]
 
@@ -42,7 +42,7 @@ class PersistentShell:
             self._channel: paramiko.Channel = transport.open_session()
             self._channel.exec_command("exec sh")
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectError(f"cannot start a shell on {where}: {exc}") from exc
+            raise ConnectError(f"cannot start a shell on {where}: {describe_error(exc)}") from exc
         self._channel.fileno()
         self.broken = False
 
@@ -65,7 +65,9 @@ class PersistentShell:
             self._channel.sendall(line.encode())
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.broken = True
-            raise ConnectError(f"the SSH connection to {self.where} failed: {exc}") from exc
+            raise ConnectError(
+                f"the SSH connection to {self.where} failed: {describe_error(exc)}"
+            ) from exc
         stdout, stderr, status = self._collect(started + timeout, what, timeout)
         result = CommandResult(
             command=script,

@@ -17,7 +17,7 @@ import fabric
 import paramiko
 
 from .._errors import ConfigError, ConnectError
-from .._ssh import RemoteFileError
+from .._ssh import RemoteFileError, describe_error
 
 __all__ = ["send_file"]
 
@@ -60,7 +60,9 @@ def send_file(
         status = channel.recv_exit_status()
         error = channel.recv_stderr(4096).decode("utf-8", "replace").strip()
     except (OSError, EOFError, paramiko.SSHException) as exc:
-        raise ConnectError(f"uploading to {remote_path} on {where} failed: {exc}") from exc
+        raise ConnectError(
+            f"uploading to {remote_path} on {where} failed: {describe_error(exc)}"
+        ) from exc
     finally:
         source.close()
         if channel is not None:

@@ -21,7 +21,9 @@ from typing import Final, TextIO
 
 import paramiko
 
-__all__ = ["ChannelOutcome", "LinePrinter", "OutputTail", "describe", "run_script", "wrap_script"]
+from .._ssh import describe_error as describe
+
+__all__ = ["ChannelOutcome", "LinePrinter", "OutputTail", "run_script", "wrap_script"]
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +190,6 @@ def _close_quietly(channel: paramiko.Channel) -> None:
         channel.close()
     except (OSError, EOFError, paramiko.SSHException) as exc:
         log.debug("closing an SSH channel failed: %s", describe(exc))
-
-
-def describe(exc: BaseException) -> str:
-    """``exc`` as text that is never empty: paramiko raises a bare ``EOFError()`` when the
-    socket breaks, whose ``str()`` is ``""``."""
-    text = str(exc)
-    if isinstance(exc, EOFError):
-        return f"the connection closed{f': {text}' if text else ''}"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _collect(

@@ -23,7 +23,8 @@ from .._errors import AuthenticationError, AutoOpsError, ConfigError, ConnectErr
 from .._progress import Progress
 from .._retry import RetryPolicy
 from .._ssh import SshHost, SshOptions, connect, sha256_command
-from ._channel import ChannelOutcome, LinePrinter, OutputSink, describe, run_script
+from .._ssh import describe_error as describe
+from ._channel import ChannelOutcome, LinePrinter, OutputSink, run_script
 from ._facts import FactsParseError, HostFacts, facts_script, parse_facts
 from ._results import FleetResult, HostResult, HostStatus
 
