@@ -213,16 +213,26 @@ def test_a_host_lost_while_its_output_floods_in_is_lost_with_a_reason(hosts: Hos
     fail inside paramiko's recv() with a bare EOFError. That was reported as "unreachable" (so
     never sent, safe to re-run) with an empty error; the command had run."""
     servers, _ = hosts
+    marker = f"flood-{os.getpid()}-{time.monotonic_ns()}"
+    victim = {servers[0].address: {"MARK": marker}}
 
-    def kill_the_session() -> None:
-        time.sleep(1.5)
+    def kill_the_session_once_it_floods() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = subprocess.run(
+                ["pgrep", "-f", f"yes {marker}"], stdout=subprocess.DEVNULL, check=False
+            )
+            if found.returncode == 0:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # well into the flood
         servers[0].drop_sessions()
 
-    killer = threading.Thread(target=kill_the_session)
+    killer = threading.Thread(target=kill_the_session_once_it_floods)
     killer.start()
     try:
-        with make_fleet(hosts, max_output_bytes=4096) as fleet:
-            result = fleet.run("yes flood", timeout=4)
+        with make_fleet(hosts, max_output_bytes=4096, host_vars=victim) as fleet:
+            result = fleet.run('yes "${MARK:-flood}"', timeout=6)
     finally:
         killer.join()
     lost = result[servers[0].address]
