@@ -375,6 +375,25 @@ def test_sentinel_writes_survive_the_master_killed(
         redis_sentinel_topology.wait_settled(seconds=60)
 
 
+def test_sentinel_set_many_survives_the_master_killed_mid_write(
+    sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
+) -> None:
+    before = redis_sentinel_topology.master_port()
+    thread, errors, done = _write_in_background(sentinel, batches=30, size=5_000)
+    while len(done) < 3 and thread.is_alive():
+        time.sleep(0.01)
+    redis_sentinel_topology.server(before).kill()
+    thread.join(timeout=120)
+    try:
+        assert not errors, errors
+        assert len(done) == 30
+        assert redis_sentinel_topology.master_port() != before
+        _all_written(sentinel, 30, 5_000)
+    finally:
+        redis_sentinel_topology.restart(before)
+        redis_sentinel_topology.wait_settled(seconds=60)
+
+
 def test_sentinel_master_for_an_unknown_name_is_a_clear_error(
     redis_sentinel_topology: SentinelTopology,
 ) -> None:
