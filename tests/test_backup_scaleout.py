@@ -65,6 +65,74 @@ def test_an_rdb_backup_from_a_replica_leaves_the_master_alone(
     assert backup.key_count >= 200
 
 
+def test_an_rdb_backup_from_a_replica_restores_its_keys(
+    tmp_path: Path, sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
+) -> None:
+    values = {f"order-items:{index}": {"id": index, "n": 2**53 + index} for index in range(300)}
+    sentinel.set_many(values)
+    sentinel.redis.wait(2, 5000)  # type: ignore[attr-defined]
+    backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
+    backup = backuper.backup_redis(sentinel, prefer="replica")
+    master = redis_sentinel_topology.master_port()
+    replicas = [s.port for s in redis_sentinel_topology.servers if s.port != master]
+    assert backup.source in {f"redis://127.0.0.1:{port}" for port in replicas}
+    sentinel.delete_prefix("")
+    assert backuper.restore_redis(backup, sentinel, replace=True) >= 300
+    assert sentinel.get_many(list(values)) == values
+
+
+def test_a_backup_from_the_sentinel_master_records_the_sentinel_url(
+    tmp_path: Path, sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
+) -> None:
+    sentinel.set_many({f"k:{index}": index for index in range(50)})
+    backup = autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(sentinel, mode="logical")
+    assert backup.source.startswith("redis+sentinel://127.0.0.1:")
+    assert f"/{redis_sentinel_topology.name}" in backup.source
+    assert backup.key_count == 50
+
+
+def test_the_backup_command_takes_prefer_from_its_flag_and_the_settings_file(
+    tmp_path: Path, sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
+) -> None:
+    from autoops.cli.backup import main_backup
+
+    sentinel.set_many({f"k:{index}": index for index in range(50)})
+    sentinel.redis.wait(2, 5000)  # type: ignore[attr-defined]
+    url = redis_sentinel_topology.url()
+    store = tmp_path / "store"
+    assert main_backup(["redis", "--url", url, "--storage", str(store), "--prefer", "replica"]) == 0
+    settings = tmp_path / "autoops.toml"
+    settings.write_text(f'[backup]\nstorage = "{store}"\nredis_prefer = "replica"\n')
+    settings.chmod(0o600)
+    assert main_backup(["redis", "--url", url, "--config", str(settings)]) == 0
+    assert main_backup(["redis", "--url", url, "--storage", str(store)]) == 0
+    sources = [backup.source for backup in autoops.Backuper(autoops.LocalStorage(store)).list()]
+    master = redis_sentinel_topology.master_port()
+    assert len(sources) == 3
+    assert sum(source.startswith("redis+sentinel://") for source in sources) == 1
+    assert not any(f":{master}" in source for source in sources)
+
+
+def test_prefer_is_refused_for_other_kinds_and_a_bad_setting_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from autoops.cli.backup import main_backup
+
+    store = str(tmp_path / "store")
+    code = main_backup(
+        ["sqlite", "--url", f"sqlite:///{tmp_path}/x.db", "--storage", store, "--prefer", "replica"]
+    )
+    assert code == 2
+    assert "--prefer is for redis backups, not sqlite" in capsys.readouterr().err
+    settings = tmp_path / "autoops.toml"
+    settings.write_text(f'[backup]\nstorage = "{store}"\nredis_prefer = "slave"\n')
+    settings.chmod(0o600)
+    assert main_backup(["redis", "--url", "redis://127.0.0.1:1/0", "--config", str(settings)]) == 2
+    err = capsys.readouterr().err
+    assert "redis_prefer must be" in err
+    assert "'slave'" in err
+
+
 def test_prefer_replica_on_one_server_is_a_config_error(
     tmp_path: Path, cache: autoops.CacheClient
 ) -> None:

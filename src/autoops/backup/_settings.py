@@ -37,6 +37,7 @@ _TEXT_SETTINGS: Final = (
     "encryption_key",
     "encryption_passphrase_env",
     "from_replica",
+    "redis_prefer",
 )
 
 
@@ -56,6 +57,10 @@ def backup_section(settings: Settings) -> dict[str, Any]:
                 f"{where}: {name} must be a quoted string, got {section[name]!r}"
                 + (' (a duration like "7d")' if name == "keep_within" else "")
             )
+    if section.get("redis_prefer", "master") not in ("master", "replica"):
+        raise ConfigError(
+            f'{where}: redis_prefer must be "master" or "replica", got {section["redis_prefer"]!r}'
+        )
     for rule in KEEP_RULES:
         value = section.get(f"keep_{rule}", 0)
         # TOML's true is a bool, which Python would take for 1.

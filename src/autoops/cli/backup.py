@@ -159,6 +159,14 @@ def _backup_parser() -> argparse.ArgumentParser:
         "default: [backup] from_replica)",
     )
     parser.add_argument(
+        "--prefer",
+        choices=["master", "replica"],
+        default=None,
+        help="redis on a redis+sentinel:// URL: read the backup from the master, or from a "
+        "healthy replica the sentinels name so the master does none of the work "
+        "(default: [backup] redis_prefer, else master)",
+    )
+    parser.add_argument(
         "--verify-restore",
         metavar="TARGET",
         help="after the backup, test-restore it: a mysql:// server URL (scratch database), a "
@@ -208,6 +216,10 @@ def _take(args: argparse.Namespace) -> int:
     args.from_replica = args.from_replica or backup_section(settings).get("from_replica")
     if args.from_replica and args.kind != "mysql":
         raise ConfigError(f"--from-replica is for mysql backups, not {args.kind}")
+    if args.prefer is not None and args.kind != "redis":
+        raise ConfigError(f"--prefer is for redis backups, not {args.kind}")
+    if args.kind == "redis":
+        args.prefer = args.prefer or backup_section(settings).get("redis_prefer") or "master"
     backuper = _backuper(args, create=True, compression=args.compression)
     storage = backuper.storage
     try:
@@ -299,7 +311,9 @@ def _take_backup(
             tables = [t for t in (args.tables or "").split(",") if t]
             backup = backuper.backup_mysql(url, tables=tables, from_replica=args.from_replica)
         elif args.kind == "redis":
-            backup = backuper.backup_redis(url, mode=args.mode, pattern=args.pattern)
+            backup = backuper.backup_redis(
+                url, mode=args.mode, pattern=args.pattern, prefer=args.prefer
+            )
         else:
             backup = backuper.backup_sqlite(url)
         source = backup.source
