@@ -1,0 +1,113 @@
+"""The commands on Redis Sentinel and Redis Cluster URLs, run as cron runs them: autoops-sync
+into each, and autoops-check of both (a real process each time, real servers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import autoops
+from _support.redis_topologies import RedisClusterTopology, SentinelTopology
+from _support.services import promtool_accepts
+from _support.sync_tables import cached_rows, create_users, expected_cache
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SYNC_ARGS = ["--table", "usérs", "--key", "usérs:{id}", "--exclude", "password_hash"]
+
+
+def run(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "AUTOOPS_PROGRESS": "0", **env}
+    environment.pop("AUTOOPS_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def users_db(mysql_db: autoops.DbClient) -> autoops.DbClient:
+    create_users(mysql_db, 1200)
+    mysql_db.execute("RENAME TABLE users TO `usérs`")
+    return mysql_db
+
+
+@pytest.mark.parametrize("kind", ["sentinel", "cluster"])
+def test_the_sync_command_syncs_into_sentinel_and_cluster_urls(
+    kind: str,
+    users_db: autoops.DbClient,
+    mysql_url: str,
+    redis_sentinel_topology: SentinelTopology,
+    redis_cluster_topology: RedisClusterTopology,
+    request: pytest.FixtureRequest,
+) -> None:
+    cache: autoops.CacheClient = request.getfixturevalue(kind)
+    url = redis_sentinel_topology.url() if kind == "sentinel" else redis_cluster_topology.url()
+    assert cache.namespace
+    arguments = [
+        "--once", *SYNC_ARGS, "--updated-column", "updated_at", "--batch-size", "200",
+        "--namespace", cache.namespace,
+    ]  # fmt: skip
+    env = {"AUTOOPS_DB_URL": mysql_url, "AUTOOPS_CACHE_URL": url}
+    first = run("autoops-sync", *arguments, env=env)
+    assert (first.returncode, first.stdout, first.stderr) == (0, "", "")
+    users_db.execute("UPDATE `usérs` SET username = 'changed', updated_at = NOW(6) WHERE id < 100")
+    second = run("autoops-sync", *arguments, env=env)
+    assert second.returncode == 0, second.stderr
+    assert cached_rows(cache, "usérs:") == expected_cache(users_db, table="usérs", key="usérs:{id}")
+
+
+def test_the_check_command_reports_a_cluster_and_a_sentinel_group(
+    tmp_path: Path,
+    redis_sentinel_topology: SentinelTopology,
+    redis_cluster_topology: RedisClusterTopology,
+) -> None:
+    redis_cluster_topology.wait_healthy()
+    redis_sentinel_topology.wait_settled()
+    config = tmp_path / "autoops.toml"
+    config.write_text(f"""
+[monitor]
+deadline = 30
+
+[monitor.checks.cache-cluster]
+type = "redis"
+url = "{redis_cluster_topology.url()}"
+
+[monitor.checks.cache-sentinel]
+type = "redis"
+url = "{redis_sentinel_topology.url()}"
+""")
+    env = {"AUTOOPS_CONFIG": str(config)}
+    environment = {**os.environ, "AUTOOPS_PROGRESS": "0", **env}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / "autoops-check")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    lines = result.stdout.splitlines()
+    (cluster_line,) = [line for line in lines if "cache-cluster" in line]
+    (sentinel_line,) = [line for line in lines if "cache-sentinel" in line]
+    assert "16384 of 16384 slots" in cluster_line
+    assert "quorum reachable" in sentinel_line
+    textfile = tmp_path / "checks.prom"
+    written = subprocess.run(
+        [sys.executable, str(SCRIPTS / "autoops-check"), "--textfile", str(textfile)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert written.returncode == 0, written.stderr
+    promtool_accepts(textfile.read_text())
