@@ -213,6 +213,41 @@ def test_cluster_pass_keeps_its_checkpoint_when_one_masters_replica_does_not_ack
         assert _checkpoint(cache, sync) > acknowledged[0]
 
 
+def test_cluster_pass_stops_before_reading_when_its_fence_claim_is_not_acknowledged(
+    users_db: autoops.DbClient, redis_cluster_topology: RedisClusterTopology
+) -> None:
+    """The claim (every slot's fence raised to the new token) is waited for on every master
+    before the pass reads anything: with one master's replica frozen from the start, the pass
+    stops at the claim, having written no row and no checkpoint."""
+    topology = redis_cluster_topology
+    topology.wait_healthy()
+    with impatient_client(topology.url()) as cache:
+        sync = make_sync(users_db, cache, batch_size=BATCH)
+        assert sync.run_once().ok
+        before = _checkpoint(cache, sync)
+        _rename_some_users(users_db)
+        (replica,) = topology.replicas_of(topology.masters()[0])
+        try:
+            with frozen([_pid(topology.node(replica).process)]) as freeze:
+                freeze()
+                started = time.monotonic()
+                with pytest.raises(autoops.AutoOpsError) as caught:
+                    sync.run_once()
+                frozen_for = time.monotonic() - started
+                _assert_not_acknowledged(caught.value)
+                # The fencing token's INCR or the claim of every slot, whichever reaches the
+                # frozen replica's master first.
+                assert "fence claim" in str(caught.value) or "fencing token" in str(caught.value)
+                assert _checkpoint(cache, sync) == before
+                assert _renamed_in_cache(cache) == 0
+        finally:
+            topology.wait_healthy()
+        assert frozen_for < 10
+        assert sync.run_once().ok
+        assert cached_rows(cache) == expected_cache(users_db)
+        assert _checkpoint(cache, sync) > before
+
+
 def after_checkpoint_moved(
     sync: autoops.CacheSync,
     cache: autoops.CacheClient,
