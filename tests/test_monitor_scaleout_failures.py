@@ -7,12 +7,20 @@ import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import autoops
-from _support.redis_topologies import RedisClusterTopology, redis_cluster
+from _support.redis_topologies import (
+    RedisClusterTopology,
+    SentinelTopology,
+    _wait_sentinels_see_replicas,
+    redis_cluster,
+    redis_sentinel,
+)
 from _support.services import promtool_accepts
+from _support.sshd import free_port
 from autoops.monitor import CheckStatus, RedisCheck, write_prometheus
 from test_monitor_output import parse_plugin_line
 
@@ -29,6 +37,13 @@ def bare_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClus
         replicas=0,
         node_timeout_ms=NODE_TIMEOUT_MS,
     ) as topology:
+        yield topology
+
+
+@pytest.fixture(scope="module")
+def own_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
+    """A master, two replicas and three sentinels of this module's own."""
+    with redis_sentinel(tmp_path_factory.mktemp("own-sentinels")) as topology:
         yield topology
 
 
@@ -124,3 +139,72 @@ def test_a_killed_master_is_named_then_critical_with_the_slots_still_served(
     write_prometheus(path, [late])
     promtool_accepts(path.read_bytes())
     assert f'autoops_redis_cluster_slots_ok{{check="cluster"}} {16384 - lost}' in path.read_text()
+
+
+def test_sentinels_that_disagree_on_the_master_warn_and_the_majority_is_judged(
+    own_sentinels: SentinelTopology,
+) -> None:
+    own_sentinels.wait_settled()
+    master = own_sentinels.master_port()
+    odd = own_sentinels.sentinels[0]  # the first asked, the worst place for a wrong view
+    with contextlib.closing(own_sentinels.sentinels[1].client()) as client:
+        state: Any = client.sentinel_master(own_sentinels.name)
+    epoch = state["config-epoch"]
+    # The others' hellos carry the master's config epoch: after any failover (epoch above 0)
+    # they would convert the odd sentinel within a second. Hence this test runs before the
+    # failover test on this module's own group.
+    assert epoch == 0, "the disagreement test needs a group that has not failed over yet"
+    elsewhere = free_port()  # nothing listens there: no other sentinel's hello corrects it
+    name = own_sentinels.name
+    with contextlib.closing(odd.client()) as client:
+        client.execute_command("SENTINEL REMOVE", name)  # type: ignore[no-untyped-call]
+        client.execute_command("SENTINEL MONITOR", name, "127.0.0.1", elsewhere, 2)  # type: ignore[no-untyped-call]
+        client.execute_command("SENTINEL SET", name, "down-after-milliseconds", 1000)  # type: ignore[no-untyped-call]
+    try:
+        check = RedisCheck("sentinel", own_sentinels.url(), timeout=2)
+        at_once = check.run()
+        time.sleep(1.5)  # past down-after-milliseconds: the odd sentinel sees its master down
+        later = check.run()
+    finally:
+        with contextlib.closing(odd.client()) as client:
+            client.execute_command("SENTINEL REMOVE", name)  # type: ignore[no-untyped-call]
+            client.execute_command("SENTINEL MONITOR", name, "127.0.0.1", master, 2)  # type: ignore[no-untyped-call]
+            client.execute_command(  # type: ignore[no-untyped-call]
+                "SENTINEL SET", name, "down-after-milliseconds", 1000, "failover-timeout", 10000
+            )
+        _wait_sentinels_see_replicas(own_sentinels)
+        own_sentinels.wait_settled()
+    for result in (at_once, later):
+        assert result.status is CheckStatus.WARNING, result.summary
+        assert "sentinels disagree on the master: " in result.summary
+        assert f"127.0.0.1:{odd.port} says 127.0.0.1:{elsewhere}" in result.summary
+        assert f"(judging 127.0.0.1:{master}, named by 2 of 3)" in result.summary
+        assert "3 of 3 sentinels answer" in result.summary
+        assert "quorum reachable" in result.summary
+        # The master two of three sentinels name is the one judged.
+        assert "role master" in result.summary
+        parse_plugin_line(result.nagios_line())
+    assert f"master seen down (s_down) by 127.0.0.1:{odd.port} (of 127.0.0.1:{elsewhere})" in (
+        later.summary
+    )
+
+
+def test_a_failover_in_progress_warns(own_sentinels: SentinelTopology) -> None:
+    own_sentinels.wait_settled()
+    before = own_sentinels.master_port()
+    check = RedisCheck("sentinel", own_sentinels.url(), timeout=2)
+    with contextlib.closing(own_sentinels.sentinels[0].client()) as client:
+        client.execute_command("SENTINEL FAILOVER", own_sentinels.name)  # type: ignore[no-untyped-call]
+    # A forced failover waits for the promoted replica's next INFO (about a second) and then
+    # reconfigures the other replica: the check, run at once, finds it under way.
+    result = check.run()
+    after = own_sentinels.wait_new_master(before)
+    own_sentinels.wait_settled()
+    assert result.status is CheckStatus.WARNING, result.summary
+    assert result.summary.startswith("failover in progress (")
+    assert "3 of 3 sentinels answer" in result.summary
+    assert "quorum reachable" in result.summary
+    parse_plugin_line(result.nagios_line())
+    done = _run_until(check, CheckStatus.OK)  # the other sentinels hear of it within a second
+    assert done.status is CheckStatus.OK, done.summary
+    assert f"master 127.0.0.1:{after}" in done.summary

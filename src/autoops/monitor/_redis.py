@@ -95,9 +95,19 @@ class RedisCheck(Check):
             measure_cluster(findings, settings)
             return
         if settings.topology == "sentinel":
-            evaluate_sentinels(findings, settings)
+            master = evaluate_sentinels(findings, settings)
             if any(status is CheckStatus.CRITICAL for status, _ in findings.problems):
                 return
+            if master is not None:
+                # The master most sentinels name, not the first sentinel's (redis-py's choice).
+                settings = dataclasses.replace(
+                    settings,
+                    scheme="rediss" if settings.tls is not None else "redis",
+                    host=master[0],
+                    port=master[1],
+                    hosts=(),
+                    service=None,
+                )
         client = CacheClient.from_connection_settings(settings, retry=RetryPolicy.none())
         assert isinstance(client, RedisCache)
         try:

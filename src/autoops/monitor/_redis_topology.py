@@ -141,10 +141,13 @@ def _describe_node(address: str, node: dict[str, Any]) -> str:
     return f"{address.split('@', maxsplit=1)[0]} ({role}, {state})"
 
 
-def evaluate_sentinels(findings: CheckFindings, settings: CacheConnectionSettings) -> None:
+def evaluate_sentinels(
+    findings: CheckFindings, settings: CacheConnectionSettings
+) -> tuple[str, int] | None:
     """Ask every sentinel of ``settings`` about its master: how many answer, whether they
     agree on the master's address, whether the quorum is reachable (``SENTINEL CKQUORUM``),
-    whether a failover is under way and how many healthy replicas the master has."""
+    whether a failover is under way and how many healthy replicas the master has. Returns the
+    master most sentinels name (None when none names one)."""
     name = settings.service or ""
     answers: dict[str, dict[str, Any]] = {}
     healthy_replicas: list[int] = []
@@ -206,28 +209,51 @@ def evaluate_sentinels(findings: CheckFindings, settings: CacheConnectionSetting
         )
     if not answers:
         findings.problem(CheckStatus.CRITICAL, f"no sentinel answers for {name!r}")
-        return
+        return None
     if quorum_ok:
         findings.note("quorum reachable")
     else:
         findings.problem(
             CheckStatus.CRITICAL, f"no quorum for a failover: {'; '.join(quorum_errors)}"
         )
-    agreed = set(addresses.values())
-    if len(agreed) > 1:
+    # The master most sentinels name (on a tie, the first named in the URL's order) is the
+    # one judged: a sentinel with a view of its own must not decide which server is checked.
+    named = Counter(addresses.values()).most_common()
+    majority = named[0][0] if named else None
+    if len(named) > 1:
         views = ", ".join(f"{where} says {address}" for where, address in sorted(addresses.items()))
-        findings.problem(CheckStatus.WARNING, f"sentinels disagree on the master: {views}")
-    elif agreed:
-        findings.note(f"master {next(iter(agreed))}")
-    flags = {str(master.get("flags", "")) for master in answers.values()}
-    if any("failover_in_progress" in flag for flag in flags) or any(
-        str(master.get("failover-state", "none")) not in ("none", "") for master in answers.values()
-    ):
-        findings.problem(CheckStatus.WARNING, "failover in progress")
-    if any("o_down" in flag for flag in flags):
-        findings.problem(CheckStatus.CRITICAL, "master is objectively down (o_down)")
-    elif any("s_down" in flag for flag in flags):
-        findings.problem(CheckStatus.WARNING, "a sentinel sees the master down (s_down)")
+        findings.problem(
+            CheckStatus.WARNING,
+            f"sentinels disagree on the master: {views} (judging {majority}, "
+            f"named by {named[0][1]} of {len(addresses)})",
+        )
+    elif majority:
+        findings.note(f"master {majority}")
+    failovers = sorted(
+        f"{where}: {master.get('failover-state') or 'started'}"
+        for where, master in answers.items()
+        if "failover_in_progress" in str(master.get("flags", ""))
+        or str(master.get("failover-state", "none")) not in ("none", "")
+    )
+    if failovers:
+        findings.problem(CheckStatus.WARNING, f"failover in progress ({', '.join(failovers)})")
+    down = {
+        level: sorted(
+            where + ("" if addresses.get(where) == majority else f" (of {addresses.get(where)})")
+            for where, master in answers.items()
+            if level in str(master.get("flags", "")).split(",")
+        )
+        for level in ("o_down", "s_down")
+    }
+    if down["o_down"]:
+        findings.problem(
+            CheckStatus.CRITICAL,
+            f"master is objectively down (o_down, says {', '.join(down['o_down'])})",
+        )
+    elif down["s_down"]:
+        findings.problem(
+            CheckStatus.WARNING, f"master seen down (s_down) by {', '.join(down['s_down'])}"
+        )
     healthy = max(healthy_replicas, default=0)
     findings.metric(
         "replicas",
@@ -236,3 +262,7 @@ def evaluate_sentinels(findings: CheckFindings, settings: CacheConnectionSetting
         minimum=0,
         series="sentinel_replicas",
     )
+    if majority is None:
+        return None
+    master_host, _, master_port = majority.rpartition(":")
+    return master_host, int(master_port)
