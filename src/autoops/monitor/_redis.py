@@ -11,10 +11,10 @@ from .._config import CacheUrl
 from .._connection import CacheConnectionSettings
 from .._errors import ConfigError
 from .._retry import RetryPolicy
-from ..cache import CacheClient, ClusterCache, RedisCache
+from ..cache import CacheClient, RedisCache
 from ..cache._redis import classify_redis_error
 from ._check import Check, CheckFindings, DefaultThresholds, ThresholdSpec
-from ._redis_topology import CLUSTER_SLOTS, evaluate_cluster, evaluate_sentinels
+from ._redis_topology import CLUSTER_SLOTS, evaluate_sentinels, measure_cluster
 from ._status import CheckStatus
 
 __all__ = ["RedisCheck"]
@@ -92,12 +92,22 @@ class RedisCheck(Check):
     def measure(self, findings: CheckFindings) -> None:
         settings = self._timed_settings()
         if settings.topology == "cluster":
-            self._measure_cluster(findings, settings)
+            measure_cluster(findings, settings)
             return
         if settings.topology == "sentinel":
-            evaluate_sentinels(findings, settings)
+            master = evaluate_sentinels(findings, settings)
             if any(status is CheckStatus.CRITICAL for status, _ in findings.problems):
                 return
+            if master is not None:
+                # The master most sentinels name, not the first sentinel's (redis-py's choice).
+                settings = dataclasses.replace(
+                    settings,
+                    scheme="rediss" if settings.tls is not None else "redis",
+                    host=master[0],
+                    port=master[1],
+                    hosts=(),
+                    service=None,
+                )
         client = CacheClient.from_connection_settings(settings, retry=RetryPolicy.none())
         assert isinstance(client, RedisCache)
         try:
@@ -154,29 +164,6 @@ class RedisCheck(Check):
         findings.metric("connect_time", connect_time, "s", text=None, minimum=0)
         findings.metric("latency", latency, "s", text=f"PING {latency * 1000:.2f} ms", minimum=0)
         evaluate_info(findings, info, maxclients)
-
-    @staticmethod
-    def _measure_cluster(findings: CheckFindings, settings: CacheConnectionSettings) -> None:
-        client = CacheClient.from_connection_settings(settings, retry=RetryPolicy.none())
-        assert isinstance(client, ClusterCache)
-        try:
-            started = time.perf_counter()
-            cluster = client.redis
-            node = cluster.get_default_node()  # type: ignore[no-untyped-call]
-            cluster.ping(target_nodes=node)
-            connect_time = time.perf_counter() - started
-            started = time.perf_counter()
-            cluster.ping(target_nodes=node)
-            latency = time.perf_counter() - started
-            findings.metric("connect_time", connect_time, "s", text=None, minimum=0)
-            findings.metric(
-                "latency", latency, "s", text=f"PING {latency * 1000:.2f} ms", minimum=0
-            )
-            info: Any = cluster.cluster_info(target_nodes=node)
-            nodes: Any = cluster.cluster_nodes()
-        finally:
-            client.close()
-        evaluate_cluster(findings, info, nodes)
 
 
 def _config_number(client: RedisCache, name: str) -> float | None:

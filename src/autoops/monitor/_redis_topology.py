@@ -4,18 +4,68 @@ failovers in progress."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any, Final
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .._connection import CacheConnectionSettings
+from ..cache._redis import classify_redis_error
 from ._check import CheckFindings
 from ._status import CheckStatus
 
-__all__ = ["evaluate_cluster", "evaluate_sentinels"]
+__all__ = ["evaluate_cluster", "evaluate_sentinels", "measure_cluster"]
 
 CLUSTER_SLOTS: Final = 16384
+
+
+def measure_cluster(findings: CheckFindings, settings: CacheConnectionSettings) -> None:
+    """Ask the first seed node of ``settings`` that answers for its ``CLUSTER INFO`` and
+    ``CLUSTER NODES``, and judge them.
+
+    A plain connection to one node, not redis-py's cluster client: that client refuses a
+    cluster whose slots are not all assigned ("All slots are not covered") and fails on the
+    first PING when the node it picked is down, which are the states this check must report."""
+    arguments = settings.redis_arguments()
+    for name in ("host", "port", "db", "unix_socket_path"):
+        arguments.pop(name, None)
+    arguments["retry"] = Retry(NoBackoff(), 0)
+    silent: list[str] = []
+    for host, port in settings.hosts:
+        where = f"{host}:{port}"
+        client = redis.Redis(host=host, port=port, **arguments)
+        try:
+            # The first PING opens the connection; the second is the round trip alone.
+            started = time.perf_counter()
+            client.ping()
+            connect_time = time.perf_counter() - started
+            started = time.perf_counter()
+            client.ping()
+            latency = time.perf_counter() - started
+            info: Any = client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+            nodes: Any = client.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            silent.append(where)
+            last: BaseException = exc
+            continue
+        except redis.RedisError as exc:
+            failure = classify_redis_error(
+                exc, f"redis CLUSTER INFO on {where}", settings.location, settings.password
+            )
+            raise failure.build() from exc
+        finally:
+            client.close()
+        findings.metric("connect_time", connect_time, "s", text=None, minimum=0)
+        findings.metric("latency", latency, "s", text=f"PING {latency * 1000:.2f} ms", minimum=0)
+        if silent:
+            findings.note(f"asked {where} ({', '.join(silent)} did not answer)")
+        evaluate_cluster(findings, info, nodes)
+        return
+    failure = classify_redis_error(last, "redis cluster", settings.location, settings.password)
+    raise failure.build() from last
 
 
 def evaluate_cluster(findings: CheckFindings, info: dict[str, Any], nodes: dict[str, Any]) -> None:
@@ -26,10 +76,12 @@ def evaluate_cluster(findings: CheckFindings, info: dict[str, Any], nodes: dict[
     else:
         findings.note("cluster_state ok")
     slots_ok = float(info.get("cluster_slots_ok", 0))
+    unassigned = CLUSTER_SLOTS - int(info.get("cluster_slots_assigned", CLUSTER_SLOTS))
     findings.metric(
         "slots_ok",
         slots_ok,
-        text=f"{slots_ok:.0f} of {CLUSTER_SLOTS} slots",
+        text=f"{slots_ok:.0f} of {CLUSTER_SLOTS} slots"
+        + (f" ({unassigned} not assigned to any node)" if unassigned > 0 else ""),
         minimum=0,
         maximum=CLUSTER_SLOTS,
         series="cluster_slots_ok",
@@ -38,13 +90,13 @@ def evaluate_cluster(findings: CheckFindings, info: dict[str, Any], nodes: dict[
     findings.metric(
         "slots_failing",
         pfail,
-        text=None,
+        text=f"{pfail:.0f} slots on failing nodes" if pfail else None,
         minimum=0,
         maximum=CLUSTER_SLOTS,
         series="cluster_slots_failing",
     )
     failing = sorted(
-        address.split("@")[0]
+        _describe_node(address, node)
         for address, node in nodes.items()
         if "fail" in str(node.get("flags", "")) or not node.get("connected", True)
     )
@@ -81,10 +133,21 @@ def evaluate_cluster(findings: CheckFindings, info: dict[str, Any], nodes: dict[
     )
 
 
-def evaluate_sentinels(findings: CheckFindings, settings: CacheConnectionSettings) -> None:
+def _describe_node(address: str, node: dict[str, Any]) -> str:
+    """``127.0.0.1:7000 (master, fail)``: the address, the role and what is wrong with it."""
+    flags = str(node.get("flags", "")).split(",")
+    role = "master" if "master" in flags else "replica" if "slave" in flags else "node"
+    state = "fail" if "fail" in flags else "pfail" if "fail?" in flags else "disconnected"
+    return f"{address.split('@', maxsplit=1)[0]} ({role}, {state})"
+
+
+def evaluate_sentinels(
+    findings: CheckFindings, settings: CacheConnectionSettings
+) -> tuple[str, int] | None:
     """Ask every sentinel of ``settings`` about its master: how many answer, whether they
     agree on the master's address, whether the quorum is reachable (``SENTINEL CKQUORUM``),
-    whether a failover is under way and how many healthy replicas the master has."""
+    whether a failover is under way and how many healthy replicas the master has. Returns the
+    master most sentinels name (None when none names one)."""
     name = settings.service or ""
     answers: dict[str, dict[str, Any]] = {}
     healthy_replicas: list[int] = []
@@ -146,28 +209,51 @@ def evaluate_sentinels(findings: CheckFindings, settings: CacheConnectionSetting
         )
     if not answers:
         findings.problem(CheckStatus.CRITICAL, f"no sentinel answers for {name!r}")
-        return
+        return None
     if quorum_ok:
         findings.note("quorum reachable")
     else:
         findings.problem(
             CheckStatus.CRITICAL, f"no quorum for a failover: {'; '.join(quorum_errors)}"
         )
-    agreed = set(addresses.values())
-    if len(agreed) > 1:
+    # The master most sentinels name (on a tie, the first named in the URL's order) is the
+    # one judged: a sentinel with a view of its own must not decide which server is checked.
+    named = Counter(addresses.values()).most_common()
+    majority = named[0][0] if named else None
+    if len(named) > 1:
         views = ", ".join(f"{where} says {address}" for where, address in sorted(addresses.items()))
-        findings.problem(CheckStatus.WARNING, f"sentinels disagree on the master: {views}")
-    elif agreed:
-        findings.note(f"master {next(iter(agreed))}")
-    flags = {str(master.get("flags", "")) for master in answers.values()}
-    if any("failover_in_progress" in flag for flag in flags) or any(
-        str(master.get("failover-state", "none")) not in ("none", "") for master in answers.values()
-    ):
-        findings.problem(CheckStatus.WARNING, "failover in progress")
-    if any("o_down" in flag for flag in flags):
-        findings.problem(CheckStatus.CRITICAL, "master is objectively down (o_down)")
-    elif any("s_down" in flag for flag in flags):
-        findings.problem(CheckStatus.WARNING, "a sentinel sees the master down (s_down)")
+        findings.problem(
+            CheckStatus.WARNING,
+            f"sentinels disagree on the master: {views} (judging {majority}, "
+            f"named by {named[0][1]} of {len(addresses)})",
+        )
+    elif majority:
+        findings.note(f"master {majority}")
+    failovers = sorted(
+        f"{where}: {master.get('failover-state') or 'started'}"
+        for where, master in answers.items()
+        if "failover_in_progress" in str(master.get("flags", ""))
+        or str(master.get("failover-state", "none")) not in ("none", "")
+    )
+    if failovers:
+        findings.problem(CheckStatus.WARNING, f"failover in progress ({', '.join(failovers)})")
+    down = {
+        level: sorted(
+            where + ("" if addresses.get(where) == majority else f" (of {addresses.get(where)})")
+            for where, master in answers.items()
+            if level in str(master.get("flags", "")).split(",")
+        )
+        for level in ("o_down", "s_down")
+    }
+    if down["o_down"]:
+        findings.problem(
+            CheckStatus.CRITICAL,
+            f"master is objectively down (o_down, says {', '.join(down['o_down'])})",
+        )
+    elif down["s_down"]:
+        findings.problem(
+            CheckStatus.WARNING, f"master seen down (s_down) by {', '.join(down['s_down'])}"
+        )
     healthy = max(healthy_replicas, default=0)
     findings.metric(
         "replicas",
@@ -176,3 +262,7 @@ def evaluate_sentinels(findings: CheckFindings, settings: CacheConnectionSetting
         minimum=0,
         series="sentinel_replicas",
     )
+    if majority is None:
+        return None
+    master_host, _, master_port = majority.rpartition(":")
+    return master_host, int(master_port)
