@@ -326,6 +326,23 @@ class CacheConnectionSettings:
             )
         return arguments
 
+    def sentinel_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis`` on one of the sentinels: the connect timeout
+        for both timeouts, and the servers' TLS settings (a ``rediss+sentinel://`` URL means
+        TLS to the sentinels too). No password: sentinels are asked without one."""
+        arguments: dict[str, Any] = {
+            "socket_timeout": self.connect_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+        }
+        if self.tls is not None:
+            arguments.update(
+                (name, value)
+                for name, value in self._common_arguments().items()
+                if name.startswith("ssl")
+            )
+            arguments["ssl"] = True
+        return arguments
+
     def master_settings(self) -> CacheConnectionSettings:
         """Settings for the one server behind these: itself; for Sentinel the master the
         sentinels name now (asked of each in turn). A cluster has no one server: it raises
@@ -341,9 +358,7 @@ class CacheConnectionSettings:
         from redis.sentinel import Sentinel  # noqa: PLC0415
 
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(self.hosts),
-            socket_timeout=self.connect_timeout,
-            socket_connect_timeout=self.connect_timeout,
+            list(self.hosts), sentinel_kwargs=self.sentinel_arguments()
         )
         try:
             address = sentinel.discover_master(self.service)  # type: ignore[no-untyped-call]

@@ -9,6 +9,7 @@ finds every node up again (a killed master comes back as a replica of the node t
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import subprocess
@@ -18,10 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 
 import autoops
+from _support.certs import ServerTls
 from _support.services import require_program, wait_for_port
 from _support.sshd import free_port
 
@@ -52,6 +55,9 @@ class _Server:
     port: int
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
+    # A TLS-only server (no plaintext port) and its password, for the checking client.
+    tls: ServerTls | None = None
+    password: str | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -79,7 +85,40 @@ class _Server:
         return self.process is not None and self.process.poll() is None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        if self.tls is None:
+            return redis.Redis(
+                host="127.0.0.1", port=self.port, socket_timeout=5, password=self.password
+            )
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=5,
+            password=self.password,
+            ssl=True,
+            ssl_ca_certs=str(self.tls.ca_file),
+        )
+
+
+def tls_lines(tls: ServerTls, port: int) -> list[str]:
+    """Config lines for a TLS-only server on ``port``: no plaintext port, TLS between servers
+    too, no client certificate asked for (the test certificate is for servers)."""
+    return [
+        "port 0",
+        f"tls-port {port}",
+        f"tls-cert-file {tls.cert_file}",
+        f"tls-key-file {tls.key_file}",
+        f"tls-ca-cert-file {tls.ca_file}",
+        "tls-auth-clients no",
+        "tls-replication yes",
+    ]
+
+
+def _query(tls: ServerTls | None) -> str:
+    return f"?ssl_ca_certs={quote(str(tls.ca_file), safe='')}" if tls else ""
+
+
+def _userinfo(password: str | None) -> str:
+    return f":{quote(password, safe='')}@" if password else ""
 
 
 @dataclass
@@ -90,14 +129,19 @@ class RedisClusterTopology:
     directory: Path
     nodes: list[_Server] = field(default_factory=list)
     master_count: int = 3
+    tls: ServerTls | None = None
+    password: str | None = None
 
     @property
     def ports(self) -> list[int]:
         return [node.port for node in self.nodes]
 
     def url(self, *, seeds: int = 2) -> str:
-        """``redis+cluster://`` with the first ``seeds`` nodes as seeds."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:seeds])
+        """``redis+cluster://`` (``rediss+cluster://`` with TLS) with the first ``seeds`` nodes
+        as seeds."""
+        scheme = "rediss+cluster" if self.tls else "redis+cluster"
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports[:seeds])
+        return f"{scheme}://{_userinfo(self.password)}{hosts}{_query(self.tls)}"
 
     def node(self, port: int) -> _Server:
         return next(node for node in self.nodes if node.port == port)
@@ -201,25 +245,35 @@ def redis_cluster(
     node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS,
     replicas: int = 1,
     masters: int = 3,
+    tls: ServerTls | None = None,
+    password: str | None = None,
 ) -> Iterator[RedisClusterTopology]:
     """Start ``masters`` masters (at least 3, as redis-cli requires) and ``replicas`` replicas
     of each, cluster-enabled, join them with
     ``redis-cli --cluster create ... --cluster-replicas N``, wait for ``cluster_state:ok``;
     stop them afterwards. The tests' short ``node_timeout_ms`` makes failovers quick; a
     benchmark passes Redis's default (15 s), so a loaded machine does not fail nodes over
-    mid-measurement."""
+    mid-measurement. With ``tls`` every node is TLS-only, the cluster bus and replication
+    too; ``password`` is required of clients and used between servers (both are in each node's
+    config file, never in an argv)."""
     require_program("/usr/bin/redis-cli", "redis-tools")
-    topology = RedisClusterTopology(directory, master_count=masters)
+    topology = RedisClusterTopology(directory, master_count=masters, tls=tls, password=password)
     try:
         for _ in range(masters * (1 + replicas)):
             port = free_cluster_port()
             node_dir = directory / f"node-{port}"
             node_dir.mkdir()
+            config = node_dir / "redis.conf"
+            lines = [*tls_lines(tls, port), "tls-cluster yes"] if tls else [f"port {port}"]
+            if password:
+                lines += [f'requirepass "{password}"', f'masterauth "{password}"']
+            config.write_text("\n".join(lines) + "\n")
+            config.chmod(0o600)
             server = _Server(
                 port,
                 [
                     "redis-server",
-                    "--port", str(port),
+                    str(config),
                     "--bind", "127.0.0.1",
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", str(node_dir / "nodes.conf"),
@@ -230,18 +284,22 @@ def redis_cluster(
                     "--appendonly", "no",
                     "--dir", str(node_dir),
                 ],
+                tls=tls,
+                password=password,
             )  # fmt: skip
             server.start()
             topology.nodes.append(server)
+        tls_options = ["--tls", "--cacert", str(tls.ca_file)] if tls else []
         subprocess.run(
             [
-                "redis-cli", "--cluster", "create",
+                "redis-cli", *tls_options, "--cluster", "create",
                 *(f"127.0.0.1:{port}" for port in topology.ports),
                 "--cluster-replicas", str(replicas), "--cluster-yes",
             ],
             check=True,
             capture_output=True,
             timeout=60,
+            env={**os.environ, "REDISCLI_AUTH": password} if password else None,
         )  # fmt: skip
         topology.wait_healthy()
         yield topology
@@ -258,10 +316,13 @@ class SentinelTopology:
     name: str = "mymaster"
     servers: list[_Server] = field(default_factory=list)
     sentinels: list[_Server] = field(default_factory=list)
+    tls: ServerTls | None = None
+    password: str | None = None
 
-    def url(self, *, db: int = 0, scheme: str = "redis+sentinel") -> str:
+    def url(self, *, db: int = 0, scheme: str | None = None) -> str:
+        scheme = scheme or ("rediss+sentinel" if self.tls else "redis+sentinel")
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"{scheme}://{hosts}/{self.name}/{db}"
+        return f"{scheme}://{_userinfo(self.password)}{hosts}/{self.name}/{db}{_query(self.tls)}"
 
     def master_port(self) -> int:
         """The master's port as the sentinels agree on it now."""
@@ -328,9 +389,14 @@ class SentinelTopology:
 
 
 @contextlib.contextmanager
-def redis_sentinel(directory: Path) -> Iterator[SentinelTopology]:
-    """Start a master, two replicas of it and three sentinels (quorum 2, down after 1 s)."""
-    topology = SentinelTopology(directory)
+def redis_sentinel(
+    directory: Path, *, tls: ServerTls | None = None, password: str | None = None
+) -> Iterator[SentinelTopology]:
+    """Start a master, two replicas of it and three sentinels (quorum 2, down after 1 s). With
+    ``tls`` every server and sentinel is TLS-only, replication too; ``password`` is required of
+    the master's clients (the sentinels ask none), and given to the sentinels and replicas in
+    their config files."""
+    topology = SentinelTopology(directory, tls=tls, password=password)
     try:
         master_port = free_port()
         for index in range(3):
@@ -341,35 +407,37 @@ def redis_sentinel(directory: Path) -> Iterator[SentinelTopology]:
             # failover, so a restarted server follows the new master.
             config = server_dir / "redis.conf"
             lines = [
-                f"port {port}", "bind 127.0.0.1", 'save ""', "appendonly no",
+                *(tls_lines(tls, port) if tls else [f"port {port}"]),
+                "bind 127.0.0.1", 'save ""', "appendonly no",
                 f"dir {server_dir}", "replica-serve-stale-data yes",
                 "repl-diskless-sync-delay 0",
             ]  # fmt: skip
+            if password:
+                lines += [f'requirepass "{password}"', f'masterauth "{password}"']
             if index:
                 lines.append(f"replicaof 127.0.0.1 {master_port}")
             config.write_text("\n".join(lines) + "\n")
-            server = _Server(port, ["redis-server", str(config)])
+            config.chmod(0o600)
+            server = _Server(port, ["redis-server", str(config)], tls=tls, password=password)
             server.start()
             topology.servers.append(server)
         for _ in range(3):
             port = free_port()
             config = directory / f"sentinel-{port}.conf"
-            config.write_text(
-                "\n".join(
-                    [
-                        f"port {port}",
-                        "bind 127.0.0.1",
-                        f"dir {directory}",
-                        f"sentinel monitor {topology.name} 127.0.0.1 {master_port} 2",
-                        f"sentinel down-after-milliseconds {topology.name} "
-                        f"{SENTINEL_DOWN_AFTER_MS}",
-                        f"sentinel failover-timeout {topology.name} 10000",
-                        f"sentinel parallel-syncs {topology.name} 2",
-                    ]
-                )
-                + "\n"
-            )
-            sentinel = _Server(port, ["redis-server", str(config), "--sentinel"])
+            lines = [
+                *(tls_lines(tls, port) if tls else [f"port {port}"]),
+                "bind 127.0.0.1",
+                f"dir {directory}",
+                f"sentinel monitor {topology.name} 127.0.0.1 {master_port} 2",
+                f"sentinel down-after-milliseconds {topology.name} {SENTINEL_DOWN_AFTER_MS}",
+                f"sentinel failover-timeout {topology.name} 10000",
+                f"sentinel parallel-syncs {topology.name} 2",
+            ]
+            if password:
+                lines.append(f'sentinel auth-pass {topology.name} "{password}"')
+            config.write_text("\n".join(lines) + "\n")
+            config.chmod(0o600)
+            sentinel = _Server(port, ["redis-server", str(config), "--sentinel"], tls=tls)
             sentinel.start()
             topology.sentinels.append(sentinel)
         _wait_sentinels_see_replicas(topology)

@@ -160,15 +160,7 @@ class SentinelCache(RedisCache):
         self._replicas = ReplicaCounts()
         kwargs = self._settings.redis_arguments()
         del kwargs["host"], kwargs["port"]
-        sentinel_kwargs: dict[str, Any] = {
-            "socket_timeout": connect_timeout,
-            "socket_connect_timeout": connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        if tls_settings is not None:
-            sentinel_kwargs.update(
-                {name: value for name, value in kwargs.items() if name.startswith("ssl")}
-            )
+        sentinel_kwargs = {**self._settings.sentinel_arguments(), "retry": Retry(NoBackoff(), 0)}
         self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(self._settings.hosts), sentinel_kwargs=sentinel_kwargs, **kwargs
         )

@@ -157,15 +157,7 @@ def evaluate_sentinels(
     unreachable: list[str] = []
     for host, port in settings.hosts:
         where = f"{host}:{port}"
-        client = redis.Redis(
-            host=host,
-            port=port,
-            socket_timeout=settings.connect_timeout,
-            socket_connect_timeout=settings.connect_timeout,
-            ssl=settings.tls is not None,
-            ssl_ca_certs=settings.tls.ca_file if settings.tls else None,
-            ssl_cert_reqs=settings.tls.verify if settings.tls else "required",
-        )
+        client = redis.Redis(host=host, port=port, **settings.sentinel_arguments())
         try:
             master: Any = client.sentinel_master(name)
             address: Any = client.sentinel_get_master_addr_by_name(name)
