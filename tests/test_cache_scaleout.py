@@ -11,6 +11,7 @@ import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -172,9 +173,11 @@ def test_cluster_unreachable_is_a_clear_connect_error() -> None:
         client.get("anything")
 
 
-def _write_in_background(
-    client: autoops.CacheClient, batches: int, size: int
-) -> tuple[threading.Thread, list[BaseException], list[int]]:
+def _write_through(
+    client: autoops.CacheClient, batches: int, size: int, fault: Callable[[], object]
+) -> None:
+    """``set_many`` of ``batches`` batches of ``size`` keys in a thread; once three are written,
+    ``fault`` runs; then every batch must have been written without an error."""
     errors: list[BaseException] = []
     done: list[int] = []
 
@@ -188,7 +191,14 @@ def _write_in_background(
 
     thread = threading.Thread(target=run)
     thread.start()
-    return thread, errors, done
+    while len(done) < 3 and thread.is_alive():
+        time.sleep(0.01)
+    try:
+        fault()
+    finally:
+        thread.join(timeout=120)
+    assert not errors, errors
+    assert len(done) == batches
 
 
 def _all_written(client: autoops.CacheClient, batches: int, size: int) -> None:
@@ -202,13 +212,8 @@ def test_cluster_set_many_survives_a_master_killed_mid_write(
     cluster: autoops.CacheClient, redis_cluster_topology: RedisClusterTopology
 ) -> None:
     victim = redis_cluster_topology.master_of_key(cluster.key("w:0:0"))
-    thread, errors, done = _write_in_background(cluster, batches=30, size=5_000)
-    while len(done) < 3 and thread.is_alive():
-        time.sleep(0.01)
-    redis_cluster_topology.kill(victim)
-    thread.join(timeout=120)
     try:
-        assert not errors, errors
+        _write_through(cluster, 30, 5_000, lambda: redis_cluster_topology.kill(victim))
         assert victim not in redis_cluster_topology.masters()
         _all_written(cluster, 30, 5_000)
     finally:
@@ -221,13 +226,12 @@ def test_cluster_set_many_survives_a_manual_cluster_failover(
 ) -> None:
     master = redis_cluster_topology.master_of_key(cluster.key("w:0:0"))
     (replica,) = redis_cluster_topology.replicas_of(master)
-    thread, errors, done = _write_in_background(cluster, batches=30, size=5_000)
-    while len(done) < 3 and thread.is_alive():
-        time.sleep(0.01)
-    with contextlib.closing(redis_cluster_topology.node(replica).client()) as client:
-        client.execute_command("CLUSTER FAILOVER")  # type: ignore[no-untyped-call]
-    thread.join(timeout=120)
-    assert not errors, errors
+
+    def failover() -> None:
+        with contextlib.closing(redis_cluster_topology.node(replica).client()) as client:
+            client.execute_command("CLUSTER FAILOVER")  # type: ignore[no-untyped-call]
+
+    _write_through(cluster, 30, 5_000, failover)
     redis_cluster_topology.wait_healthy()
     assert replica in redis_cluster_topology.masters()
     _all_written(cluster, 30, 5_000)
@@ -349,13 +353,8 @@ def test_sentinel_writes_survive_a_sentinel_failover(
     sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
 ) -> None:
     before = redis_sentinel_topology.master_port()
-    thread, errors, done = _write_in_background(sentinel, batches=40, size=2_000)
-    while len(done) < 3 and thread.is_alive():
-        time.sleep(0.01)
-    after = redis_sentinel_topology.failover()
-    thread.join(timeout=120)
-    assert not errors, errors
-    assert after != before
+    _write_through(sentinel, 40, 2_000, redis_sentinel_topology.failover)
+    assert redis_sentinel_topology.master_port() != before
     _all_written(sentinel, 40, 2_000)
     redis_sentinel_topology.wait_settled()
 
@@ -379,14 +378,8 @@ def test_sentinel_set_many_survives_the_master_killed_mid_write(
     sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
 ) -> None:
     before = redis_sentinel_topology.master_port()
-    thread, errors, done = _write_in_background(sentinel, batches=30, size=5_000)
-    while len(done) < 3 and thread.is_alive():
-        time.sleep(0.01)
-    redis_sentinel_topology.server(before).kill()
-    thread.join(timeout=120)
     try:
-        assert not errors, errors
-        assert len(done) == 30
+        _write_through(sentinel, 30, 5_000, redis_sentinel_topology.server(before).kill)
         assert redis_sentinel_topology.master_port() != before
         _all_written(sentinel, 30, 5_000)
     finally:

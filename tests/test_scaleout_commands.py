@@ -3,33 +3,16 @@ into each, and autoops-check of both (a real process each time, real servers).""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import autoops
 from _support.redis_topologies import RedisClusterTopology, SentinelTopology
-from _support.services import promtool_accepts
+from _support.services import promtool_accepts, run_script
 from _support.sync_tables import cached_rows, create_users, expected_cache
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 SYNC_ARGS = ["--table", "usérs", "--key", "usérs:{id}", "--exclude", "password_hash"]
-
-
-def run(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "AUTOOPS_PROGRESS": "0", **env}
-    environment.pop("AUTOOPS_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, str(SCRIPTS / script), *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -56,10 +39,10 @@ def test_the_sync_command_syncs_into_sentinel_and_cluster_urls(
         "--namespace", cache.namespace,
     ]  # fmt: skip
     env = {"AUTOOPS_DB_URL": mysql_url, "AUTOOPS_CACHE_URL": url}
-    first = run("autoops-sync", *arguments, env=env)
+    first = run_script("autoops-sync", *arguments, env=env)
     assert (first.returncode, first.stdout, first.stderr) == (0, "", "")
     users_db.execute("UPDATE `usérs` SET username = 'changed', updated_at = NOW(6) WHERE id < 100")
-    second = run("autoops-sync", *arguments, env=env)
+    second = run_script("autoops-sync", *arguments, env=env)
     assert second.returncode == 0, second.stderr
     assert cached_rows(cache, "usérs:") == expected_cache(users_db, table="usérs", key="usérs:{id}")
 
@@ -84,16 +67,7 @@ url = "{redis_cluster_topology.url()}"
 type = "redis"
 url = "{redis_sentinel_topology.url()}"
 """)
-    env = {"AUTOOPS_CONFIG": str(config)}
-    environment = {**os.environ, "AUTOOPS_PROGRESS": "0", **env}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPTS / "autoops-check")],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_script("autoops-check", "--config", str(config))
     assert result.returncode == 0, (result.stdout, result.stderr)
     lines = result.stdout.splitlines()
     (cluster_line,) = [line for line in lines if "cache-cluster" in line]
@@ -101,13 +75,6 @@ url = "{redis_sentinel_topology.url()}"
     assert "16384 of 16384 slots" in cluster_line
     assert "quorum reachable" in sentinel_line
     textfile = tmp_path / "checks.prom"
-    written = subprocess.run(
-        [sys.executable, str(SCRIPTS / "autoops-check"), "--textfile", str(textfile)],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    written = run_script("autoops-check", "--config", str(config), "--textfile", str(textfile))
     assert written.returncode == 0, written.stderr
     promtool_accepts(textfile.read_text())

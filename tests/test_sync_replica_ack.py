@@ -92,6 +92,29 @@ def _rename_some_users(db: autoops.DbClient) -> None:
     )
 
 
+def _full_pass_then_renames(
+    db: autoops.DbClient, cache: autoops.CacheClient
+) -> tuple[autoops.CacheSync, dt.datetime]:
+    """A full pass, then 100 rows renamed for the incremental pass under test; returns the
+    sync and the checkpoint the full pass left."""
+    sync = make_sync(db, cache, batch_size=BATCH)
+    assert sync.run_once().ok
+    before = _checkpoint(cache, sync)
+    _rename_some_users(db)
+    return sync, before
+
+
+def _thawed_pass_ends_equal(
+    db: autoops.DbClient, cache: autoops.CacheClient, sync: autoops.CacheSync, was: dt.datetime
+) -> None:
+    """Once the replicas answer again, a pass completes, the cache equals the table and the
+    checkpoint has moved past ``was``."""
+    vars(sync).pop("_write_page", None)  # the fault injection, if any
+    assert sync.run_once().ok
+    assert cached_rows(cache) == expected_cache(db)
+    assert _checkpoint(cache, sync) > was
+
+
 def _checkpoint(cache: autoops.CacheClient, sync: autoops.CacheSync) -> dt.datetime:
     value = autoops.read_sync_status(cache, sync.name).checkpoint
     assert isinstance(value, str)
@@ -136,10 +159,7 @@ def test_sentinel_pass_stops_at_a_batch_no_replica_acknowledged(
     topology = redis_sentinel_topology
     topology.wait_settled()
     with impatient_client(topology.url()) as cache:
-        sync = make_sync(users_db, cache, batch_size=BATCH)
-        assert sync.run_once().ok
-        before = _checkpoint(cache, sync)
-        _rename_some_users(users_db)
+        sync, before = _full_pass_then_renames(users_db, cache)
         master = topology.master_port()
         replicas = [_pid(server.process) for server in topology.servers if server.port != master]
         assert len(replicas) == 2
@@ -164,10 +184,7 @@ def test_sentinel_pass_stops_at_a_batch_no_replica_acknowledged(
         finally:
             topology.wait_settled()
         assert frozen_for < 10
-        del sync._write_page
-        assert sync.run_once().ok
-        assert cached_rows(cache) == expected_cache(users_db)
-        assert _checkpoint(cache, sync) > after
+        _thawed_pass_ends_equal(users_db, cache, sync, after)
 
 
 # Cluster ----------------------------------------------------------------------------------------
@@ -179,10 +196,7 @@ def test_cluster_pass_keeps_its_checkpoint_when_one_masters_replica_does_not_ack
     topology = redis_cluster_topology
     topology.wait_healthy()
     with impatient_client(topology.url()) as cache:
-        sync = make_sync(users_db, cache, batch_size=BATCH)
-        assert sync.run_once().ok
-        before = _checkpoint(cache, sync)
-        _rename_some_users(users_db)
+        sync, before = _full_pass_then_renames(users_db, cache)
         # The replica frozen is one whose master does not hold the checkpoint: a checkpoint
         # written with the rows would be acknowledged there while another node's rows are not.
         holder = topology.master_of_key(cache.key(f"autoops-sync:{sync.name}:checkpoint"))
@@ -207,10 +221,7 @@ def test_cluster_pass_keeps_its_checkpoint_when_one_masters_replica_does_not_ack
         finally:
             topology.wait_healthy()
         assert frozen_for < 10
-        del sync._write_page
-        assert sync.run_once().ok
-        assert cached_rows(cache) == expected_cache(users_db)
-        assert _checkpoint(cache, sync) > acknowledged[0]
+        _thawed_pass_ends_equal(users_db, cache, sync, acknowledged[0])
 
 
 def test_cluster_pass_stops_before_reading_when_its_fence_claim_is_not_acknowledged(
@@ -222,10 +233,7 @@ def test_cluster_pass_stops_before_reading_when_its_fence_claim_is_not_acknowled
     topology = redis_cluster_topology
     topology.wait_healthy()
     with impatient_client(topology.url()) as cache:
-        sync = make_sync(users_db, cache, batch_size=BATCH)
-        assert sync.run_once().ok
-        before = _checkpoint(cache, sync)
-        _rename_some_users(users_db)
+        sync, before = _full_pass_then_renames(users_db, cache)
         (replica,) = topology.replicas_of(topology.masters()[0])
         try:
             with frozen([_pid(topology.node(replica).process)]) as freeze:
@@ -243,9 +251,7 @@ def test_cluster_pass_stops_before_reading_when_its_fence_claim_is_not_acknowled
         finally:
             topology.wait_healthy()
         assert frozen_for < 10
-        assert sync.run_once().ok
-        assert cached_rows(cache) == expected_cache(users_db)
-        assert _checkpoint(cache, sync) > before
+        _thawed_pass_ends_equal(users_db, cache, sync, before)
 
 
 def after_checkpoint_moved(

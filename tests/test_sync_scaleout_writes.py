@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import autoops
+from _support.background import in_background
 from _support.redis_topologies import RedisClusterTopology, SentinelTopology
 from _support.sync_tables import cached_rows, create_users, expected_cache, make_sync
 
@@ -23,39 +24,28 @@ ROWS = 3000
 def steady_updates(url: str) -> Iterator[Callable[[], int]]:
     """Update rows (a new name and a new ``updated_at``) and insert new ones, each in its own
     autocommit statement, on a connection of its own, until the block ends."""
-    stop = threading.Event()
     count = 0
-    failures: list[BaseException] = []
 
-    def work() -> None:
+    def work(stop: threading.Event) -> None:
         nonlocal count
         with autoops.DbClient.from_url(url) as db:
-            try:
-                while not stop.is_set():
-                    count += 1
-                    if count % 10 == 0:
-                        db.execute(
-                            "INSERT INTO users (id, username, email, password_hash)"
-                            " VALUES (%s, %s, 'new@example.com', 'x')",
-                            (ROWS + count, f"new-{count}"),
-                        )
-                    else:
-                        db.execute(
-                            "UPDATE users SET username = %s, updated_at = NOW(6) WHERE id = %s",
-                            (f"w{count}", 1 + (count * 7919) % ROWS),
-                        )
-                    time.sleep(0.001)
-            except BaseException as exc:  # reported when the block ends
-                failures.append(exc)
+            while not stop.is_set():
+                count += 1
+                if count % 10 == 0:
+                    db.execute(
+                        "INSERT INTO users (id, username, email, password_hash)"
+                        " VALUES (%s, %s, 'new@example.com', 'x')",
+                        (ROWS + count, f"new-{count}"),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE users SET username = %s, updated_at = NOW(6) WHERE id = %s",
+                        (f"w{count}", 1 + (count * 7919) % ROWS),
+                    )
+                time.sleep(0.001)
 
-    thread = threading.Thread(target=work, name="table-writer")
-    thread.start()
-    try:
+    with in_background(work, "table-writer"):
         yield lambda: count
-    finally:
-        stop.set()
-        thread.join()
-    assert not failures, failures
 
 
 def while_batch_is_sent(sync: autoops.CacheSync, number: int, fault: Callable[[], None]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +14,13 @@ import pytest
 import redis
 
 import autoops
-from _support.certs import make_server_tls
+from _support.certs import ServerTls, make_server_tls
 from _support.redis_topologies import (
     RedisClusterTopology,
     SentinelTopology,
     redis_cluster,
     redis_sentinel,
+    scratch_client,
 )
 from _support.sync_tables import cached_rows, create_users, expected_cache, make_sync
 from autoops.monitor import CheckStatus, RedisCheck
@@ -29,33 +29,25 @@ from autoops.monitor import CheckStatus, RedisCheck
 PASSWORD = "tls-Scale/0ut@p:ss#2"
 
 
+def _tls_root(factory: pytest.TempPathFactory, name: str) -> tuple[Path, ServerTls]:
+    """A directory for a topology's servers, and a certificate authority made for it."""
+    root = factory.mktemp(name)
+    (root / "servers").mkdir()
+    return root / "servers", make_server_tls(root / "certs")
+
+
 @pytest.fixture(scope="module")
 def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterTopology]:
-    root = tmp_path_factory.mktemp("tls-cluster")
-    tls = make_server_tls(root / "certs")
-    (root / "nodes").mkdir()
-    with redis_cluster(root / "nodes", tls=tls, password=PASSWORD) as topology:
+    directory, tls = _tls_root(tmp_path_factory, "tls-cluster")
+    with redis_cluster(directory, tls=tls, password=PASSWORD) as topology:
         yield topology
 
 
 @pytest.fixture(scope="module")
 def tls_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
-    root = tmp_path_factory.mktemp("tls-sentinel")
-    tls = make_server_tls(root / "certs")
-    (root / "servers").mkdir()
-    with redis_sentinel(root / "servers", tls=tls, password=PASSWORD) as topology:
+    directory, tls = _tls_root(tmp_path_factory, "tls-sentinel")
+    with redis_sentinel(directory, tls=tls, password=PASSWORD) as topology:
         yield topology
-
-
-@contextlib.contextmanager
-def client_of(url: str) -> Iterator[autoops.CacheClient]:
-    client = autoops.CacheClient.from_url(url, f"aot:{uuid.uuid4().hex[:10]}")
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(autoops.AutoOpsError):
-            client.delete_prefix("")
-        client.close()
 
 
 def test_every_server_and_sentinel_is_tls_only(
@@ -80,7 +72,7 @@ def test_the_cache_and_a_sync_work_on_a_tls_cluster(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     create_users(mysql_db, 2000)
-    with client_of(tls_cluster.url()) as cache:
+    with scratch_client(tls_cluster.url()) as cache:
         values = {f"order-items:{index}": {"n": 2**53 + index} for index in range(5000)}
         cache.set_many(values)
         assert cache.get_many(list(values)) == values
@@ -97,7 +89,7 @@ def test_the_cache_and_a_sync_work_on_a_tls_cluster(
 def test_a_tls_cluster_backup_restores_and_the_check_reads_the_cluster(
     tls_cluster: RedisClusterTopology, tmp_path: Path
 ) -> None:
-    with client_of(tls_cluster.url()) as cache:
+    with scratch_client(tls_cluster.url()) as cache:
         cache.set_many({f"k:{index}": index for index in range(3000)})
         backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
         backup = backuper.backup_redis(cache, mode="logical")
@@ -118,7 +110,7 @@ def test_the_cache_a_sync_a_replica_backup_and_the_check_work_on_a_tls_sentinel_
 ) -> None:
     create_users(mysql_db, 1500)
     master = tls_sentinel.master_port()
-    with client_of(tls_sentinel.url()) as cache:
+    with scratch_client(tls_sentinel.url()) as cache:
         sync = make_sync(mysql_db, cache, batch_size=300)
         assert sync.run_once().ok
         assert cached_rows(cache) == expected_cache(mysql_db)

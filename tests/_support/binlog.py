@@ -13,6 +13,7 @@ from pathlib import Path
 import pymysql
 
 import autoops
+from _support.background import in_background
 from _support.mariadb_pair import MARIADBD, MariaDbInstance, install_datadir
 from _support.services import require_program
 from _support.sshd import free_port
@@ -77,10 +78,9 @@ def steady_writer(
     """Updates, REPLACEs and deletes of ``users`` rows with ids below ``max_id`` (new ones too),
     each its own autocommit transaction, until the block ends; yields a function giving the
     number of statements so far."""
-    stop = threading.Event()
     count = 0
 
-    def work() -> None:
+    def work(stop: threading.Event) -> None:
         nonlocal count
         connection = pymysql.connect(
             host="127.0.0.1", port=server.port, user="root", database=database, autocommit=True
@@ -105,10 +105,5 @@ def steady_writer(
                 count += 1
         connection.close()
 
-    thread = threading.Thread(target=work)
-    thread.start()
-    try:
+    with in_background(work, "steady-writer"):
         yield lambda: count
-    finally:
-        stop.set()
-        thread.join()

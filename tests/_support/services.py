@@ -86,17 +86,21 @@ def admin_connection() -> pymysql.connections.Connection[pymysql.cursors.Cursor]
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
-def run_script(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_script(
+    name: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run one of the commands (``scripts/autoops-backup`` ...) as a user would, in a process of
-    its own with no settings file from the environment, no progress line and no stdin."""
-    env = {**os.environ, "AUTOOPS_PROGRESS": "0"}
-    env.pop("AUTOOPS_CONFIG", None)
+    its own with no settings file from the environment (unless ``env`` names one), no progress
+    line and no stdin; ``env`` adds variables."""
+    environment = {**os.environ, "AUTOOPS_PROGRESS": "0"}
+    environment.pop("AUTOOPS_CONFIG", None)
+    environment.update(env or {})
     return subprocess.run(
         [sys.executable, str(SCRIPTS / name), *args],
         capture_output=True,
         text=True,
         check=False,
-        env=env,
+        env=environment,
         stdin=subprocess.DEVNULL,
         timeout=timeout,
     )
