@@ -30,6 +30,13 @@ def sentinel(redis_sentinel_topology: SentinelTopology) -> Iterator[autoops.Cach
     client.close()
 
 
+def _write_to_both_replicas(sentinel: autoops.CacheClient, values: dict[str, Any]) -> None:
+    """``set_many`` on the master, then wait until both replicas have it (a replica's backup
+    must find every key)."""
+    sentinel.set_many(values)
+    sentinel.redis.wait(2, 5000)  # type: ignore[attr-defined]
+
+
 def _full_syncs(topology: SentinelTopology, port: int) -> int:
     with contextlib.closing(topology.server(port).client()) as client:
         return int(client.info("stats")["sync_full"])
@@ -38,8 +45,7 @@ def _full_syncs(topology: SentinelTopology, port: int) -> int:
 def test_a_logical_backup_from_a_replica_restores_every_key(
     tmp_path: Path, sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
 ) -> None:
-    sentinel.set_many({f"usérs:{index}": {"id": index} for index in range(500)})
-    sentinel.redis.wait(2, 5000)  # type: ignore[attr-defined]
+    _write_to_both_replicas(sentinel, {f"usérs:{index}": {"id": index} for index in range(500)})
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
     backup = backuper.backup_redis(sentinel, mode="logical", prefer="replica")
     master = redis_sentinel_topology.master_port()
@@ -53,8 +59,7 @@ def test_a_logical_backup_from_a_replica_restores_every_key(
 def test_an_rdb_backup_from_a_replica_leaves_the_master_alone(
     tmp_path: Path, sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
 ) -> None:
-    sentinel.set_many({f"k:{index}": index for index in range(200)})
-    sentinel.redis.wait(2, 5000)  # type: ignore[attr-defined]
+    _write_to_both_replicas(sentinel, {f"k:{index}": index for index in range(200)})
     master = redis_sentinel_topology.master_port()
     before = _full_syncs(redis_sentinel_topology, master)
     backup = autoops.Backuper(autoops.LocalStorage(tmp_path)).backup_redis(
@@ -69,8 +74,7 @@ def test_an_rdb_backup_from_a_replica_restores_its_keys(
     tmp_path: Path, sentinel: autoops.CacheClient, redis_sentinel_topology: SentinelTopology
 ) -> None:
     values = {f"order-items:{index}": {"id": index, "n": 2**53 + index} for index in range(300)}
-    sentinel.set_many(values)
-    sentinel.redis.wait(2, 5000)  # type: ignore[attr-defined]
+    _write_to_both_replicas(sentinel, values)
     backuper = autoops.Backuper(autoops.LocalStorage(tmp_path))
     backup = backuper.backup_redis(sentinel, prefer="replica")
     master = redis_sentinel_topology.master_port()
@@ -96,8 +100,7 @@ def test_the_backup_command_takes_prefer_from_its_flag_and_the_settings_file(
 ) -> None:
     from autoops.cli.backup import main_backup
 
-    sentinel.set_many({f"k:{index}": index for index in range(50)})
-    sentinel.redis.wait(2, 5000)  # type: ignore[attr-defined]
+    _write_to_both_replicas(sentinel, {f"k:{index}": index for index in range(50)})
     url = redis_sentinel_topology.url()
     store = tmp_path / "store"
     assert main_backup(["redis", "--url", url, "--storage", str(store), "--prefer", "replica"]) == 0

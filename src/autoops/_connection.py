@@ -370,11 +370,16 @@ class CacheConnectionSettings:
         finally:
             for client in sentinel.sentinels:
                 client.close()
+        return self.server(str(address[0]), int(address[1]))
+
+    def server(self, host: str, port: int) -> CacheConnectionSettings:
+        """These settings (credentials, timeouts, TLS) for the one server at ``host:port``: a
+        Sentinel's master or replica, or a cluster node."""
         return dataclasses.replace(
             self,
             scheme="rediss" if self.tls is not None else "redis",
-            host=str(address[0]),
-            port=int(address[1]),
+            host=host,
+            port=port,
             hosts=(),
             service=None,
         )

@@ -82,13 +82,7 @@ def slot_table(cluster: ClusterCache) -> dict[tuple[str, int], list[tuple[int, i
 def node_client(cluster: ClusterCache, host: str, port: int) -> RedisCache:
     settings = cluster.connection_settings
     client = CacheClient.from_connection_settings(
-        dataclasses.replace(
-            settings,
-            scheme="rediss" if settings.tls is not None else "redis",
-            host=host,
-            port=port,
-            hosts=(),
-        ),
+        settings.server(host, port),
         cluster.namespace,
         retry=RetryPolicy.none(),
     )

@@ -4,7 +4,6 @@ master (``prefer="replica"``), so the master does none of the work."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,14 +47,7 @@ def backup_source(client: RedisCache, prefer: str) -> Iterator[RedisCache]:
         )
     host, port = replicas[0]
     replica = CacheClient.from_connection_settings(
-        dataclasses.replace(
-            settings,
-            scheme="rediss" if settings.tls is not None else "redis",
-            host=str(host),
-            port=int(port),
-            hosts=(),
-            service=None,
-        ),
+        settings.server(str(host), int(port)),
         client.namespace,
         retry=RetryPolicy.none(),
     )

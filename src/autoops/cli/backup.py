@@ -213,13 +213,14 @@ def _take(args: argparse.Namespace) -> int:
         url = args.url or settings.require_cache_url()
     else:
         url = args.url or settings.require_db_url()
-    args.from_replica = args.from_replica or backup_section(settings).get("from_replica")
+    section = backup_section(settings)
+    args.from_replica = args.from_replica or section.get("from_replica")
     if args.from_replica and args.kind != "mysql":
         raise ConfigError(f"--from-replica is for mysql backups, not {args.kind}")
     if args.prefer is not None and args.kind != "redis":
         raise ConfigError(f"--prefer is for redis backups, not {args.kind}")
     if args.kind == "redis":
-        args.prefer = args.prefer or backup_section(settings).get("redis_prefer") or "master"
+        args.prefer = args.prefer or section.get("redis_prefer") or "master"
     backuper = _backuper(args, create=True, compression=args.compression)
     storage = backuper.storage
     try:

@@ -21,7 +21,7 @@ from typing import Final, TextIO
 
 import paramiko
 
-from .._ssh import describe_error as describe
+from .._ssh import describe_error
 
 __all__ = ["ChannelOutcome", "LinePrinter", "OutputTail", "run_script", "wrap_script"]
 
@@ -149,20 +149,18 @@ def run_script(
     stdout, stderr = OutputTail(max_output_bytes), OutputTail(max_output_bytes)
     started = time.monotonic()
     deadline = started + timeout
+    channel: paramiko.Channel | None = None
     try:
         channel = transport.open_session(timeout=open_timeout)
+        channel.exec_command("exec sudo -n sh" if sudo else "exec sh")
     except (OSError, EOFError, paramiko.SSHException) as exc:
+        # The shell reads its script from stdin, and none was sent: nothing ran.
+        if channel is not None:
+            _close_quietly(channel)
         return ChannelOutcome(
-            False, None, stdout, stderr, error=f"cannot start a shell: {describe(exc)}"
+            False, None, stdout, stderr, error=f"cannot start a shell: {describe_error(exc)}"
         )
     try:
-        try:
-            channel.exec_command("exec sudo -n sh" if sudo else "exec sh")
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            # The shell reads its script from stdin, and none was sent: nothing ran.
-            return ChannelOutcome(
-                False, None, stdout, stderr, error=f"cannot start a shell: {describe(exc)}"
-            )
         try:
             channel.sendall(wrap_script(script, environment))
         except (OSError, EOFError, paramiko.SSHException) as exc:
@@ -171,14 +169,16 @@ def run_script(
                 None,
                 stdout,
                 stderr,
-                error=f"the connection failed while sending ({describe(exc)}); {_UNKNOWN}",
+                error=f"the connection failed while sending ({describe_error(exc)}); {_UNKNOWN}",
             )
         try:
             return _collect(channel, transport, stdout, stderr, deadline, timeout, sink)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             # Reading sends window adjustments, so a connection that breaks under a stream of
             # output can fail in recv() itself: the script was sent, so the outcome is unknown.
-            return ChannelOutcome(True, None, stdout, stderr, error=f"{_LOST} ({describe(exc)})")
+            return ChannelOutcome(
+                True, None, stdout, stderr, error=f"{_LOST} ({describe_error(exc)})"
+            )
     finally:
         _close_quietly(channel)
 
@@ -189,7 +189,7 @@ def _close_quietly(channel: paramiko.Channel) -> None:
     try:
         channel.close()
     except (OSError, EOFError, paramiko.SSHException) as exc:
-        log.debug("closing an SSH channel failed: %s", describe(exc))
+        log.debug("closing an SSH channel failed: %s", describe_error(exc))
 
 
 def _collect(

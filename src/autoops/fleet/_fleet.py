@@ -22,8 +22,7 @@ import paramiko
 from .._errors import AuthenticationError, AutoOpsError, ConfigError, ConnectError
 from .._progress import Progress
 from .._retry import RetryPolicy
-from .._ssh import SshHost, SshOptions, connect, sha256_command
-from .._ssh import describe_error as describe
+from .._ssh import SshHost, SshOptions, connect, describe_error, sha256_command
 from ._channel import ChannelOutcome, LinePrinter, OutputSink, run_script
 from ._facts import FactsParseError, HostFacts, facts_script, parse_facts
 from ._results import FleetResult, HostResult, HostStatus
@@ -214,7 +213,7 @@ class Fleet:
                     host,
                     "unreachable",
                     duration_seconds=time.monotonic() - began,
-                    error=str(exc) or describe(exc),
+                    error=str(exc) or describe_error(exc),
                 )
             except AutoOpsError as exc:
                 return HostResult(

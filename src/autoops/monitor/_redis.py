@@ -100,14 +100,7 @@ class RedisCheck(Check):
                 return
             if master is not None:
                 # The master most sentinels name, not the first sentinel's (redis-py's choice).
-                settings = dataclasses.replace(
-                    settings,
-                    scheme="rediss" if settings.tls is not None else "redis",
-                    host=master[0],
-                    port=master[1],
-                    hosts=(),
-                    service=None,
-                )
+                settings = settings.server(*master)
         client = CacheClient.from_connection_settings(settings, retry=RetryPolicy.none())
         assert isinstance(client, RedisCache)
         try:
